@@ -1,0 +1,3 @@
+module github.com/agentnet/agentnet
+
+go 1.26.8

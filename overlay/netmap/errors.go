@@ -1,0 +1,33 @@
+package netmap
+
+import "errors"
+
+// Sentinel errors shared by both sides of the control protocol.
+var (
+	ErrVersion      = errors.New("control protocol version mismatch")
+	ErrBadSignature = errors.New("bad signature")
+	ErrBadToken     = errors.New("malformed join token")
+	ErrBadDID       = errors.New("malformed did:key")
+)
+
+// Error codes carried in ErrorResponse.Code. Clients decide on the code, the
+// message is for people.
+const (
+	CodeVersion      = "version_mismatch"
+	CodeBadRequest   = "bad_request"
+	CodeTooLarge     = "too_large"
+	CodeBadToken     = "bad_token"
+	CodeTokenExpired = "token_expired"
+	CodeTokenUsed    = "token_used"
+	CodeNameTaken    = "name_taken"
+	CodeUnauthorized = "unauthorized"
+	CodeNotFound     = "not_found"
+	CodeInternal     = "internal"
+)
+
+// ErrorResponse is the JSON body of every non-2xx control response.
+type ErrorResponse struct {
+	Code            string `json:"code"`
+	Error           string `json:"error"`
+	ProtocolVersion int    `json:"protocol_version"`
+}
