@@ -1,0 +1,167 @@
+package coordinator
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// AdminCred is the content of admin.cred (JSON, mode 0600): everything the
+// administrator's tools need to reach and authenticate to the coordinator.
+type AdminCred struct {
+	URL    string `json:"url"`
+	Pin    string `json:"pin"`
+	Secret string `json:"secret"`
+}
+
+// LoadAdminCred reads and checks an admin.cred file.
+func LoadAdminCred(path string) (AdminCred, error) {
+	var c AdminCred
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("coordinator: admin credential %s does not exist; it is written by 'agentnet coordinator' into its data dir", path)
+	}
+	if err != nil {
+		return c, fmt.Errorf("coordinator: read admin credential: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("coordinator: admin credential %s is not valid JSON: %w", path, err)
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"url", c.URL}, {"pin", c.Pin}, {"secret", c.Secret}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return c, fmt.Errorf("coordinator: admin credential %s lacks %s", path, strings.Join(missing, ", "))
+	}
+	if !strings.HasPrefix(c.URL, "https://") {
+		return c, fmt.Errorf("coordinator: admin credential %s: url %q is not https", path, c.URL)
+	}
+	if !strings.HasPrefix(c.Pin, netmap.PinPrefix) {
+		return c, fmt.Errorf("coordinator: admin credential %s: pin %q does not start with %q", path, c.Pin, netmap.PinPrefix)
+	}
+	return c, nil
+}
+
+// initAdminCred keeps the admin secret across restarts. The store holds
+// only its SHA-256; the secret lives in admin.cred. If admin.cred is gone
+// (or no longer matches), a new secret is made: deleting admin.cred and
+// restarting rotates the admin secret. The file is rewritten only when its
+// contents change (new URL or new secret).
+func (c *Coordinator) initAdminCred() error {
+	old, loadErr := LoadAdminCred(c.credPath)
+	return c.store.Update(func(tx Tx) error {
+		stored, err := tx.Meta(metaAdminSum)
+		if err != nil {
+			return err
+		}
+		secret := ""
+		if loadErr == nil {
+			sum := sha256.Sum256([]byte(old.Secret))
+			if stored == nil || string(stored) == hex.EncodeToString(sum[:]) {
+				secret = old.Secret
+			}
+		}
+		if secret == "" {
+			if stored != nil {
+				c.log.Warn("coordinator: admin.cred missing or not matching; issuing a new admin secret", "path", c.credPath)
+			}
+			secret = netmap.NewSecret()
+		}
+		c.adminSum = sha256.Sum256([]byte(secret))
+		if err := tx.PutMeta(metaAdminSum, []byte(hex.EncodeToString(c.adminSum[:]))); err != nil {
+			return err
+		}
+		c.cred = AdminCred{URL: c.url, Pin: c.pin, Secret: secret}
+		if loadErr == nil && old == c.cred {
+			return nil
+		}
+		b, _ := json.MarshalIndent(c.cred, "", "  ")
+		return writeFileAtomic(c.credPath, append(b, '\n'), 0o600)
+	})
+}
+
+// admin wraps a handler with the admin bearer check. The comparison is of
+// SHA-256 digests in constant time, so neither the secret nor its length
+// leaks through timing.
+func (c *Coordinator) admin(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		got, ok := strings.CutPrefix(r.Header.Get(netmap.HeaderAdmin), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
+			return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
+		}
+		return h(w, r)
+	}
+}
+
+// handleNodes lists every node, sorted by name, with live Online state.
+func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error {
+	var nodes []netmap.Node
+	if err := c.store.View(func(tx Tx) (err error) {
+		nodes, err = tx.Nodes()
+		return err
+	}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	for i := range nodes {
+		_, nodes[i].Online = c.streams[nodes[i].DID]
+	}
+	c.mu.Unlock()
+	slices.SortFunc(nodes, func(a, b netmap.Node) int { return strings.Compare(a.Name, b.Name) })
+	if nodes == nil {
+		nodes = []netmap.Node{}
+	}
+	writeJSON(w, http.StatusOK, nodes)
+	return nil
+}
+
+// handleDeleteNode removes a node: its name and addresses are freed (the
+// sequential IPAM reuses an address only after the pool wraps), every other
+// node gets a new map without it, and its own stream is ended.
+func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	var did string
+	err := c.store.Update(func(tx Tx) error {
+		owner, ok, err := tx.NameOwner(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+		}
+		did = owner
+		if err := tx.DeleteNode(did); err != nil {
+			return err
+		}
+		_, err = tx.BumpSerial()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.stats.nodesDeleted.Add(1)
+	c.log.Info("coordinator: node removed", "node", name, "did", did)
+	c.kick(did)
+	if err := c.changed(); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

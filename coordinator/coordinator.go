@@ -1,0 +1,307 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Config configures a Coordinator. Zero optional fields take their default.
+type Config struct {
+	// DataDir is required. It is created (0700) if missing and holds
+	// coord.db (bbolt), tls.key/tls.crt, netmap.key (the map-signing key)
+	// and admin.cred (0600). Restarting on the same DataDir keeps the
+	// certificate pin, signing key, ULA prefix, admin secret and all nodes.
+	DataDir string
+	// Listen is required: the TCP address to serve HTTPS on, such as
+	// "127.0.0.1:8443" or "127.0.0.1:0".
+	Listen string
+	// URL is optional: the base URL written into admin.cred and join
+	// tokens. Default "https://" + the actual listen address. Set it when
+	// listening on an unspecified address or behind a name.
+	URL string
+	// Prefix4 is optional: the IPv4 pool. Default netmap.DefaultPrefix4.
+	// Its network and broadcast addresses and netmap.DefaultDNSIP are never
+	// allocated. It cannot change once nodes are enrolled in DataDir.
+	Prefix4 netip.Prefix
+	// Domain is optional: the DNS suffix put into maps. Default
+	// netmap.DefaultDomain.
+	Domain string
+	// DefaultTokenTTL is optional: the lifetime of a token created with
+	// TTLSeconds 0. Default 24h.
+	DefaultTokenTTL time.Duration
+	// Logger is optional. Default: discard.
+	Logger *slog.Logger
+	// Now is optional: the clock for token expiry, request-time checks and
+	// timestamps. Default time.Now.
+	Now func() time.Time
+	// Store is optional: the state store. Default: bbolt at
+	// DataDir/coord.db. New takes ownership; Close closes it.
+	Store Store
+
+	// keepalive overrides netmap.StreamKeepalive in this package's tests.
+	keepalive time.Duration
+}
+
+// Coordinator is a running control plane. Its methods are safe for
+// concurrent use.
+type Coordinator struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	store    Store
+	signKey  ed25519.PrivateKey
+	prefix4  netip.Prefix
+	ula      netip.Prefix
+	url      string
+	pin      string
+	cred     AdminCred
+	credPath string
+	adminSum [32]byte // SHA-256 of the admin secret
+
+	srv       *http.Server
+	ln        net.Listener
+	baseCtx   context.Context // cancelled by Close; every request context derives from it
+	cancel    context.CancelFunc
+	serveDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	stats   counters
+	limiter logLimiter
+
+	// snapMu serialises snapshot refreshes; snap is read lock-free.
+	// Lock order: snapMu before mu; no store call while holding mu.
+	snapMu sync.Mutex
+	snap   atomic.Pointer[snapshot]
+
+	mu       sync.Mutex // guards the fields below
+	streams  map[string]*stream
+	inflight int
+	closing  bool
+	drained  chan struct{} // closed when inflight reaches 0 after closing
+}
+
+// Close timeouts: the whole of Close stays under a second.
+const (
+	shutdownGrace = 500 * time.Millisecond // http.Server.Shutdown before forcing
+	drainWait     = 300 * time.Millisecond // handlers to return after connections are gone
+)
+
+// New opens or creates the state in cfg.DataDir, starts listening and
+// serving HTTPS, and returns once the listener is bound. On first start it
+// creates the TLS key and self-signed certificate, the Ed25519 map-signing
+// key, the IPv6 ULA /48, and the admin secret, and writes admin.cred.
+func New(cfg Config) (_ *Coordinator, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("coordinator: Config.DataDir is required")
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("coordinator: Config.Listen is required")
+	}
+	if !cfg.Prefix4.IsValid() {
+		cfg.Prefix4 = netmap.DefaultPrefix4
+	}
+	if err := checkPrefix4(cfg.Prefix4); err != nil {
+		return nil, err
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = netmap.DefaultDomain
+	}
+	if cfg.DefaultTokenTTL == 0 {
+		cfg.DefaultTokenTTL = 24 * time.Hour
+	} else if cfg.DefaultTokenTTL < 0 {
+		return nil, fmt.Errorf("coordinator: DefaultTokenTTL %v is negative", cfg.DefaultTokenTTL)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.keepalive <= 0 {
+		cfg.keepalive = netmap.StreamKeepalive
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("coordinator: create data dir: %w", err)
+	}
+
+	c := &Coordinator{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		prefix4:   cfg.Prefix4,
+		credPath:  filepath.Join(cfg.DataDir, fileCred),
+		streams:   make(map[string]*stream),
+		limiter:   logLimiter{interval: 10 * time.Second},
+		serveDone: make(chan struct{}),
+	}
+	c.store = cfg.Store
+	if c.store == nil {
+		if c.store, err = OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			if c.ln != nil {
+				c.ln.Close()
+			}
+			c.store.Close()
+		}
+	}()
+	if c.ula, err = c.initMeta(); err != nil {
+		return nil, err
+	}
+	if c.signKey, err = loadSigningKey(cfg.DataDir); err != nil {
+		return nil, err
+	}
+
+	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("coordinator: listen: %w", err)
+	}
+	listenAP, _ := netip.ParseAddrPort(c.ln.Addr().String())
+	c.url = cfg.URL
+	if c.url == "" {
+		c.url = "https://" + c.ln.Addr().String()
+	}
+	u, err := url.Parse(c.url)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("coordinator: URL %q is not https://host:port", c.url)
+	}
+	cert, leaf, err := loadOrCreateCert(cfg.DataDir, sanNames(listenAP.Addr(), u.Hostname()), c.now())
+	if err != nil {
+		return nil, err
+	}
+	c.pin = netmap.CertPin(leaf)
+	if err := c.initAdminCred(); err != nil {
+		return nil, err
+	}
+	if err := c.refreshSnapshot(); err != nil {
+		return nil, err
+	}
+
+	c.baseCtx, c.cancel = context.WithCancel(context.Background())
+	c.srv = &http.Server{
+		Handler:           c.routes(),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return c.baseCtx },
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(c.serveDone)
+		if err := c.srv.ServeTLS(c.ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("coordinator: serve stopped", "err", err)
+		}
+	}()
+	c.log.Info("coordinator: serving", "endpoint", c.ln.Addr().String(), "url", c.url, "pin", c.pin,
+		"key", netmap.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
+	return c, nil
+}
+
+// initMeta creates the ULA prefix on first start and checks Prefix4 against
+// the one the store was created with.
+func (c *Coordinator) initMeta() (netip.Prefix, error) {
+	var ula netip.Prefix
+	err := c.store.Update(func(tx Tx) error {
+		b, err := tx.Meta(metaULA)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			ula = newULA()
+			if err := tx.PutMeta(metaULA, []byte(ula.String())); err != nil {
+				return err
+			}
+		} else if ula, err = netip.ParsePrefix(string(b)); err != nil || ula.Bits() != 48 {
+			return fmt.Errorf("coordinator: stored ULA prefix %q is not a /48", b)
+		}
+		b, err = tx.Meta(metaPrefix4)
+		if err != nil {
+			return err
+		}
+		if b != nil && string(b) != c.prefix4.String() {
+			nodes, err := tx.Nodes()
+			if err != nil {
+				return err
+			}
+			if len(nodes) > 0 {
+				return fmt.Errorf("coordinator: data dir %s was set up with Prefix4 %s, config says %s; nodes are enrolled, so it cannot change",
+					c.cfg.DataDir, b, c.prefix4)
+			}
+		}
+		return tx.PutMeta(metaPrefix4, []byte(c.prefix4.String()))
+	})
+	if err != nil {
+		return ula, fmt.Errorf("coordinator: init state: %w", err)
+	}
+	return ula, nil
+}
+
+// URL returns the coordinator's base URL.
+func (c *Coordinator) URL() string { return c.url }
+
+// Pin returns the pin (netmap.CertPin) of the coordinator's certificate.
+func (c *Coordinator) Pin() string { return c.pin }
+
+// PublicKey returns the Ed25519 key that verifies the maps it signs.
+func (c *Coordinator) PublicKey() ed25519.PublicKey {
+	return c.signKey.Public().(ed25519.PublicKey)
+}
+
+// AdminCredPath returns the path of admin.cred.
+func (c *Coordinator) AdminCredPath() string { return c.credPath }
+
+// AdminCred returns the admin credential (also written to AdminCredPath).
+func (c *Coordinator) AdminCred() AdminCred { return c.cred }
+
+// Close stops the listener, ends every stream (their clients see the
+// response end), waits for in-flight requests and closes the store. It
+// returns within about a second and leaves no goroutines behind. Calling it
+// again returns the first result.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		drained := make(chan struct{})
+		if c.inflight == 0 {
+			close(drained)
+		} else {
+			c.drained = drained
+		}
+		c.mu.Unlock()
+
+		c.cancel() // streams and other requests watch baseCtx
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		if err := c.srv.Shutdown(ctx); err != nil {
+			c.srv.Close() // force: close the remaining connections
+		}
+		cancel()
+		<-c.serveDone
+		select {
+		case <-drained:
+		case <-time.After(drainWait):
+			c.log.Warn("coordinator: requests still running at close")
+		}
+		c.closeErr = c.store.Close()
+		c.log.Info("coordinator: closed")
+	})
+	return c.closeErr
+}

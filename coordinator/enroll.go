@@ -1,0 +1,161 @@
+package coordinator
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// maxEndpoints bounds the endpoints a node may publish.
+const maxEndpoints = 16
+
+// validName reports whether name is a DNS label as agent names must be:
+// 1–63 of [a-z0-9-], not starting or ending with '-' (RFC 1123 §2.1,
+// lowercase only so names compare byte-wise).
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
+		return false
+	}
+	for _, r := range []byte(name) {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// handleEnroll enrolls a node. The request is signed by the identity key it
+// enrolls (netmap.VerifyRequest), which proves possession of the key named
+// by HeaderNode.
+//
+// A known identity re-enrolls without a token (any token sent is ignored):
+// it keeps its name, IPv4 and IPv6, and only its WireGuard key and
+// endpoints are updated. If it asks for a different name, the stored name
+// is kept and returned in the response; renaming is an admin operation.
+//
+// A new identity needs a valid join token. Redeeming the token, claiming
+// the name, allocating the addresses and storing the node happen in one
+// transaction, so any refusal leaves the store (and the token) untouched.
+func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	did, _, err := netmap.VerifyRequest(r, body, c.now())
+	if err != nil {
+		return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
+	}
+	var req netmap.EnrollRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if req.ProtocolVersion != 0 {
+		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
+			return refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+		}
+	}
+	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
+		return err
+	}
+	now := c.now()
+	var (
+		node    netmap.Node
+		known   bool
+		tokenID string
+	)
+	err = c.store.Update(func(tx Tx) error {
+		n, ok, err := tx.Node(did)
+		if err != nil {
+			return err
+		}
+		if ok {
+			known = true
+			n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, now
+			node = n
+			if err := tx.PutNode(n); err != nil {
+				return err
+			}
+			_, err = tx.BumpSerial()
+			return err
+		}
+		tok, err := netmap.ParseToken(req.Token)
+		if err != nil {
+			return refuse(http.StatusBadRequest, netmap.CodeBadToken, "%v", err)
+		}
+		if !validName(req.Name) {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest,
+				"name %.70q is not a DNS label: use 1-63 lowercase letters, digits and '-', not starting or ending with '-'", req.Name)
+		}
+		rec, err := redeemToken(tx, tok, did, now)
+		if err != nil {
+			return err
+		}
+		tokenID = rec.ID
+		if _, taken, err := tx.NameOwner(req.Name); err != nil {
+			return err
+		} else if taken {
+			return refuse(http.StatusConflict, netmap.CodeNameTaken,
+				"name %q is already taken by another node identity; choose another name (or remove that node with 'agentnet node rm %s')", req.Name, req.Name)
+		}
+		v4, v6, err := allocate(tx, c.prefix4, c.ula)
+		if errors.Is(err, ErrNoAddresses) {
+			return refuse(http.StatusServiceUnavailable, codeNoAddresses, "no free overlay address left in %v; remove unused nodes", c.prefix4).with(err)
+		} else if err != nil {
+			return err
+		}
+		node = netmap.Node{
+			Name:      req.Name,
+			DID:       did,
+			WGKey:     req.WGKey,
+			IPv4:      v4,
+			IPv6:      v6,
+			Endpoints: req.Endpoints,
+			Tags:      rec.Tags,
+			LastSeen:  now,
+			Created:   now,
+		}
+		if err := tx.PutNode(node); err != nil {
+			return err
+		}
+		_, err = tx.BumpSerial()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if known {
+		c.stats.reenrolled.Add(1)
+		c.log.Info("coordinator: node re-enrolled", "node", node.Name, "did", did, "asked_name", req.Name)
+	} else {
+		c.stats.enrolled.Add(1)
+		c.log.Info("coordinator: node enrolled", "node", node.Name, "did", did, "token", tokenID, "ipv4", node.IPv4, "ipv6", node.IPv6)
+	}
+	if err := c.changed(); err != nil {
+		return err
+	}
+	signed, self, err := c.mapFor(did)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, netmap.EnrollResponse{Node: self, CoordinatorKey: c.PublicKey(), Map: signed})
+	return nil
+}
+
+// checkWGAndEndpoints validates what a node reports about its data plane.
+func checkWGAndEndpoints(wgKey string, eps []netip.AddrPort) error {
+	if _, err := netmap.ParseWGKey(wgKey); err != nil {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%v", err)
+	}
+	if len(eps) > maxEndpoints {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d endpoints, at most %d", len(eps), maxEndpoints)
+	}
+	for i, ep := range eps {
+		if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "endpoint %d (%v) is not a usable address:port", i, ep)
+		}
+		eps[i] = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+	}
+	return nil
+}

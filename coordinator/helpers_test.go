@@ -1,0 +1,327 @@
+package coordinator
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuf is a log sink safe for concurrent writers.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fakeClock is a settable clock for Config.Now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// harness is one coordinator on 127.0.0.1:0 with a real bbolt file.
+type harness struct {
+	t     *testing.T
+	c     *Coordinator
+	cfg   Config
+	logs  *syncBuf
+	admin *AdminClient
+}
+
+func newHarness(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	logs := &syncBuf{}
+	cfg := Config{
+		DataDir: t.TempDir(),
+		Listen:  "127.0.0.1:0",
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: NewAdminClient(c.AdminCred())}
+}
+
+func (h *harness) token(req netmap.CreateTokenRequest) string {
+	h.t.Helper()
+	resp, err := h.admin.CreateToken(context.Background(), req)
+	if err != nil {
+		h.t.Fatalf("CreateToken: %v", err)
+	}
+	return resp.Token
+}
+
+func (h *harness) nodeCount() int {
+	h.t.Helper()
+	nodes, err := h.admin.Nodes(context.Background())
+	if err != nil {
+		h.t.Fatalf("Nodes: %v", err)
+	}
+	return len(nodes)
+}
+
+// testNode is a minimal node-side control client: it signs requests with
+// its identity key and trusts the coordinator by pin.
+type testNode struct {
+	t    *testing.T
+	key  ed25519.PrivateKey
+	did  string
+	wg   string
+	url  string
+	hc   *http.Client
+	now  func() time.Time
+	self netmap.Node
+}
+
+func newTestNode(t *testing.T, c *Coordinator) *testNode {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	var wg [32]byte
+	rand.Read(wg[:])
+	tr := &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(c.Pin())}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &testNode{
+		t:   t,
+		key: key,
+		did: netmap.DID(key.Public().(ed25519.PublicKey)),
+		wg:  netmap.WGKeyString(wg),
+		url: c.URL(),
+		hc:  &http.Client{Transport: tr},
+		now: c.now,
+	}
+}
+
+// request builds a signed request; mod may tamper with it after signing.
+func (n *testNode) request(method, path string, body []byte, mod func(*http.Request)) *http.Request {
+	r, err := http.NewRequest(method, n.url+path, bytes.NewReader(body))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	r.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	netmap.SignRequest(r, n.key, body, n.now())
+	if mod != nil {
+		mod(r)
+	}
+	return r
+}
+
+// do sends a request and returns status and body; a non-2xx body is
+// decoded into the returned ErrorResponse.
+func (n *testNode) do(method, path string, body []byte, mod func(*http.Request)) (int, []byte, netmap.ErrorResponse) {
+	n.t.Helper()
+	resp, err := n.hc.Do(n.request(method, path, body, mod))
+	if err != nil {
+		n.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if got := resp.Header.Get(netmap.HeaderProtocol); got != strconv.Itoa(netmap.ProtocolVersion) {
+		n.t.Errorf("%s %s: response %s header = %q", method, path, netmap.HeaderProtocol, got)
+	}
+	var er netmap.ErrorResponse
+	if resp.StatusCode/100 != 2 {
+		if err := json.Unmarshal(b, &er); err != nil {
+			n.t.Errorf("%s %s: error body is not ErrorResponse JSON: %q", method, path, b)
+		}
+	}
+	return resp.StatusCode, b, er
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// tryEnroll enrolls and returns the response or the refusal.
+func (n *testNode) tryEnroll(token, name string) (netmap.EnrollResponse, int, netmap.ErrorResponse) {
+	n.t.Helper()
+	req := netmap.EnrollRequest{ProtocolVersion: netmap.ProtocolVersion, Token: token, Name: name, WGKey: n.wg,
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:41641")}}
+	status, b, er := n.do(http.MethodPost, netmap.PathEnroll, mustJSON(n.t, req), nil)
+	var resp netmap.EnrollResponse
+	if status == http.StatusOK {
+		if err := json.Unmarshal(b, &resp); err != nil {
+			n.t.Fatalf("decode EnrollResponse: %v", err)
+		}
+		n.self = resp.Node
+	}
+	return resp, status, er
+}
+
+func (n *testNode) enroll(token, name string) netmap.EnrollResponse {
+	n.t.Helper()
+	resp, status, er := n.tryEnroll(token, name)
+	if status != http.StatusOK {
+		n.t.Fatalf("enroll %s: %d %s: %s", name, status, er.Code, er.Error)
+	}
+	return resp
+}
+
+func (n *testNode) update(eps ...netip.AddrPort) *netmap.Map {
+	n.t.Helper()
+	status, b, er := n.do(http.MethodPost, netmap.PathUpdate, mustJSON(n.t, netmap.UpdateRequest{WGKey: n.wg, Endpoints: eps}), nil)
+	if status != http.StatusOK {
+		n.t.Fatalf("update: %d %s: %s", status, er.Code, er.Error)
+	}
+	var s netmap.Signed
+	if err := json.Unmarshal(b, &s); err != nil {
+		n.t.Fatal(err)
+	}
+	return verify(n.t, &s, nil)
+}
+
+// verify checks a signed map against key (if non-nil) or just decodes it.
+func verify(t *testing.T, s *netmap.Signed, key ed25519.PublicKey) *netmap.Map {
+	t.Helper()
+	if key == nil {
+		var m netmap.Map
+		if err := json.Unmarshal(s.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		return &m
+	}
+	m, err := s.Verify(key)
+	if err != nil {
+		t.Fatalf("map does not verify: %v", err)
+	}
+	return m
+}
+
+// testStream reads a netmap stream in a goroutine owned by close.
+type testStream struct {
+	t    *testing.T
+	key  ed25519.PublicKey
+	resp *http.Response
+	msgs chan netmap.StreamMessage
+	done chan struct{}
+	once sync.Once
+}
+
+func (n *testNode) openStream(key ed25519.PublicKey) *testStream {
+	n.t.Helper()
+	resp, err := n.hc.Do(n.request(http.MethodGet, netmap.PathStream, nil, nil))
+	if err != nil {
+		n.t.Fatalf("open stream: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		n.t.Fatalf("open stream: %d %s", resp.StatusCode, b)
+	}
+	s := &testStream{t: n.t, key: key, resp: resp, msgs: make(chan netmap.StreamMessage, 256), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer close(s.msgs)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), netmap.MaxStreamLine)
+		for sc.Scan() {
+			var m netmap.StreamMessage
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				return
+			}
+			s.msgs <- m
+		}
+	}()
+	n.t.Cleanup(s.close)
+	return s
+}
+
+func (s *testStream) close() {
+	s.once.Do(func() { s.resp.Body.Close() })
+	<-s.done
+}
+
+// waitMap returns the first map satisfying ok within d, failing otherwise.
+func (s *testStream) waitMap(d time.Duration, what string, ok func(*netmap.Map) bool) *netmap.Map {
+	s.t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case msg, open := <-s.msgs:
+			if !open {
+				s.t.Fatalf("stream ended while waiting for %s", what)
+			}
+			if msg.Type != "map" {
+				continue
+			}
+			if m := verify(s.t, msg.Map, s.key); ok(m) {
+				return m
+			}
+		case <-timeout:
+			s.t.Fatalf("no map with %s within %v", what, d)
+			return nil
+		}
+	}
+}
+
+// waitEnd waits for the server to end the stream.
+func (s *testStream) waitEnd(d time.Duration) {
+	s.t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(d):
+		s.t.Fatalf("stream still open after %v", d)
+	}
+}
+
+func peerNames(m *netmap.Map) string {
+	var names []string
+	for _, p := range m.Peers {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+func readCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,193 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// apiError is a refusal: an HTTP status, a netmap Code the client decides
+// on, a message for people (sent), and an optional cause (logged only).
+type apiError struct {
+	status int
+	code   string
+	msg    string
+	cause  error
+}
+
+func (e *apiError) Error() string {
+	if e.cause != nil {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *apiError) Unwrap() error { return e.cause }
+
+func refuse(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *apiError) with(cause error) *apiError { e.cause = cause; return e }
+
+// handlerFunc is a handler that reports refusals as an error; serve turns
+// them into ErrorResponse JSON, a log line and a counter.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// bodyReadTimeout bounds how long a client may take to send its body.
+const bodyReadTimeout = 30 * time.Second
+
+// routes builds the API mux. Every route goes through serve.
+func (c *Coordinator) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.handleEnroll))
+	mux.Handle("POST "+netmap.PathUpdate, c.serve(c.handleUpdate))
+	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
+	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
+	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
+	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
+	mux.Handle("/", c.serve(func(w http.ResponseWriter, r *http.Request) error {
+		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
+	}))
+	return mux
+}
+
+// serve is the middleware every request passes: it tracks the request for
+// Close, stamps HeaderProtocol on the response, refuses a missing or
+// unsupported HeaderProtocol, bounds the body to netmap.MaxBodyBytes, and
+// turns a handler's error into ErrorResponse JSON.
+func (c *Coordinator) serve(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		if !c.enter() {
+			c.fail(w, r, refuse(http.StatusServiceUnavailable, netmap.CodeInternal, "coordinator is shutting down"))
+			return
+		}
+		defer c.leave()
+		c.stats.requests.Add(1)
+		if err := checkVersionHeader(r); err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, netmap.MaxBodyBytes)
+		if err := h(w, r); err != nil {
+			c.fail(w, r, err)
+		}
+	})
+}
+
+func checkVersionHeader(r *http.Request) error {
+	h := r.Header.Get(netmap.HeaderProtocol)
+	if h == "" {
+		return refuse(http.StatusBadRequest, netmap.CodeVersion,
+			"request has no %s header; this coordinator speaks control protocol %d (accepts %d..%d); upgrade the client",
+			netmap.HeaderProtocol, netmap.ProtocolVersion, netmap.MinProtocolVersion, netmap.ProtocolVersion)
+	}
+	v, err := strconv.Atoi(h)
+	if err != nil {
+		return refuse(http.StatusBadRequest, netmap.CodeVersion,
+			"%s header %.16q is not a number; this coordinator speaks control protocol %d",
+			netmap.HeaderProtocol, h, netmap.ProtocolVersion)
+	}
+	if err := netmap.CheckVersion("client", v); err != nil {
+		return refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+	}
+	return nil
+}
+
+// fail writes err as ErrorResponse JSON, counts it, and logs it (refusals
+// rate-limited per client, claimed node and code; internal errors always).
+func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = &apiError{status: http.StatusInternalServerError, code: netmap.CodeInternal, msg: "internal error", cause: err}
+	}
+	if errors.Is(err, ErrStoreClosed) {
+		ae = &apiError{status: http.StatusServiceUnavailable, code: netmap.CodeInternal, msg: "coordinator is shutting down", cause: err}
+	}
+	c.stats.refuse(ae.code)
+	node := r.Header.Get(netmap.HeaderNode) // as claimed; may be unverified
+	if len(node) > 64 {
+		node = node[:64] + "…"
+	}
+	level := slog.LevelWarn
+	if ae.status >= 500 {
+		level = slog.LevelError
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if level == slog.LevelError || c.limiter.allow(host+"|"+node+"|"+ae.code, c.now()) {
+		c.log.Log(r.Context(), level, "coordinator: request refused",
+			"node", node, "reason", ae.code, "err", ae.Error(), "path", r.URL.Path, "endpoint", r.RemoteAddr, "status", ae.status)
+	} else {
+		c.stats.logsSuppressed.Add(1)
+	}
+	writeJSON(w, ae.status, netmap.ErrorResponse{Code: ae.code, Error: ae.msg, ProtocolVersion: netmap.ProtocolVersion})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"code":"internal","error":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// readBody reads the whole (already size-limited) request body.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, refuse(http.StatusRequestEntityTooLarge, netmap.CodeTooLarge, "request body larger than %d bytes", netmap.MaxBodyBytes)
+	case err != nil:
+		return nil, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "read request body").with(err)
+	}
+	return b, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "bad JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "bad JSON body: trailing data after the object")
+	}
+	return nil
+}
+
+// enter registers a request in flight; it fails once Close has begun.
+func (c *Coordinator) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.inflight++
+	return true
+}
+
+func (c *Coordinator) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inflight--
+	if c.closing && c.inflight == 0 && c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}

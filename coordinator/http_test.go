@@ -1,0 +1,164 @@
+package coordinator
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+func TestRequestRefusals(t *testing.T) {
+	h := newHarness(t, nil)
+	member := newTestNode(t, h.c)
+	member.enroll(h.token(netmap.CreateTokenRequest{}), "member")
+	tok := h.token(netmap.CreateTokenRequest{})
+	enrollBody := func(n *testNode) []byte {
+		return mustJSON(t, netmap.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "newbie", WGKey: n.wg})
+	}
+
+	tests := []struct {
+		name   string
+		path   string
+		body   func(n *testNode) []byte
+		mod    func(r *http.Request)
+		status int
+		code   string
+		msgs   []string
+	}{
+		{
+			name: "oversized body", path: netmap.PathEnroll,
+			body:   func(*testNode) []byte { return bytes.Repeat([]byte(" "), netmap.MaxBodyBytes+1) },
+			status: http.StatusRequestEntityTooLarge, code: netmap.CodeTooLarge, msgs: []string{"larger than"},
+		},
+		{
+			name: "garbled JSON", path: netmap.PathEnroll,
+			body:   func(*testNode) []byte { return []byte(`{"name": "x",`) },
+			status: http.StatusBadRequest, code: netmap.CodeBadRequest, msgs: []string{"bad JSON"},
+		},
+		{
+			name: "trailing data", path: netmap.PathEnroll,
+			body:   func(n *testNode) []byte { return append(enrollBody(n), []byte(`{}`)...) },
+			status: http.StatusBadRequest, code: netmap.CodeBadRequest, msgs: []string{"trailing"},
+		},
+		{
+			name: "unknown JSON field", path: netmap.PathEnroll,
+			body:   func(*testNode) []byte { return []byte(`{"name":"x","admin":true}`) },
+			status: http.StatusBadRequest, code: netmap.CodeBadRequest, msgs: []string{"unknown field"},
+		},
+		{
+			name: "bad signature", path: netmap.PathEnroll, body: enrollBody,
+			mod:    func(r *http.Request) { r.Header.Set(netmap.HeaderSignature, strings.Repeat("A", 86)) },
+			status: http.StatusUnauthorized, code: netmap.CodeUnauthorized, msgs: []string{"does not verify"},
+		},
+		{
+			name: "body swapped after signing", path: netmap.PathEnroll,
+			body: enrollBody,
+			mod: func(r *http.Request) {
+				b := []byte(`{"protocol_version":1,"name":"evil","wg_key":"x"}`)
+				r.Body, r.ContentLength = readCloser(b), int64(len(b))
+			},
+			status: http.StatusUnauthorized, code: netmap.CodeUnauthorized, msgs: []string{"does not verify"},
+		},
+		{
+			name: "clock skew", path: netmap.PathEnroll, body: enrollBody,
+			mod: func(r *http.Request) {
+				r.Header.Set(netmap.HeaderTime, "1000000000")
+			},
+			status: http.StatusUnauthorized, code: netmap.CodeUnauthorized, msgs: []string{"check the node's clock"},
+		},
+		{
+			name: "version 99", path: netmap.PathEnroll, body: enrollBody,
+			mod:    func(r *http.Request) { r.Header.Set(netmap.HeaderProtocol, "99") },
+			status: http.StatusBadRequest, code: netmap.CodeVersion, msgs: []string{"99", "1"},
+		},
+		{
+			name: "version header missing", path: netmap.PathEnroll, body: enrollBody,
+			mod:    func(r *http.Request) { r.Header.Del(netmap.HeaderProtocol) },
+			status: http.StatusBadRequest, code: netmap.CodeVersion, msgs: []string{netmap.HeaderProtocol, "speaks control protocol 1"},
+		},
+		{
+			name: "body version 99", path: netmap.PathEnroll,
+			body: func(n *testNode) []byte {
+				return mustJSON(t, netmap.EnrollRequest{ProtocolVersion: 99, Token: tok, Name: "newbie", WGKey: n.wg})
+			},
+			status: http.StatusBadRequest, code: netmap.CodeVersion, msgs: []string{"99"},
+		},
+		{
+			name: "bad WireGuard key", path: netmap.PathEnroll,
+			body: func(n *testNode) []byte {
+				return mustJSON(t, netmap.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "newbie", WGKey: "short"})
+			},
+			status: http.StatusBadRequest, code: netmap.CodeBadRequest, msgs: []string{"WireGuard key"},
+		},
+		{
+			name: "bad name", path: netmap.PathEnroll,
+			body: func(n *testNode) []byte {
+				return mustJSON(t, netmap.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "Bad_Name", WGKey: n.wg})
+			},
+			status: http.StatusBadRequest, code: netmap.CodeBadRequest, msgs: []string{"DNS label"},
+		},
+		{
+			name: "update from unenrolled node", path: netmap.PathUpdate,
+			body:   func(n *testNode) []byte { return mustJSON(t, netmap.UpdateRequest{WGKey: n.wg}) },
+			status: http.StatusUnauthorized, code: netmap.CodeUnauthorized, msgs: []string{"node not enrolled; join with a token"},
+		},
+		{
+			name: "unknown path", path: "/v1/nope",
+			body:   func(*testNode) []byte { return nil },
+			status: http.StatusNotFound, code: netmap.CodeNotFound, msgs: []string{"/v1/nope"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newTestNode(t, h.c)
+			before := h.c.Stats().Refused[tt.code]
+			status, _, er := n.do(http.MethodPost, tt.path, tt.body(n), tt.mod)
+			if status != tt.status || er.Code != tt.code {
+				t.Fatalf("got %d %s %q, want %d %s", status, er.Code, er.Error, tt.status, tt.code)
+			}
+			for _, m := range tt.msgs {
+				if !strings.Contains(er.Error, m) {
+					t.Errorf("message %q does not mention %q", er.Error, m)
+				}
+			}
+			if er.ProtocolVersion != netmap.ProtocolVersion {
+				t.Errorf("ErrorResponse.ProtocolVersion = %d", er.ProtocolVersion)
+			}
+			if got := h.c.Stats().Refused[tt.code]; got != before+1 {
+				t.Errorf("Refused[%s] = %d, want %d", tt.code, got, before+1)
+			}
+			if !strings.Contains(h.logs.String(), "reason="+tt.code) {
+				t.Errorf("no log line with reason=%s", tt.code)
+			}
+		})
+	}
+	if got := h.nodeCount(); got != 1 {
+		t.Errorf("node count %d after refusals, want 1", got)
+	}
+}
+
+func TestUpdateLimits(t *testing.T) {
+	h := newHarness(t, nil)
+	n := newTestNode(t, h.c)
+	n.enroll(h.token(netmap.CreateTokenRequest{}), "n")
+	var eps []string
+	for i := range maxEndpoints + 1 {
+		eps = append(eps, `"127.0.0.1:`+itoa(1000+i)+`"`)
+	}
+	body := []byte(`{"wg_key":"` + n.wg + `","endpoints":[` + strings.Join(eps, ",") + `]}`)
+	status, _, er := n.do(http.MethodPost, netmap.PathUpdate, body, nil)
+	if status != http.StatusBadRequest || !strings.Contains(er.Error, "at most 16") {
+		t.Fatalf("17 endpoints: %d %q, want 400 at most 16", status, er.Error)
+	}
+}
+
+func TestRefusalLogRateLimit(t *testing.T) {
+	l := logLimiter{interval: time.Second}
+	now := time.Unix(100, 0)
+	if !l.allow("k", now) || l.allow("k", now.Add(500*time.Millisecond)) || !l.allow("other", now) || !l.allow("k", now.Add(2*time.Second)) {
+		t.Fatal("limiter does not allow one line per key per interval")
+	}
+}

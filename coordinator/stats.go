@@ -1,0 +1,92 @@
+package coordinator
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of the coordinator's counters.
+type Stats struct {
+	Requests       uint64            // requests received (refused ones included)
+	Refused        map[string]uint64 // refused requests by ErrorResponse code
+	Enrolled       uint64            // new nodes
+	Reenrolled     uint64            // enrollments of an already known identity
+	Updates        uint64            // accepted UpdateRequests
+	TokensCreated  uint64
+	NodesDeleted   uint64
+	MapsSent       uint64 // maps written to streams
+	Keepalives     uint64 // keepalives written to streams
+	Coalesced      uint64 // change notifications merged into one already pending
+	StreamsOpen    int64  // streams open now
+	LogsSuppressed uint64 // refusal log lines rate-limited away (still counted in Refused)
+}
+
+// counters are the live values behind Stats.
+type counters struct {
+	requests, enrolled, reenrolled, updates, tokensCreated, nodesDeleted atomic.Uint64
+	mapsSent, keepalives, coalesced, logsSuppressed                      atomic.Uint64
+	streamsOpen                                                          atomic.Int64
+
+	mu      sync.Mutex // guards refused
+	refused map[string]uint64
+}
+
+func (c *counters) refuse(code string) {
+	c.mu.Lock()
+	if c.refused == nil {
+		c.refused = make(map[string]uint64)
+	}
+	c.refused[code]++
+	c.mu.Unlock()
+}
+
+// Stats returns a snapshot of the counters; safe for concurrent use.
+func (c *Coordinator) Stats() Stats {
+	s := &c.stats
+	s.mu.Lock()
+	refused := maps.Clone(s.refused)
+	s.mu.Unlock()
+	if refused == nil {
+		refused = map[string]uint64{}
+	}
+	return Stats{
+		Requests:       s.requests.Load(),
+		Refused:        refused,
+		Enrolled:       s.enrolled.Load(),
+		Reenrolled:     s.reenrolled.Load(),
+		Updates:        s.updates.Load(),
+		TokensCreated:  s.tokensCreated.Load(),
+		NodesDeleted:   s.nodesDeleted.Load(),
+		MapsSent:       s.mapsSent.Load(),
+		Keepalives:     s.keepalives.Load(),
+		Coalesced:      s.coalesced.Load(),
+		StreamsOpen:    s.streamsOpen.Load(),
+		LogsSuppressed: s.logsSuppressed.Load(),
+	}
+}
+
+// logLimiter lets one log line per key through per interval, so a client
+// hammering the API cannot flood the log. Refusals are counted regardless.
+type logLimiter struct {
+	interval time.Duration
+	mu       sync.Mutex // guards last
+	last     map[string]time.Time
+}
+
+// maxLimiterKeys bounds the limiter's memory; when full it starts over.
+const maxLimiterKeys = 4096
+
+func (l *logLimiter) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval && now.Sub(t) >= 0 {
+		return false
+	}
+	if l.last == nil || len(l.last) >= maxLimiterKeys {
+		l.last = make(map[string]time.Time)
+	}
+	l.last[key] = now
+	return true
+}

@@ -1,0 +1,83 @@
+package coordinator
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Store is the coordinator's durable state. Every mutation runs inside one
+// Update call: if fn returns an error nothing it did is kept, so a refused or
+// failed request never leaves half a node, a dangling index or a consumed
+// token behind. The bbolt implementation is OpenBolt; a distributed engine
+// (etcd) can implement the same interface later.
+//
+// Implementations must serialise Update calls (or detect conflicts and retry
+// fn); View may run concurrently with them.
+type Store interface {
+	View(fn func(Tx) error) error
+	Update(fn func(Tx) error) error
+	Close() error
+}
+
+// Tx is one transaction of a Store. A Tx must not be used after the View or
+// Update call that created it returns.
+type Tx interface {
+	// Node returns the node enrolled under did.
+	Node(did string) (netmap.Node, bool, error)
+	// Nodes returns every enrolled node, in no particular order.
+	Nodes() ([]netmap.Node, error)
+	// PutNode creates or replaces a node keyed by its DID and keeps the
+	// name and address indexes in step (old entries of a renamed or
+	// renumbered node are removed).
+	PutNode(n netmap.Node) error
+	// DeleteNode removes a node and its index entries; a missing node is
+	// not an error.
+	DeleteNode(did string) error
+	// NameOwner returns the DID holding name.
+	NameOwner(name string) (string, bool, error)
+	// AddrOwner returns the DID holding an overlay address (IPv4 or IPv6).
+	AddrOwner(a netip.Addr) (string, bool, error)
+
+	// Token returns a join-token record by id.
+	Token(id string) (TokenRecord, bool, error)
+	// PutToken creates or replaces a token record.
+	PutToken(t TokenRecord) error
+
+	// Meta returns the value stored under a meta key (nil if unset).
+	Meta(key string) ([]byte, error)
+	// PutMeta stores a meta value.
+	PutMeta(key string, v []byte) error
+	// BumpSerial increments and returns the map serial. Every change that
+	// alters any node's map bumps it once.
+	BumpSerial() (uint64, error)
+	// Serial returns the current map serial.
+	Serial() (uint64, error)
+}
+
+// TokenRecord is what the store keeps about a join token. The secret itself
+// is never stored, only netmap.HashSecret of it.
+type TokenRecord struct {
+	ID         string    `json:"id"`
+	SecretHash string    `json:"secret_hash"`
+	Tags       []string  `json:"tags,omitempty"`
+	Reusable   bool      `json:"reusable"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	Used       bool      `json:"used"`
+	Uses       int       `json:"uses"`
+	LastUsedBy string    `json:"last_used_by,omitempty"` // DID
+}
+
+// Meta keys.
+const (
+	metaULA      = "ula_prefix"   // the IPv6 ULA /48, netip.Prefix text
+	metaPrefix4  = "prefix4"      // the IPv4 pool the store was created with
+	metaCursor4  = "ipam_cursor4" // host offset of the last IPv4 handed out, decimal
+	metaAdminSum = "admin_sha256" // hex SHA-256 of the admin secret
+)
+
+// ErrStoreClosed is returned by a Store used after Close.
+var ErrStoreClosed = errors.New("coordinator: store closed")

@@ -1,0 +1,193 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// streamWriteTimeout bounds one write to a stream; a client that stops
+// reading loses its stream instead of holding a handler forever.
+const streamWriteTimeout = 10 * time.Second
+
+// stream is one node's open netmap stream.
+//
+// Fan-out never blocks and never queues: wake has capacity 1 and means "a
+// newer map is wanted". A notification finding it full is merged into the
+// pending one (counted as Coalesced); the stream then builds the latest map
+// from the snapshot when it gets to it, so a slow reader skips straight to
+// the newest map.
+type stream struct {
+	did     string
+	wake    chan struct{}
+	done    chan struct{} // closed by end: replaced by a newer stream, or the node was removed
+	endOnce sync.Once
+}
+
+func (s *stream) end() { s.endOnce.Do(func() { close(s.done) }) }
+
+// handleStream serves netmap.PathStream: newline-delimited
+// netmap.StreamMessage, first the current signed map, then a map after
+// every change and a keepalive every netmap.StreamKeepalive, each flushed.
+// It returns when the client goes away, the coordinator closes, the node is
+// removed, or the same node opens a newer stream (one stream per node; the
+// newest wins, so a reconnect never flaps the node offline).
+//
+// A node is Online while it has a stream. Coming online and going offline
+// are changes: the serial is bumped, LastSeen is stored and peers get a map.
+func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	self, err := c.authNode(r, body)
+	if err != nil {
+		return err
+	}
+	s := &stream{did: self.DID, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.attach(s)
+	defer c.detach(s)
+	if err := c.touch(self.DID); err != nil {
+		return err
+	}
+	select {
+	case <-s.wake: // the map below includes whatever woke us
+	default:
+	}
+	signed, _, err := c.mapFor(self.DID)
+	if err != nil {
+		return err
+	}
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{}) // the request is fully read; the connection stays open
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(msg netmap.StreamMessage) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if err := enc.Encode(msg); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	log := c.log.With("node", self.Name)
+	log.Debug("coordinator: stream open")
+	if err := send(netmap.StreamMessage{Type: "map", Map: signed}); err != nil {
+		log.Debug("coordinator: stream write failed", "err", err)
+		return nil
+	}
+	c.stats.mapsSent.Add(1)
+
+	keepalive := time.NewTicker(c.cfg.keepalive)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done(): // client gone, or Close cancelled baseCtx
+			log.Debug("coordinator: stream closed", "reason", "context")
+			return nil
+		case <-s.done:
+			log.Debug("coordinator: stream closed", "reason", "replaced or removed")
+			return nil
+		case <-keepalive.C:
+			if err := send(netmap.StreamMessage{Type: "keepalive"}); err != nil {
+				log.Debug("coordinator: stream write failed", "err", err)
+				return nil
+			}
+			c.stats.keepalives.Add(1)
+		case <-s.wake:
+			signed, _, err := c.mapFor(self.DID)
+			if errors.Is(err, errNodeGone) {
+				log.Debug("coordinator: stream closed", "reason", "node removed")
+				return nil
+			} else if err != nil {
+				log.Error("coordinator: build map", "err", err)
+				return nil
+			}
+			if err := send(netmap.StreamMessage{Type: "map", Map: signed}); err != nil {
+				log.Debug("coordinator: stream write failed", "err", err)
+				return nil
+			}
+			c.stats.mapsSent.Add(1)
+		}
+	}
+}
+
+// attach makes s the node's stream, ending an older one.
+func (c *Coordinator) attach(s *stream) {
+	c.mu.Lock()
+	old := c.streams[s.did]
+	c.streams[s.did] = s
+	c.mu.Unlock()
+	c.stats.streamsOpen.Add(1)
+	if old != nil {
+		old.end()
+	}
+}
+
+// detach removes s. If it was the node's current stream the node goes
+// offline: LastSeen is stored and peers are told, except while closing.
+func (c *Coordinator) detach(s *stream) {
+	c.mu.Lock()
+	current := c.streams[s.did] == s
+	if current {
+		delete(c.streams, s.did)
+	}
+	c.mu.Unlock()
+	c.stats.streamsOpen.Add(-1)
+	if !current || c.baseCtx.Err() != nil {
+		return
+	}
+	if err := c.touch(s.did); err != nil && !errors.Is(err, ErrStoreClosed) {
+		c.log.Error("coordinator: mark node offline", "did", s.did, "err", err)
+	}
+}
+
+// touch records an online/offline flip of did: LastSeen = now and a new
+// serial, then every stream is woken. A removed node is left alone.
+func (c *Coordinator) touch(did string) error {
+	err := c.store.Update(func(tx Tx) error {
+		n, ok, err := tx.Node(did)
+		if err != nil || !ok {
+			return err
+		}
+		n.LastSeen = c.now()
+		if err := tx.PutNode(n); err != nil {
+			return err
+		}
+		_, err = tx.BumpSerial()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.changed()
+}
+
+// kick ends the stream of did, if any.
+func (c *Coordinator) kick(did string) {
+	c.mu.Lock()
+	s := c.streams[did]
+	c.mu.Unlock()
+	if s != nil {
+		s.end()
+	}
+}
+
+// notifyAll wakes every stream without blocking.
+func (c *Coordinator) notifyAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.streams {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+			c.stats.coalesced.Add(1)
+		}
+	}
+}

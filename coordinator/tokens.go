@@ -1,0 +1,101 @@
+package coordinator
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Token limits.
+const (
+	maxTags   = 32
+	maxTagLen = 64
+	maxTTL    = 10 * 365 * 24 * time.Hour
+)
+
+// validTag reports whether t is "tag:" followed by 1+ of [a-z0-9-].
+func validTag(t string) bool {
+	rest, ok := strings.CutPrefix(t, "tag:")
+	if !ok || rest == "" || len(t) > maxTagLen {
+		return false
+	}
+	for _, r := range []byte(rest) {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// handleCreateToken issues a join token. Only the hash of its secret is
+// stored; the token string is returned once.
+func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req netmap.CreateTokenRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if len(req.Tags) > maxTags {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
+	}
+	for _, t := range req.Tags {
+		if !validTag(t) {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
+		}
+	}
+	ttl := c.cfg.DefaultTokenTTL
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(maxTTL/time.Second) {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "ttl_seconds %d is not between 0 and %d", req.TTLSeconds, int64(maxTTL/time.Second))
+	}
+	if req.TTLSeconds > 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	now := c.now()
+	secret := netmap.NewSecret()
+	rec := TokenRecord{
+		ID:         netmap.NewID(),
+		SecretHash: netmap.HashSecret(secret),
+		Tags:       slices.Compact(slices.Sorted(slices.Values(req.Tags))),
+		Reusable:   req.Reusable,
+		Created:    now,
+		Expires:    now.Add(ttl),
+	}
+	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
+		return err
+	}
+	c.stats.tokensCreated.Add(1)
+	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
+	tok := netmap.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
+	writeJSON(w, http.StatusOK, netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires})
+	return nil
+}
+
+// redeemToken checks a parsed token inside the enrollment transaction and
+// marks it used. The transaction only commits if the whole enrollment does,
+// so a refused enrollment never consumes a token.
+func redeemToken(tx Tx, tok netmap.Token, did string, now time.Time) (TokenRecord, error) {
+	rec, ok, err := tx.Token(tok.ID)
+	if err != nil {
+		return rec, err
+	}
+	if !ok || subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(netmap.HashSecret(tok.Secret))) != 1 {
+		return rec, refuse(http.StatusUnauthorized, netmap.CodeBadToken, "join token %s is not known to this coordinator; create one with 'agentnet token create'", tok.ID)
+	}
+	if !now.Before(rec.Expires) {
+		return rec, refuse(http.StatusUnauthorized, netmap.CodeTokenExpired, "join token %s expired at %s; create a new one", rec.ID, rec.Expires.UTC().Format(time.RFC3339))
+	}
+	if rec.Used && !rec.Reusable {
+		return rec, refuse(http.StatusUnauthorized, netmap.CodeTokenUsed, "join token %s is one-use and was already used; create a new one (or a --reusable one)", rec.ID)
+	}
+	rec.Used = true
+	rec.Uses++
+	rec.LastUsedBy = did
+	return rec, tx.PutToken(rec)
+}
