@@ -16,7 +16,7 @@ var ErrNoAddresses = errors.New("coordinator: no free overlay address left")
 
 // codeNoAddresses is the ErrorResponse code for an exhausted pool. It is
 // local until overlay/netmap grows a code for it.
-const codeNoAddresses = "no_addresses"
+const codeNoAddresses = netmap.CodeNoAddresses
 
 // Address plan: every node gets one IPv4 from Prefix4 and the IPv6 with the
 // same host offset inside the coordinator's ULA /48 (RFC 4193), so the two

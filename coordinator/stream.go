@@ -78,7 +78,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	}
 	log := c.log.With("node", self.Name)
 	log.Debug("coordinator: stream open")
-	if err := send(netmap.StreamMessage{Type: "map", Map: signed}); err != nil {
+	if err := send(netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}); err != nil {
 		log.Debug("coordinator: stream write failed", "err", err)
 		return nil
 	}
@@ -95,7 +95,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 			log.Debug("coordinator: stream closed", "reason", "replaced or removed")
 			return nil
 		case <-keepalive.C:
-			if err := send(netmap.StreamMessage{Type: "keepalive"}); err != nil {
+			if err := send(netmap.StreamMessage{Type: netmap.MsgKeepalive}); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}
@@ -109,7 +109,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 				log.Error("coordinator: build map", "err", err)
 				return nil
 			}
-			if err := send(netmap.StreamMessage{Type: "map", Map: signed}); err != nil {
+			if err := send(netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}

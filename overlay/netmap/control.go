@@ -50,6 +50,12 @@ type StreamMessage struct {
 	Map  *Signed `json:"map,omitempty"`
 }
 
+// StreamMessage types.
+const (
+	MsgMap       = "map"
+	MsgKeepalive = "keepalive"
+)
+
 // StreamKeepalive is how often the coordinator writes to an idle stream; a
 // node that hears nothing for 3× this reconnects.
 const StreamKeepalive = 10 * time.Second

@@ -22,6 +22,7 @@ const (
 	CodeNameTaken    = "name_taken"
 	CodeUnauthorized = "unauthorized"
 	CodeNotFound     = "not_found"
+	CodeNoAddresses  = "no_addresses" // the address pool is exhausted
 	CodeInternal     = "internal"
 )
 
