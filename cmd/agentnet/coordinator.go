@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("coordinator", "coordinator --listen ADDR --data DIR [flags]",
+		"Run the control plane: HTTPS API for enrollment and network maps, state in DIR/coord.db (bbolt).\n"+
+			"On first start it makes a self-signed certificate, a map-signing key and DIR/admin.cred (0600),\n"+
+			"which 'agentnet token create --admin' reads.", stderr)
+	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS listen address")
+	data := fs.String("data", "", "state directory (required)")
+	url := fs.String("url", "", "URL put into admin.cred and join tokens (default https://LISTEN); set it when clients dial another address")
+	prefix := fs.String("prefix", netmap.DefaultPrefix4.String(), "IPv4 prefix virtual addresses are allocated from")
+	domain := fs.String("domain", netmap.DefaultDomain, "DNS domain of agent names")
+	tokenTTL := fs.Duration("token-ttl", 24*time.Hour, "default lifetime of join tokens")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *data == "" {
+		return fmt.Errorf("%w: --data DIR is required", errUsage)
+	}
+	p, err := netip.ParsePrefix(*prefix)
+	if err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("%w: --prefix %q is not an IPv4 prefix", errUsage, *prefix)
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	c, err := coordinator.New(coordinator.Config{
+		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
+		DefaultTokenTTL: *tokenTTL, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("coordinator running", "url", c.URL(), "pin", c.Pin(), "admin", c.AdminCredPath())
+	fmt.Fprintf(stdout, "coordinator at %s\nadmin credential: %s\ncreate a join token: agentnet token create --admin %s\n", c.URL(), c.AdminCredPath(), c.AdminCredPath())
+	<-ctx.Done()
+	log.Info("shutting down")
+	return c.Close()
+}
+
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(stdout, "Usage: agentnet token create --admin FILE [--tags tag:a,tag:b] [--reusable] [--ttl 1h]")
+			return nil
+		}
+		return fmt.Errorf("%w: usage: agentnet token create --admin FILE [flags]", errUsage)
+	}
+	fs := newFlags("token create", "token create --admin FILE [flags]",
+		"Create a join token and print it (only the token, on stdout). The token alone lets a node join:\n"+
+			"it carries the coordinator URL, its certificate pin and a secret. Keep it secret.", stderr)
+	admin := fs.String("admin", "", "admin credential file written by the coordinator (required)")
+	tags := fs.String("tags", "", "comma-separated tags for nodes joining with this token, e.g. tag:tools")
+	reusable := fs.Bool("reusable", false, "allow the token to enrol many nodes (default: one use)")
+	ttl := fs.Duration("ttl", 0, "token lifetime, e.g. 1h (default: the coordinator's --token-ttl)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *admin == "" {
+		return fmt.Errorf("%w: --admin FILE is required", errUsage)
+	}
+	cred, err := coordinator.LoadAdminCred(*admin)
+	if err != nil {
+		return err
+	}
+	req := netmap.CreateTokenRequest{Reusable: *reusable, TTLSeconds: int64(ttl.Seconds())}
+	for _, t := range splitList(*tags) {
+		req.Tags = append(req.Tags, t)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := coordinator.NewAdminClient(cred).CreateToken(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, resp.Token)
+	return nil
+}

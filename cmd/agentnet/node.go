@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/agentnet/agentnet/overlay"
+)
+
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("node", "node --state DIR [--token T --name NAME] [flags]",
+		"Run a node. On first start it joins with --token and --name; afterwards --state is enough and\n"+
+			"the node starts from its cached signed network map even while the coordinator is down.\n"+
+			"Agents in this process's overlay are reachable as NAME.agents.internal.", stderr)
+	state := fs.String("state", "", "state directory: keys, cached network map, local API socket (required)")
+	token := fs.String("token", "", "join token (first start only; also read from $AGENTNET_TOKEN)")
+	name := fs.String("name", "", "agent name to enrol as (first start only; default: host name)")
+	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the node's WireGuard socket; a specific IP is the only one advertised")
+	dnsListen := fs.String("dns-listen", "", "also answer DNS for agent names on this host address, e.g. 127.0.0.1:5301")
+	dnsUpstream := fs.String("dns-upstream", "", "forward names outside the overlay domain to this DNS server ip:port (default: refuse them)")
+	mtu := fs.Int("mtu", 1280, "overlay MTU")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return fmt.Errorf("%w: --state DIR is required", errUsage)
+	}
+	ap, err := netip.ParseAddrPort(*listen)
+	if err != nil {
+		return fmt.Errorf("%w: --listen %q: want ip:port, e.g. 127.0.0.1:0", errUsage, *listen)
+	}
+	if *token == "" {
+		*token = strings.TrimSpace(os.Getenv("AGENTNET_TOKEN"))
+	}
+	if *name == "" {
+		h, _ := os.Hostname()
+		*name = strings.ToLower(strings.Split(h, ".")[0])
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	n, err := overlay.New(ctx, overlay.Config{
+		StateDir: *state, Token: *token, Name: *name, ListenAddr: ap,
+		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	self := n.Self()
+	fmt.Fprintf(stdout, "node %s up: %s %s %s\n", self.Name, self.IPv4, self.IPv6, self.DID)
+	if ap := n.DNSAddr(); ap.IsValid() {
+		fmt.Fprintf(stdout, "dns on %s\n", ap)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

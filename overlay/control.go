@@ -1,0 +1,215 @@
+package overlay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// controlClient speaks the control protocol to one coordinator over HTTPS
+// pinned to its certificate. Every request is signed by the identity key.
+type controlClient struct {
+	base     string
+	identity ed25519.PrivateKey
+	http     *http.Client // bounded requests
+	stream   *http.Client // the long-lived netmap stream (no overall timeout)
+	now      func() time.Time
+}
+
+func newControlClient(url, pin string, identity ed25519.PrivateKey) *controlClient {
+	tr := &http.Transport{
+		TLSClientConfig:     netmap.PinnedTLSConfig(pin),
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        4,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	str := tr.Clone()
+	return &controlClient{
+		base:     url,
+		identity: identity,
+		http:     &http.Client{Transport: tr, Timeout: 20 * time.Second},
+		stream:   &http.Client{Transport: str},
+		now:      time.Now,
+	}
+}
+
+func (c *controlClient) close() {
+	c.http.CloseIdleConnections()
+	c.stream.CloseIdleConnections()
+}
+
+// ControlError is a refusal by the coordinator. Permanent errors (bad token,
+// name taken, version mismatch) must not be retried.
+type ControlError struct {
+	Status int
+	Resp   netmap.ErrorResponse
+}
+
+func (e *ControlError) Error() string {
+	return fmt.Sprintf("coordinator refused (%d %s): %s", e.Status, e.Resp.Code, e.Resp.Error)
+}
+
+// Unwrap lets callers test errors.Is(err, netmap.ErrVersion).
+func (e *ControlError) Unwrap() error {
+	if e.Resp.Code == netmap.CodeVersion {
+		return netmap.ErrVersion
+	}
+	return nil
+}
+
+// Permanent reports whether retrying cannot help.
+func (e *ControlError) Permanent() bool {
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests
+}
+
+func isPermanent(err error) bool {
+	var ce *ControlError
+	return errors.As(err, &ce) && ce.Permanent() || errors.Is(err, netmap.ErrPinMismatch) || errors.Is(err, netmap.ErrVersion)
+}
+
+func (c *controlClient) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("control: build request: %w", err)
+	}
+	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	netmap.SignRequest(req, c.identity, b, c.now())
+	return req, nil
+}
+
+// checkResponse turns a non-2xx answer into a *ControlError and checks the
+// coordinator's protocol version.
+func checkResponse(resp *http.Response) error {
+	if v := resp.Header.Get(netmap.HeaderProtocol); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("control: coordinator sent a bad %s header %q", netmap.HeaderProtocol, v)
+		}
+		if err := netmap.CheckVersion("coordinator", n); err != nil {
+			return err
+		}
+	}
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	ce := &ControlError{Status: resp.StatusCode}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	if json.Unmarshal(b, &ce.Resp) != nil || ce.Resp.Error == "" {
+		ce.Resp.Error = fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return ce
+}
+
+func (c *controlClient) do(ctx context.Context, path string, body, out any) error {
+	req, err := c.newRequest(ctx, http.MethodPost, path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control: %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if err := checkResponse(resp); err != nil {
+		return err
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, netmap.MaxStreamLine)).Decode(out); err != nil {
+		return fmt.Errorf("control: %s: decode response: %w", path, err)
+	}
+	return nil
+}
+
+func (c *controlClient) enroll(ctx context.Context, req netmap.EnrollRequest) (*netmap.EnrollResponse, error) {
+	req.ProtocolVersion = netmap.ProtocolVersion
+	var resp netmap.EnrollResponse
+	if err := c.do(ctx, netmap.PathEnroll, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *controlClient) update(ctx context.Context, req netmap.UpdateRequest) (*netmap.Signed, error) {
+	var resp netmap.Signed
+	if err := c.do(ctx, netmap.PathUpdate, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// streamMaps opens the netmap stream and calls onMap for every map until the
+// stream ends, ctx is done, or the coordinator is silent for 3 keepalives.
+func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signed)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := c.newRequest(ctx, http.MethodGet, netmap.PathStream, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return fmt.Errorf("control: open netmap stream: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := checkResponse(resp); err != nil {
+		return err
+	}
+	idle := time.AfterFunc(3*netmap.StreamKeepalive, cancel)
+	defer idle.Stop()
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		line, err := readLine(r, netmap.MaxStreamLine)
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+				return fmt.Errorf("control: netmap stream idle or closed: %w", ctx.Err())
+			}
+			return fmt.Errorf("control: netmap stream: %w", err)
+		}
+		idle.Reset(3 * netmap.StreamKeepalive)
+		var msg netmap.StreamMessage
+		if err := json.Unmarshal(line, &msg); err != nil {
+			return fmt.Errorf("control: garbled netmap stream message: %w", err)
+		}
+		if msg.Type == netmap.MsgMap && msg.Map != nil {
+			onMap(msg.Map)
+		}
+	}
+}
+
+// readLine reads one newline-terminated line of at most max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := r.ReadSlice('\n')
+		line = append(line, frag...)
+		if len(line) > max {
+			return nil, fmt.Errorf("stream line longer than %d bytes", max)
+		}
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
+}

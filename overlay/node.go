@@ -1,0 +1,493 @@
+package overlay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+
+	agentdns "github.com/agentnet/agentnet/dns"
+	"github.com/agentnet/agentnet/netstack"
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Config configures a Node. Each field says whether it is required and its
+// default.
+type Config struct {
+	// StateDir holds keys, coordinator trust, the cached signed map and the
+	// local API socket. Required; created 0700.
+	StateDir string
+	// Token is the join token. Required on first start only; ignored once
+	// the node is enrolled.
+	Token string
+	// Name is the agent name asked for at enrollment (a DNS label).
+	// Required on first start; the coordinator keeps it afterwards.
+	Name string
+	// ListenAddr is the node's UDP socket. Optional, default 0.0.0.0:0. A
+	// specific IP means only that IP is advertised to peers.
+	ListenAddr netip.AddrPort
+	// DNSListen is a host address ("127.0.0.1:5301") where the built-in DNS
+	// also answers, over UDP and TCP. Optional, default off. Inside the
+	// overlay it always answers at netmap.DefaultDNSIP:53.
+	DNSListen string
+	// DNSUpstream ("ip:port") receives queries for names outside the
+	// overlay domain. Optional; default: such queries are REFUSED.
+	DNSUpstream string
+	// MTU of the overlay interface. Optional, default 1280.
+	MTU int
+	// EnrollTimeout bounds how long first contact with the coordinator is
+	// retried while it is unreachable. Optional, default 60s.
+	EnrollTimeout time.Duration
+	// Logger receives structured logs. Optional, default slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is a running agentnet node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	state *nodeState
+	ctl   *controlClient
+	bind  *Bind
+	stack *netstack.Stack
+	dev   *device.Device
+	dns   []*agentdns.Server // in-overlay server, then the host one if any
+	dnsAP netip.AddrPort     // host DNS address, when Config.DNSListen is set
+	local *localAPI
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // control loop
+
+	mu        sync.Mutex // guards the fields below
+	nm        *netmap.Map
+	peers     map[[32]byte]wgPeer
+	connected bool // netmap stream is up
+	lastMap   time.Time
+	closed    bool
+}
+
+// New starts a node: it enrolls (first start) or loads its cached signed map
+// (restart), brings up the WireGuard device on a netstack, the DNS server,
+// the local API, and keeps following the coordinator in the background.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("overlay: Config.StateDir is required (--state DIR)")
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = 1280
+	}
+	if cfg.EnrollTimeout == 0 {
+		cfg.EnrollTimeout = 60 * time.Second
+	}
+	if !cfg.ListenAddr.IsValid() {
+		cfg.ListenAddr = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("overlay: create state dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.start(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start(ctx context.Context) error {
+	st, signed, m, err := n.loadOrEnroll(ctx)
+	if err != nil {
+		return err
+	}
+	n.state = st
+	n.log = n.log.With("node", m.Self.Name)
+
+	stack, err := netstack.New(netstack.Config{
+		Addrs:  []netip.Addr{m.Self.IPv4, m.Self.IPv6, m.DNSIP},
+		MTU:    n.cfg.MTU,
+		Logger: n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("overlay: netstack: %w", err)
+	}
+	n.stack = stack
+	n.dev = device.NewDevice(stack.TUN(), n.bind, wgLogger(n.log))
+	priv, _, err := st.wgKeys()
+	if err != nil {
+		return err
+	}
+	// Keep the port the endpoints were advertised with: wireguard-go
+	// re-opens the bind on Up with listen_port.
+	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), n.bind.LocalAddr().Port())
+	if err := n.dev.IpcSet(uapi); err != nil {
+		return fmt.Errorf("overlay: configure wireguard: %w", err)
+	}
+	if err := n.dev.Up(); err != nil {
+		return fmt.Errorf("overlay: wireguard up: %w", err)
+	}
+	if err := n.startDNS(m); err != nil {
+		return err
+	}
+	if err := n.applyMap(signed, m); err != nil {
+		return err
+	}
+	if n.local, err = startLocalAPI(n); err != nil {
+		return err
+	}
+	n.log.Info("node up", "ipv4", m.Self.IPv4, "ipv6", m.Self.IPv6, "did", m.Self.DID,
+		"endpoint", n.bind.LocalAddr(), "peers", len(m.Peers))
+	n.wg.Add(1)
+	go n.controlLoop()
+	return nil
+}
+
+// loadOrEnroll returns the node's state and a verified map, enrolling with
+// the token on first start.
+func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *netmap.Map, error) {
+	dir := n.cfg.StateDir
+	st, ok, err := loadState(dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("overlay: %w", err)
+	}
+	if !ok || !st.enrolled() {
+		if n.cfg.Token == "" {
+			return nil, nil, nil, fmt.Errorf("overlay: %s holds no enrolled node; pass a join token (--token) on first start", dir)
+		}
+		tok, err := netmap.ParseToken(n.cfg.Token)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("overlay: %w", err)
+		}
+		if !ok {
+			if st, err = newState(); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		st.CoordinatorURL, st.CoordinatorPin = tok.URL, tok.Pin
+		if err := saveState(dir, st); err != nil {
+			return nil, nil, nil, fmt.Errorf("overlay: save state: %w", err)
+		}
+	} else if n.cfg.Token != "" {
+		n.log.Info("already enrolled; ignoring the join token", "state", dir)
+	}
+	n.ctl = newControlClient(st.CoordinatorURL, st.CoordinatorPin, st.identity())
+	n.bind = NewBind(BindConfig{ListenAddr: n.cfg.ListenAddr, Logger: n.log})
+	if _, _, err := n.bind.Open(0); err != nil {
+		return nil, nil, nil, fmt.Errorf("overlay: open UDP socket %s: %w", n.cfg.ListenAddr, err)
+	}
+
+	var cacheErr error
+	if st.enrolled() {
+		signed, m, err := loadCachedMap(dir, st.CoordinatorKey)
+		if err == nil && m.Self.DID == netmap.DID(st.identity().Public().(ed25519.PublicKey)) {
+			n.log.Info("starting from cached network map", "serial", m.Serial, "peers", len(m.Peers))
+			return st, signed, m, nil
+		}
+		if err == nil {
+			err = errors.New("cached network map is for another node")
+		}
+		n.log.Warn("cached network map unusable; asking the coordinator", "err", err)
+		cacheErr = err
+	}
+	resp, err := n.enrollRetry(ctx, st)
+	if err != nil {
+		if cacheErr != nil {
+			return nil, nil, nil, fmt.Errorf("%w (and the cached map is unusable: %v)", err, cacheErr)
+		}
+		return nil, nil, nil, err
+	}
+	if st.enrolled() && !ed25519.PublicKey(st.CoordinatorKey).Equal(ed25519.PublicKey(resp.CoordinatorKey)) {
+		return nil, nil, nil, fmt.Errorf("overlay: coordinator signing key changed (%s, was %s); refusing it", netmap.Fingerprint(resp.CoordinatorKey), netmap.Fingerprint(st.CoordinatorKey))
+	}
+	m, err := resp.Map.Verify(resp.CoordinatorKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("overlay: enrollment map: %w", err)
+	}
+	st.CoordinatorKey, st.Name = resp.CoordinatorKey, resp.Node.Name
+	if err := saveState(dir, st); err != nil {
+		return nil, nil, nil, fmt.Errorf("overlay: save state: %w", err)
+	}
+	n.log.Info("enrolled", "node", resp.Node.Name, "did", resp.Node.DID, "ipv4", resp.Node.IPv4, "coordinator", netmap.Fingerprint(resp.CoordinatorKey))
+	return st, resp.Map, m, nil
+}
+
+// enrollRetry enrolls, retrying transient failures (coordinator down) with
+// progress logs until EnrollTimeout; permanent refusals fail at once.
+func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.EnrollTimeout)
+	defer cancel()
+	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st), Endpoints: n.endpoints()}
+	if !st.enrolled() {
+		req.Token = n.cfg.Token
+		if req.Name == "" {
+			return nil, errors.New("overlay: first start needs a node name (--name)")
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		resp, err := n.ctl.enroll(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		if isPermanent(err) {
+			return nil, fmt.Errorf("overlay: enroll with %s: %w", st.CoordinatorURL, err)
+		}
+		n.log.Info("waiting for coordinator", "coordinator", st.CoordinatorURL, "attempt", attempt, "err", err)
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return nil, fmt.Errorf("overlay: coordinator %s unreachable for %v: %w; check it runs and the URL in the token", st.CoordinatorURL, n.cfg.EnrollTimeout, err)
+		}
+	}
+}
+
+func (n *Node) wgPublic(st *nodeState) string {
+	_, pub, _ := st.wgKeys()
+	return netmap.WGKeyString(pub)
+}
+
+// endpoints returns the UDP addresses peers may reach this node at: the
+// bound address, or every non-loopback interface address when bound to
+// the unspecified address.
+func (n *Node) endpoints() []netip.AddrPort {
+	la := n.bind.LocalAddr()
+	if !la.Addr().IsUnspecified() {
+		return []netip.AddrPort{la}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := p.Addr().Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || (la.Addr().Is4() && !ip.Is4()) {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, la.Port()))
+		if len(out) == 8 {
+			break
+		}
+	}
+	return out
+}
+
+// controlLoop follows the coordinator: report endpoints, then stream maps;
+// reconnect with backoff whenever the stream ends, until Close.
+func (n *Node) controlLoop() {
+	defer n.wg.Done()
+	for attempt := 1; ; attempt++ {
+		err := n.followOnce()
+		n.setConnected(false)
+		if n.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, netmap.ErrVersion) {
+			n.log.Error("coordinator speaks an incompatible control protocol; upgrade one side", "err", err)
+		} else {
+			n.log.Warn("lost coordinator; peers keep working from the cached map", "err", err, "attempt", attempt)
+		}
+		if !sleepCtx(n.ctx, backoff(attempt)) {
+			return
+		}
+	}
+}
+
+func (n *Node) followOnce() error {
+	signed, err := n.ctl.update(n.ctx, netmap.UpdateRequest{WGKey: n.wgPublic(n.state), Endpoints: n.endpoints()})
+	if err != nil {
+		return err
+	}
+	n.onSignedMap(signed)
+	return n.ctl.streamMaps(n.ctx, func(s *netmap.Signed) {
+		n.setConnected(true)
+		n.onSignedMap(s)
+	})
+}
+
+// onSignedMap verifies and applies a map from the coordinator; a map that
+// fails verification is refused and logged, never applied.
+func (n *Node) onSignedMap(s *netmap.Signed) {
+	m, err := s.Verify(n.state.CoordinatorKey)
+	if err != nil {
+		n.log.Error("refusing network map", "reason", "bad signature", "err", err)
+		return
+	}
+	if err := n.applyMap(s, m); err != nil {
+		n.log.Error("refusing network map", "err", err)
+	}
+}
+
+// applyMap installs a verified map: WireGuard peers (diffed), DNS records,
+// and the on-disk cache. Maps older than the current one are ignored.
+func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
+	did := netmap.DID(n.state.identity().Public().(ed25519.PublicKey))
+	if m.Self.DID != did {
+		return fmt.Errorf("map is for %s, not this node (%s)", m.Self.DID, did)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	if n.nm != nil {
+		if m.Serial < n.nm.Serial {
+			n.log.Debug("ignoring older network map", "serial", m.Serial, "have", n.nm.Serial)
+			return nil
+		}
+		if m.Self.IPv4 != n.nm.Self.IPv4 || m.Self.IPv6 != n.nm.Self.IPv6 {
+			n.log.Error("coordinator changed this node's addresses; restart the node to take them", "ipv4", m.Self.IPv4)
+		}
+	}
+	peers := make(map[[32]byte]wgPeer, len(m.Peers))
+	recs := []agentdns.Record{{Name: m.Self.Name, IPv4: m.Self.IPv4, IPv6: m.Self.IPv6}}
+	for _, p := range m.Peers {
+		wp, err := peerFromNode(p)
+		if err != nil {
+			n.log.Warn("skipping peer", "peer", p.Name, "err", err)
+			continue
+		}
+		peers[wp.key] = wp
+		recs = append(recs, agentdns.Record{Name: p.Name, IPv4: p.IPv4, IPv6: p.IPv6})
+	}
+	if diff := wgDiff(n.peers, peers); diff != "" {
+		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
+		if err := n.dev.IpcSet(diff); err != nil {
+			return fmt.Errorf("configure wireguard peers: %w", err)
+		}
+	}
+	n.peers = peers
+	for _, d := range n.dns {
+		d.SetRecords(recs)
+	}
+	if n.nm == nil || m.Serial != n.nm.Serial {
+		if err := saveCachedMap(n.cfg.StateDir, s); err != nil {
+			n.log.Warn("could not cache network map", "err", err)
+		}
+	}
+	n.nm = m
+	n.lastMap = time.Now()
+	n.log.Debug("applied network map", "serial", m.Serial, "peers", len(m.Peers))
+	return nil
+}
+
+func (n *Node) setConnected(v bool) {
+	n.mu.Lock()
+	n.connected = v
+	n.mu.Unlock()
+}
+
+// startDNS serves agent names inside the overlay (DNSIP:53) and, when
+// configured, on the host.
+func (n *Node) startDNS(m *netmap.Map) error {
+	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log}
+	in := agentdns.New(dcfg)
+	n.dns = append(n.dns, in)
+	ap := netip.AddrPortFrom(m.DNSIP, 53)
+	pc, err := n.stack.ListenUDP(ap)
+	if err != nil {
+		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
+	}
+	l, err := n.stack.ListenTCP(ap)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
+	}
+	if err := in.Serve(pc, l); err != nil {
+		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
+	}
+	if n.cfg.DNSListen != "" {
+		host := agentdns.New(dcfg)
+		n.dns = append(n.dns, host)
+		ap, err := host.ListenAndServe(n.cfg.DNSListen)
+		if err != nil {
+			return fmt.Errorf("overlay: dns on %s: %w", n.cfg.DNSListen, err)
+		}
+		n.dnsAP = ap
+	}
+	return nil
+}
+
+// DNSAddr is where the built-in DNS answers on the host (Config.DNSListen
+// with the port filled in), or the zero value when it does not.
+func (n *Node) DNSAddr() netip.AddrPort { return n.dnsAP }
+
+// Close stops the node: control loop, local API, DNS, WireGuard and the
+// netstack. Blocked Dial/Accept/Read calls return errors. Idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	if n.local != nil {
+		n.local.close()
+	}
+	n.wg.Wait()
+	for _, d := range n.dns {
+		d.Close()
+	}
+	if n.dev != nil {
+		n.dev.Close() // closes the bind and the TUN side of the stack
+	} else if n.bind != nil {
+		n.bind.Close()
+	}
+	if n.stack != nil {
+		n.stack.Close()
+	}
+	if n.ctl != nil {
+		n.ctl.close()
+	}
+	return nil
+}
+
+func backoff(attempt int) time.Duration {
+	d := time.Duration(min(attempt, 6)) * time.Second
+	if attempt > 6 {
+		d = 15 * time.Second
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// wgLogger routes wireguard-go's logs into slog at Debug (its errors at
+// Warn: they are per-packet and frequent under attack).
+func wgLogger(l *slog.Logger) *device.Logger {
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) {
+			if l.Enabled(context.Background(), slog.LevelDebug) {
+				l.Debug(fmt.Sprintf(format, args...), "component", "wireguard")
+			}
+		},
+		Errorf: func(format string, args ...any) {
+			l.Warn(fmt.Sprintf(format, args...), "component", "wireguard")
+		},
+	}
+}

@@ -1,0 +1,136 @@
+package overlay
+
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Files kept under Config.StateDir, all 0600 in a 0700 directory.
+const (
+	stateFile  = "node.json"     // keys and coordinator trust
+	mapFile    = "netmap.json"   // last verified signed network map
+	socketFile = "agentnet.sock" // local API
+)
+
+// nodeState is what a node must remember across restarts. Secrets never
+// leave this file except as signatures and public keys.
+type nodeState struct {
+	IdentitySeed   []byte `json:"identity_seed"`   // Ed25519 seed (32 bytes)
+	WGPrivate      []byte `json:"wg_private"`      // X25519 private key (32 bytes)
+	Name           string `json:"name,omitempty"`  // as assigned by the coordinator
+	CoordinatorURL string `json:"coordinator_url"` // from the join token
+	CoordinatorPin string `json:"coordinator_pin"`
+	CoordinatorKey []byte `json:"coordinator_key,omitempty"` // Ed25519 key that signs maps; learnt at enrollment
+}
+
+func (s *nodeState) identity() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(s.IdentitySeed) }
+
+func (s *nodeState) wgKeys() (priv, pub [32]byte, err error) {
+	k, err := ecdh.X25519().NewPrivateKey(s.WGPrivate)
+	if err != nil {
+		return priv, pub, fmt.Errorf("wireguard key in state: %w", err)
+	}
+	copy(priv[:], k.Bytes())
+	copy(pub[:], k.PublicKey().Bytes())
+	return priv, pub, nil
+}
+
+func (s *nodeState) enrolled() bool { return len(s.CoordinatorKey) == ed25519.PublicKeySize }
+
+// newState makes fresh keys.
+func newState() (*nodeState, error) {
+	seed := make([]byte, ed25519.SeedSize)
+	_, _ = rand.Read(seed)
+	wg, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes()}, nil
+}
+
+// loadState reads the state dir; a missing state file is not an error
+// (ok=false), a damaged one is.
+func loadState(dir string) (*nodeState, bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read node state: %w", err)
+	}
+	var s nodeState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, false, fmt.Errorf("node state %s is damaged (%v); move it away to re-enroll with a new identity", filepath.Join(dir, stateFile), err)
+	}
+	if len(s.IdentitySeed) != ed25519.SeedSize || len(s.WGPrivate) != 32 {
+		return nil, false, fmt.Errorf("node state %s has malformed keys; move it away to re-enroll with a new identity", filepath.Join(dir, stateFile))
+	}
+	return &s, true, nil
+}
+
+func saveState(dir string, s *nodeState) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, stateFile), b)
+}
+
+// loadCachedMap returns the cached map only if it verifies with key.
+func loadCachedMap(dir string, key ed25519.PublicKey) (*netmap.Signed, *netmap.Map, error) {
+	b, err := os.ReadFile(filepath.Join(dir, mapFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	var s netmap.Signed
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, nil, fmt.Errorf("cached network map is damaged: %w", err)
+	}
+	m, err := s.Verify(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cached network map refused: %w", err)
+	}
+	return &s, m, nil
+}
+
+func saveCachedMap(dir string, s *netmap.Signed) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, mapFile), b)
+}
+
+// writeFileAtomic writes via a temporary file and rename, so a crash never
+// leaves a half-written state file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,107 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Status is what `agentnet status` shows. JSON field names are stable.
+type Status struct {
+	Self        PeerStatus   `json:"self"`
+	Coordinator string       `json:"coordinator"`
+	Connected   bool         `json:"connected"` // netmap stream is up
+	MapSerial   uint64       `json:"map_serial"`
+	MapAge      float64      `json:"map_age_seconds"`
+	Domain      string       `json:"domain"`
+	Listen      string       `json:"listen"`
+	Peers       []PeerStatus `json:"peers"`
+}
+
+// PeerStatus describes one node.
+type PeerStatus struct {
+	Name          string    `json:"name"`
+	FQDN          string    `json:"fqdn"`
+	IPv4          string    `json:"ipv4"`
+	IPv6          string    `json:"ipv6"`
+	DID           string    `json:"did"`
+	Tags          []string  `json:"tags,omitempty"`
+	Online        bool      `json:"online"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	Path          string    `json:"path,omitempty"` // "direct" for now; "relay" with NAT traversal
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	HandshakeAge  float64   `json:"handshake_age_seconds,omitempty"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
+
+func nodeStatus(nd netmap.Node, domain string) PeerStatus {
+	return PeerStatus{Name: nd.Name, FQDN: nd.Name + "." + domain, IPv4: nd.IPv4.String(), IPv6: nd.IPv6.String(),
+		DID: nd.DID, Tags: nd.Tags, Online: nd.Online}
+}
+
+// Status reports this node and its peers with live WireGuard counters.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	m, connected, lastMap := n.nm, n.connected, n.lastMap
+	n.mu.Unlock()
+	st := Status{
+		Self: nodeStatus(m.Self, m.Domain), Coordinator: n.state.CoordinatorURL, Connected: connected,
+		MapSerial: m.Serial, MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
+	}
+	st.Self.Online = true
+	var stats map[[32]byte]*peerStats
+	if s, err := n.dev.IpcGet(); err == nil {
+		stats = parseWGStats(s)
+	}
+	now := time.Now()
+	for _, p := range m.Peers {
+		ps := nodeStatus(p, m.Domain)
+		if k, err := netmap.ParseWGKey(p.WGKey); err == nil {
+			if s := stats[k]; s != nil {
+				ps.Endpoint, ps.RxBytes, ps.TxBytes, ps.LastHandshake = s.Endpoint, s.RxBytes, s.TxBytes, s.LastHandshake
+				if !s.LastHandshake.IsZero() {
+					ps.HandshakeAge = now.Sub(s.LastHandshake).Seconds()
+				}
+			}
+		}
+		if ps.Endpoint != "" {
+			ps.Path = "direct"
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	return st
+}
+
+// PingResult is one ping through the tunnel.
+type PingResult struct {
+	Peer     string  `json:"peer"`
+	IP       string  `json:"ip"`
+	RTTms    float64 `json:"rtt_ms"`
+	Path     string  `json:"path"`
+	Endpoint string  `json:"endpoint"`
+}
+
+// Ping sends an ICMP echo to a peer through the WireGuard tunnel and
+// reports the round-trip time and the path the packets took.
+func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
+	p, err := n.LookupNode(peer)
+	if err != nil {
+		return PingResult{}, err
+	}
+	rtt, err := n.stack.Ping(ctx, p.IPv4)
+	if err != nil {
+		return PingResult{}, fmt.Errorf("ping %s (%s): %w", p.Name, p.IPv4, err)
+	}
+	res := PingResult{Peer: p.Name, IP: p.IPv4.String(), RTTms: float64(rtt.Microseconds()) / 1000, Path: "self"}
+	for _, ps := range n.Status().Peers {
+		if ps.Name == p.Name {
+			res.Path, res.Endpoint = ps.Path, ps.Endpoint
+		}
+	}
+	return res, nil
+}
