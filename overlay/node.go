@@ -57,8 +57,10 @@ type Node struct {
 	cfg   Config
 	log   *slog.Logger
 	state *nodeState
+	wgPub [32]byte // this node's WireGuard public key
 	ctl   *controlClient
 	bind  *Bind
+	pbind *peerBind // bind as wireguard-go sees it: endpoints are peers
 	stack *netstack.Stack
 	dev   *device.Device
 	dns   []*agentdns.Server // in-overlay server, then the host one if any
@@ -125,11 +127,13 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("overlay: netstack: %w", err)
 	}
 	n.stack = stack
-	n.dev = device.NewDevice(stack.TUN(), n.bind, wgLogger(n.log))
-	priv, _, err := st.wgKeys()
+	priv, pub, err := st.wgKeys()
 	if err != nil {
 		return err
 	}
+	n.wgPub = pub
+	n.pbind = newPeerBind(n.bind, pub)
+	n.dev = device.NewDevice(stack.TUN(), n.pbind, wgLogger(n.log))
 	// Keep the port the endpoints were advertised with: wireguard-go
 	// re-opens the bind on Up with listen_port.
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), n.bind.LocalAddr().Port())
@@ -229,7 +233,11 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *n
 func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.EnrollTimeout)
 	defer cancel()
-	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st), Endpoints: n.endpoints()}
+	// No endpoints yet: they are published by the first update, once the
+	// WireGuard device is up with its peers configured. Peers only start
+	// handshakes towards published endpoints, so none is sent to a node
+	// that would drop it (and then wait out the 5 s handshake retry).
+	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st)}
 	if !st.enrolled() {
 		req.Token = n.cfg.Token
 		if req.Name == "" {
@@ -361,9 +369,16 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 			n.log.Warn("skipping peer", "peer", p.Name, "err", err)
 			continue
 		}
+		wp.keepalive = keepaliveFor(n.wgPub, wp.key)
 		peers[wp.key] = wp
 		recs = append(recs, agentdns.Record{Name: p.Name, IPv4: p.IPv4, IPv6: p.IPv6})
 	}
+	paths := make(map[[32]byte]netip.AddrPort, len(peers))
+	for k, p := range peers {
+		paths[k] = p.endpoint
+	}
+	// Paths first: a new peer's first initiation then finds its path.
+	n.pbind.setPeers(paths)
 	if diff := wgDiff(n.peers, peers); diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
 		if err := n.dev.IpcSet(diff); err != nil {

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -14,9 +15,10 @@ import (
 
 // wgPeer is the part of a netmap peer that wireguard-go is configured with.
 type wgPeer struct {
-	key      [32]byte
-	endpoint netip.AddrPort // zero: none known
-	allowed  []netip.Prefix
+	key       [32]byte
+	keepalive int            // persistent keepalive seconds, 0 = off
+	endpoint  netip.AddrPort // zero: none known
+	allowed   []netip.Prefix
 }
 
 func peerFromNode(n netmap.Node) (wgPeer, error) {
@@ -38,7 +40,7 @@ func peerFromNode(n netmap.Node) (wgPeer, error) {
 }
 
 func (p wgPeer) equal(q wgPeer) bool {
-	if p.key != q.key || p.endpoint != q.endpoint || len(p.allowed) != len(q.allowed) {
+	if p.key != q.key || p.endpoint != q.endpoint || p.keepalive != q.keepalive || len(p.allowed) != len(q.allowed) {
 		return false
 	}
 	for i := range p.allowed {
@@ -52,9 +54,21 @@ func (p wgPeer) equal(q wgPeer) bool {
 // persistentKeepalive keeps NAT mappings warm (seconds).
 const persistentKeepalive = 25
 
+// keepaliveFor picks which side of a pair sends persistent keepalives: only
+// the one with the smaller WireGuard key. Setting a keepalive makes
+// wireguard-go initiate a handshake at once; one initiator per pair keeps
+// simultaneous initiations (see peerBind) rare in the first place.
+func keepaliveFor(self, peer [32]byte) int {
+	if bytes.Compare(self[:], peer[:]) < 0 {
+		return persistentKeepalive
+	}
+	return 0
+}
+
 // wgDiff returns the UAPI "set" text that turns the peers in old into the
 // peers in new without touching unchanged ones, so established sessions and
-// handshakes survive unrelated netmap changes.
+// handshakes survive unrelated netmap changes. Paths are not WireGuard
+// config: every peer's endpoint is its peerBind endpoint "peer:<key>".
 func wgDiff(old, new map[[32]byte]wgPeer) string {
 	var b strings.Builder
 	for k := range old {
@@ -66,11 +80,8 @@ func wgDiff(old, new map[[32]byte]wgPeer) string {
 		if o, ok := old[k]; ok && o.equal(p) {
 			continue
 		}
-		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(k[:]))
-		if p.endpoint.IsValid() {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.endpoint)
-		}
-		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\nreplace_allowed_ips=true\n", persistentKeepalive)
+		fmt.Fprintf(&b, "public_key=%s\nendpoint=%s\n", hex.EncodeToString(k[:]), peerEndpointString(k))
+		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\nreplace_allowed_ips=true\n", p.keepalive)
 		for _, a := range p.allowed {
 			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
 		}

@@ -1,0 +1,252 @@
+package overlay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
+// endian) and wireguard-go's handshake retry interval.
+const (
+	wgMsgInitiation = 1
+	wgMsgResponse   = 2
+	wgRekeyTimeout  = 5 * time.Second
+)
+
+// peerEndpointPrefix starts the endpoint strings peerBind hands to
+// wireguard-go: "peer:" + hex WireGuard public key.
+const peerEndpointPrefix = "peer:"
+
+// peerBind is the conn.Bind wireguard-go sees. Its endpoints name peers, not
+// addresses (as Tailscale's magicsock does): the UDP path of each peer is set
+// from the network map with setPeers, and a path change never touches the
+// WireGuard config. This is where NAT traversal and relay paths plug in.
+//
+// It also removes two handshake stalls that plain address endpoints have.
+// Each would otherwise cost REKEY_TIMEOUT (5 s), because wireguard-go sends
+// a new initiation at most that often:
+//
+//   - An initiation for a peer whose path is not known yet is parked, not
+//     lost, and sent as soon as the path arrives.
+//   - Simultaneous initiations: when both sides initiate at once, each
+//     consumes the other's initiation, discarding its own, and both wait as
+//     responders. Tie-break: the side with the larger WireGuard key drops an
+//     incoming initiation from a peer it has an unanswered initiation to;
+//     its own handshake then completes.
+//
+// Concurrency: Send and the receive functions may run concurrently with
+// setPeers; mu guards the peer tables and every peerEndpoint's mutable
+// fields.
+type peerBind struct {
+	*Bind
+	self [32]byte // our WireGuard public key
+
+	mu     sync.Mutex // guards the fields below and peerEndpoint fields
+	byKey  map[[32]byte]*peerEndpoint
+	byAddr map[netip.AddrPort]*peerEndpoint
+
+	parkedSent atomic.Uint64 // parked initiations sent once a path arrived
+	noPath     atomic.Uint64 // packets dropped: no path to the peer yet
+	tieDropped atomic.Uint64 // initiations dropped by the tie-break
+}
+
+var _ conn.Bind = (*peerBind)(nil)
+
+func newPeerBind(b *Bind, self [32]byte) *peerBind {
+	return &peerBind{Bind: b, self: self, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{}}
+}
+
+// peerEndpoint is a conn.Endpoint naming one peer.
+type peerEndpoint struct {
+	key  [32]byte
+	wins bool // our key is larger: our initiation wins a collision
+
+	path atomic.Pointer[netip.AddrPort] // current path; nil or zero: unknown
+
+	// guarded by peerBind.mu
+	parked   []byte    // our last initiation while path was unknown
+	parkedAt time.Time // when it was parked
+	initSent time.Time // our last initiation on the wire, until answered
+}
+
+var _ conn.Endpoint = (*peerEndpoint)(nil)
+
+func peerEndpointString(k [32]byte) string { return peerEndpointPrefix + hex.EncodeToString(k[:]) }
+
+func (e *peerEndpoint) ClearSrc()           {}
+func (e *peerEndpoint) SrcToString() string { return "" }
+func (e *peerEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
+
+// DstToString, DstIP and DstToBytes describe the current path; wireguard-go
+// uses them for status (UAPI get), logs and cookie MACs.
+func (e *peerEndpoint) DstToString() string {
+	if ap := e.currentPath(); ap.IsValid() {
+		return ap.String()
+	}
+	return ""
+}
+func (e *peerEndpoint) DstIP() netip.Addr { return e.currentPath().Addr() }
+func (e *peerEndpoint) DstToBytes() []byte {
+	b, _ := e.currentPath().MarshalBinary()
+	return b
+}
+
+func (e *peerEndpoint) currentPath() netip.AddrPort {
+	if ap := e.path.Load(); ap != nil {
+		return *ap
+	}
+	return netip.AddrPort{}
+}
+
+func (e *peerEndpoint) setPath(ap netip.AddrPort) { e.path.Store(&ap) }
+
+// ParseEndpoint accepts "peer:<hex key>" for peers and "ip:port" otherwise.
+func (p *peerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if !strings.HasPrefix(s, peerEndpointPrefix) {
+		return p.Bind.ParseEndpoint(s)
+	}
+	raw, err := hex.DecodeString(s[len(peerEndpointPrefix):])
+	if err != nil || len(raw) != 32 {
+		return nil, fmt.Errorf("overlay: bad peer endpoint %.20q", s)
+	}
+	var k [32]byte
+	copy(k[:], raw)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.endpointLocked(k), nil
+}
+
+func (p *peerBind) endpointLocked(k [32]byte) *peerEndpoint {
+	e := p.byKey[k]
+	if e == nil {
+		e = &peerEndpoint{key: k, wins: bytes.Compare(p.self[:], k[:]) > 0}
+		p.byKey[k] = e
+	}
+	return e
+}
+
+// setPeers sets every peer's path (the zero AddrPort: unknown) and forgets
+// peers not listed. Parked initiations of peers whose path just became known
+// are sent now.
+func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
+	type flush struct {
+		pkt []byte
+		to  netip.AddrPort
+	}
+	var out []flush
+	p.mu.Lock()
+	for k := range p.byKey {
+		if _, ok := paths[k]; !ok {
+			delete(p.byKey, k)
+		}
+	}
+	p.byAddr = make(map[netip.AddrPort]*peerEndpoint, len(paths))
+	now := time.Now()
+	for k, ap := range paths {
+		e := p.endpointLocked(k)
+		e.setPath(ap)
+		if !ap.IsValid() {
+			continue
+		}
+		p.byAddr[ap] = e
+		if e.parked != nil {
+			if now.Sub(e.parkedAt) < wgRekeyTimeout {
+				out = append(out, flush{e.parked, ap})
+				e.initSent = now
+			}
+			e.parked = nil
+		}
+	}
+	p.mu.Unlock()
+	for _, f := range out {
+		if p.Bind.Send([][]byte{f.pkt}, newUDPEndpoint(f.to)) == nil {
+			p.parkedSent.Add(1)
+		}
+	}
+}
+
+func msgType(b []byte) uint32 {
+	if len(b) < 4 {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(b)
+}
+
+// Send resolves a peer endpoint to its current path.
+func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(*peerEndpoint)
+	if !ok {
+		return p.Bind.Send(bufs, ep)
+	}
+	isInit := len(bufs) == 1 && msgType(bufs[0]) == wgMsgInitiation
+	path := e.currentPath()
+	p.mu.Lock()
+	if !path.IsValid() {
+		if isInit {
+			e.parked = append(e.parked[:0], bufs[0]...)
+			e.parkedAt = time.Now()
+		}
+		p.mu.Unlock()
+		p.noPath.Add(uint64(len(bufs)))
+		return nil // like a lost packet; wireguard-go retries or the parked init goes out later
+	}
+	if isInit {
+		e.initSent = time.Now()
+	}
+	p.mu.Unlock()
+	return p.Bind.Send(bufs, newUDPEndpoint(path))
+}
+
+// Open wraps the receive functions: packets from a known peer path carry
+// that peer's endpoint, and the initiation tie-break is applied.
+func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := p.Bind.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, fn := range fns {
+		fns[i] = p.receive(fn)
+	}
+	return fns, actual, nil
+}
+
+func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(packets, sizes, eps)
+		if n == 0 {
+			return n, err
+		}
+		p.mu.Lock()
+		for i := range n {
+			u, ok := eps[i].(*UDPEndpoint)
+			if !ok {
+				continue
+			}
+			e := p.byAddr[u.AddrPort()]
+			if e == nil {
+				continue // unknown path: wireguard-go roams to the raw address
+			}
+			eps[i] = e
+			switch msgType(packets[i][:sizes[i]]) {
+			case wgMsgResponse:
+				e.initSent = time.Time{}
+			case wgMsgInitiation:
+				if e.wins && time.Since(e.initSent) < wgRekeyTimeout {
+					sizes[i] = 0 // wireguard-go skips empty messages
+					p.tieDropped.Add(1)
+				}
+			}
+		}
+		p.mu.Unlock()
+		return n, err
+	}
+}
