@@ -386,6 +386,7 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 		}
 	}
 	n.peers = peers
+	n.pbind.flush()
 	for _, d := range n.dns {
 		d.SetRecords(recs)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -37,6 +38,11 @@ const peerEndpointPrefix = "peer:"
 //
 //   - An initiation for a peer whose path is not known yet is parked, not
 //     lost, and sent as soon as the path arrives.
+//   - An initiation from an address no peer has yet (typically a node that
+//     joined a moment ago and knows us before we know it) is passed on and
+//     also remembered; when setPeers gives a peer that path, the initiation
+//     is delivered again through a second receive function, so the
+//     handshake completes without waiting for the retry.
 //   - Simultaneous initiations: when both sides initiate at once, each
 //     consumes the other's initiation, discarding its own, and both wait as
 //     responders. Tie-break: the side with the larger WireGuard key drops an
@@ -53,16 +59,36 @@ type peerBind struct {
 	mu     sync.Mutex // guards the fields below and peerEndpoint fields
 	byKey  map[[32]byte]*peerEndpoint
 	byAddr map[netip.AddrPort]*peerEndpoint
+	// strangers holds the latest initiation from each unknown address.
+	strangers map[netip.AddrPort]stranger
+	inject    chan injected // initiations to deliver again; bounded
+	done      chan struct{} // closed by Close: ends the inject receive func
 
-	parkedSent atomic.Uint64 // parked initiations sent once a path arrived
-	noPath     atomic.Uint64 // packets dropped: no path to the peer yet
-	tieDropped atomic.Uint64 // initiations dropped by the tie-break
+	parkedSent  atomic.Uint64 // parked initiations sent once a path arrived
+	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
+	tieDropped  atomic.Uint64 // initiations dropped by the tie-break
+	redelivered atomic.Uint64 // strangers' initiations delivered again
 }
+
+type stranger struct {
+	pkt []byte
+	at  time.Time
+}
+
+type injected struct {
+	pkt []byte
+	ep  *peerEndpoint
+}
+
+// maxStrangers bounds the strangers table (an attacker can send from many
+// addresses; the oldest entry is evicted).
+const maxStrangers = 64
 
 var _ conn.Bind = (*peerBind)(nil)
 
 func newPeerBind(b *Bind, self [32]byte) *peerBind {
-	return &peerBind{Bind: b, self: self, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{}}
+	return &peerBind{Bind: b, self: self, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
+		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16)}
 }
 
 // peerEndpoint is a conn.Endpoint naming one peer.
@@ -135,32 +161,50 @@ func (p *peerBind) endpointLocked(k [32]byte) *peerEndpoint {
 }
 
 // setPeers sets every peer's path (the zero AddrPort: unknown) and forgets
-// peers not listed. Parked initiations of peers whose path just became known
-// are sent now.
+// peers not listed. Call flush once wireguard-go knows the same peers.
 func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
-	type flush struct {
-		pkt []byte
-		to  netip.AddrPort
-	}
-	var out []flush
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for k := range p.byKey {
 		if _, ok := paths[k]; !ok {
 			delete(p.byKey, k)
 		}
 	}
 	p.byAddr = make(map[netip.AddrPort]*peerEndpoint, len(paths))
-	now := time.Now()
 	for k, ap := range paths {
 		e := p.endpointLocked(k)
 		e.setPath(ap)
-		if !ap.IsValid() {
-			continue
+		if ap.IsValid() {
+			p.byAddr[ap] = e
 		}
-		p.byAddr[ap] = e
+	}
+}
+
+// flush sends the parked initiations of peers that now have a path, and
+// delivers again the initiations strangers sent from what is now a peer's
+// path. It runs after wireguard-go has been told about new peers, so the
+// redelivered initiations find them.
+func (p *peerBind) flush() {
+	type send struct {
+		pkt []byte
+		to  netip.AddrPort
+	}
+	var out []send
+	now := time.Now()
+	p.mu.Lock()
+	for ap, e := range p.byAddr {
+		if st, ok := p.strangers[ap]; ok {
+			delete(p.strangers, ap)
+			if now.Sub(st.at) < wgRekeyTimeout {
+				select {
+				case p.inject <- injected{st.pkt, e}:
+				default: // full: wireguard-go's retry will do
+				}
+			}
+		}
 		if e.parked != nil {
 			if now.Sub(e.parkedAt) < wgRekeyTimeout {
-				out = append(out, flush{e.parked, ap})
+				out = append(out, send{e.parked, ap})
 				e.initSent = now
 			}
 			e.parked = nil
@@ -207,7 +251,8 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 }
 
 // Open wraps the receive functions: packets from a known peer path carry
-// that peer's endpoint, and the initiation tie-break is applied.
+// that peer's endpoint, and the initiation tie-break is applied. It adds one
+// receive function that delivers remembered initiations again.
 func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fns, actual, err := p.Bind.Open(port)
 	if err != nil {
@@ -216,7 +261,38 @@ func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	for i, fn := range fns {
 		fns[i] = p.receive(fn)
 	}
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.done = done
+	p.mu.Unlock()
+	fns = append(fns, func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			select {
+			case in := <-p.inject:
+				if p.loses(in.ep) {
+					continue
+				}
+				sizes[0] = copy(packets[0], in.pkt)
+				eps[0] = in.ep
+				p.redelivered.Add(1)
+				return 1, nil
+			case <-done:
+				return 0, net.ErrClosed
+			}
+		}
+	})
 	return fns, actual, nil
+}
+
+// Close closes the socket and ends the redelivery receive function.
+func (p *peerBind) Close() error {
+	p.mu.Lock()
+	if p.done != nil {
+		close(p.done)
+		p.done = nil
+	}
+	p.mu.Unlock()
+	return p.Bind.Close()
 }
 
 func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
@@ -233,20 +309,55 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 			e := p.byAddr[u.AddrPort()]
 			if e == nil {
-				continue // unknown path: wireguard-go roams to the raw address
+				// Unknown path: wireguard-go roams to the raw address if
+				// the sender is a known peer; remember initiations in
+				// case it is one we are about to learn of.
+				if msgType(packets[i][:sizes[i]]) == wgMsgInitiation {
+					p.rememberLocked(u.AddrPort(), packets[i][:sizes[i]])
+				}
+				continue
 			}
 			eps[i] = e
 			switch msgType(packets[i][:sizes[i]]) {
 			case wgMsgResponse:
 				e.initSent = time.Time{}
 			case wgMsgInitiation:
-				if e.wins && time.Since(e.initSent) < wgRekeyTimeout {
+				if p.losesLocked(e) {
 					sizes[i] = 0 // wireguard-go skips empty messages
-					p.tieDropped.Add(1)
 				}
 			}
 		}
 		p.mu.Unlock()
 		return n, err
 	}
+}
+
+func (p *peerBind) rememberLocked(ap netip.AddrPort, pkt []byte) {
+	if _, ok := p.strangers[ap]; !ok && len(p.strangers) >= maxStrangers {
+		var oldest netip.AddrPort
+		var at time.Time
+		for a, st := range p.strangers {
+			if at.IsZero() || st.at.Before(at) {
+				oldest, at = a, st.at
+			}
+		}
+		delete(p.strangers, oldest)
+	}
+	p.strangers[ap] = stranger{pkt: append([]byte(nil), pkt...), at: time.Now()}
+}
+
+// loses reports whether an incoming initiation from e collides with our own
+// unanswered one and must give way (counted).
+func (p *peerBind) loses(e *peerEndpoint) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.losesLocked(e)
+}
+
+func (p *peerBind) losesLocked(e *peerEndpoint) bool {
+	if e.wins && time.Since(e.initSent) < wgRekeyTimeout {
+		p.tieDropped.Add(1)
+		return true
+	}
+	return false
 }
