@@ -132,7 +132,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.wgPub = pub
-	n.pbind = newPeerBind(n.bind, pub)
+	n.pbind = newPeerBind(n.bind, pub, n.log)
 	n.dev = device.NewDevice(stack.TUN(), n.pbind, wgLogger(n.log))
 	// Keep the port the endpoints were advertised with: wireguard-go
 	// re-opens the bind on Up with listen_port.

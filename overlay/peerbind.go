@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,7 +20,6 @@ import (
 // endian) and wireguard-go's handshake retry interval.
 const (
 	wgMsgInitiation = 1
-	wgMsgResponse   = 2
 	wgRekeyTimeout  = 5 * time.Second
 )
 
@@ -46,8 +46,8 @@ const peerEndpointPrefix = "peer:"
 //   - Simultaneous initiations: when both sides initiate at once, each
 //     consumes the other's initiation, discarding its own, and both wait as
 //     responders. Tie-break: the side with the larger WireGuard key drops an
-//     incoming initiation from a peer it has an unanswered initiation to;
-//     its own handshake then completes.
+//     incoming initiation from a peer it sent an initiation to in the last
+//     REKEY_TIMEOUT; its own handshake then completes.
 //
 // Concurrency: Send and the receive functions may run concurrently with
 // setPeers; mu guards the peer tables and every peerEndpoint's mutable
@@ -55,6 +55,7 @@ const peerEndpointPrefix = "peer:"
 type peerBind struct {
 	*Bind
 	self [32]byte // our WireGuard public key
+	log  *slog.Logger
 
 	mu     sync.Mutex // guards the fields below and peerEndpoint fields
 	byKey  map[[32]byte]*peerEndpoint
@@ -86,8 +87,8 @@ const maxStrangers = 64
 
 var _ conn.Bind = (*peerBind)(nil)
 
-func newPeerBind(b *Bind, self [32]byte) *peerBind {
-	return &peerBind{Bind: b, self: self, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
+func newPeerBind(b *Bind, self [32]byte, log *slog.Logger) *peerBind {
+	return &peerBind{Bind: b, self: self, log: log, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
 		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16)}
 }
 
@@ -101,7 +102,7 @@ type peerEndpoint struct {
 	// guarded by peerBind.mu
 	parked   []byte    // our last initiation while path was unknown
 	parkedAt time.Time // when it was parked
-	initSent time.Time // our last initiation on the wire, until answered
+	initSent time.Time // our last initiation on the wire
 }
 
 var _ conn.Endpoint = (*peerEndpoint)(nil)
@@ -214,6 +215,7 @@ func (p *peerBind) flush() {
 	for _, f := range out {
 		if p.Bind.Send([][]byte{f.pkt}, newUDPEndpoint(f.to)) == nil {
 			p.parkedSent.Add(1)
+			p.log.Debug("sent parked initiation", "endpoint", f.to)
 		}
 	}
 }
@@ -245,6 +247,7 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	if isInit {
 		e.initSent = time.Now()
+		p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
 	}
 	p.mu.Unlock()
 	return p.Bind.Send(bufs, newUDPEndpoint(path))
@@ -275,6 +278,7 @@ func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 				sizes[0] = copy(packets[0], in.pkt)
 				eps[0] = in.ep
 				p.redelivered.Add(1)
+				p.log.Debug("redelivering initiation received before the peer was known", "peer", shortKey(in.ep.key))
 				return 1, nil
 			case <-done:
 				return 0, net.ErrClosed
@@ -318,13 +322,11 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				continue
 			}
 			eps[i] = e
-			switch msgType(packets[i][:sizes[i]]) {
-			case wgMsgResponse:
-				e.initSent = time.Time{}
-			case wgMsgInitiation:
-				if p.losesLocked(e) {
-					sizes[i] = 0 // wireguard-go skips empty messages
-				}
+			// initSent is not cleared by a response: the response and a
+			// colliding initiation can arrive in one batch, and the
+			// response may not even match our handshake.
+			if msgType(packets[i][:sizes[i]]) == wgMsgInitiation && p.losesLocked(e) {
+				sizes[i] = 0 // wireguard-go skips empty messages
 			}
 		}
 		p.mu.Unlock()
@@ -357,7 +359,11 @@ func (p *peerBind) loses(e *peerEndpoint) bool {
 func (p *peerBind) losesLocked(e *peerEndpoint) bool {
 	if e.wins && time.Since(e.initSent) < wgRekeyTimeout {
 		p.tieDropped.Add(1)
+		p.log.Debug("handshake collision: dropping peer's initiation, ours wins", "peer", shortKey(e.key))
 		return true
 	}
 	return false
 }
+
+// shortKey is a log-safe short name of a WireGuard public key.
+func shortKey(k [32]byte) string { return hex.EncodeToString(k[:4]) }
