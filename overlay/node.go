@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -70,6 +71,8 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // control loop
+
+	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 
 	mu        sync.Mutex // guards the fields below
 	nm        *netmap.Map
@@ -332,10 +335,12 @@ func (n *Node) followOnce() error {
 func (n *Node) onSignedMap(s *netmap.Signed) {
 	m, err := s.Verify(n.state.CoordinatorKey)
 	if err != nil {
+		n.mapsRefused.Add(1)
 		n.log.Error("refusing network map", "reason", "bad signature", "err", err)
 		return
 	}
 	if err := n.applyMap(s, m); err != nil {
+		n.mapsRefused.Add(1)
 		n.log.Error("refusing network map", "err", err)
 	}
 }

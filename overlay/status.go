@@ -16,6 +16,7 @@ type Status struct {
 	Connected   bool         `json:"connected"` // netmap stream is up
 	MapSerial   uint64       `json:"map_serial"`
 	MapAge      float64      `json:"map_age_seconds"`
+	MapsRefused uint64       `json:"maps_refused"` // maps that failed verification
 	Domain      string       `json:"domain"`
 	Listen      string       `json:"listen"`
 	Peers       []PeerStatus `json:"peers"`
@@ -50,7 +51,7 @@ func (n *Node) Status() Status {
 	n.mu.Unlock()
 	st := Status{
 		Self: nodeStatus(m.Self, m.Domain), Coordinator: n.state.CoordinatorURL, Connected: connected,
-		MapSerial: m.Serial, MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
+		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
 	}
 	st.Self.Online = true
 	var stats map[[32]byte]*peerStats

@@ -17,6 +17,9 @@ import (
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
+// Loopback is the listen address of every test node: 127.0.0.1, any port.
+var Loopback = netip.MustParseAddrPort("127.0.0.1:0")
+
 // Net is one test network: a coordinator and the nodes started on it.
 type Net struct {
 	T     testing.TB
@@ -99,7 +102,7 @@ func (n *Net) NodeConfig(name string) overlay.Config {
 		StateDir:      filepath.Join(n.Dir, name),
 		Token:         n.Token,
 		Name:          name,
-		ListenAddr:    netip.MustParseAddrPort("127.0.0.1:0"),
+		ListenAddr:    Loopback,
 		EnrollTimeout: 5 * time.Second,
 		Logger:        n.Log.With("c", name),
 	}
