@@ -6,21 +6,29 @@ import (
 	"testing"
 )
 
-// TestNoDataPlaneImports enforces the design rule that the coordinator
-// never depends on wireguard-go or gVisor.
-func TestNoDataPlaneImports(t *testing.T) {
+// TestDependencyRules enforces the package boundaries of
+// docs/ARCHITECTURE.md: the control plane, DNS, the relay and the shared wire
+// types never pull in the data plane (wireguard-go, gVisor), and the
+// coordinator shares nothing with the node but overlay/netmap.
+func TestDependencyRules(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go tool not in PATH")
 	}
-	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, pkg := range strings.Fields(string(out)) {
-		for _, banned := range []string{"golang.zx2c4.com/wireguard", "gvisor.dev/gvisor"} {
-			if strings.HasPrefix(pkg, banned) {
-				t.Errorf("coordinator depends on %s", pkg)
+	const mod = "github.com/agentnet/agentnet/"
+	for _, pkg := range []string{".", "../dns", "../relay", "../overlay/netmap"} {
+		out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, banned := range []string{"golang.zx2c4.com/wireguard", "gvisor.dev/gvisor", mod + "netstack", mod + "tun"} {
+				if strings.HasPrefix(dep, banned) {
+					t.Errorf("%s depends on %s", pkg, dep)
+				}
+			}
+			if pkg == "." && strings.HasPrefix(dep, mod+"overlay") && dep != mod+"overlay/netmap" {
+				t.Errorf("coordinator depends on %s; it may share only overlay/netmap with the node", dep)
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/agentnet/agentnet/netstack"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -113,12 +114,15 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// newLogger makes the process logger; gVisor's own logs go to it too.
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", errUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	netstack.RouteGVisorLogs(log)
+	return log, nil
 }
 
 func buildVersion() string {
