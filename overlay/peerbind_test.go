@@ -1,0 +1,348 @@
+package overlay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+const (
+	pbMsgResponse = 2
+	pbMsgData     = 4
+)
+
+var (
+	pbHigh = [32]byte(bytes.Repeat([]byte{0xff}, 32)) // wins against pbLow
+	pbLow  = [32]byte(bytes.Repeat([]byte{0x01}, 32))
+)
+
+// pbPacket is a fake 148-byte WireGuard message of type typ, tagged.
+func pbPacket(typ uint32, tag byte) []byte {
+	p := bytes.Repeat([]byte{tag}, 148)
+	binary.LittleEndian.PutUint32(p, typ)
+	return p
+}
+
+// openPeerBind opens a peerBind on 127.0.0.1:0 with our key self; it is
+// closed at cleanup. The last ReceiveFunc is the redelivery one.
+func openPeerBind(t *testing.T, self [32]byte) (*peerBind, []conn.ReceiveFunc) {
+	t.Helper()
+	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), self, slog.New(slog.DiscardHandler))
+	fns, port, err := p.Open(0)
+	if err != nil || len(fns) != 2 || port == 0 {
+		t.Fatalf("Open: %d fns, port %d, err %v", len(fns), port, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, fns
+}
+
+type pbRecv struct {
+	n     int
+	sizes []int
+	pkts  [][]byte
+	eps   []conn.Endpoint
+	err   error
+}
+
+// pbRecvAsync calls fn once in a goroutine; the result arrives on the channel.
+func pbRecvAsync(fn conn.ReceiveFunc) <-chan pbRecv {
+	ch := make(chan pbRecv, 1)
+	go func() {
+		r := pbRecv{sizes: make([]int, 8), pkts: make([][]byte, 8), eps: make([]conn.Endpoint, 8)}
+		for i := range r.pkts {
+			r.pkts[i] = make([]byte, 2048)
+		}
+		r.n, r.err = fn(r.pkts, r.sizes, r.eps)
+		ch <- r
+	}()
+	return ch
+}
+
+func pbWait(t *testing.T, ch <-chan pbRecv) pbRecv {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(2 * time.Second):
+		t.Fatal("receive timed out")
+		return pbRecv{}
+	}
+}
+
+// pbRecvOne receives one call's worth and requires at least one packet.
+func pbRecvOne(t *testing.T, fn conn.ReceiveFunc) pbRecv {
+	t.Helper()
+	r := pbWait(t, pbRecvAsync(fn))
+	if r.err != nil || r.n < 1 {
+		t.Fatalf("receive: n=%d err=%v", r.n, r.err)
+	}
+	return r
+}
+
+// pbExpectOnly sends a sentinel from p's socket to remote and requires it to
+// be the next packet remote receives: whatever was meant not to be sent
+// would have arrived first (loopback UDP keeps order).
+func pbExpectOnly(t *testing.T, p *peerBind, remote *Bind, recv conn.ReceiveFunc) {
+	t.Helper()
+	sentinel := pbPacket(pbMsgData, 0xee)
+	if err := p.Bind.Send([][]byte{sentinel}, newUDPEndpoint(remote.LocalAddr())); err != nil {
+		t.Fatalf("send sentinel: %v", err)
+	}
+	r := pbRecvOne(t, recv)
+	if got := r.pkts[0][:r.sizes[0]]; !bytes.Equal(got, sentinel) {
+		t.Fatalf("remote got %x... (%d bytes) before the sentinel", got[:min(8, len(got))], len(got))
+	}
+}
+
+func pbPeerEndpoint(t *testing.T, p *peerBind, k [32]byte) *peerEndpoint {
+	t.Helper()
+	ep, err := p.ParseEndpoint(peerEndpointString(k))
+	if err != nil {
+		t.Fatalf("ParseEndpoint: %v", err)
+	}
+	return ep.(*peerEndpoint)
+}
+
+func TestPeerBindParseEndpointAndSend(t *testing.T) {
+	p, _ := openPeerBind(t, pbHigh)
+	remote, recv := openTestBind(t)
+	e := pbPeerEndpoint(t, p, pbLow)
+	if !e.wins || e.DstToString() != "" || e.DstIP().IsValid() {
+		t.Fatalf("new endpoint: wins=%v dst=%q ip=%v", e.wins, e.DstToString(), e.DstIP())
+	}
+	if again := pbPeerEndpoint(t, p, pbLow); again != e {
+		t.Fatal("ParseEndpoint returned a second endpoint for one key")
+	}
+	ap := remote.LocalAddr()
+	p.setPeers(map[[32]byte]netip.AddrPort{pbLow: ap})
+	if p.byKey[pbLow] != e || e.DstToString() != ap.String() || e.DstIP() != ap.Addr() {
+		t.Fatalf("after setPeers: same=%v dst=%q", p.byKey[pbLow] == e, e.DstToString())
+	}
+	pkt := pbPacket(pbMsgData, 7)
+	if err := p.Send([][]byte{pkt}, e); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	r := pbRecvOne(t, recv)
+	if !bytes.Equal(r.pkts[0][:r.sizes[0]], pkt) || r.eps[0].DstToString() != p.LocalAddr().String() {
+		t.Fatalf("remote got %d bytes from %s", r.sizes[0], r.eps[0].DstToString())
+	}
+	for _, bad := range []string{"peer:zz", "peer:" + fmt.Sprintf("%062x", 1), "peer:"} {
+		if ep, err := p.ParseEndpoint(bad); err == nil {
+			t.Errorf("ParseEndpoint(%q) = %v, want error", bad, ep)
+		}
+	}
+	if ep, err := p.ParseEndpoint("127.0.0.1:1"); err != nil {
+		t.Errorf("ParseEndpoint(127.0.0.1:1): %v", err)
+	} else if u, ok := ep.(*UDPEndpoint); !ok || u.AddrPort() != netip.MustParseAddrPort("127.0.0.1:1") {
+		t.Errorf("ParseEndpoint(127.0.0.1:1) = %T %v", ep, ep)
+	}
+}
+
+func TestPeerBindParking(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		typ      uint32
+		age      time.Duration // parkedAt moved back by this much
+		wantSent bool
+	}{
+		{"initiation", wgMsgInitiation, 0, true},
+		{"data is dropped", pbMsgData, 0, false},
+		{"stale initiation", wgMsgInitiation, wgRekeyTimeout + time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := openPeerBind(t, pbHigh)
+			remote, recv := openTestBind(t)
+			e := pbPeerEndpoint(t, p, pbLow)
+			pkt := pbPacket(tc.typ, 9)
+			if err := p.Send([][]byte{pkt}, e); err != nil {
+				t.Fatalf("Send without path: %v", err)
+			}
+			p.mu.Lock()
+			parked := e.parked != nil
+			e.parkedAt = e.parkedAt.Add(-tc.age)
+			p.mu.Unlock()
+			if parked != (tc.typ == wgMsgInitiation) || p.noPath.Load() != 1 {
+				t.Fatalf("parked=%v noPath=%d", parked, p.noPath.Load())
+			}
+			pbExpectOnly(t, p, remote, recv)
+			p.setPeers(map[[32]byte]netip.AddrPort{pbLow: remote.LocalAddr()})
+			p.flush()
+			if tc.wantSent {
+				r := pbRecvOne(t, recv)
+				if !bytes.Equal(r.pkts[0][:r.sizes[0]], pkt) {
+					t.Fatalf("remote got %d bytes, want the parked initiation", r.sizes[0])
+				}
+			}
+			p.flush() // nothing parked any more
+			pbExpectOnly(t, p, remote, recv)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if want := map[bool]uint64{true: 1}[tc.wantSent]; p.parkedSent.Load() != want || e.parked != nil {
+				t.Fatalf("parkedSent=%d want %d, parked=%v", p.parkedSent.Load(), want, e.parked != nil)
+			}
+		})
+	}
+}
+
+func TestPeerBindTieBreak(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		self     [32]byte
+		sendOurs bool
+		typ      uint32
+		dropped  bool
+	}{
+		{"winner drops initiation", pbHigh, true, wgMsgInitiation, true},
+		{"winner without own initiation", pbHigh, false, wgMsgInitiation, false},
+		{"loser keeps initiation", pbLow, true, wgMsgInitiation, false},
+		{"winner keeps response", pbHigh, true, pbMsgResponse, false},
+		{"winner keeps data", pbHigh, true, pbMsgData, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fns := openPeerBind(t, tc.self)
+			remote, recv := openTestBind(t)
+			peer := pbLow
+			if tc.self == pbLow {
+				peer = pbHigh
+			}
+			e := pbPeerEndpoint(t, p, peer)
+			p.setPeers(map[[32]byte]netip.AddrPort{peer: remote.LocalAddr()})
+			if tc.sendOurs {
+				if err := p.Send([][]byte{pbPacket(wgMsgInitiation, 1)}, e); err != nil {
+					t.Fatalf("Send: %v", err)
+				}
+				pbRecvOne(t, recv)
+			}
+			if err := remote.Send([][]byte{pbPacket(tc.typ, 2)}, newUDPEndpoint(p.LocalAddr())); err != nil {
+				t.Fatalf("remote Send: %v", err)
+			}
+			r := pbRecvOne(t, fns[0])
+			if r.eps[0] != conn.Endpoint(e) {
+				t.Fatalf("eps[0] = %T %v, want the peer endpoint", r.eps[0], r.eps[0])
+			}
+			if (r.sizes[0] == 0) != tc.dropped || (r.sizes[0] != 0 && r.sizes[0] != 148) {
+				t.Fatalf("size %d, dropped want %v", r.sizes[0], tc.dropped)
+			}
+			if want := map[bool]uint64{true: 1}[tc.dropped]; p.tieDropped.Load() != want {
+				t.Fatalf("tieDropped = %d, want %d", p.tieDropped.Load(), want)
+			}
+		})
+	}
+}
+
+func TestPeerBindStrangerRedelivery(t *testing.T) {
+	p, fns := openPeerBind(t, pbLow) // loses: the redelivery is not dropped
+	remote, _ := openTestBind(t)
+	e := pbPeerEndpoint(t, p, pbHigh)
+	init := pbPacket(wgMsgInitiation, 3)
+	if err := remote.Send([][]byte{init}, newUDPEndpoint(p.LocalAddr())); err != nil {
+		t.Fatalf("remote Send: %v", err)
+	}
+	r := pbRecvOne(t, fns[0])
+	if u, ok := r.eps[0].(*UDPEndpoint); !ok || u.AddrPort() != remote.LocalAddr() || r.sizes[0] != 148 {
+		t.Fatalf("stranger's initiation: size %d from %T %v", r.sizes[0], r.eps[0], r.eps[0])
+	}
+	p.setPeers(map[[32]byte]netip.AddrPort{pbHigh: remote.LocalAddr()})
+	p.flush()
+	r = pbRecvOne(t, fns[len(fns)-1])
+	if r.n != 1 || r.eps[0] != conn.Endpoint(e) || !bytes.Equal(r.pkts[0][:r.sizes[0]], init) {
+		t.Fatalf("redelivered n=%d size=%d ep=%v", r.n, r.sizes[0], r.eps[0])
+	}
+	p.flush() // delivered once only
+	if len(p.inject) != 0 || p.redelivered.Load() != 1 || len(p.strangers) != 0 {
+		t.Fatalf("inject=%d redelivered=%d strangers=%d", len(p.inject), p.redelivered.Load(), len(p.strangers))
+	}
+}
+
+func TestPeerBindStrangerCollision(t *testing.T) {
+	// Both sides initiate before knowing each other: our initiation is
+	// parked, theirs arrives as a stranger's. flush sends ours and, as we
+	// win, the redelivery of theirs is dropped.
+	p, fns := openPeerBind(t, pbHigh)
+	remote, recv := openTestBind(t)
+	e := pbPeerEndpoint(t, p, pbLow)
+	if err := p.Send([][]byte{pbPacket(wgMsgInitiation, 1)}, e); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if err := remote.Send([][]byte{pbPacket(wgMsgInitiation, 2)}, newUDPEndpoint(p.LocalAddr())); err != nil {
+		t.Fatalf("remote Send: %v", err)
+	}
+	if r := pbRecvOne(t, fns[0]); r.sizes[0] != 148 {
+		t.Fatalf("stranger's initiation: size %d", r.sizes[0])
+	}
+	redeliver := pbRecvAsync(fns[len(fns)-1])
+	p.setPeers(map[[32]byte]netip.AddrPort{pbLow: remote.LocalAddr()})
+	p.flush()
+	pbRecvOne(t, recv) // our parked initiation
+	for deadline := time.Now().Add(2 * time.Second); p.tieDropped.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("redelivered initiation not dropped by the tie-break")
+		}
+	}
+	p.Close()
+	if r := pbWait(t, redeliver); r.n != 0 || !errors.Is(r.err, net.ErrClosed) || p.redelivered.Load() != 0 {
+		t.Fatalf("redelivery: n=%d err=%v redelivered=%d", r.n, r.err, p.redelivered.Load())
+	}
+}
+
+func TestPeerBindStrangersBounded(t *testing.T) {
+	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), pbHigh, slog.New(slog.DiscardHandler))
+	last := netip.AddrPort{}
+	p.mu.Lock()
+	for i := range maxStrangers + 36 {
+		last = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), uint16(1000+i))
+		p.rememberLocked(last, pbPacket(wgMsgInitiation, byte(i)))
+	}
+	p.rememberLocked(last, pbPacket(wgMsgInitiation, 0xaa)) // replaces, evicts nothing
+	n, st := len(p.strangers), p.strangers[last]
+	p.mu.Unlock()
+	if n != maxStrangers || len(st.pkt) != 148 || st.pkt[4] != 0xaa {
+		t.Fatalf("%d strangers (want %d), latest %x", n, maxStrangers, st.pkt[:min(5, len(st.pkt))])
+	}
+}
+
+func TestPeerBindCloseReopen(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), pbLow, slog.New(slog.DiscardHandler))
+	remote, _ := openTestBind(t)
+	for round := range 2 {
+		fns, _, err := p.Open(0)
+		if err != nil || len(fns) != 2 {
+			t.Fatalf("round %d: Open: %d fns, %v", round, len(fns), err)
+		}
+		e := pbPeerEndpoint(t, p, pbHigh)
+		p.setPeers(map[[32]byte]netip.AddrPort{pbHigh: remote.LocalAddr()})
+		if err := remote.Send([][]byte{pbPacket(pbMsgData, 5)}, newUDPEndpoint(p.LocalAddr())); err != nil {
+			t.Fatalf("round %d: remote Send: %v", round, err)
+		}
+		if r := pbRecvOne(t, fns[0]); r.eps[0] != conn.Endpoint(e) || r.sizes[0] != 148 {
+			t.Fatalf("round %d: got size %d from %v", round, r.sizes[0], r.eps[0])
+		}
+		recvs := []<-chan pbRecv{pbRecvAsync(fns[0]), pbRecvAsync(fns[1])}
+		time.Sleep(10 * time.Millisecond) // let both block
+		start := time.Now()
+		if err := p.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		for i, ch := range recvs {
+			if r := pbWait(t, ch); !errors.Is(r.err, net.ErrClosed) {
+				t.Fatalf("round %d: receive func %d after Close: n=%d err=%v", round, i, r.n, r.err)
+			}
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("round %d: receive funcs took %v to return after Close", round, d)
+		}
+		if r := pbWait(t, pbRecvAsync(fns[1])); !errors.Is(r.err, net.ErrClosed) {
+			t.Fatalf("round %d: redelivery after Close: %v", round, r.err)
+		}
+	}
+}
