@@ -234,8 +234,8 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return p.Bind.Send(bufs, ep)
 	}
 	isInit := len(bufs) == 1 && msgType(bufs[0]) == wgMsgInitiation
+	p.mu.Lock() // setPeers sets paths under mu: read it there, or a flush could be missed
 	path := e.currentPath()
-	p.mu.Lock()
 	if !path.IsValid() {
 		if isInit {
 			e.parked = append(e.parked[:0], bufs[0]...)
