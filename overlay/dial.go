@@ -86,7 +86,7 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 	if err != nil {
 		return nil, fmt.Errorf("overlay: dial %s: %w", address, err)
 	}
-	return n.stack.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+	return n.plane.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
 }
 
 // Listen accepts TCP connections on the node's virtual addresses.
@@ -99,7 +99,7 @@ func (n *Node) Listen(network, address string) (net.Listener, error) {
 	if !strings.HasPrefix(network, "tcp") {
 		return nil, fmt.Errorf("overlay: listen: network %q not supported (use tcp, or ListenPacket for udp)", network)
 	}
-	return n.stack.ListenTCP(ap)
+	return n.plane.ListenTCP(ap)
 }
 
 // ListenPacket is Listen for UDP.
@@ -108,7 +108,7 @@ func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: listen %q: %w", address, err)
 	}
-	return n.stack.ListenUDP(ap)
+	return n.plane.ListenUDP(ap)
 }
 
 func parseListenAddr(address string) (netip.AddrPort, error) {
@@ -137,7 +137,20 @@ func (n *Node) Resolver() *net.Resolver {
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			m := n.Map()
-			return n.stack.DialContext(ctx, network, netip.AddrPortFrom(m.DNSIP, 53).String())
+			return n.plane.DialContext(ctx, network, netip.AddrPortFrom(m.DNSIP, 53).String())
 		},
 	}
+}
+
+// Resolve returns the virtual IPv4 of an agent name (or parses an IP).
+func (n *Node) Resolve(_ context.Context, host string) (netip.Addr, error) {
+	return n.resolve("tcp4", host)
+}
+
+// Contains reports whether ip belongs to the overlay: a virtual address or
+// the DNS IP.
+func (n *Node) Contains(ip netip.Addr) bool {
+	m := n.Map()
+	ip = ip.Unmap()
+	return ip == m.DNSIP || m.Prefix4.Contains(ip) || m.Prefix6.Contains(ip)
 }

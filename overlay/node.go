@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -46,6 +47,17 @@ type Config struct {
 	DNSUpstream string
 	// MTU of the overlay interface. Optional, default 1280.
 	MTU int
+	// TUN names a kernel TUN device (e.g. "agentnet0") to carry agent
+	// traffic through the host's own stack (needs CAP_NET_ADMIN). Optional;
+	// default: netstack mode, a gVisor stack inside this process.
+	TUN string
+	// AcceptDNS points the host resolver (/etc/resolv.conf) at the built-in
+	// DNS while the node runs (kernel TUN mode only). Optional, default off:
+	// the host's resolver config is never touched unless asked.
+	AcceptDNS bool
+	// Frontends for programs that cannot embed a node (netstack mode
+	// mostly). Optional, default none.
+	Frontends Frontends
 	// EnrollTimeout bounds how long first contact with the coordinator is
 	// retried while it is unreachable. Optional, default 60s.
 	EnrollTimeout time.Duration
@@ -55,18 +67,20 @@ type Config struct {
 
 // Node is a running agentnet node. Its methods are safe for concurrent use.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	state *nodeState
-	wgPub [32]byte // this node's WireGuard public key
-	ctl   *controlClient
-	bind  *Bind
-	pbind *peerBind // bind as wireguard-go sees it: endpoints are peers
-	stack *netstack.Stack
-	dev   *device.Device
-	dns   []*agentdns.Server // in-overlay server, then the host one if any
-	dnsAP netip.AddrPort     // host DNS address, when Config.DNSListen is set
-	local *localAPI
+	cfg       Config
+	log       *slog.Logger
+	state     *nodeState
+	wgPub     [32]byte // this node's WireGuard public key
+	ctl       *controlClient
+	bind      *Bind
+	pbind     *peerBind // bind as wireguard-go sees it: endpoints are peers
+	plane     dataplane // netstack or kernel TUN
+	dev       *device.Device
+	dns       []*agentdns.Server // in-overlay server, then the host one if any
+	dnsAP     netip.AddrPort     // host DNS address, when Config.DNSListen is set
+	local     *localAPI
+	frontends []io.Closer // SOCKS5, HTTP proxy, forwards, exposes
+	dnsTaken  bool        // /etc/resolv.conf points at us (AcceptDNS)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -121,22 +135,30 @@ func (n *Node) start(ctx context.Context) error {
 	n.state = st
 	n.log = n.log.With("node", m.Self.Name)
 
-	stack, err := netstack.New(netstack.Config{
-		Addrs:  []netip.Addr{m.Self.IPv4, m.Self.IPv6, m.DNSIP},
-		MTU:    n.cfg.MTU,
-		Logger: n.log,
-	})
-	if err != nil {
-		return fmt.Errorf("overlay: netstack: %w", err)
+	if n.cfg.TUN != "" {
+		kp, err := newKernelPlane(n.cfg.TUN, n.cfg.MTU, m, n.log)
+		if err != nil {
+			return fmt.Errorf("overlay: kernel TUN mode: %w", err)
+		}
+		n.plane = kp
+	} else {
+		stack, err := netstack.New(netstack.Config{
+			Addrs:  []netip.Addr{m.Self.IPv4, m.Self.IPv6, m.DNSIP},
+			MTU:    n.cfg.MTU,
+			Logger: n.log,
+		})
+		if err != nil {
+			return fmt.Errorf("overlay: netstack: %w", err)
+		}
+		n.plane = netstackPlane{stack}
 	}
-	n.stack = stack
 	priv, pub, err := st.wgKeys()
 	if err != nil {
 		return err
 	}
 	n.wgPub = pub
 	n.pbind = newPeerBind(n.bind, pub, n.log)
-	n.dev = device.NewDevice(stack.TUN(), n.pbind, wgLogger(n.log))
+	n.dev = device.NewDevice(n.plane.TUN(), n.pbind, wgLogger(n.log))
 	// Keep the port the endpoints were advertised with: wireguard-go
 	// re-opens the bind on Up with listen_port.
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), n.bind.LocalAddr().Port())
@@ -153,6 +175,18 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	if n.local, err = startLocalAPI(n); err != nil {
+		return err
+	}
+	if n.cfg.AcceptDNS {
+		if n.cfg.TUN == "" {
+			return errors.New("overlay: --accept-dns needs kernel TUN mode (--tun); in netstack mode point resolvers at --dns-listen")
+		}
+		if err := acceptDNS(m.DNSIP.String(), m.Domain); err != nil {
+			return fmt.Errorf("overlay: --accept-dns: %w", err)
+		}
+		n.dnsTaken = true
+	}
+	if err := n.startFrontends(n.cfg.Frontends); err != nil {
 		return err
 	}
 	n.log.Info("node up", "ipv4", m.Self.IPv4, "ipv6", m.Self.IPv6, "did", m.Self.DID,
@@ -419,13 +453,8 @@ func (n *Node) startDNS(m *netmap.Map) error {
 	in := agentdns.New(dcfg)
 	n.dns = append(n.dns, in)
 	ap := netip.AddrPortFrom(m.DNSIP, 53)
-	pc, err := n.stack.ListenUDP(ap)
+	pc, l, err := n.plane.ListenDNS(ap)
 	if err != nil {
-		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
-	}
-	l, err := n.stack.ListenTCP(ap)
-	if err != nil {
-		pc.Close()
 		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
 	}
 	if err := in.Serve(pc, l); err != nil {
@@ -462,6 +491,14 @@ func (n *Node) Close() error {
 		n.local.close()
 	}
 	n.wg.Wait()
+	for _, f := range n.frontends {
+		f.Close()
+	}
+	if n.dnsTaken {
+		if err := restoreDNS(); err != nil {
+			n.log.Error("could not restore the host resolver", "err", err)
+		}
+	}
 	for _, d := range n.dns {
 		d.Close()
 	}
@@ -470,8 +507,8 @@ func (n *Node) Close() error {
 	} else if n.bind != nil {
 		n.bind.Close()
 	}
-	if n.stack != nil {
-		n.stack.Close()
+	if n.plane != nil {
+		n.plane.Close() // kernel mode: removes the device, its addresses and routes
 	}
 	if n.ctl != nil {
 		n.ctl.close()

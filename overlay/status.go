@@ -94,7 +94,7 @@ func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
 	if err != nil {
 		return PingResult{}, err
 	}
-	rtt, err := n.stack.Ping(ctx, p.IPv4)
+	rtt, err := n.plane.Ping(ctx, p.IPv4)
 	if err != nil {
 		return PingResult{}, fmt.Errorf("ping %s (%s): %w", p.Name, p.IPv4, err)
 	}

@@ -23,6 +23,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dnsListen := fs.String("dns-listen", "", "also answer DNS for agent names on this host address, e.g. 127.0.0.1:5301")
 	dnsUpstream := fs.String("dns-upstream", "", "forward names outside the overlay domain to this DNS server ip:port (default: refuse them)")
 	mtu := fs.Int("mtu", 1280, "overlay MTU")
+	tunName := fs.String("tun", "", "kernel TUN mode: create this device (e.g. agentnet0), needs CAP_NET_ADMIN; default: netstack mode, no root")
+	acceptDNS := fs.Bool("accept-dns", false, "kernel TUN mode: point /etc/resolv.conf at the built-in DNS while the node runs (restored on exit)")
+	socks5 := fs.String("socks5", "", "serve SOCKS5 (CONNECT by name, UDP ASSOCIATE) on this address, e.g. 127.0.0.1:1080")
+	allowOutside := fs.Bool("socks5-allow-outside", false, "let the SOCKS5 and HTTP proxies reach destinations outside the overlay")
+	httpProxy := fs.String("http-proxy", "", "serve an HTTP proxy (CONNECT and plain) on this address, e.g. 127.0.0.1:8080")
+	var forwards, exposes listFlag
+	fs.Var(&forwards, "forward", "LOCAL=PEER:PORT, e.g. 127.0.0.1:9000=search:8080: a local listener whose connections go to a peer (repeatable)")
+	fs.Var(&exposes, "expose", "PORT or PORT=LOCAL, e.g. 8080 or 80=127.0.0.1:8080: overlay TCP port forwarded to a local service (repeatable)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -48,6 +56,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	n, err := overlay.New(ctx, overlay.Config{
 		StateDir: *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
+		TUN: *tunName, AcceptDNS: *acceptDNS,
+		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
+			Forwards: forwards, Exposes: exposes},
 	})
 	if err != nil {
 		return err
@@ -71,3 +82,9 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ExposeConfig configures NewExpose.
+type ExposeConfig struct {
+	// Port is the overlay TCP port to accept on. Required (non-zero).
+	Port uint16
+	// Target is the local service, "host:port", e.g. "127.0.0.1:8080".
+	// Required.
+	Target string
+	// Overlay is the node. Required.
+	Overlay Overlay
+	// DialTimeout bounds dialing Target. Optional; default
+	// DefaultDialTimeout (30 s).
+	DialTimeout time.Duration
+	// Logger receives logs. Optional; default discards.
+	Logger *slog.Logger
+}
+
+// Expose carries every connection accepted on an overlay port to one
+// local service, dialed with the host's network (the --expose flag).
+type Expose struct {
+	cfg    ExposeConfig
+	log    *slog.Logger
+	ln     net.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	t      tracker
+	once   sync.Once
+}
+
+// ParseExpose parses the --expose flag: "PORT" (overlay PORT to
+// 127.0.0.1:PORT), "PORT=LOCALPORT" (to 127.0.0.1:LOCALPORT) or
+// "PORT=HOST:LOCALPORT". Overlay and Logger are left for the caller.
+func ParseExpose(s string) (ExposeConfig, error) {
+	ps, t, hasTarget := strings.Cut(s, "=")
+	ps, t = strings.TrimSpace(ps), strings.TrimSpace(t)
+	port, err := parsePort(ps)
+	if err != nil {
+		return ExposeConfig{}, fmt.Errorf("proxy: expose %q: overlay port: %v (want PORT or PORT=HOST:PORT, e.g. 8080 or 80=127.0.0.1:8080)", s, err)
+	}
+	switch {
+	case !hasTarget:
+		t = net.JoinHostPort("127.0.0.1", ps)
+	case t == "":
+		return ExposeConfig{}, fmt.Errorf("proxy: expose %q: empty target after '=' (want e.g. 80=127.0.0.1:8080)", s)
+	default:
+		if _, err := parsePort(t); err == nil {
+			t = net.JoinHostPort("127.0.0.1", t)
+		}
+	}
+	if err := checkTarget(t); err != nil {
+		return ExposeConfig{}, fmt.Errorf("proxy: expose %q: local target: %v", s, err)
+	}
+	return ExposeConfig{Port: port, Target: t}, nil
+}
+
+// parsePort parses a port in 1..65535.
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a port number (1-65535)", s)
+	}
+	if n == 0 {
+		return 0, errors.New("port 0 is not allowed")
+	}
+	return uint16(n), nil
+}
+
+// NewExpose listens on overlay port cfg.Port and starts serving.
+func NewExpose(cfg ExposeConfig) (*Expose, error) {
+	if cfg.Overlay == nil {
+		return nil, errors.New("proxy: expose: Overlay is required")
+	}
+	if cfg.Port == 0 {
+		return nil, errors.New("proxy: expose: Port is required")
+	}
+	if err := checkTarget(cfg.Target); err != nil {
+		return nil, fmt.Errorf("proxy: expose: target %v", err)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	addr := fmt.Sprintf(":%d", cfg.Port)
+	ln, err := cfg.Overlay.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: expose: listen on overlay port %d: %w", cfg.Port, err)
+	}
+	e := &Expose{
+		cfg: cfg,
+		log: orDiscard(cfg.Logger).With("proxy", "expose", "port", cfg.Port, "endpoint", cfg.Target),
+		ln:  ln,
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.t.start(func() { serveListener(e.ctx, &e.t, ln, e.log, e.handle) })
+	return e, nil
+}
+
+// Addr returns the overlay listener's address.
+func (e *Expose) Addr() net.Addr { return e.ln.Addr() }
+
+// Close stops the overlay listener, closes every connection and waits for
+// all goroutines.
+func (e *Expose) Close() error {
+	e.once.Do(func() {
+		e.cancel()
+		e.ln.Close()
+	})
+	e.t.close()
+	return nil
+}
+
+func (e *Expose) handle(c net.Conn) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.DialTimeout)
+	var d net.Dialer
+	out, err := d.DialContext(ctx, "tcp", e.cfg.Target)
+	cancel()
+	if err != nil {
+		if e.ctx.Err() == nil {
+			e.log.Warn("expose: dial local target failed; closing overlay connection", "client", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	if !e.t.add(out) {
+		out.Close()
+		return
+	}
+	defer e.t.remove(out)
+	join(c, out)
+}

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ForwardConfig configures NewForward.
+type ForwardConfig struct {
+	// Listen is the local TCP address, e.g. "127.0.0.1:9000". Required.
+	Listen string
+	// Target is the overlay destination, "name:port" or
+	// "virtual-ip:port", e.g. "search:8080". Required. It is resolved by
+	// the node at each connection, so it may appear in the network map
+	// later.
+	Target string
+	// Overlay is the node. Required.
+	Overlay Overlay
+	// DialTimeout bounds dialing Target. Optional; default
+	// DefaultDialTimeout (30 s).
+	DialTimeout time.Duration
+	// Logger receives logs. Optional; default discards.
+	Logger *slog.Logger
+}
+
+// Forward carries every connection accepted on a local TCP port to one
+// overlay destination (the --forward flag). If the target cannot be
+// dialed the local connection is closed and the failure logged; the
+// forward keeps serving.
+type Forward struct {
+	cfg    ForwardConfig
+	log    *slog.Logger
+	ln     net.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	t      tracker
+	once   sync.Once
+}
+
+// ParseForward parses the --forward flag: "LISTEN=TARGET", e.g.
+// "127.0.0.1:9000=search:8080". A bare port as LISTEN ("9000=search:8080")
+// means 127.0.0.1:9000. Overlay and Logger are left for the caller.
+func ParseForward(s string) (ForwardConfig, error) {
+	l, t, ok := strings.Cut(s, "=")
+	if !ok {
+		return ForwardConfig{}, fmt.Errorf("proxy: forward %q: want LISTEN=TARGET, e.g. 127.0.0.1:9000=search:8080", s)
+	}
+	l, t = strings.TrimSpace(l), strings.TrimSpace(t)
+	if _, err := parsePort(l); err == nil {
+		l = net.JoinHostPort("127.0.0.1", l)
+	}
+	if _, _, err := splitPort(l); err != nil {
+		return ForwardConfig{}, fmt.Errorf("proxy: forward %q: local address %q: %v (want host:port, e.g. 127.0.0.1:9000)", s, l, err)
+	}
+	if err := checkTarget(t); err != nil {
+		return ForwardConfig{}, fmt.Errorf("proxy: forward %q: target: %v", s, err)
+	}
+	return ForwardConfig{Listen: l, Target: t}, nil
+}
+
+// checkTarget validates "host:port" with a non-empty host and a port in
+// 1..65535.
+func checkTarget(t string) error {
+	host, port, err := splitPort(t)
+	if err != nil {
+		return fmt.Errorf("%q: %v (want name:port, e.g. search:8080)", t, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: missing host (want name:port, e.g. search:8080)", t)
+	}
+	if port == 0 {
+		return fmt.Errorf("%q: port 0 is not a destination", t)
+	}
+	return nil
+}
+
+// NewForward listens on cfg.Listen and starts forwarding.
+func NewForward(cfg ForwardConfig) (*Forward, error) {
+	if cfg.Overlay == nil {
+		return nil, errors.New("proxy: forward: Overlay is required")
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("proxy: forward: Listen is required")
+	}
+	if err := checkTarget(cfg.Target); err != nil {
+		return nil, fmt.Errorf("proxy: forward: target %v", err)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: forward: listen on %s: %w", cfg.Listen, err)
+	}
+	f := &Forward{
+		cfg: cfg,
+		log: orDiscard(cfg.Logger).With("proxy", "forward", "endpoint", cfg.Target),
+		ln:  ln,
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.t.start(func() { serveListener(f.ctx, &f.t, ln, f.log, f.handle) })
+	return f, nil
+}
+
+// Addr returns the local address the forward listens on.
+func (f *Forward) Addr() net.Addr { return f.ln.Addr() }
+
+// Close stops the listener, closes every forwarded connection and waits
+// for all goroutines.
+func (f *Forward) Close() error {
+	f.once.Do(func() {
+		f.cancel()
+		f.ln.Close()
+	})
+	f.t.close()
+	return nil
+}
+
+func (f *Forward) handle(c net.Conn) {
+	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
+	out, err := f.cfg.Overlay.Dial(ctx, "tcp", f.cfg.Target)
+	cancel()
+	if err != nil {
+		if f.ctx.Err() == nil {
+			f.log.Warn("forward: dial target failed; closing local connection", "client", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	if !f.t.add(out) {
+		out.Close()
+		return
+	}
+	defer f.t.remove(out)
+	join(c, out)
+}
