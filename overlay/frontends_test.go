@@ -155,3 +155,27 @@ func socksUDPRoundTrip(t *testing.T, socks, host string, port uint16, msg string
 	}
 	t.Fatal("no UDP reply through SOCKS5 UDP ASSOCIATE")
 }
+
+// TestFrontendPortInUse: a front-end address that is taken fails the node's
+// start with an error naming it, and leaves nothing running.
+func TestFrontendPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	n := overlaytest.New(t)
+	cfg := n.NodeConfig("alpha")
+	cfg.Frontends = overlay.Frontends{SOCKS5: taken.Addr().String()}
+	_, err = overlay.New(ctxT(t, 10*time.Second), cfg)
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("SOCKS5 on a taken port: %v", err)
+	}
+	t.Logf("refused: %v", err)
+	cfg.Frontends = overlay.Frontends{Forwards: []string{"nonsense"}}
+	if _, err = overlay.New(ctxT(t, 10*time.Second), cfg); err == nil {
+		t.Fatal("bad --forward accepted")
+	} else {
+		t.Logf("refused: %v", err)
+	}
+}
