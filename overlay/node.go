@@ -181,7 +181,7 @@ func (n *Node) start(ctx context.Context) error {
 		if n.cfg.TUN == "" {
 			return errors.New("overlay: --accept-dns needs kernel TUN mode (--tun); in netstack mode point resolvers at --dns-listen")
 		}
-		if err := acceptDNS(m.DNSIP.String(), m.Domain); err != nil {
+		if err := acceptDNS(n.cfg.StateDir, m.DNSIP.String(), m.Domain); err != nil {
 			return fmt.Errorf("overlay: --accept-dns: %w", err)
 		}
 		n.dnsTaken = true
@@ -495,7 +495,7 @@ func (n *Node) Close() error {
 		f.Close()
 	}
 	if n.dnsTaken {
-		if err := restoreDNS(); err != nil {
+		if err := restoreDNS(n.cfg.StateDir); err != nil {
 			n.log.Error("could not restore the host resolver", "err", err)
 		}
 	}

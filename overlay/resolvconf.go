@@ -4,18 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-// Host resolver takeover for --accept-dns. The original file is kept next
-// to it and put back on Close; a backup left by a crash is restored first.
+// Host resolver takeover for --accept-dns. The original contents are kept
+// in the node's state dir and put back on Close; a backup left by a crash
+// is restored first.
 const (
 	resolvConf       = "/etc/resolv.conf"
-	resolvConfBackup = "/etc/resolv.conf.agentnet-backup"
+	resolvConfBackup = "resolv.conf.backup" // in the state dir
 )
 
-func acceptDNS(dnsIP, domain string) error {
-	if _, err := os.Stat(resolvConfBackup); err == nil {
-		if err := restoreDNS(); err != nil {
+func acceptDNS(stateDir, dnsIP, domain string) error {
+	backup := filepath.Join(stateDir, resolvConfBackup)
+	if _, err := os.Stat(backup); err == nil {
+		if err := restoreDNS(stateDir); err != nil {
 			return err
 		}
 	}
@@ -23,10 +26,10 @@ func acceptDNS(dnsIP, domain string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", resolvConf, err)
 	}
-	if err := os.WriteFile(resolvConfBackup, old, 0o644); err != nil {
+	if err := writeFileAtomic(backup, old); err != nil {
 		return fmt.Errorf("back up %s: %w", resolvConf, err)
 	}
-	conf := fmt.Sprintf("# written by agentnet --accept-dns; the original is in %s\nnameserver %s\nsearch %s\n", resolvConfBackup, dnsIP, domain)
+	conf := fmt.Sprintf("# written by agentnet --accept-dns; the original is in %s\nnameserver %s\nsearch %s\n", backup, dnsIP, domain)
 	// Write in place (not rename): /etc/resolv.conf may be a bind mount.
 	if err := os.WriteFile(resolvConf, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", resolvConf, err)
@@ -34,13 +37,14 @@ func acceptDNS(dnsIP, domain string) error {
 	return nil
 }
 
-func restoreDNS() error {
-	old, err := os.ReadFile(resolvConfBackup)
+func restoreDNS(stateDir string) error {
+	backup := filepath.Join(stateDir, resolvConfBackup)
+	old, err := os.ReadFile(backup)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", resolvConfBackup, err)
+		return fmt.Errorf("read %s: %w", backup, err)
 	}
 	if err := os.WriteFile(resolvConf, old, 0o644); err != nil {
 		return fmt.Errorf("restore %s: %w", resolvConf, err)
 	}
-	return os.Remove(resolvConfBackup)
+	return os.Remove(backup)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -139,6 +140,28 @@ func TestTUNMode(t *testing.T) {
 		if strings.Contains(routes, "agentnet0") || strings.Contains(routes, "100.96.") {
 			t.Fatalf("routes left after exit:\n%s", routes)
 		}
+		// Restart with --accept-dns: the namespace's resolv.conf points at
+		// the built-in DNS while the node runs and is restored on exit.
+		b.WriteResolvConf(t, "198.51.100.53")
+		conf := filepath.Join("/etc/netns", b.NS, "resolv.conf")
+		orig, _ := os.ReadFile(conf)
+		p := b.Start(t, bin, "node", "--state", filepath.Join(dir, "search"), "--listen", b.Addr.String()+":41641", "--tun", "agentnet0", "--accept-dns")
+		if _, err := p.WaitLine(upRE, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(conf); !strings.Contains(string(got), "nameserver 100.100.100.100") {
+			t.Fatalf("--accept-dns: resolv.conf is %q", got)
+		}
+		if out := strings.TrimSpace(b.Run(t, "dig", "+short", "planner.agents.internal")); out != aUp[2] {
+			t.Fatalf("dig through accepted DNS: %q, want %s", out, aUp[2])
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(conf); string(got) != string(orig) {
+			t.Fatalf("resolv.conf not restored: %q, want %q", got, orig)
+		}
+
 		_, up := startNode(b, "search", false)
 		if up[2] != bUp[2] || up[3] != bUp[3] {
 			t.Fatalf("restart changed addresses: %v → %v", bUp[2:], up[2:])
