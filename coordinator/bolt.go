@@ -185,6 +185,19 @@ func (t boltTx) Token(id string) (TokenRecord, bool, error) {
 	return r, true, nil
 }
 
+func (t boltTx) Tokens() ([]TokenRecord, error) {
+	var out []TokenRecord
+	err := t.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		var r TokenRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("store: decode token %s: %w", k, err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
 func (t boltTx) PutToken(r TokenRecord) error {
 	if r.ID == "" || r.SecretHash == "" {
 		return errors.New("store: token record lacks id or secret hash")

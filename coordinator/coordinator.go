@@ -52,6 +52,13 @@ type Config struct {
 	// Store is optional: the state store. Default: bbolt at
 	// DataDir/coord.db. New takes ownership; Close closes it.
 	Store Store
+	// MetricsListen is optional: a TCP address ("127.0.0.1:9100") where
+	// Prometheus metrics are served at /metrics over plain HTTP. Default off.
+	MetricsListen string
+	// Console is optional: serve the web console under /console/ on the
+	// same HTTPS listener (and redirect "/" to it); its login is the admin
+	// secret. Default false.
+	Console bool
 
 	// keepalive overrides netmap.StreamKeepalive in this package's tests.
 	keepalive time.Duration
@@ -83,6 +90,8 @@ type Coordinator struct {
 
 	stats   counters
 	limiter logLimiter
+	console *console // nil unless Config.Console
+	metrics *metrics // Config.MetricsListen; nil when off; set before serving
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
 	// Lock order: snapMu before mu; no store call while holding mu.
@@ -195,9 +204,20 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		return nil, err
 	}
 
+	if err := c.startMetrics(); err != nil {
+		return nil, err
+	}
+	handler := c.routes()
+	if cfg.Console {
+		if c.console, err = newConsole(c); err != nil {
+			return nil, err
+		}
+		handler = c.console.handler(handler)
+	}
+
 	c.baseCtx, c.cancel = context.WithCancel(context.Background())
 	c.srv = &http.Server{
-		Handler:           c.routes(),
+		Handler:           handler,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -289,6 +309,7 @@ func (c *Coordinator) Close() error {
 		c.mu.Unlock()
 
 		c.cancel() // streams and other requests watch baseCtx
+		c.stopMetrics()
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		if err := c.srv.Shutdown(ctx); err != nil {
 			c.srv.Close() // force: close the remaining connections

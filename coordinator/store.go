@@ -45,6 +45,8 @@ type Tx interface {
 	Token(id string) (TokenRecord, bool, error)
 	// PutToken creates or replaces a token record.
 	PutToken(t TokenRecord) error
+	// Tokens returns every token record, in no particular order.
+	Tokens() ([]TokenRecord, error)
 
 	// Meta returns the value stored under a meta key (nil if unset).
 	Meta(key string) ([]byte, error)
@@ -69,6 +71,7 @@ type TokenRecord struct {
 	Used       bool      `json:"used"`
 	Uses       int       `json:"uses"`
 	LastUsedBy string    `json:"last_used_by,omitempty"` // DID
+	Revoked    bool      `json:"revoked,omitempty"`      // set by an admin; enrollment refuses it
 }
 
 // Meta keys.

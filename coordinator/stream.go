@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -26,6 +27,9 @@ type stream struct {
 	wake    chan struct{}
 	done    chan struct{} // closed by end: replaced by a newer stream, or the node was removed
 	endOnce sync.Once
+	// changedAt is when the oldest change not yet written was notified
+	// (nil: none); it feeds the push latency metric.
+	changedAt atomic.Pointer[time.Time]
 }
 
 func (s *stream) end() { s.endOnce.Do(func() { close(s.done) }) }
@@ -58,6 +62,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	case <-s.wake: // the map below includes whatever woke us
 	default:
 	}
+	since := s.changedAt.Swap(nil)
 	signed, _, err := c.mapFor(self.DID)
 	if err != nil {
 		return err
@@ -83,6 +88,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 		return nil
 	}
 	c.stats.mapsSent.Add(1)
+	c.observePush(since)
 
 	keepalive := time.NewTicker(c.cfg.keepalive)
 	defer keepalive.Stop()
@@ -101,6 +107,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 			}
 			c.stats.keepalives.Add(1)
 		case <-s.wake:
+			since = s.changedAt.Swap(nil) // the map built next includes every change up to now
 			signed, _, err := c.mapFor(self.DID)
 			if errors.Is(err, errNodeGone) {
 				log.Debug("coordinator: stream closed", "reason", "node removed")
@@ -114,6 +121,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 				return nil
 			}
 			c.stats.mapsSent.Add(1)
+			c.observePush(since)
 		}
 	}
 }
@@ -181,9 +189,11 @@ func (c *Coordinator) kick(did string) {
 
 // notifyAll wakes every stream without blocking.
 func (c *Coordinator) notifyAll() {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, s := range c.streams {
+		s.changedAt.CompareAndSwap(nil, &now)
 		select {
 		case s.wake <- struct{}{}:
 		default:

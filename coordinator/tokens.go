@@ -31,6 +31,10 @@ func validTag(t string) bool {
 	return true
 }
 
+// codeTokenRevoked refuses an enrollment with a token an admin revoked.
+// TODO(netmap): move next to the other codes as netmap.CodeTokenRevoked.
+const codeTokenRevoked = "token_revoked"
+
 // handleCreateToken issues a join token. Only the hash of its secret is
 // stored; the token string is returned once.
 func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
@@ -42,17 +46,28 @@ func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) 
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
+	resp, err := c.createToken(req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// createToken validates req, stores the new token's record and returns the
+// token string (the only time it exists outside the caller).
+func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateTokenResponse, error) {
 	if len(req.Tags) > maxTags {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
+		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
 	}
 	for _, t := range req.Tags {
 		if !validTag(t) {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
+			return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
 		}
 	}
 	ttl := c.cfg.DefaultTokenTTL
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(maxTTL/time.Second) {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "ttl_seconds %d is not between 0 and %d", req.TTLSeconds, int64(maxTTL/time.Second))
+		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "ttl_seconds %d is not between 0 and %d", req.TTLSeconds, int64(maxTTL/time.Second))
 	}
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
@@ -68,13 +83,49 @@ func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) 
 		Expires:    now.Add(ttl),
 	}
 	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
-		return err
+		return netmap.CreateTokenResponse{}, err
 	}
 	c.stats.tokensCreated.Add(1)
 	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
 	tok := netmap.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
-	writeJSON(w, http.StatusOK, netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires})
-	return nil
+	return netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
+}
+
+// listTokens returns every token record, newest first.
+func (c *Coordinator) listTokens() ([]TokenRecord, error) {
+	var recs []TokenRecord
+	err := c.store.View(func(tx Tx) (err error) {
+		recs, err = tx.Tokens()
+		return err
+	})
+	slices.SortFunc(recs, func(a, b TokenRecord) int {
+		if d := b.Created.Compare(a.Created); d != 0 {
+			return d
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return recs, err
+}
+
+// revokeToken marks token id revoked: later enrollments with it are
+// refused with codeTokenRevoked. Nodes already enrolled with it stay.
+// Revoking twice is not an error.
+func (c *Coordinator) revokeToken(id string) error {
+	err := c.store.Update(func(tx Tx) error {
+		rec, ok, err := tx.Token(id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no join token %.20q", id)
+		}
+		rec.Revoked = true
+		return tx.PutToken(rec)
+	})
+	if err == nil {
+		c.log.Info("coordinator: token revoked", "token", id)
+	}
+	return err
 }
 
 // redeemToken checks a parsed token inside the enrollment transaction and
@@ -87,6 +138,9 @@ func redeemToken(tx Tx, tok netmap.Token, did string, now time.Time) (TokenRecor
 	}
 	if !ok || subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(netmap.HashSecret(tok.Secret))) != 1 {
 		return rec, refuse(http.StatusUnauthorized, netmap.CodeBadToken, "join token %s is not known to this coordinator; create one with 'agentnet token create'", tok.ID)
+	}
+	if rec.Revoked {
+		return rec, refuse(http.StatusUnauthorized, codeTokenRevoked, "join token %s was revoked by an admin; create a new one", rec.ID)
 	}
 	if !now.Before(rec.Expires) {
 		return rec, refuse(http.StatusUnauthorized, netmap.CodeTokenExpired, "join token %s expired at %s; create a new one", rec.ID, rec.Expires.UTC().Format(time.RFC3339))

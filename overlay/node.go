@@ -61,6 +61,9 @@ type Config struct {
 	// EnrollTimeout bounds how long first contact with the coordinator is
 	// retried while it is unreachable. Optional, default 60s.
 	EnrollTimeout time.Duration
+	// MetricsListen is a TCP address ("127.0.0.1:9100") where Prometheus
+	// metrics are served at /metrics over plain HTTP. Optional, default off.
+	MetricsListen string
 	// Logger receives structured logs. Optional, default slog.Default().
 	Logger *slog.Logger
 }
@@ -79,8 +82,9 @@ type Node struct {
 	dns       []*agentdns.Server // in-overlay server, then the host one if any
 	dnsAP     netip.AddrPort     // host DNS address, when Config.DNSListen is set
 	local     *localAPI
-	frontends []io.Closer // SOCKS5, HTTP proxy, forwards, exposes
-	dnsTaken  bool        // /etc/resolv.conf points at us (AcceptDNS)
+	frontends []io.Closer    // SOCKS5, HTTP proxy, forwards, exposes
+	dnsTaken  bool           // /etc/resolv.conf points at us (AcceptDNS)
+	metrics   *metricsServer // Config.MetricsListen; nil when off
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -187,6 +191,9 @@ func (n *Node) start(ctx context.Context) error {
 		n.dnsTaken = true
 	}
 	if err := n.startFrontends(n.cfg.Frontends); err != nil {
+		return err
+	}
+	if err := n.startMetrics(); err != nil {
 		return err
 	}
 	n.log.Info("node up", "ipv4", m.Self.IPv4, "ipv6", m.Self.IPv6, "did", m.Self.DID,
@@ -487,6 +494,7 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
+	n.metrics.close()
 	if n.local != nil {
 		n.local.close()
 	}

@@ -22,8 +22,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	prefix := fs.String("prefix", netmap.DefaultPrefix4.String(), "IPv4 prefix virtual addresses are allocated from")
 	domain := fs.String("domain", netmap.DefaultDomain, "DNS domain of agent names")
 	tokenTTL := fs.Duration("token-ttl", 24*time.Hour, "default lifetime of join tokens")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := parse(fs, args); err != nil {
+	console := fs.Bool("console", false, "serve the web console at URL/console/ (log in with the secret in DIR/admin.cred)")
+	if err := parseWithConfig(fs, args); err != nil {
 		return err
 	}
 	if *data == "" {
@@ -39,7 +41,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	c, err := coordinator.New(coordinator.Config{
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
-		DefaultTokenTTL: *tokenTTL, Logger: log,
+		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
+		MetricsListen: *metricsListen,
 	})
 	if err != nil {
 		return err

@@ -31,8 +31,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var forwards, exposes listFlag
 	fs.Var(&forwards, "forward", "LOCAL=PEER:PORT, e.g. 127.0.0.1:9000=search:8080: a local listener whose connections go to a peer (repeatable)")
 	fs.Var(&exposes, "expose", "PORT or PORT=LOCAL, e.g. 8080 or 80=127.0.0.1:8080: overlay TCP port forwarded to a local service (repeatable)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := parse(fs, args); err != nil {
+	if err := parseWithConfig(fs, args); err != nil {
 		return err
 	}
 	if *state == "" {
@@ -56,7 +57,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	n, err := overlay.New(ctx, overlay.Config{
 		StateDir: *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
-		TUN: *tunName, AcceptDNS: *acceptDNS,
+		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
 			Forwards: forwards, Exposes: exposes},
 	})

@@ -34,12 +34,19 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
+	return printStatus(stdout, st)
+}
+
+// printStatus writes the human status: a coordinator line and an aligned
+// table of self and peers (tabwriter counts runes, so the "…" of a short
+// did keeps columns aligned).
+func printStatus(w io.Writer, st overlay.Status) error {
 	conn := "connected"
 	if !st.Connected {
 		conn = "NOT connected (running from cached map)"
 	}
-	fmt.Fprintf(stdout, "coordinator %s: %s, map serial %d\n\n", st.Coordinator, conn, st.MapSerial)
-	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "coordinator %s: %s, map serial %d\n\n", st.Coordinator, conn, st.MapSerial)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tIPV4\tIPV6\tDID\tONLINE\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")
 	row := func(p overlay.PeerStatus, self bool) {
 		ep, path, hs := p.Endpoint, p.Path, "-"
@@ -49,7 +56,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if !p.LastHandshake.IsZero() {
 			hs = (time.Duration(p.HandshakeAge * float64(time.Second))).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IPv4, p.IPv6, shortDID(p.DID), yesNo(p.Online),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.IPv4), orDash(p.IPv6), orDash(shortDID(p.DID)), yesNo(p.Online),
 			orDash(ep), orDash(path), hs, bytesHuman(p.RxBytes), bytesHuman(p.TxBytes))
 	}
 	row(st.Self, true)
@@ -60,15 +67,17 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runPing(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ping", "ping --state DIR [--count N] NAME",
-		"Send ICMP echo requests to a peer through the WireGuard tunnel; print RTT and the path used.", stderr)
+	fs := newFlags("ping", "ping --state DIR [--count N] [--json] NAME",
+		"Send ICMP echo requests to a peer through the WireGuard tunnel; print RTT and the path used.\n"+
+			"--json prints one JSON object per reply (fields peer, ip, rtt_ms, path, endpoint; stable).", stderr)
 	state := fs.String("state", "", "state directory of the running node (required)")
 	count := fs.Int("count", 3, "number of pings")
+	asJSON := fs.Bool("json", false, "print one JSON object per reply, one per line")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *state == "" || fs.NArg() != 1 {
-		return fmt.Errorf("%w: usage: agentnet ping --state DIR NAME", errUsage)
+		return fmt.Errorf("%w: usage: agentnet ping --state DIR [--count N] [--json] NAME", errUsage)
 	}
 	c := overlay.NewLocalClient(*state)
 	for i := range *count {
@@ -78,6 +87,12 @@ func runPing(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		r, err := c.Ping(ctx, fs.Arg(0))
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			if err := json.NewEncoder(stdout).Encode(r); err != nil {
+				return err
+			}
+			continue
 		}
 		fmt.Fprintf(stdout, "pong from %s (%s) via %s %s in %.2f ms\n", r.Peer, r.IP, r.Path, r.Endpoint, r.RTTms)
 	}

@@ -1,0 +1,134 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"net/http"
+	"time"
+)
+
+// Event stream timing. Streams learn of changes by polling the snapshot
+// serial, which every change bumps (online/offline flips included) and
+// which is read lock-free, so a poll costs one atomic load.
+const (
+	eventsPoll      = 500 * time.Millisecond
+	eventsKeepalive = 15 * time.Second // an SSE comment, so idle proxies keep the stream
+)
+
+// handleEvents serves the live network map as Server-Sent Events: a
+// "snapshot" event with the graph as JSON on connect and after every
+// change. It returns when the client goes away, the Coordinator closes
+// (the request context derives from baseCtx), the session ends, or a write
+// fails or times out.
+func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
+	c := con.c
+	s := sessionOf(r)
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	write := func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	var last []byte
+	var serial uint64
+	send := func() bool {
+		snap := c.snap.Load()
+		serial = snap.serial
+		b, err := json.Marshal(newGraph(con.liveNodes()))
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(b, last) {
+			return true
+		}
+		last = b
+		return write([]byte("event: snapshot\ndata: " + string(b) + "\n\n"))
+	}
+	if !send() {
+		return
+	}
+	poll := time.NewTicker(eventsPoll)
+	defer poll.Stop()
+	keepalive := time.NewTicker(eventsKeepalive)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keepalive.C:
+			if !write([]byte(": keepalive\n\n")) {
+				return
+			}
+		case <-poll.C:
+			if !con.alive(s) {
+				return
+			}
+			if c.snap.Load().serial != serial && !send() {
+				return
+			}
+		}
+	}
+}
+
+// Layout of the map's SVG (viewBox 0 0 mapSize mapSize); static/map.js
+// draws with the same numbers.
+const (
+	mapSize   = 600
+	mapRadius = 220
+	mapNodeR  = 18
+)
+
+// graphView is a graph laid out for the template: nodes on a ring.
+type graphView struct {
+	graph
+	Size   int
+	NodeR  int
+	Placed []placedNode
+	Lines  []placedPath
+}
+
+type placedNode struct {
+	graphNode
+	X, Y, LabelY float64
+}
+
+type placedPath struct {
+	graphPath
+	X1, Y1, X2, Y2 float64
+}
+
+func (g graph) view() graphView {
+	v := graphView{graph: g, Size: mapSize, NodeR: mapNodeR}
+	at := make(map[string]placedNode, len(g.Nodes))
+	for i, n := range g.Nodes {
+		x, y := ringPos(i, len(g.Nodes))
+		p := placedNode{graphNode: n, X: x, Y: y, LabelY: y + mapNodeR + 16}
+		v.Placed = append(v.Placed, p)
+		at[n.Name] = p
+	}
+	for _, p := range g.Paths {
+		a, b := at[p.A], at[p.B]
+		v.Lines = append(v.Lines, placedPath{graphPath: p, X1: a.X, Y1: a.Y, X2: b.X, Y2: b.Y})
+	}
+	return v
+}
+
+// ringPos places node i of n on the ring, the first at the top, clockwise.
+func ringPos(i, n int) (x, y float64) {
+	if n == 1 {
+		return mapSize / 2, mapSize / 2
+	}
+	a := 2 * math.Pi * float64(i) / float64(n)
+	x = mapSize/2 + mapRadius*math.Sin(a)
+	y = mapSize/2 - mapRadius*math.Cos(a)
+	return math.Round(x*10) / 10, math.Round(y*10) / 10
+}

@@ -1,0 +1,233 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Prometheus metrics of a node (Config.MetricsListen).
+//
+// Everything is read at scrape time from counters the node keeps anyway
+// (Status with WireGuard's UAPI stats, peerBind, Bind.Stats, dns
+// Server.Stats), so the data path does no extra work for metrics. Each
+// node has its own registry: several nodes may run in one process.
+
+// metricsShutdown bounds how long Close waits for in-flight scrapes.
+const metricsShutdown = 500 * time.Millisecond
+
+// nodeCollector is a prometheus.Collector over one node's counters.
+type nodeCollector struct {
+	n *Node
+
+	peerRx, peerTx, peerPath, peerHandshake        *prometheus.Desc
+	peers, connected, serial, mapsRefused          *prometheus.Desc
+	parkedSent, redelivered, tieDropped, noPath    *prometheus.Desc
+	udpRxPackets, udpTxPackets, udpRxBytes         *prometheus.Desc
+	udpTxBytes, udpRxDrops, udpRxErrors, udpTxErrs *prometheus.Desc
+	dnsQueries                                     *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*nodeCollector)(nil)
+
+func newNodeCollector(n *Node) *nodeCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &nodeCollector{
+		n:             n,
+		peerRx:        d("agentnet_node_peer_receive_bytes_total", "Bytes received from the peer through WireGuard (wireguard-go rx_bytes).", "peer"),
+		peerTx:        d("agentnet_node_peer_transmit_bytes_total", "Bytes sent to the peer through WireGuard (wireguard-go tx_bytes).", "peer"),
+		peerPath:      d("agentnet_node_peer_path_info", "The peer's current path: direct, relay or none (always 1).", "peer", "path"),
+		peerHandshake: d("agentnet_node_peer_last_handshake_seconds", "Unix time of the last completed WireGuard handshake with the peer; 0 if none.", "peer"),
+		peers:         d("agentnet_node_peers", "Peers in the current network map."),
+		connected:     d("agentnet_node_coordinator_connected", "1 while the netmap stream from the coordinator is up, else 0."),
+		serial:        d("agentnet_node_netmap_serial", "Serial of the network map in use."),
+		mapsRefused:   d("agentnet_node_netmaps_refused_total", "Network maps refused: bad signature, or not applicable to this node."),
+		parkedSent:    d("agentnet_node_handshake_initiations_parked_sent_total", "Handshake initiations parked while a peer had no path, sent once the path arrived."),
+		redelivered:   d("agentnet_node_handshake_initiations_redelivered_total", "Handshake initiations from a not-yet-known path delivered again once it became a peer's path."),
+		tieDropped:    d("agentnet_node_handshake_initiations_tiebreak_dropped_total", "Incoming handshake initiations dropped by the simultaneous-initiation tie-break."),
+		noPath:        d("agentnet_node_packets_no_path_total", "Outgoing packets dropped because the peer had no path yet."),
+		udpRxPackets:  d("agentnet_node_udp_receive_packets_total", "UDP datagrams received and handed to WireGuard."),
+		udpTxPackets:  d("agentnet_node_udp_transmit_packets_total", "UDP datagrams accepted by the kernel for sending."),
+		udpRxBytes:    d("agentnet_node_udp_receive_bytes_total", "UDP payload bytes received and handed to WireGuard."),
+		udpTxBytes:    d("agentnet_node_udp_transmit_bytes_total", "UDP payload bytes accepted by the kernel for sending."),
+		udpRxDrops:    d("agentnet_node_udp_receive_drops_total", "UDP datagrams received but dropped (truncated, unusable source, batch overflow)."),
+		udpRxErrors:   d("agentnet_node_udp_receive_errors_total", "Failed UDP receive calls."),
+		udpTxErrs:     d("agentnet_node_udp_transmit_errors_total", "Failed UDP send calls."),
+		dnsQueries:    d("agentnet_dns_queries_total", "DNS queries answered by the node's built-in DNS servers, by result.", "result"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.peerRx, c.peerTx, c.peerPath, c.peerHandshake, c.peers, c.connected, c.serial, c.mapsRefused,
+		c.parkedSent, c.redelivered, c.tieDropped, c.noPath,
+		c.udpRxPackets, c.udpTxPackets, c.udpRxBytes, c.udpTxBytes, c.udpRxDrops, c.udpRxErrors, c.udpTxErrs,
+		c.dnsQueries,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	n := c.n
+	st := n.Status()
+	for _, p := range st.Peers {
+		counter(c.peerRx, p.RxBytes, p.Name)
+		counter(c.peerTx, p.TxBytes, p.Name)
+		path := p.Path
+		if path == "" {
+			path = "none"
+		}
+		gauge(c.peerPath, 1, p.Name, path)
+		hs := 0.0
+		if !p.LastHandshake.IsZero() {
+			hs = float64(p.LastHandshake.UnixNano()) / 1e9
+		}
+		gauge(c.peerHandshake, hs, p.Name)
+	}
+	gauge(c.peers, float64(len(st.Peers)))
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	gauge(c.connected, connected)
+	gauge(c.serial, float64(st.MapSerial))
+	counter(c.mapsRefused, st.MapsRefused)
+
+	counter(c.parkedSent, n.pbind.parkedSent.Load())
+	counter(c.redelivered, n.pbind.redelivered.Load())
+	counter(c.tieDropped, n.pbind.tieDropped.Load())
+	counter(c.noPath, n.pbind.noPath.Load())
+
+	bs := n.bind.Stats()
+	counter(c.udpRxPackets, bs.RxPackets)
+	counter(c.udpTxPackets, bs.TxPackets)
+	counter(c.udpRxBytes, bs.RxBytes)
+	counter(c.udpTxBytes, bs.TxBytes)
+	counter(c.udpRxDrops, bs.RxDrops)
+	counter(c.udpRxErrors, bs.RxErrors)
+	counter(c.udpTxErrs, bs.TxErrors)
+
+	var answer, nodata, nxdomain, refused, forwarded, formerr, servfail uint64
+	for _, d := range n.dns { // set by startDNS, never changed afterwards
+		s := d.Stats()
+		answer += s.Answer
+		nodata += s.NoData
+		nxdomain += s.NXDomain
+		refused += s.Refused
+		forwarded += s.Forwarded
+		formerr += s.FormErr
+		servfail += s.ServFail
+	}
+	counter(c.dnsQueries, answer, "answer")
+	counter(c.dnsQueries, nodata, "nodata")
+	counter(c.dnsQueries, nxdomain, "nxdomain")
+	counter(c.dnsQueries, refused, "refused")
+	counter(c.dnsQueries, forwarded, "forwarded")
+	counter(c.dnsQueries, formerr, "formerr")
+	counter(c.dnsQueries, servfail, "servfail")
+}
+
+// metricsServer serves /metrics over plain HTTP. Its goroutine is owned
+// by the server; close stops it and waits.
+type metricsServer struct {
+	srv  *http.Server
+	addr netip.AddrPort
+	done chan struct{}
+}
+
+// startMetrics serves the node's metrics on Config.MetricsListen, if set.
+// It runs once the device, DNS and first map are up, so every scrape sees
+// a complete node.
+func (n *Node) startMetrics() error {
+	if n.cfg.MetricsListen == "" {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newNodeCollector(n),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	ms, err := serveMetrics(n.cfg.MetricsListen, reg, n.log)
+	if err != nil {
+		return fmt.Errorf("overlay: metrics on %s: %w", n.cfg.MetricsListen, err)
+	}
+	n.metrics = ms
+	n.log.Info("serving metrics", "endpoint", ms.addr)
+	return nil
+}
+
+// MetricsAddr is where /metrics is served (Config.MetricsListen with the
+// port filled in), or the zero value when metrics are off.
+func (n *Node) MetricsAddr() netip.AddrPort {
+	if n.metrics == nil {
+		return netip.AddrPort{}
+	}
+	return n.metrics.addr
+}
+
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	ap, _ := netip.ParseAddrPort(ln.Addr().String())
+	m := &metricsServer{
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		addr: ap,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(m.done)
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return m, nil
+}
+
+// close stops the listener, lets in-flight scrapes finish for a moment,
+// then closes their connections and waits for the server goroutine.
+// A nil server is a no-op.
+func (m *metricsServer) close() {
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), metricsShutdown)
+	defer cancel()
+	if err := m.srv.Shutdown(ctx); err != nil {
+		m.srv.Close()
+	}
+	<-m.done
+}

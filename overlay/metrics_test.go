@@ -1,0 +1,188 @@
+package overlay_test
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/agentnet/agentnet/overlay/overlaytest"
+)
+
+// scrapeMetrics fetches and parses http://ap/metrics.
+func scrapeMetrics(t *testing.T, ap netip.AddrPort) map[string]*dto.MetricFamily {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + ap.String() + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: status %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse scrape: %v", err)
+	}
+	return fams
+}
+
+// metricValue returns the value of the first series of name whose labels
+// include the given name/value pairs, and whether there is one.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func TestMetrics(t *testing.T) {
+	n := overlaytest.New(t)
+	cfg := n.NodeConfig("alpha")
+	cfg.MetricsListen = "127.0.0.1:0"
+	a := n.StartNodeConfig(cfg)
+	b := n.StartNode("bravo")
+	overlaytest.WaitPeers(t, a, b)
+	if ap := b.MetricsAddr(); ap.IsValid() {
+		t.Errorf("bravo MetricsAddr = %v with MetricsListen unset, want zero", ap)
+	}
+	ap := a.MetricsAddr()
+	if !ap.IsValid() || ap.Port() == 0 {
+		t.Fatalf("MetricsAddr = %v, want a bound address", ap)
+	}
+
+	type series struct {
+		name   string
+		labels []string
+	}
+	all := []series{
+		{"agentnet_node_peer_receive_bytes_total", []string{"peer", "bravo"}},
+		{"agentnet_node_peer_transmit_bytes_total", []string{"peer", "bravo"}},
+		{"agentnet_node_peer_path_info", []string{"peer", "bravo"}},
+		{"agentnet_node_peer_last_handshake_seconds", []string{"peer", "bravo"}},
+		{"agentnet_node_peers", nil},
+		{"agentnet_node_coordinator_connected", nil},
+		{"agentnet_node_netmap_serial", nil},
+		{"agentnet_node_netmaps_refused_total", nil},
+		{"agentnet_node_handshake_initiations_parked_sent_total", nil},
+		{"agentnet_node_handshake_initiations_redelivered_total", nil},
+		{"agentnet_node_handshake_initiations_tiebreak_dropped_total", nil},
+		{"agentnet_node_packets_no_path_total", nil},
+		{"agentnet_node_udp_receive_packets_total", nil},
+		{"agentnet_node_udp_transmit_packets_total", nil},
+		{"agentnet_node_udp_receive_bytes_total", nil},
+		{"agentnet_node_udp_transmit_bytes_total", nil},
+		{"agentnet_node_udp_receive_drops_total", nil},
+		{"agentnet_dns_queries_total", []string{"result", "answer"}},
+		{"agentnet_dns_queries_total", []string{"result", "nxdomain"}},
+		{"agentnet_dns_queries_total", []string{"result", "servfail"}},
+		{"go_goroutines", nil},
+	}
+	before := scrapeMetrics(t, ap)
+	for _, s := range all {
+		if _, ok := metricValue(before, s.name, s.labels...); !ok {
+			t.Errorf("series %s%v missing", s.name, s.labels)
+		}
+	}
+	if v, _ := metricValue(before, "agentnet_node_peers"); v != 1 {
+		t.Errorf("agentnet_node_peers = %v, want 1", v)
+	}
+	if v, _ := metricValue(before, "agentnet_node_netmap_serial"); v <= 0 {
+		t.Errorf("agentnet_node_netmap_serial = %v, want > 0", v)
+	}
+
+	ln, err := b.Listen("tcp", ":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoServer(t, ln)
+	echoOnce(t, a, "bravo:7000", strings.Repeat("metrics ", 512))
+	if _, err := a.Resolver().LookupNetIP(ctxT(t, 5*time.Second), "ip4", "bravo.agents.internal"); err != nil {
+		t.Fatalf("resolve bravo: %v", err)
+	}
+	if _, err := a.Resolver().LookupNetIP(ctxT(t, 5*time.Second), "ip4", "nobody.agents.internal"); err == nil {
+		t.Fatal("unknown name resolved")
+	}
+
+	after := scrapeMetrics(t, ap)
+	for _, s := range []series{
+		{"agentnet_node_peer_receive_bytes_total", []string{"peer", "bravo"}},
+		{"agentnet_node_peer_transmit_bytes_total", []string{"peer", "bravo"}},
+		{"agentnet_node_udp_receive_packets_total", nil},
+		{"agentnet_node_udp_transmit_packets_total", nil},
+		{"agentnet_node_udp_receive_bytes_total", nil},
+		{"agentnet_node_udp_transmit_bytes_total", nil},
+		{"agentnet_dns_queries_total", []string{"result", "answer"}},
+		{"agentnet_dns_queries_total", []string{"result", "nxdomain"}},
+	} {
+		v0, _ := metricValue(before, s.name, s.labels...)
+		v1, _ := metricValue(after, s.name, s.labels...)
+		if v1 <= v0 {
+			t.Errorf("%s%v = %v after traffic, was %v; want it to grow", s.name, s.labels, v1, v0)
+		}
+	}
+	if v, _ := metricValue(after, "agentnet_node_peer_transmit_bytes_total", "peer", "bravo"); v < 4096 {
+		t.Errorf("transmit bytes to bravo = %v after a 4 KiB echo, want >= 4096", v)
+	}
+	if v, ok := metricValue(after, "agentnet_node_peer_path_info", "peer", "bravo", "path", "direct"); !ok || v != 1 {
+		t.Errorf(`agentnet_node_peer_path_info{peer="bravo",path="direct"} = %v (present %v), want 1`, v, ok)
+	}
+	if v, _ := metricValue(after, "agentnet_node_peer_last_handshake_seconds", "peer", "bravo"); v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last handshake with bravo = %v, want a recent unix time", v)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, _ := metricValue(scrapeMetrics(t, ap), "agentnet_node_coordinator_connected"); v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agentnet_node_coordinator_connected never became 1")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", ap.String(), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("metrics listener still accepts after Close")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial after Close: %v, want connection refused", err)
+	}
+}
