@@ -26,6 +26,9 @@ const chromiumPath = "/usr/bin/chromium"
 // screenshot there.
 func TestConsoleBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("AGENTNET_REQUIRE_BROWSER") != "" {
+			t.Fatalf("AGENTNET_REQUIRE_BROWSER is set but %s is missing: %v", chromiumPath, err)
+		}
 		t.Skipf("browser test skipped: %s not found (apt-get install chromium)", chromiumPath)
 	}
 	if testing.Short() {
