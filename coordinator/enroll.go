@@ -72,7 +72,10 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		}
 		if ok {
 			known = true
-			n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, now
+			n.WGKey, n.LastSeen = req.WGKey, now
+			if len(req.Endpoints) > 0 { // nodes publish endpoints once up (see mapFor)
+				n.Endpoints = req.Endpoints
+			}
 			node = n
 			if err := tx.PutNode(n); err != nil {
 				return err

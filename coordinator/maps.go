@@ -54,7 +54,12 @@ func (c *Coordinator) changed() error {
 
 // mapFor builds and signs the map of node did from the current snapshot
 // and live Online state. Peers are every other node (policy will narrow
-// this), sorted by name.
+// this) that has published an endpoint, sorted by name.
+//
+// A node enrolls without endpoints and publishes them with its first update,
+// once its WireGuard device is up with its own peers configured. Listing it
+// only from then on means no peer starts a handshake towards a node that
+// would drop it, and no peer caches a map in which it is unreachable.
 func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 	s := c.snap.Load()
 	m := &netmap.Map{
@@ -73,7 +78,7 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		_, n.Online = c.streams[n.DID]
 		if n.DID == did {
 			m.Self, found = n, true
-		} else {
+		} else if len(n.Endpoints) > 0 {
 			m.Peers = append(m.Peers, n)
 		}
 	}
