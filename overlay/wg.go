@@ -55,11 +55,14 @@ func (p wgPeer) equal(q wgPeer) bool {
 const persistentKeepalive = 25
 
 // keepaliveFor picks which side of a pair sends persistent keepalives: only
-// the one with the smaller WireGuard key. Setting a keepalive makes
-// wireguard-go initiate a handshake at once; one initiator per pair keeps
-// simultaneous initiations (see peerBind) rare in the first place.
+// the one with the larger WireGuard key, the side whose initiation wins a
+// collision in peerBind. Setting a keepalive makes wireguard-go initiate a
+// handshake at once (inside the UAPI set that adds the peer), so the winner
+// has always sent its initiation before peerBind.flush redelivers one the
+// loser sent earlier, and the tie-break drops that one: one handshake per
+// pair, never two crossing.
 func keepaliveFor(self, peer [32]byte) int {
-	if bytes.Compare(self[:], peer[:]) < 0 {
+	if bytes.Compare(self[:], peer[:]) > 0 {
 		return persistentKeepalive
 	}
 	return 0
