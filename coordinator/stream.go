@@ -79,7 +79,13 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 		if err := enc.Encode(msg); err != nil {
 			return err
 		}
-		return rc.Flush()
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		// Clear the deadline: over HTTP/2 a pending write deadline resets
+		// the stream when it passes even if nothing is being written, which
+		// would cut every idle stream.
+		return rc.SetWriteDeadline(time.Time{})
 	}
 	log := c.log.With("node", self.Name)
 	log.Debug("coordinator: stream open")

@@ -41,6 +41,7 @@ func commands() []command {
 		{"status", "show a running node, its peers and their paths", runStatus},
 		{"ping", "ping a peer through the tunnel: agentnet ping --state DIR NAME", runPing},
 		{"demo", "start a coordinator and three agents in this process and let them talk", runDemo},
+		{"bench", "measure the data plane, control plane and DNS against their baselines", runBench},
 		{"version", "print build and control-protocol versions", runVersion},
 	}
 }

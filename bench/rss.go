@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Binary is the agentnet binary whose node process DataPlane measures for
+// memory. Empty: DataPlane builds ./cmd/agentnet of this module with
+// `go build` (which needs the module's source and the go command).
+var Binary string
+
+func agentnetBinary(ctx context.Context, dir string) (string, error) {
+	if Binary != "" {
+		return Binary, nil
+	}
+	out := filepath.Join(dir, "agentnet")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/agentnet/agentnet/cmd/agentnet")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/agentnet: %v: %s", err, bytes.TrimSpace(b))
+	}
+	return out, nil
+}
+
+// measureRSS runs `agentnet node` (netstack mode, 127.0.0.1:0) as its own
+// process against an in-process coordinator and reads its VmRSS once it
+// follows the map and has settled: with no peers, then with the map grown
+// to each of p.rssPeers peers by enrolling simulated nodes (their own
+// identity and WireGuard keys, dummy endpoints that never answer).
+func measureRSS(ctx context.Context, o Options, p dpParams) ([]Result, error) {
+	an, err := newAgentnetNet(ctx, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer an.close()
+	o.Progressf("dataplane rss: preparing the agentnet binary")
+	bin, err := agentnetBinary(ctx, an.dir)
+	if err != nil {
+		return nil, err
+	}
+	reps := min(p.reps, 3)
+	var rs []Result
+	enrolled := 0
+	counts := append([]int{0}, p.rssPeers...)
+	for _, peers := range counts {
+		metric := MetricRSSIdle
+		switch peers {
+		case 0:
+		case 100:
+			metric = MetricRSS100Peers
+		case 1000:
+			metric = MetricRSS1000Peers
+		default:
+			metric = fmt.Sprintf("rss_%dpeers_mib", peers)
+		}
+		if peers > enrolled {
+			t0 := time.Now()
+			if err := enrollSimulated(ctx, an, enrolled, peers); err != nil {
+				return rs, err
+			}
+			o.Progressf("dataplane rss: enrolled %d simulated peers in %v", peers-enrolled, time.Since(t0).Round(time.Millisecond))
+			enrolled = peers
+		}
+		var samples []float64
+		for rep := range reps {
+			mib, err := nodeRSS(ctx, an, bin, fmt.Sprintf("rss%d-%d", peers, rep), peers)
+			if err != nil {
+				return rs, fmt.Errorf("node with %d peers: %w", peers, err)
+			}
+			o.Progressf("dataplane rss: node process with %d peers: %.1f MiB", peers, mib)
+			samples = append(samples, mib)
+		}
+		rs = append(rs, Summarize(SetupAgentnetDirect, metric, "MiB", samples))
+	}
+	return rs, nil
+}
+
+// enrollSimulated enrolls nodes peer<from>..peer<to-1> as overlay does:
+// a POST of netmap.PathEnroll with the join token, signed by a fresh
+// identity key.
+func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(an.coord.Pin()), MaxIdleConnsPerHost: 8, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	idx := make(chan int)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			for i := range idx {
+				if err := enrollOne(ctx, client, an.coord.URL(), an.token, i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := from; i < to; i++ {
+		idx <- i
+	}
+	close(idx)
+	wg.Wait()
+	return firstErr
+}
+
+func enrollOne(ctx context.Context, client *http.Client, url, token string, i int) error {
+	_, id, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	wg, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(netmap.EnrollRequest{
+		ProtocolVersion: netmap.ProtocolVersion,
+		Token:           token,
+		Name:            fmt.Sprintf("peer%04d", i),
+		WGKey:           netmap.WGKeyString([32]byte(wg.PublicKey().Bytes())),
+		Endpoints:       []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1+i%1000))},
+	})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+netmap.PathEnroll, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	netmap.SignRequest(req, id, body, time.Now())
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("enroll peer%04d: %w", i, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("enroll peer%04d: HTTP %d: %s", i, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// nodeRSS starts `bin node` as name, waits until the coordinator sees it
+// online (it follows the map) and it has settled, and returns its VmRSS in
+// MiB. The node is stopped and deleted from the coordinator afterwards.
+func nodeRSS(ctx context.Context, an *agentnetNet, bin, name string, peers int) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	state := filepath.Join(an.dir, name)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "node", "--token", an.token, "--name", name, "--state", state,
+		"--listen", "127.0.0.1:0", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		_ = an.admin.DeleteNode(context.WithoutCancel(ctx), name)
+		os.RemoveAll(state)
+	}()
+	// Online: the node enrolled, configured its peers and follows the map.
+	for {
+		nodes, err := an.admin.Nodes(ctx)
+		if err == nil && online(nodes, name) && len(nodes) >= peers+1 {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return 0, fmt.Errorf("node exited: %v: %s", err, lastLines(logs.String(), 5))
+		case <-ctx.Done():
+			return 0, fmt.Errorf("node not online within 60s: %s", lastLines(logs.String(), 5))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select { // settle
+	case <-time.After(1500 * time.Millisecond):
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return vmRSS(cmd.Process.Pid)
+}
+
+func online(nodes []netmap.Node, name string) bool {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n.Online
+		}
+	}
+	return false
+}
+
+// vmRSS reads VmRSS of pid from /proc, in MiB.
+func vmRSS(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			f := strings.Fields(v) // "12345 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				return kb / 1024, err
+			}
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/PID/status")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}

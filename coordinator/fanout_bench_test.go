@@ -1,0 +1,107 @@
+package coordinator
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// benchCoordinator returns a Coordinator with just what mapFor reads: a
+// snapshot of peers+1 nodes (the first is "self") and a signing key. No
+// store, no listener.
+func benchCoordinator(b *testing.B, peers int) (*Coordinator, string) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &Coordinator{
+		cfg:     Config{Domain: netmap.DefaultDomain},
+		now:     time.Now,
+		signKey: key,
+		prefix4: netmap.DefaultPrefix4,
+		ula:     netip.MustParsePrefix("fd12:3456:789a::/48"),
+		streams: make(map[string]*stream),
+	}
+	nodes := make([]netmap.Node, peers+1)
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range nodes {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		var wg [32]byte
+		copy(wg[:], pub)
+		nodes[i] = netmap.Node{
+			Name:      fmt.Sprintf("agent-%05d", i),
+			DID:       netmap.DID(pub),
+			WGKey:     netmap.WGKeyString(wg),
+			IPv4:      netip.AddrFrom4([4]byte{100, 96, byte(i >> 8), byte(i)}),
+			IPv6:      netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x12, 14: byte(i >> 8), 15: byte(i)}),
+			Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 51820)},
+			LastSeen:  created,
+			Created:   created,
+		}
+		if i%2 == 0 { // half the nodes online
+			c.streams[nodes[i].DID] = &stream{did: nodes[i].DID}
+		}
+	}
+	c.snap.Store(&snapshot{serial: 42, nodes: nodes})
+	return c, nodes[0].DID
+}
+
+// BenchmarkBuildAndSignMap measures mapFor, the work every stream does per
+// change: build the node's map from the snapshot, marshal and sign it.
+func BenchmarkBuildAndSignMap(b *testing.B) {
+	for _, peers := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
+			c, self := benchCoordinator(b, peers)
+			signed, _, err := c.mapFor(self)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(signed.Payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := c.mapFor(self); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSignVerifyMap measures netmap.Sign and Signed.Verify (which
+// also decodes the map, as a node does) for a map with 100 and 1,000 peers.
+func BenchmarkSignVerifyMap(b *testing.B) {
+	for _, peers := range []int{100, 1000} {
+		c, self := benchCoordinator(b, peers)
+		signed, _, err := c.mapFor(self)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := signed.Verify(c.PublicKey())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("sign/peers=%d", peers), func(b *testing.B) {
+			b.SetBytes(int64(len(signed.Payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := netmap.Sign(c.signKey, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("verify/peers=%d", peers), func(b *testing.B) {
+			b.SetBytes(int64(len(signed.Payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := signed.Verify(c.PublicKey()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
