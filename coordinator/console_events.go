@@ -32,11 +32,13 @@ func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		if _, err := w.Write(b); err != nil {
 			return false
 		}
-		return rc.Flush() == nil
+		// Clear the deadline once written: over HTTP/2 (browsers) a pending
+		// deadline resets an idle stream when it passes.
+		return rc.Flush() == nil && rc.SetWriteDeadline(time.Time{}) == nil
 	}
 	var last []byte
 	var serial uint64

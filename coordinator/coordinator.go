@@ -62,6 +62,8 @@ type Config struct {
 
 	// keepalive overrides netmap.StreamKeepalive in this package's tests.
 	keepalive time.Duration
+	// writeTimeout overrides streamWriteTimeout in this package's tests.
+	writeTimeout time.Duration
 }
 
 // Coordinator is a running control plane. Its methods are safe for
@@ -141,6 +143,9 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.writeTimeout <= 0 {
+		cfg.writeTimeout = streamWriteTimeout
 	}
 	if cfg.keepalive <= 0 {
 		cfg.keepalive = netmap.StreamKeepalive

@@ -75,7 +75,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	send := func(msg netmap.StreamMessage) error {
-		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		if err := enc.Encode(msg); err != nil {
 			return err
 		}
