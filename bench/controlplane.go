@@ -133,13 +133,11 @@ type cpCoord struct {
 	cmd      *exec.Cmd
 	waitDone chan error
 	pid      int
-	baseRSS  float64 // in-process: this process's RSS before the coordinator
 }
 
 func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, error) {
 	c := &cpCoord{}
 	if bin == "" {
-		c.baseRSS, _ = procRSSMiB(os.Getpid())
 		co, err := coordinator.New(coordinator.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: o.Logger})
 		if err != nil {
 			return nil, err
@@ -190,14 +188,11 @@ func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, erro
 	return c, nil
 }
 
-// rssMiB is the coordinator's resident memory (in-process: this process's
-// growth since before the coordinator started).
+// rssMiB is the coordinator's resident memory (in-process: this whole
+// process, simulated clients included, as the row's note says; a growth
+// figure can go negative when the garbage collector returns memory).
 func (c *cpCoord) rssMiB() (float64, error) {
-	v, err := procRSSMiB(c.pid)
-	if c.inproc != nil {
-		v -= c.baseRSS
-	}
-	return v, err
+	return procRSSMiB(c.pid)
 }
 
 // cpuSeconds is the coordinator's user+system CPU time so far (in-process:
