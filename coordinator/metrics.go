@@ -1,19 +1,15 @@
 package coordinator
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentnet/agentnet/internal/metricsserver"
 )
 
 // Prometheus metrics of the coordinator (Config.MetricsListen).
@@ -23,9 +19,6 @@ import (
 // each stream as it writes a map. The coordinator has its own registry:
 // several coordinators may run in one process.
 
-// metricsShutdown bounds how long Close waits for in-flight scrapes.
-const metricsShutdown = 300 * time.Millisecond
-
 // metrics is the coordinator's metrics state; nil when metrics are off.
 // It is set by New before the API serves and never changed afterwards.
 type metrics struct {
@@ -33,9 +26,7 @@ type metrics struct {
 	// online/offline flip) to each stream's write of a map that includes it.
 	pushLatency prometheus.Histogram
 
-	srv  *http.Server
-	addr netip.AddrPort
-	done chan struct{} // closed when the server goroutine returns
+	srv *metricsserver.Server
 }
 
 // coordCollector is a prometheus.Collector over the coordinator's
@@ -121,19 +112,13 @@ func (c *Coordinator) startMetrics() error {
 	if c.cfg.MetricsListen == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", c.cfg.MetricsListen)
-	if err != nil {
-		return fmt.Errorf("coordinator: metrics listen: %w", err)
-	}
 	m := &metrics{
 		pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "agentnet_coordinator_netmap_push_latency_seconds",
 			Help:    "Time from a change (join, update, removal, online/offline flip) to a stream's write of a map that includes it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. ~4 s
 		}),
-		done: make(chan struct{}),
 	}
-	m.addr, _ = netip.ParseAddrPort(ln.Addr().String())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		newCoordCollector(c),
@@ -141,26 +126,13 @@ func (c *Coordinator) startMetrics() error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(c.log.Handler(), slog.LevelWarn),
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
-	m.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	srv, err := metricsserver.Serve(c.cfg.MetricsListen, reg, c.log)
+	if err != nil {
+		return fmt.Errorf("coordinator: metrics listen: %w", err)
 	}
-	go func() {
-		defer close(m.done)
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("coordinator: metrics server stopped", "err", err)
-		}
-	}()
+	m.srv = srv
 	c.metrics = m
-	c.log.Info("coordinator: serving metrics", "endpoint", m.addr)
+	c.log.Info("coordinator: serving metrics", "endpoint", srv.Addr())
 	return nil
 }
 
@@ -170,7 +142,7 @@ func (c *Coordinator) MetricsAddr() netip.AddrPort {
 	if c.metrics == nil {
 		return netip.AddrPort{}
 	}
-	return c.metrics.addr
+	return c.metrics.srv.Addr()
 }
 
 // observePush records the latency of a map write covering the change
@@ -181,17 +153,10 @@ func (c *Coordinator) observePush(since *time.Time) {
 	}
 }
 
-// stopMetrics stops the metrics listener, gives in-flight scrapes a
-// moment, and waits for the server goroutine. No-op when metrics are off.
+// stopMetrics stops the metrics listener and waits for it. No-op when
+// metrics are off.
 func (c *Coordinator) stopMetrics() {
-	m := c.metrics
-	if m == nil {
-		return
+	if c.metrics != nil {
+		c.metrics.srv.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), metricsShutdown)
-	defer cancel()
-	if err := m.srv.Shutdown(ctx); err != nil {
-		m.srv.Close()
-	}
-	<-m.done
 }

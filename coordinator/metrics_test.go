@@ -1,74 +1,21 @@
 package coordinator
 
 import (
-	"errors"
-	"net"
-	"net/http"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/agentnet/agentnet/internal/metricsserver/metricstest"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
-// scrapeMetrics fetches and parses http://ap/metrics.
-func scrapeMetrics(t *testing.T, ap netip.AddrPort) map[string]*dto.MetricFamily {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + ap.String() + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape: status %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse scrape: %v", err)
-	}
-	return fams
-}
-
-// metricValue returns the value of the series name{labels} (a histogram's
-// sample count), and whether it exists.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
-	}
-	return 0, false
-}
+// Shorthands for the shared scrape helpers.
+var (
+	scrapeMetrics = metricstest.Scrape
+	metricValue   = metricstest.Value
+)
 
 // waitMetrics scrapes until ok holds, failing after d.
 func waitMetrics(t *testing.T, ap netip.AddrPort, d time.Duration, what string, ok func(map[string]*dto.MetricFamily) bool) map[string]*dto.MetricFamily {
@@ -180,12 +127,7 @@ func TestMetrics(t *testing.T) {
 	})
 
 	h.c.Close()
-	c, err := net.DialTimeout("tcp", ap.String(), time.Second)
-	if err == nil {
-		c.Close()
+	if !metricstest.Refused(ap) {
 		t.Fatal("metrics listener still accepts after Close")
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("dial after Close: %v, want connection refused", err)
 	}
 }

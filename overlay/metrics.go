@@ -1,18 +1,13 @@
 package overlay
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentnet/agentnet/internal/metricsserver"
 )
 
 // Prometheus metrics of a node (Config.MetricsListen).
@@ -21,9 +16,6 @@ import (
 // (Status with WireGuard's UAPI stats, peerBind, Bind.Stats, dns
 // Server.Stats), so the data path does no extra work for metrics. Each
 // node has its own registry: several nodes may run in one process.
-
-// metricsShutdown bounds how long Close waits for in-flight scrapes.
-const metricsShutdown = 500 * time.Millisecond
 
 // nodeCollector is a prometheus.Collector over one node's counters.
 type nodeCollector struct {
@@ -147,14 +139,6 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dnsQueries, servfail, "servfail")
 }
 
-// metricsServer serves /metrics over plain HTTP. Its goroutine is owned
-// by the server; close stops it and waits.
-type metricsServer struct {
-	srv  *http.Server
-	addr netip.AddrPort
-	done chan struct{}
-}
-
 // startMetrics serves the node's metrics on Config.MetricsListen, if set.
 // It runs once the device, DNS and first map are up, so every scrape sees
 // a complete node.
@@ -168,66 +152,17 @@ func (n *Node) startMetrics() error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	ms, err := serveMetrics(n.cfg.MetricsListen, reg, n.log)
+	ms, err := metricsserver.Serve(n.cfg.MetricsListen, reg, n.log)
 	if err != nil {
 		return fmt.Errorf("overlay: metrics on %s: %w", n.cfg.MetricsListen, err)
 	}
 	n.metrics = ms
-	n.log.Info("serving metrics", "endpoint", ms.addr)
+	n.log.Info("serving metrics", "endpoint", ms.Addr())
 	return nil
 }
 
 // MetricsAddr is where /metrics is served (Config.MetricsListen with the
 // port filled in), or the zero value when metrics are off.
 func (n *Node) MetricsAddr() netip.AddrPort {
-	if n.metrics == nil {
-		return netip.AddrPort{}
-	}
-	return n.metrics.addr
-}
-
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
-	ap, _ := netip.ParseAddrPort(ln.Addr().String())
-	m := &metricsServer{
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		},
-		addr: ap,
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(m.done)
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	return m, nil
-}
-
-// close stops the listener, lets in-flight scrapes finish for a moment,
-// then closes their connections and waits for the server goroutine.
-// A nil server is a no-op.
-func (m *metricsServer) close() {
-	if m == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), metricsShutdown)
-	defer cancel()
-	if err := m.srv.Shutdown(ctx); err != nil {
-		m.srv.Close()
-	}
-	<-m.done
+	return n.metrics.Addr()
 }

@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	agentdns "github.com/agentnet/agentnet/dns"
+	"github.com/agentnet/agentnet/internal/metricsserver"
 	"github.com/agentnet/agentnet/netstack"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
@@ -82,9 +83,9 @@ type Node struct {
 	dns       []*agentdns.Server // in-overlay server, then the host one if any
 	dnsAP     netip.AddrPort     // host DNS address, when Config.DNSListen is set
 	local     *localAPI
-	frontends []io.Closer    // SOCKS5, HTTP proxy, forwards, exposes
-	dnsTaken  bool           // /etc/resolv.conf points at us (AcceptDNS)
-	metrics   *metricsServer // Config.MetricsListen; nil when off
+	frontends []io.Closer           // SOCKS5, HTTP proxy, forwards, exposes
+	dnsTaken  bool                  // /etc/resolv.conf points at us (AcceptDNS)
+	metrics   *metricsserver.Server // Config.MetricsListen; nil when off
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -494,7 +495,7 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
-	n.metrics.close()
+	n.metrics.Close()
 	if n.local != nil {
 		n.local.close()
 	}
