@@ -59,6 +59,26 @@ func (n *Node) LookupNode(host string) (netmap.Node, error) {
 	return netmap.Node{}, fmt.Errorf("%w %q: not in this node's network map (peers: %s)", ErrUnknownName, host, strings.Join(known, ", "))
 }
 
+// WaitPeer blocks until the network map lists the named peer (bare name or
+// name.domain) and returns it, or until ctx ends. A node learns of a peer
+// from the coordinator once that peer is up, so an agent that starts beside
+// the peers it needs waits here before its first Dial.
+func (n *Node) WaitPeer(ctx context.Context, name string) (netmap.Node, error) {
+	for {
+		n.mu.Lock()
+		wait := n.mapWait
+		n.mu.Unlock()
+		if p, err := n.LookupNode(name); err == nil {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return netmap.Node{}, fmt.Errorf("overlay: waiting for peer %q: %w", name, ctx.Err())
+		case <-wait:
+		}
+	}
+}
+
 // resolve turns "name" or "ip" into a virtual IP of the right family.
 func (n *Node) resolve(network, host string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
@@ -64,13 +65,18 @@ func Example() {
 	defer srv.Close()
 
 	// Client: net/http with the node as its dialer; names resolve through
-	// the node's network map (planner joined after search, so its first map
-	// already lists it).
+	// the node's network map. WaitPeer returns once the coordinator has
+	// told planner about search (a peer is listed once it is up).
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return planner.Dial(ctx, network, addr)
 		},
 	}}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := planner.WaitPeer(wctx, "search"); err != nil {
+		log.Fatal(err)
+	}
 	resp, err := client.Get("http://search.agents.internal/docs")
 	if err != nil {
 		log.Fatal(err)

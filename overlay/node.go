@@ -93,7 +93,8 @@ type Node struct {
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex    // guards the fields below
+	mapWait   chan struct{} // closed and replaced whenever a map is applied
 	nm        *netmap.Map
 	peers     map[[32]byte]wgPeer
 	connected bool // netmap stream is up
@@ -443,6 +444,10 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 		}
 	}
 	n.nm = m
+	if n.mapWait != nil {
+		close(n.mapWait)
+	}
+	n.mapWait = make(chan struct{})
 	n.lastMap = time.Now()
 	n.log.Debug("applied network map", "serial", m.Serial, "peers", len(m.Peers))
 	return nil
