@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -31,13 +30,7 @@ type ExposeConfig struct {
 // Expose carries every connection accepted on an overlay port to one
 // local service, dialed with the host's network (the --expose flag).
 type Expose struct {
-	cfg    ExposeConfig
-	log    *slog.Logger
-	ln     net.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	t      tracker
-	once   sync.Once
+	*relay
 }
 
 // ParseExpose parses the --expose flag: "PORT" (overlay PORT to
@@ -97,45 +90,11 @@ func NewExpose(cfg ExposeConfig) (*Expose, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: expose: listen on overlay port %d: %w", cfg.Port, err)
 	}
-	e := &Expose{
-		cfg: cfg,
-		log: orDiscard(cfg.Logger).With("proxy", "expose", "port", cfg.Port, "endpoint", cfg.Target),
-		ln:  ln,
+	target := cfg.Target
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", target)
 	}
-	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.t.start(func() { serveListener(e.ctx, &e.t, ln, e.log, e.handle) })
-	return e, nil
-}
-
-// Addr returns the overlay listener's address.
-func (e *Expose) Addr() net.Addr { return e.ln.Addr() }
-
-// Close stops the overlay listener, closes every connection and waits for
-// all goroutines.
-func (e *Expose) Close() error {
-	e.once.Do(func() {
-		e.cancel()
-		e.ln.Close()
-	})
-	e.t.close()
-	return nil
-}
-
-func (e *Expose) handle(c net.Conn) {
-	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.DialTimeout)
-	var d net.Dialer
-	out, err := d.DialContext(ctx, "tcp", e.cfg.Target)
-	cancel()
-	if err != nil {
-		if e.ctx.Err() == nil {
-			e.log.Warn("expose: dial local target failed; closing overlay connection", "client", c.RemoteAddr().String(), "err", err)
-		}
-		return
-	}
-	if !e.t.add(out) {
-		out.Close()
-		return
-	}
-	defer e.t.remove(out)
-	join(c, out)
+	log := orDiscard(cfg.Logger).With("proxy", "expose", "port", cfg.Port, "endpoint", cfg.Target)
+	return &Expose{startRelay(ln, dial, cfg.DialTimeout, log, "expose: dial local target failed; closing overlay connection")}, nil
 }

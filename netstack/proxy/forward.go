@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -34,13 +33,7 @@ type ForwardConfig struct {
 // dialed the local connection is closed and the failure logged; the
 // forward keeps serving.
 type Forward struct {
-	cfg    ForwardConfig
-	log    *slog.Logger
-	ln     net.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	t      tracker
-	once   sync.Once
+	*relay
 }
 
 // ParseForward parses the --forward flag: "LISTEN=TARGET", e.g.
@@ -98,44 +91,8 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: forward: listen on %s: %w", cfg.Listen, err)
 	}
-	f := &Forward{
-		cfg: cfg,
-		log: orDiscard(cfg.Logger).With("proxy", "forward", "endpoint", cfg.Target),
-		ln:  ln,
-	}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.t.start(func() { serveListener(f.ctx, &f.t, ln, f.log, f.handle) })
-	return f, nil
-}
-
-// Addr returns the local address the forward listens on.
-func (f *Forward) Addr() net.Addr { return f.ln.Addr() }
-
-// Close stops the listener, closes every forwarded connection and waits
-// for all goroutines.
-func (f *Forward) Close() error {
-	f.once.Do(func() {
-		f.cancel()
-		f.ln.Close()
-	})
-	f.t.close()
-	return nil
-}
-
-func (f *Forward) handle(c net.Conn) {
-	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
-	out, err := f.cfg.Overlay.Dial(ctx, "tcp", f.cfg.Target)
-	cancel()
-	if err != nil {
-		if f.ctx.Err() == nil {
-			f.log.Warn("forward: dial target failed; closing local connection", "client", c.RemoteAddr().String(), "err", err)
-		}
-		return
-	}
-	if !f.t.add(out) {
-		out.Close()
-		return
-	}
-	defer f.t.remove(out)
-	join(c, out)
+	target, overlay := cfg.Target, cfg.Overlay
+	dial := func(ctx context.Context) (net.Conn, error) { return overlay.Dial(ctx, "tcp", target) }
+	log := orDiscard(cfg.Logger).With("proxy", "forward", "endpoint", cfg.Target)
+	return &Forward{startRelay(ln, dial, cfg.DialTimeout, log, "forward: dial target failed; closing local connection")}, nil
 }
