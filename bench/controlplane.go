@@ -117,10 +117,9 @@ func coordinatorBinary(ctx context.Context, o Options) (bin, note string, cleanu
 	}
 	cleanup = func() { os.RemoveAll(dir) }
 	o.Progressf("controlplane: building cmd/agentnet for an out-of-process coordinator")
-	bin = filepath.Join(dir, "agentnet")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/agentnet/agentnet/cmd/agentnet")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		o.Progressf("controlplane: build failed (%v: %s); running the coordinator in-process", err, strings.TrimSpace(string(b)))
+	bin, err = agentnetBinary(ctx, dir)
+	if err != nil {
+		o.Progressf("controlplane: %v; running the coordinator in-process", err)
 		return "", inproc, cleanup
 	}
 	return bin, "", cleanup
@@ -192,7 +191,7 @@ func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, erro
 // process, simulated clients included, as the row's note says; a growth
 // figure can go negative when the garbage collector returns memory).
 func (c *cpCoord) rssMiB() (float64, error) {
-	return procRSSMiB(c.pid)
+	return vmRSS(c.pid)
 }
 
 // cpuSeconds is the coordinator's user+system CPU time so far (in-process:
@@ -232,23 +231,6 @@ func (c *cpCoord) close() error {
 	}
 }
 
-func procRSSMiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				return 0, err
-			}
-			return kb / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
 // simNode is one simulated node: identity, WireGuard key, name.
 type simNode struct {
 	idx   int
@@ -279,14 +261,11 @@ type cpClient struct {
 }
 
 // cpHTTP2 makes the simulated nodes speak HTTP/2 (many streams per TCP
-// connection) as overlay's control client does. It is off because the
-// coordinator's stream handler sets a 10 s write deadline before each
-// message and never clears it: over HTTP/2 the server resets an idle
-// stream (RST_STREAM INTERNAL_ERROR) when that deadline passes, so every
-// stream quiet for 10 s dies and the fan-out of a later change never
-// arrives. Over HTTP/1.1 a passed deadline only fails a later write, which
-// sets a new one first. With HTTP/1.1 every stream is its own TCP
-// connection (raiseNoFile covers this process; Go raises the child's).
+// connection) as overlay's control client does. It is off so that every
+// simulated stream is its own TCP connection, as on a real network of
+// nodes (raiseNoFile covers this process; Go raises the child's). With it
+// on, coordinators before the fix in stream.go reset idle streams after
+// their 10 s write deadline (TestStreamIdleOverHTTP2).
 const cpHTTP2 = false
 
 func newCPClient(cred coordinator.AdminCred) *cpClient {

@@ -4,15 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdh"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,12 +88,12 @@ func measureRSS(ctx context.Context, o Options, p dpParams) ([]Result, error) {
 	return rs, nil
 }
 
-// enrollSimulated enrolls nodes peer<from>..peer<to-1> as overlay does:
-// a POST of netmap.PathEnroll with the join token, signed by a fresh
-// identity key.
+// enrollSimulated enrolls simulated nodes peer<from>..peer<to-1> (own
+// identity and WireGuard keys, endpoints nothing ever sends to) with the
+// control-plane bench's client, 8 at a time.
 func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(an.coord.Pin()), MaxIdleConnsPerHost: 8, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
-	defer client.CloseIdleConnections()
+	client := newCPClient(an.coord.AdminCred())
+	defer client.tr.CloseIdleConnections()
 	idx := make(chan int)
 	var (
 		mu       sync.Mutex
@@ -110,10 +103,14 @@ func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
 	for range 8 {
 		wg.Go(func() {
 			for i := range idx {
-				if err := enrollOne(ctx, client, an.coord.URL(), an.token, i); err != nil {
+				n, err := newSimNode(i, fmt.Sprintf("peer%04d", i))
+				if err == nil {
+					_, err = client.enroll(ctx, n, an.token)
+				}
+				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
-						firstErr = err
+						firstErr = fmt.Errorf("enroll peer%04d: %w", i, err)
 					}
 					mu.Unlock()
 				}
@@ -126,44 +123,6 @@ func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
 	close(idx)
 	wg.Wait()
 	return firstErr
-}
-
-func enrollOne(ctx context.Context, client *http.Client, url, token string, i int) error {
-	_, id, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	wg, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	body, err := json.Marshal(netmap.EnrollRequest{
-		ProtocolVersion: netmap.ProtocolVersion,
-		Token:           token,
-		Name:            fmt.Sprintf("peer%04d", i),
-		WGKey:           netmap.WGKeyString([32]byte(wg.PublicKey().Bytes())),
-		Endpoints:       []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1+i%1000))},
-	})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+netmap.PathEnroll, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
-	netmap.SignRequest(req, id, body, time.Now())
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("enroll peer%04d: %w", i, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("enroll peer%04d: HTTP %d: %s", i, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return nil
 }
 
 // nodeRSS starts `bin node` as name, waits until the coordinator sees it
