@@ -233,22 +233,27 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return p.Bind.Send(bufs, ep)
 	}
-	isInit := len(bufs) == 1 && msgType(bufs[0]) == wgMsgInitiation
+	if len(bufs) != 1 || msgType(bufs[0]) != wgMsgInitiation {
+		// Data path: no lock, the path is an atomic read. Data without a
+		// path is dropped like a lost packet (only initiations are parked).
+		path := e.currentPath()
+		if !path.IsValid() {
+			p.noPath.Add(uint64(len(bufs)))
+			return nil
+		}
+		return p.Bind.Send(bufs, newUDPEndpoint(path))
+	}
 	p.mu.Lock() // setPeers sets paths under mu: read it there, or a flush could be missed
 	path := e.currentPath()
 	if !path.IsValid() {
-		if isInit {
-			e.parked = append(e.parked[:0], bufs[0]...)
-			e.parkedAt = time.Now()
-		}
+		e.parked = append(e.parked[:0], bufs[0]...)
+		e.parkedAt = time.Now()
 		p.mu.Unlock()
-		p.noPath.Add(uint64(len(bufs)))
-		return nil // like a lost packet; wireguard-go retries or the parked init goes out later
+		p.noPath.Add(1)
+		return nil // sent by flush once the path arrives
 	}
-	if isInit {
-		e.initSent = time.Now()
-		p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
-	}
+	e.initSent = time.Now()
+	p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
 	p.mu.Unlock()
 	return p.Bind.Send(bufs, newUDPEndpoint(path))
 }
