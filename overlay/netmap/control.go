@@ -26,6 +26,7 @@ type EnrollRequest struct {
 	Token           string           `json:"token,omitempty"`
 	Name            string           `json:"name"`
 	WGKey           string           `json:"wg_key"`
+	DiscoKey        string           `json:"disco_key,omitempty"`
 	Endpoints       []netip.AddrPort `json:"endpoints,omitempty"`
 }
 
@@ -39,15 +40,18 @@ type EnrollResponse struct {
 // UpdateRequest reports a node's current WireGuard key and endpoints.
 type UpdateRequest struct {
 	WGKey     string           `json:"wg_key"`
+	DiscoKey  string           `json:"disco_key,omitempty"`
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	Relayed   []netip.AddrPort `json:"relayed,omitempty"`
 }
 
 // StreamMessage is one line (JSON, newline-terminated) of the netmap
 // stream. The coordinator sends a Map first, then one on every change, and
 // a keepalive every StreamKeepalive.
 type StreamMessage struct {
-	Type string  `json:"type"` // "map" or "keepalive"
-	Map  *Signed `json:"map,omitempty"`
+	Type  string  `json:"type"` // MsgMap, MsgKeepalive or MsgProbe
+	Map   *Signed `json:"map,omitempty"`
+	Probe *Probe  `json:"probe,omitempty"`
 }
 
 // StreamMessage types.

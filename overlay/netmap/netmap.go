@@ -24,7 +24,9 @@ type Node struct {
 	WGKey     string           `json:"wg_key"` // WireGuard public key, base64
 	IPv4      netip.Addr       `json:"ipv4"`
 	IPv6      netip.Addr       `json:"ipv6"`
-	Endpoints []netip.AddrPort `json:"endpoints,omitempty"` // UDP addresses the node reported
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"` // UDP candidates the node reported: local and STUN-mapped
+	Relayed   []netip.AddrPort `json:"relayed,omitempty"`   // its TURN relayed addresses
+	DiscoKey  string           `json:"disco_key,omitempty"` // X25519 key sealing path probes, base64
 	Tags      []string         `json:"tags,omitempty"`
 	Online    bool             `json:"online"` // has a live netmap stream now
 	LastSeen  time.Time        `json:"last_seen,omitzero"`
@@ -42,7 +44,9 @@ type Map struct {
 	Prefix4         netip.Prefix `json:"prefix4"`
 	Prefix6         netip.Prefix `json:"prefix6"`
 	Self            Node         `json:"self"`
-	Peers           []Node       `json:"peers"` // the peers Self may reach
+	Peers           []Node       `json:"peers"` // the peers Self may reach or be reached by
+	Relays          []Relay      `json:"relays,omitempty"`
+	Filter          *Filter      `json:"filter,omitempty"` // nil: nothing is allowed
 }
 
 // Signed is a Map as it travels and is cached: the exact JSON bytes and the
