@@ -135,7 +135,10 @@ type NAT struct {
 	WAN  netip.Addr   // its address on the router's LAN: the host's public address
 	LAN  netip.Prefix // the private LAN behind it
 
-	lab *Lab
+	lab       *Lab
+	hosts     int    // hosts on the private LAN (guarded by lab.mu)
+	rebinds   int    // Rebind calls (guarded by lab.mu)
+	portRange string // UDP MASQUERADE --to-ports after Rebind (guarded by lab.mu)
 }
 
 // New creates an empty lab and registers Close with t.Cleanup. It first
@@ -296,9 +299,10 @@ func (r *Router) AddHost(name string) *Host {
 
 // AddNATHost creates a host behind a NAT namespace of the given kind: the NAT
 // ("<name>-nat") sits on its own public LAN of router r (interface wan0) and
-// serves a private 198.19.N.0/24 (interface lan0) on which the host is .2.
-// The private LAN is not routed anywhere else: the host reaches the rest of
-// the lab only through the NAT's translation.
+// serves a private 198.19.N.0/24 (bridge lan0, NAT at .1) on which the host
+// is .2; NAT.AddHost puts more hosts on the same private LAN. The private LAN
+// is not routed anywhere else: its hosts reach the rest of the lab only
+// through the NAT's translation.
 func (r *Router) AddNATHost(name string, kind NATKind) *Host {
 	l := r.lab
 	l.t.Helper()
@@ -311,7 +315,6 @@ func (r *Router) AddNATHost(name string, kind NATKind) *Host {
 	l.sysctl(natNS, "net/ipv4/ip_forward", "1")
 	wan, _, _ := r.addLAN(natNS, "wan0")
 
-	hostNS := l.newNS(name)
 	l.mu.Lock()
 	l.nextPriv++
 	n := l.nextPriv
@@ -321,24 +324,116 @@ func (r *Router) AddNATHost(name string, kind NATKind) *Host {
 	}
 	lan := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(n), 0}), 24)
 	gw := netip.AddrFrom4([4]byte{198, 19, byte(n), 1})
-	addr := netip.AddrFrom4([4]byte{198, 19, byte(n), 2})
-	l.ip(natNS, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", hostNS)
+	l.ip(natNS, "link", "add", "lan0", "type", "bridge")
 	l.ip(natNS, "addr", "add", gw.String()+"/24", "dev", "lan0")
 	l.ip(natNS, "link", "set", "lan0", "up")
+
+	nat := &NAT{NS: natNS, Kind: kind, WAN: wan, LAN: lan, lab: l}
+	l.iptables(natNS, nat.masqRule("-A")...)
+	if kind == NATNoUDP {
+		l.iptables(natNS, "-A", "FORWARD", "-p", "udp", "-j", "DROP")
+	}
+	return nat.AddHost(name)
+}
+
+// masqRule is the NAT's MASQUERADE rule for iptables op (-A, -D).
+func (n *NAT) masqRule(op string) []string {
+	rule := []string{"-t", "nat", op, "POSTROUTING", "-s", n.LAN.String(), "-o", "wan0", "-j", "MASQUERADE"}
+	if n.Kind == NATSymmetric {
+		rule = append(rule, "--random-fully")
+	}
+	return rule
+}
+
+// rebindRule is the UDP MASQUERADE rule with a port range that Rebind puts
+// in front of masqRule.
+func (n *NAT) rebindRule(op, portRange string) []string {
+	rule := []string{"-t", "nat", op, "POSTROUTING"}
+	if op == "-I" {
+		rule = append(rule, "1")
+	}
+	rule = append(rule, "-p", "udp", "-s", n.LAN.String(), "-o", "wan0", "-j", "MASQUERADE", "--to-ports", portRange)
+	if n.Kind == NATSymmetric {
+		rule = append(rule, "--random-fully")
+	}
+	return rule
+}
+
+// AddHost adds a host to the NAT's private LAN (.2, .3, ...), default route
+// via the NAT.
+func (n *NAT) AddHost(name string) *Host {
+	l := n.lab
+	l.t.Helper()
+	l.mu.Lock()
+	n.hosts++
+	k := n.hosts
+	l.mu.Unlock()
+	if k > 250 {
+		l.t.Fatalf("netlab: too many hosts behind NAT %s", n.NS)
+	}
+	hostNS := l.newNS(name)
+	b := n.LAN.Addr().As4()
+	addr := netip.AddrFrom4([4]byte{b[0], b[1], b[2], byte(k + 1)})
+	gw := netip.AddrFrom4([4]byte{b[0], b[1], b[2], 1})
+	port := fmt.Sprintf("vh%d", k)
+	l.ip(n.NS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", hostNS)
+	l.ip(n.NS, "link", "set", port, "master", "lan0")
+	l.ip(n.NS, "link", "set", port, "up")
 	l.ip(hostNS, "addr", "add", addr.String()+"/24", "dev", "eth0")
 	l.ip(hostNS, "link", "set", "eth0", "up")
 	l.ip(hostNS, "route", "add", "default", "via", gw.String())
+	return &Host{Name: name, NS: hostNS, Addr: addr, LAN: n.LAN, Gateway: gw, PublicAddr: n.WAN, NAT: n, lab: l}
+}
 
-	masq := []string{"-t", "nat", "-A", "POSTROUTING", "-s", lan.String(), "-o", "wan0", "-j", "MASQUERADE"}
-	switch kind {
-	case NATSymmetric:
-		masq = append(masq, "--random-fully")
-	case NATNoUDP:
-		l.iptables(natNS, "-A", "FORWARD", "-p", "udp", "-j", "DROP")
+// InputFirewall makes the NAT behave like a home router's default firewall:
+// UDP arriving on the WAN that starts a new flow (nobody inside sent to its
+// source first) is dropped before it reaches the router's own stack.
+func (n *NAT) InputFirewall() {
+	n.lab.t.Helper()
+	n.lab.iptables(n.NS, "-A", "INPUT", "-i", "wan0", "-p", "udp", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
+}
+
+// BlockUDP drops forwarded UDP between the NAT's LAN and peer (both
+// directions) until the returned function is called.
+func (n *NAT) BlockUDP(peer netip.Addr) (unblock func()) {
+	l := n.lab
+	l.t.Helper()
+	rules := [][]string{
+		{"FORWARD", "-p", "udp", "-d", peer.String(), "-j", "DROP"},
+		{"FORWARD", "-p", "udp", "-s", peer.String(), "-j", "DROP"},
 	}
-	l.iptables(natNS, masq...)
-	nat := &NAT{NS: natNS, Kind: kind, WAN: wan, LAN: lan, lab: l}
-	return &Host{Name: name, NS: hostNS, Addr: addr, LAN: lan, Gateway: gw, PublicAddr: wan, NAT: nat, lab: l}
+	for _, r := range rules {
+		l.iptables(n.NS, append([]string{"-I"}, r...)...)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, r := range rules {
+				l.iptables(n.NS, append([]string{"-D"}, r...)...)
+			}
+		})
+	}
+}
+
+// Rebind simulates a NAT losing its state (a reboot, a CGNAT timeout): every
+// conntrack entry is flushed and new flows get public ports from a different
+// range (20000-24999, then 25000-29999, ...), so existing mappings change.
+func (n *NAT) Rebind() {
+	l := n.lab
+	l.t.Helper()
+	l.mu.Lock()
+	old := n.portRange
+	n.rebinds++
+	lo := 20000 + 5000*((n.rebinds-1)%2)
+	n.portRange = fmt.Sprintf("%d-%d", lo, lo+4999)
+	l.mu.Unlock()
+	if old != "" {
+		l.iptables(n.NS, n.rebindRule("-D", old)...)
+	}
+	l.iptables(n.NS, n.rebindRule("-I", n.portRange)...)
+	if out, err := command("ip", "netns", "exec", n.NS, "conntrack", "-F"); err != nil {
+		l.t.Fatalf("netlab: conntrack -F in %s: %v: %s (CI installs the conntrack package)", n.NS, err, out)
+	}
 }
 
 // newNS creates namespace prefix+name with loopback up and records it for

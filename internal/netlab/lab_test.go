@@ -271,3 +271,58 @@ func listNS(t *testing.T, prefix string) []string {
 	}
 	return found
 }
+
+// TestNATLANFirewallBlockRebind: two hosts share one NAT's private LAN and
+// reach each other directly; the input firewall drops unsolicited UDP at the
+// WAN; BlockUDP cuts UDP to one peer until unblocked; Rebind moves new
+// flows to another public port range.
+func TestNATLANFirewallBlockRebind(t *testing.T) {
+	t.Parallel()
+	l := New(t)
+	echo := BuildEcho(t)
+	r := l.AddRouter("r")
+	pub := r.AddHost("pub")
+	startEcho(t, echo, pub, 7000)
+	dst := fmt.Sprintf("%s:7000", pub.Addr)
+
+	h1 := r.AddNATHost("h1", NATCone)
+	h2 := h1.NAT.AddHost("h2")
+	if h2.LAN != h1.LAN || h2.Addr == h1.Addr || h2.PublicAddr != h1.PublicAddr {
+		t.Fatalf("second host on the NAT LAN: %+v vs %+v", h2, h1)
+	}
+	startEcho(t, echo, h2, 7001)
+	aps := seen(t, h1.Run(t, echo, "dial", "-udp", "-timeout", "3s", fmt.Sprintf("%s:7001", h2.Addr)))
+	if len(aps) != 1 || aps[0].Addr() != h1.Addr {
+		t.Fatalf("h1 -> h2 on the NAT LAN seen as %v, want from %v (no translation on the LAN)", aps, h1.Addr)
+	}
+
+	// Input firewall: an unsolicited datagram to the WAN is dropped in
+	// INPUT, so no conntrack entry is confirmed for it.
+	h1.NAT.InputFirewall()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, _ = pub.Output(ctx, echo, "dial", "-udp", "-timeout", "500ms", fmt.Sprintf("%s:41000", h1.PublicAddr))
+	if out := h1.NAT.Run(t, "iptables", "-w", "5", "-L", "INPUT", "-v", "-n", "-x"); !strings.Contains(out, "DROP") {
+		t.Fatalf("input firewall rule missing:\n%s", out)
+	}
+	if out := h1.NAT.Run(t, "conntrack", "-L", "-p", "udp", "--dport", "41000"); strings.Contains(out, "dport=41000") {
+		t.Errorf("a dropped unsolicited datagram left a conntrack entry:\n%s", out)
+	}
+
+	unblock := h1.NAT.BlockUDP(pub.Addr)
+	so, _, err := h1.Output(ctx, echo, "dial", "-udp", "-timeout", "1s", dst)
+	if err == nil {
+		t.Fatalf("UDP to a blocked peer got through: %s", so)
+	}
+	unblock()
+	before := seen(t, h1.Run(t, echo, "dial", "-udp", "-lport", "40500", "-timeout", "3s", dst))
+
+	h1.NAT.Rebind()
+	after := seen(t, h1.Run(t, echo, "dial", "-udp", "-lport", "40500", "-timeout", "3s", dst))
+	if len(before) != 1 || len(after) != 1 || before[0] == after[0] {
+		t.Fatalf("mapping before rebind %v, after %v: want a change", before, after)
+	}
+	if p := after[0].Port(); p < 20000 || p > 24999 {
+		t.Errorf("after Rebind the public port is %d, want 20000-24999", p)
+	}
+}
