@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
@@ -14,7 +16,8 @@ const (
 	SetupLoopback       = "loopback"        // kernel TCP over 127.0.0.1: the ceiling
 	SetupWGRaw          = "wg-raw"          // bare wireguard-go + stock tun/netstack + stock bind: the peer baseline
 	SetupAgentnetDirect = "agentnet-direct" // two agentnet nodes (netstack mode), direct UDP over 127.0.0.1
-	SetupAgentnetTUN    = "agentnet-tun"    // not measured yet (see DataPlane)
+	SetupVeth           = "veth"            // kernel TCP between two network namespaces over a veth pair: the ceiling for agentnet-tun
+	SetupAgentnetTUN    = "agentnet-tun"    // two agentnet node processes in kernel TUN mode, one per namespace, over that veth
 	SetupAgentnetRelay  = "agentnet-relay"  // not measured: the relay does not exist yet
 
 	MetricTCP1         = "tcp_1stream_mbps"
@@ -100,6 +103,18 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 	for _, s := range setups {
 		go dpServe(s.ln)
 	}
+	var tunNote string
+	var tunLab *tunLab
+	if ts, err := startTUNSetups(ctx, o); err != nil {
+		tunNote = "not measured: " + err.Error()
+		if !errors.Is(err, errNeedsRoot) {
+			fail("agentnet-tun", err)
+		}
+	} else {
+		tunLab = ts.lab
+		defer tunLab.close()                  // idempotent; normally closed below
+		setups = append(setups, ts.setups...) // they serve themselves
+	}
 	ready := setups[:0:0]
 	for _, s := range setups {
 		if err := echoOnce(ctx, s); err != nil {
@@ -152,8 +167,7 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 
-	if an != nil && len(setups) > 0 && setups[len(setups)-1].name == SetupAgentnetDirect {
-		direct := setups[len(setups)-1]
+	if direct := findSetup(setups, SetupAgentnetDirect); an != nil && direct != nil {
 		var ttfb []float64
 		for rep := range p.reps {
 			ms, err := timeToFirstByte(ctx, an, direct, rep)
@@ -173,6 +187,9 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 		s.close()
 	}
 	setups = nil
+	if tunLab != nil {
+		tunLab.close()
+	}
 
 	rss, err := measureRSS(ctx, o, p)
 	rs = append(rs, rss...)
@@ -180,11 +197,62 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 		fail("rss", err)
 	}
 
+	if tunNote != "" {
+		rs = append(rs, Result{Setup: SetupAgentnetTUN, Metric: MetricTCP1, Unit: "Mbit/s", Note: tunNote})
+	}
 	rs = append(rs,
-		Result{Setup: SetupAgentnetTUN, Metric: MetricTCP1, Unit: "Mbit/s", Note: "not measured: kernel TUN mode in network namespaces is not in this harness yet"},
 		Result{Setup: SetupAgentnetRelay, Metric: MetricTCP1, Unit: "Mbit/s", Note: "not measured: the relay does not exist yet"},
 	)
 	return rs, errors.Join(errs...)
+}
+
+func findSetup(setups []*setup, name string) *setup {
+	for _, s := range setups {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// tunSetups are the veth and agentnet-tun setups and the lab they share.
+type tunSetups struct {
+	lab    *tunLab
+	setups []*setup
+}
+
+// startTUNSetups builds the namespaces, processes and both setups.
+func startTUNSetups(ctx context.Context, o Options) (*tunSetups, error) {
+	if err := tunSupported(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "agentnet-bench-tunbin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir) // the binary is running by then; removing its file is fine on Linux
+	bin, err := agentnetBinary(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	lab, err := newTUNLab(ctx, o, bin)
+	if err != nil {
+		return nil, err
+	}
+	ts := &tunSetups{lab: lab}
+	veth, err := lab.setup(ctx, SetupVeth, netip.MustParseAddr("198.18.77.2"))
+	if err != nil {
+		lab.close()
+		return nil, err
+	}
+	tun, err := lab.setup(ctx, SetupAgentnetTUN, lab.ipB)
+	if err != nil {
+		veth.close()
+		lab.close()
+		return nil, err
+	}
+	ts.setups = []*setup{veth, tun}
+	return ts, nil
 }
 
 func last(v []float64) float64 {

@@ -75,7 +75,11 @@ func throughput(ctx context.Context, s *setup, streams int, d time.Duration) (mb
 		}
 		conns = append(conns, c)
 	}
-	cpu0 := cpuSeconds()
+	cpuNow := cpuSeconds
+	if s.cpu != nil {
+		cpuNow = s.cpu
+	}
+	cpu0 := cpuNow()
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -95,7 +99,7 @@ func throughput(ctx context.Context, s *setup, streams int, d time.Duration) (mb
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu = cpuSeconds() - cpu0
+	cpu = cpuNow() - cpu0
 	if firstErr != nil {
 		return 0, 0, 0, firstErr
 	}

@@ -33,6 +33,9 @@ type setup struct {
 	dial   func(ctx context.Context) (net.Conn, error)
 	ln     net.Listener
 	close  func()
+	// cpu is optional: the CPU seconds so far of everything that carries
+	// this setup's traffic. Default: this process's (cpuSeconds).
+	cpu func() float64
 }
 
 // benchPort is the server port inside the tunnels.
