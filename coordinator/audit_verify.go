@@ -97,7 +97,7 @@ func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
 		}
 		rec, body, hash, err := parseAuditLine(line)
 		if err != nil {
-			return bad(n, rec.Seq, AuditMalformed, "%v", err)
+			return bad(n, lenientSeq(line), AuditMalformed, "%v", err)
 		}
 		if got := auditHash(rec.Prev, body); got != hash {
 			return bad(n, rec.Seq, AuditEdited, "content does not match its hash (stored %.16s…, computed %.16s…): the record was changed after it was written", hash, got)
@@ -216,9 +216,14 @@ func (lr *lineReader) peekSeq() uint64 {
 	if lr.peek.err != nil || lr.peek.torn || lr.peek.line == nil {
 		return 0
 	}
+	return lenientSeq(lr.peek.line)
+}
+
+// lenientSeq is the seq a line claims, or 0 when it cannot be read.
+func lenientSeq(line []byte) uint64 {
 	var s struct {
 		Seq uint64 `json:"seq"`
 	}
-	_ = json.Unmarshal(lr.peek.line, &s)
+	_ = json.Unmarshal(line, &s)
 	return s.Seq
 }
