@@ -117,7 +117,7 @@ type auditConfig struct {
 // Audit is an open audit log. Record is safe for concurrent use and never
 // blocks on fsync. A nil *Audit records nothing.
 type Audit struct {
-	cfg  auditConfig
+	cfg       auditConfig
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
