@@ -35,9 +35,10 @@ import (
 //	its `,"hash":"…"` member (that is: the record encoded with no hash).
 //
 // Durability: every record is written with one write(2) as it happens, so
-// it survives a crash of the process at once; fsync(2) is batched (at most
-// every auditSyncInterval, and at once for every checkpoint), so a power
-// loss may lose the last ~100 ms of records, never reorder them. A last
+// it survives a crash of the process at once; fsync(2) is batched in a
+// background goroutine (at most every auditSyncInterval, and right after
+// every checkpoint), so a power loss may lose the last ~100 ms of records,
+// never reorder them. A last
 // line torn by a crash (no newline) is cut off at the next start and its
 // bytes are kept inside an audit_recovered record.
 
@@ -120,6 +121,7 @@ type Audit struct {
 	cfg       auditConfig
 	stop      chan struct{}
 	done      chan struct{}
+	syncNow   chan struct{} // asks loop for an fsync now (a checkpoint was written)
 	closeOnce sync.Once
 
 	mu        sync.Mutex // guards the fields below
@@ -130,7 +132,8 @@ type Audit struct {
 	dirty     bool // written since the last fsync
 	sinceCP   int  // records since the last checkpoint
 	lastCP    time.Time
-	ring      []auditLine // the newest lines, oldest first
+	ring      []auditLine // the newest ringLen lines; seq s at ring[s%auditRing]
+	ringLen   int
 	notify    chan struct{}
 	refusals  map[refusalKey]*refusalAgg
 	overflow  uint64 // refusals not recorded because refusals was full
@@ -175,6 +178,8 @@ func openAudit(cfg auditConfig) (*Audit, error) {
 		done:     make(chan struct{}),
 		head:     auditGenesis,
 		notify:   make(chan struct{}),
+		syncNow:  make(chan struct{}, 1),
+		ring:     make([]auditLine, auditRing),
 		refusals: make(map[refusalKey]*refusalAgg),
 		lastCP:   time.Now(),
 	}
@@ -394,16 +399,16 @@ func (a *Audit) appendLocked(rec AuditRecord) {
 	}
 	a.size += int64(len(line))
 	a.seq, a.head, a.dirty = rec.Seq, hash, true
-	if len(a.ring) == auditRing {
-		copy(a.ring, a.ring[1:])
-		a.ring = a.ring[:auditRing-1]
-	}
-	a.ring = append(a.ring, auditLine{seq: rec.Seq, line: line[:len(line)-1]})
+	a.ring[rec.Seq%auditRing] = auditLine{seq: rec.Seq, line: line[:len(line)-1]}
+	a.ringLen = min(a.ringLen+1, auditRing)
 	close(a.notify)
 	a.notify = make(chan struct{})
 	if rec.Kind == AuditCheckpoint {
 		a.sinceCP, a.lastCP = 0, time.Now()
-		a.syncLocked()
+		select { // fsync soon, without holding up writers
+		case a.syncNow <- struct{}{}:
+		default:
+		}
 		return
 	}
 	a.sinceCP++
@@ -450,6 +455,7 @@ func (a *Audit) loop() {
 		case <-a.stop:
 			return
 		case <-t.C:
+		case <-a.syncNow:
 		}
 		a.mu.Lock()
 		now := a.cfg.Now()

@@ -108,6 +108,10 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 		return refuse(http.StatusTooManyRequests, codeRateLimited,
 			"node %s sends reports too often (at most %d in a burst, then one per %v); keep the events and send them later", self.Name, reportBurst, reportEvery)
 	}
+	if len(req.Events) == 0 && req.Dropped == 0 {
+		w.WriteHeader(http.StatusNoContent) // nothing to record
+		return nil
+	}
 	var denied, up, down uint64
 	for _, e := range req.Events {
 		switch e.Kind {
@@ -226,9 +230,9 @@ func (a *Audit) Tail(after uint64, hasAfter bool, n int) (AuditPage, error) {
 		a.mu.Unlock()
 		return page, nil
 	}
-	if len(a.ring) > 0 && a.ring[0].seq <= first {
-		for _, l := range a.ring[first-a.ring[0].seq : last-a.ring[0].seq+1] {
-			page.Records = append(page.Records, json.RawMessage(l.line))
+	if oldest := head - uint64(a.ringLen) + 1; a.ringLen > 0 && oldest <= first {
+		for s := first; s <= last; s++ {
+			page.Records = append(page.Records, json.RawMessage(a.ring[s%auditRing].line))
 		}
 		a.mu.Unlock()
 		return page, nil

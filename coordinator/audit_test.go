@@ -506,3 +506,119 @@ func TestAuditTailFollow(t *testing.T) {
 		t.Error("n=5000 accepted")
 	}
 }
+
+func TestAuditTimedCheckpoint(t *testing.T) {
+	key := newKey(t)
+	path := filepath.Join(t.TempDir(), fileAudit)
+	a, err := openAudit(auditConfig{Path: path, Key: key, Now: time.Now, Log: slog.New(slog.DiscardHandler), CheckpointInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.Record(AuditEnroll, "subject", "x")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if seq, _ := a.Head(); seq == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint after the interval")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Nothing new: no further checkpoint.
+	time.Sleep(500 * time.Millisecond)
+	if seq, _ := a.Head(); seq != 2 {
+		t.Errorf("seq %d after an idle interval, want 2 (no empty checkpoints)", seq)
+	}
+	res := mustVerify(t, path, pubOf(key))
+	if !res.Intact || res.Checkpoints != 1 || res.Unsigned != 0 {
+		t.Errorf("%+v", res)
+	}
+}
+
+// BenchmarkAuditRecord measures one Record (encode, hash, write(2); fsync
+// is batched in the background).
+func BenchmarkAuditRecord(b *testing.B) {
+	a, err := openAudit(auditConfig{Path: filepath.Join(b.TempDir(), fileAudit), Key: newKeyB(b), Now: time.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	for i := 0; b.Loop(); i++ {
+		a.Record(AuditNodeReport, "actor", "did:key:z6MkexampleexampleexampleexampleexampleexampleX", "remote", "127.0.0.1:4242", "subject", "alpha", "i", i)
+	}
+}
+
+// BenchmarkVerifyAudit measures VerifyAudit per record over a 20k-record log.
+func BenchmarkVerifyAudit(b *testing.B) {
+	key := newKeyB(b)
+	path := filepath.Join(b.TempDir(), fileAudit)
+	a, err := openAudit(auditConfig{Path: path, Key: key, Now: time.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 20000
+	for i := range n {
+		a.Record(AuditNodeReport, "actor", "did:key:z6MkexampleexampleexampleexampleexampleexampleX", "remote", "127.0.0.1:4242", "subject", "alpha", "i", i)
+	}
+	a.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := VerifyAudit(path, pubOf(key))
+		if err != nil || !res.Intact {
+			b.Fatal(err, res.Bad)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+}
+
+func newKeyB(b *testing.B) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
+}
+
+func TestAuditTailRingAndFile(t *testing.T) {
+	key := newKey(t)
+	a := openTestAudit(t, filepath.Join(t.TempDir(), fileAudit), key, 1_000_000)
+	defer a.Close()
+	const n = auditRing + 500
+	for i := range n {
+		a.Record(AuditEnroll, "i", i)
+	}
+	seqs := func(p AuditPage) []uint64 {
+		var out []uint64
+		for _, raw := range p.Records {
+			var r AuditRecord
+			json.Unmarshal(raw, &r)
+			out = append(out, r.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after    uint64
+		hasAfter bool
+		n        int
+		first    uint64
+		count    int
+	}{
+		{0, false, 3, n - 2, 3},     // newest, from memory
+		{n - 2, true, 10, n - 1, 2}, // after, from memory
+		{100, true, 5, 101, 5},      // older than the ring: from the file
+		{0, true, 2, 1, 2},          // from the start
+		{n, true, 5, 0, 0},          // nothing newer
+		{0, false, 2000, 1, int(n)}, // more than exist
+	} {
+		p, err := a.Tail(tc.after, tc.hasAfter, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := seqs(p)
+		if len(got) != tc.count || (tc.count > 0 && (got[0] != tc.first || got[len(got)-1] != tc.first+uint64(tc.count)-1)) || p.HeadSeq != n {
+			t.Errorf("Tail(%d, %v, %d): %d records %v…, head %d; want %d from %d", tc.after, tc.hasAfter, tc.n, len(got), got[:min(3, len(got))], p.HeadSeq, tc.count, tc.first)
+		}
+	}
+}
