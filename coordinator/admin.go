@@ -104,6 +104,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 		got, ok := strings.CutPrefix(r.Header.Get(netmap.HeaderAdmin), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
+			c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
 			return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
 		}
 		return h(w, r)
@@ -158,6 +159,7 @@ func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) e
 	}
 	c.stats.nodesDeleted.Add(1)
 	c.log.Info("coordinator: node removed", "node", name, "did", did)
+	c.audit.Record(AuditNodeRevoke, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "did", did, "reason", "deleted by admin")
 	c.kick(did)
 	if err := c.changed(); err != nil {
 		return err

@@ -228,6 +228,7 @@ func (con *console) refused(r *http.Request, code, reason string) {
 	c := con.c
 	c.stats.refuse(code)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	c.audit.RecordLimited(AuditRequestRefused, host, code, "path", r.URL.Path, "reason", reason)
 	if c.limiter.allow(host+"||"+code, c.now()) {
 		c.log.Warn("coordinator: console request refused", "reason", reason, "path", r.URL.Path, "endpoint", r.RemoteAddr)
 	} else {
@@ -252,6 +253,7 @@ func (con *console) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256([]byte(r.PostFormValue("secret")))
 	if subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
 		con.refused(r, consoleCodeAuth, "wrong admin secret")
+		c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), consoleCodeAuth, "result", "failure", "via", "console")
 		con.render(w, r, http.StatusUnauthorized, "login.html", pageData{Title: "Log in",
 			Error: "That is not the admin secret. It is the \"secret\" field of admin.cred in the coordinator's data directory."})
 		return
@@ -262,6 +264,7 @@ func (con *console) handleLogin(w http.ResponseWriter, r *http.Request) {
 		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
 	c.log.Info("coordinator: console login", "endpoint", r.RemoteAddr)
+	c.audit.Record(AuditAdminLogin, "actor", "admin", "remote", r.RemoteAddr, "result", "success", "via", "console")
 	http.Redirect(w, r, consolePrefix+"agents", http.StatusSeeOther)
 }
 

@@ -60,6 +60,17 @@ type Config struct {
 	// secret. Default false.
 	Console bool
 
+	// AuditReset is optional, default false. On start the audit log
+	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with
+	// ErrAuditBroken and the first bad record. With AuditReset the broken
+	// log is renamed to audit.jsonl.broken-TIME and a new log starts with an
+	// audit_reset record naming it.
+	AuditReset bool
+
+	// auditCheckpointEvery and auditCheckpointInterval override the audit
+	// checkpoint cadence in this package's tests.
+	auditCheckpointEvery    int
+	auditCheckpointInterval time.Duration
 	// keepalive overrides netmap.StreamKeepalive in this package's tests.
 	keepalive time.Duration
 	// writeTimeout overrides streamWriteTimeout in this package's tests.
@@ -90,6 +101,7 @@ type Coordinator struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	audit   *Audit // DataDir/audit.jsonl
 	stats   counters
 	limiter logLimiter
 	console *console // nil unless Config.Console
@@ -175,6 +187,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 			if c.ln != nil {
 				c.ln.Close()
 			}
+			c.audit.Close()
 			c.store.Close()
 		}
 	}()
@@ -182,6 +195,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		return nil, err
 	}
 	if c.signKey, err = loadSigningKey(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if c.audit, err = openAudit(auditConfig{Path: filepath.Join(cfg.DataDir, fileAudit), Key: c.signKey, Now: c.now, Log: c.log,
+		Reset: cfg.AuditReset, CheckpointEvery: cfg.auditCheckpointEvery, CheckpointInterval: cfg.auditCheckpointInterval}); err != nil {
 		return nil, err
 	}
 
@@ -326,7 +343,7 @@ func (c *Coordinator) Close() error {
 		case <-time.After(drainWait):
 			c.log.Warn("coordinator: requests still running at close")
 		}
-		c.closeErr = c.store.Close()
+		c.closeErr = errors.Join(c.audit.Close(), c.store.Close())
 		c.log.Info("coordinator: closed")
 	})
 	return c.closeErr

@@ -16,5 +16,7 @@
 // and keys on disk), store.go and bolt.go (state), ipam.go (addresses),
 // tokens.go (join tokens), enroll.go and node.go (node requests), maps.go
 // (per-node maps), stream.go (fan-out), admin.go and adminclient.go (admin
-// API), http.go (middleware and error JSON), stats.go (counters).
+// API), http.go (middleware and error JSON), stats.go (counters),
+// audit.go, audit_verify.go and audit_api.go (the tamper-evident audit log,
+// its verifier, node reports and the admin audit API).
 package coordinator

@@ -52,6 +52,8 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.handleEnroll))
 	mux.Handle("POST "+netmap.PathUpdate, c.serve(c.handleUpdate))
 	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
+	mux.Handle("POST "+netmap.PathReport, c.serve(c.handleReport))
+	mux.Handle("GET "+netmap.PathAdminAudit, c.serve(c.admin(c.handleAuditTail)))
 	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
@@ -124,6 +126,9 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 		level = slog.LevelError
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if ae.status < 500 {
+		c.audit.RecordLimited(AuditRequestRefused, host, ae.code, "status", ae.status, "path", r.URL.Path, "claimed_node", node, "reason", ae.msg)
+	}
 	if level == slog.LevelError || c.limiter.allow(host+"|"+node+"|"+ae.code, c.now()) {
 		c.log.Log(r.Context(), level, "coordinator: request refused",
 			"node", node, "reason", ae.code, "err", ae.Error(), "path", r.URL.Path, "endpoint", r.RemoteAddr, "status", ae.status)

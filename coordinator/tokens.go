@@ -87,6 +87,7 @@ func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateT
 	}
 	c.stats.tokensCreated.Add(1)
 	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
+	c.audit.Record(AuditTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
 	tok := netmap.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
 	return netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
 }
@@ -124,6 +125,7 @@ func (c *Coordinator) revokeToken(id string) error {
 	})
 	if err == nil {
 		c.log.Info("coordinator: token revoked", "token", id)
+		c.audit.Record(AuditTokenRevoke, "actor", "admin", "subject", id)
 	}
 	return err
 }

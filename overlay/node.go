@@ -67,6 +67,10 @@ type Config struct {
 	MetricsListen string
 	// Logger receives structured logs. Optional, default slog.Default().
 	Logger *slog.Logger
+	// ReportInterval is how often queued security events (filter denials,
+	// channel up/down) are sent to the coordinator's audit log. Optional,
+	// default 5s; negative turns reports off.
+	ReportInterval time.Duration
 }
 
 // Node is a running agentnet node. Its methods are safe for concurrent use.
@@ -86,6 +90,7 @@ type Node struct {
 	frontends []io.Closer           // SOCKS5, HTTP proxy, forwards, exposes
 	dnsTaken  bool                  // /etc/resolv.conf points at us (AcceptDNS)
 	metrics   *metricsserver.Server // Config.MetricsListen; nil when off
+	reports   *reporter             // security reports; nil when off
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -140,6 +145,9 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.state = st
 	n.log = n.log.With("node", m.Self.Name)
+	if n.cfg.ReportInterval >= 0 { // before the data path starts: the filter's denials go here
+		n.reports = newReporter(n, n.cfg.ReportInterval)
+	}
 
 	if n.cfg.TUN != "" {
 		kp, err := newKernelPlane(n.cfg.TUN, n.cfg.MTU, m, n.log)
@@ -202,6 +210,9 @@ func (n *Node) start(ctx context.Context) error {
 		"endpoint", n.bind.LocalAddr(), "peers", len(m.Peers))
 	n.wg.Add(1)
 	go n.controlLoop()
+	if n.reports != nil {
+		n.wg.Go(func() { n.reports.loop(n.ctx) })
+	}
 	return nil
 }
 

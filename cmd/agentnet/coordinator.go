@@ -24,6 +24,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	tokenTTL := fs.Duration("token-ttl", 24*time.Hour, "default lifetime of join tokens")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	auditReset := fs.Bool("audit-reset", false, "if DIR/audit.jsonl fails verification, rename it to audit.jsonl.broken-TIME and start a new log\n"+
+		"(default: refuse to start and name the first bad record)")
 	console := fs.Bool("console", false, "serve the web console at URL/console/ (log in with the secret in DIR/admin.cred)")
 	if err := parseWithConfig(fs, args); err != nil {
 		return err
@@ -42,7 +44,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	c, err := coordinator.New(coordinator.Config{
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
 		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
-		MetricsListen: *metricsListen,
+		MetricsListen: *metricsListen, AuditReset: *auditReset,
 	})
 	if err != nil {
 		return err

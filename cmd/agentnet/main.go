@@ -37,6 +37,7 @@ func commands() []command {
 	return []command{
 		{"coordinator", "run the control plane (enrollment, addresses, network maps)", runCoordinator},
 		{"token", "create join tokens: agentnet token create --admin FILE", runToken},
+		{"audit", "verify or tail the coordinator's tamper-evident audit log", runAudit},
 		{"node", "run a node: join with a token, carry agent traffic, answer DNS", runNode},
 		{"status", "show a running node, its peers and their paths", runStatus},
 		{"ping", "ping a peer through the tunnel: agentnet ping --state DIR NAME", runPing},

@@ -1,0 +1,290 @@
+package coordinator
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Node reports (netmap.PathReport) and the admin audit API
+// (netmap.PathAdminAudit).
+
+// codeRateLimited refuses a node report sent too often (HTTP 429: the node
+// keeps its events and sends them later).
+// TODO(netmap): share with the rate-limiting work as netmap.CodeRateLimited.
+const codeRateLimited = "rate_limited"
+
+// Node report limits: a token bucket per node of reportBurst reports,
+// refilled at one per reportEvery. At most maxReportFieldLen bytes per
+// string field of an event.
+const (
+	reportEvery       = time.Second
+	reportBurst       = 10
+	maxReportFieldLen = 128
+	maxReportLimiters = 4096
+	maxAuditWait      = 25 * time.Second // below the admin client's 30 s timeout
+)
+
+// AuditPage is the answer of netmap.PathAdminAudit: raw audit lines (exactly
+// as in the file, so a client can check their hashes) and the newest seq.
+type AuditPage struct {
+	Records []json.RawMessage `json:"records"`
+	HeadSeq uint64            `json:"head_seq"`
+}
+
+// reportLimiter is a token bucket per node DID.
+type reportLimiter struct {
+	mu      sync.Mutex // guards buckets
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (l *reportLimiter) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil || len(l.buckets) >= maxReportLimiters {
+		l.buckets = make(map[string]*bucket) // full: start over (the limit only loosens)
+	}
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{tokens: reportBurst, last: now}
+		l.buckets[key] = b
+	}
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(reportBurst, b.tokens+d.Seconds()/reportEvery.Seconds())
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// remoteHost is the client's IP without port.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// handleReport takes a node's batch of security events and writes them as
+// one node_report record.
+func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	self, err := c.authNode(r, body)
+	if err != nil {
+		return err
+	}
+	var req netmap.ReportRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if err := checkReport(&req); err != nil {
+		return err
+	}
+	if !c.audit.reports.allow(self.DID, c.now()) {
+		return refuse(http.StatusTooManyRequests, codeRateLimited,
+			"node %s sends reports too often (at most %d in a burst, then one per %v); keep the events and send them later", self.Name, reportBurst, reportEvery)
+	}
+	if len(req.Events) == 0 && req.Dropped == 0 {
+		w.WriteHeader(http.StatusNoContent) // nothing to record
+		return nil
+	}
+	var denied, up, down uint64
+	for _, e := range req.Events {
+		switch e.Kind {
+		case netmap.ReportDenial:
+			denied += max(e.Count, 1)
+		case netmap.ReportChannelUp:
+			up++
+		case netmap.ReportChannelDown:
+			down++
+		}
+	}
+	c.audit.Record(AuditNodeReport, "actor", self.DID, "actor_name", self.Name, "remote", r.RemoteAddr, "subject", self.Name,
+		"events", req.Events, "dropped", req.Dropped, "denied_packets", denied, "channels_up", up, "channels_down", down)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// checkReport bounds what a node may put in a report.
+func checkReport(req *netmap.ReportRequest) error {
+	if len(req.Events) > netmap.MaxReportEvents {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d events in one report, at most %d", len(req.Events), netmap.MaxReportEvents)
+	}
+	for i, e := range req.Events {
+		switch e.Kind {
+		case netmap.ReportDenial, netmap.ReportChannelUp, netmap.ReportChannelDown:
+		default:
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "event %d: unknown kind %.40q", i, e.Kind)
+		}
+		for _, s := range []string{e.Peer, e.Dir, e.Proto, e.Rule, e.Reason, e.Path} {
+			if len(s) > maxReportFieldLen {
+				return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "event %d: a field is longer than %d bytes", i, maxReportFieldLen)
+			}
+		}
+	}
+	return nil
+}
+
+// handleAuditTail serves GET netmap.PathAdminAudit?n=&after=&wait=.
+func (c *Coordinator) handleAuditTail(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	n, after, hasAfter, wait, err := parseTailQuery(q)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	var deadline <-chan time.Time
+	if wait > 0 && hasAfter {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		changed := c.audit.changed()
+		page, err := c.audit.Tail(after, hasAfter, n)
+		if err != nil {
+			return err
+		}
+		if len(page.Records) > 0 || deadline == nil {
+			writeJSON(w, http.StatusOK, page)
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			deadline = nil
+		case <-ctx.Done():
+			return refuse(http.StatusServiceUnavailable, netmap.CodeInternal, "coordinator is shutting down")
+		}
+	}
+}
+
+func parseTailQuery(q url.Values) (n int, after uint64, hasAfter bool, wait time.Duration, err error) {
+	n = 20
+	if s := q.Get("n"); s != "" {
+		if n, err = strconv.Atoi(s); err != nil || n < 1 || n > netmap.MaxAuditPage {
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "n=%.20q: want 1..%d", s, netmap.MaxAuditPage)
+		}
+	}
+	if s := q.Get("after"); s != "" {
+		if after, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "after=%.20q is not a seq", s)
+		}
+		hasAfter = true
+	}
+	if s := q.Get("wait"); s != "" {
+		secs, err := strconv.Atoi(s)
+		if err != nil || secs < 0 || time.Duration(secs)*time.Second > maxAuditWait {
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "wait=%.20q: want 0..%d seconds", s, int(maxAuditWait/time.Second))
+		}
+		wait = time.Duration(secs) * time.Second
+	}
+	return n, after, hasAfter, wait, nil
+}
+
+// changed returns a channel closed at the next append (or Close).
+func (a *Audit) changed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.notify
+}
+
+// Tail returns up to n records: with hasAfter, the oldest ones after seq
+// after; otherwise the newest n. Recent records come from memory, older
+// ones from the file.
+func (a *Audit) Tail(after uint64, hasAfter bool, n int) (AuditPage, error) {
+	a.mu.Lock()
+	head := a.seq
+	first, last := uint64(1), head // the wanted range
+	if hasAfter {
+		first, last = after+1, min(head, after+uint64(n))
+	} else if head > uint64(n) {
+		first = head - uint64(n) + 1
+	}
+	page := AuditPage{HeadSeq: head, Records: []json.RawMessage{}}
+	if first > last {
+		a.mu.Unlock()
+		return page, nil
+	}
+	if oldest := head - uint64(a.ringLen) + 1; a.ringLen > 0 && oldest <= first {
+		for s := first; s <= last; s++ {
+			page.Records = append(page.Records, json.RawMessage(a.ring[s%auditRing].line))
+		}
+		a.mu.Unlock()
+		return page, nil
+	}
+	a.mu.Unlock()
+	recs, err := readAuditRange(a.cfg.Path, first, last)
+	page.Records = append(page.Records, recs...)
+	return page, err
+}
+
+// readAuditRange reads the whole lines of seq first..last from the file.
+func readAuditRange(path string, first, last uint64) ([]json.RawMessage, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: read audit log: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+	var out []json.RawMessage
+	for {
+		line, err := br.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return out, nil // a partial last line is being written: not yet a record
+		}
+		if err != nil {
+			return out, fmt.Errorf("coordinator: read audit log: %w", err)
+		}
+		var s struct {
+			Seq uint64 `json:"seq"`
+		}
+		if json.Unmarshal(line, &s) != nil || s.Seq < first {
+			continue
+		}
+		if s.Seq > last {
+			return out, nil
+		}
+		out = append(out, json.RawMessage(line[:len(line)-1]))
+	}
+}
+
+// Audit returns audit records through the admin API: see
+// netmap.PathAdminAudit. wait > 0 with hasAfter holds the call until a
+// record newer than after exists or wait (at most 25 s) passes.
+func (a *AdminClient) Audit(ctx context.Context, n int, after uint64, hasAfter bool, wait time.Duration) (AuditPage, error) {
+	q := url.Values{"n": {strconv.Itoa(n)}}
+	if hasAfter {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if wait > 0 {
+		q.Set("wait", strconv.Itoa(int(wait/time.Second)))
+	}
+	var page AuditPage
+	err := a.do(ctx, http.MethodGet, netmap.PathAdminAudit+"?"+q.Encode(), nil, &page)
+	return page, err
+}
