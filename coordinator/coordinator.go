@@ -59,6 +59,10 @@ type Config struct {
 	// same HTTPS listener (and redirect "/" to it); its login is the admin
 	// secret. Default false.
 	Console bool
+	// RateLimits is optional: per-source limits on enrollment, the admin
+	// API and console login (see RateLimits). Default: enroll 5/s burst
+	// 20, admin 20/s burst 50, login 1/s burst 5; loopback is not exempt.
+	RateLimits RateLimits
 
 	// keepalive overrides netmap.StreamKeepalive in this package's tests.
 	keepalive time.Duration
@@ -92,6 +96,7 @@ type Coordinator struct {
 
 	stats   counters
 	limiter logLimiter
+	limits  *rateLimiters // per-source request limits (ratelimit.go)
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
 
@@ -150,6 +155,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if cfg.keepalive <= 0 {
 		cfg.keepalive = netmap.StreamKeepalive
 	}
+	limits, err := newRateLimiters(cfg.RateLimits)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: create data dir: %w", err)
 	}
@@ -162,6 +171,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		credPath:  filepath.Join(cfg.DataDir, fileCred),
 		streams:   make(map[string]*stream),
 		limiter:   logLimiter{interval: 10 * time.Second},
+		limits:    limits,
 		serveDone: make(chan struct{}),
 	}
 	c.store = cfg.Store

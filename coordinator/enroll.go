@@ -47,16 +47,8 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
 	}
-	var req netmap.EnrollRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return err
-	}
-	if req.ProtocolVersion != 0 {
-		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
-			return refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
-		}
-	}
-	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
+	req, err := parseEnrollRequest(body)
+	if err != nil {
 		return err
 	}
 	now := c.now()
@@ -144,6 +136,26 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	}
 	writeJSON(w, http.StatusOK, netmap.EnrollResponse{Node: self, CoordinatorKey: c.PublicKey(), Map: signed})
 	return nil
+}
+
+// parseEnrollRequest decodes an enrollment body strictly (one JSON object,
+// no unknown fields) and checks what does not depend on the store: protocol
+// version, WireGuard key and endpoints (normalised in place). The token and
+// name are checked in the transaction, only for a new identity.
+func parseEnrollRequest(body []byte) (netmap.EnrollRequest, error) {
+	var req netmap.EnrollRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return req, err
+	}
+	if req.ProtocolVersion != 0 {
+		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
+			return req, refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+		}
+	}
+	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
+		return req, err
+	}
+	return req, nil
 }
 
 // checkWGAndEndpoints validates what a node reports about its data plane.
