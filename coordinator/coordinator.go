@@ -96,9 +96,10 @@ type Coordinator struct {
 
 	stats   counters
 	limiter logLimiter
-	limits  *rateLimiters // per-source request limits (ratelimit.go)
-	console *console      // nil unless Config.Console
-	metrics *metrics      // Config.MetricsListen; nil when off; set before serving
+	console *console // nil unless Config.Console
+	metrics *metrics // Config.MetricsListen; nil when off; set before serving
+
+	limits *rateLimiters // per-source request limits (ratelimit.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
 	// Lock order: snapMu before mu; no store call while holding mu.
