@@ -167,10 +167,13 @@ func checkWGAndEndpoints(wgKey string, eps []netip.AddrPort) error {
 		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d endpoints, at most %d", len(eps), maxEndpoints)
 	}
 	for i, ep := range eps {
-		if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+		// Unmap before checking: ::ffff:0.0.0.0 is 0.0.0.0 (found by
+		// FuzzEnrollRequest). A zone means nothing to another host.
+		a := ep.Addr().Unmap()
+		if !ep.IsValid() || ep.Port() == 0 || a.IsUnspecified() || a.Zone() != "" {
 			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "endpoint %d (%v) is not a usable address:port", i, ep)
 		}
-		eps[i] = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		eps[i] = netip.AddrPortFrom(a, ep.Port())
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func FuzzEnrollRequest(f *testing.F) {
 			t.Fatalf("accepted %d endpoints", len(req.Endpoints))
 		}
 		for _, ep := range req.Endpoints {
-			if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() || ep.Addr().Is4In6() {
+			if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() || ep.Addr().Is4In6() || ep.Addr().Zone() != "" {
 				t.Fatalf("accepted endpoint %v", ep)
 			}
 		}
