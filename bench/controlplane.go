@@ -134,17 +134,22 @@ type cpCoord struct {
 	pid      int
 }
 
+// benchNoLimits turns off the per-source limits: every simulated node
+// enrolls from 127.0.0.1, which the enrollment limit would throttle to 5/s.
+var benchNoLimits = coordinator.RateLimits{Enroll: coordinator.RateLimit{Off: true}, Admin: coordinator.RateLimit{Off: true}}
+
 func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, error) {
 	c := &cpCoord{}
 	if bin == "" {
-		co, err := coordinator.New(coordinator.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: o.Logger})
+		co, err := coordinator.New(coordinator.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: o.Logger, RateLimits: benchNoLimits})
 		if err != nil {
 			return nil, err
 		}
 		c.inproc, c.cred, c.pid = co, co.AdminCred(), os.Getpid()
 		return c, nil
 	}
-	c.cmd = exec.Command(bin, "coordinator", "--listen", "127.0.0.1:0", "--data", dir, "--log-level", "warn")
+	c.cmd = exec.Command(bin, "coordinator", "--listen", "127.0.0.1:0", "--data", dir, "--log-level", "warn",
+		"--rate-limit-enroll", "off", "--rate-limit-admin", "off")
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

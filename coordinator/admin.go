@@ -96,11 +96,12 @@ func (c *Coordinator) initAdminCred() error {
 	})
 }
 
-// admin wraps a handler with the admin bearer check. The comparison is of
-// SHA-256 digests in constant time, so neither the secret nor its length
-// leaks through timing.
+// admin wraps a handler with the admin bearer check, behind the per-source
+// Admin rate limit (so the secret cannot be guessed at line rate). The
+// comparison is of SHA-256 digests in constant time, so neither the secret
+// nor its length leaks through timing.
 func (c *Coordinator) admin(h handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
+	return c.limited(c.limits.admin, "admin", func(w http.ResponseWriter, r *http.Request) error {
 		got, ok := strings.CutPrefix(r.Header.Get(netmap.HeaderAdmin), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
@@ -108,7 +109,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 			return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
 		}
 		return h(w, r)
-	}
+	})
 }
 
 // handleNodes lists every node, sorted by name, with live Online state.

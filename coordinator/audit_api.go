@@ -21,10 +21,6 @@ import (
 // Node reports (netmap.PathReport) and the admin audit API
 // (netmap.PathAdminAudit).
 
-// codeRateLimited refuses a node report sent too often (HTTP 429: the node
-// keeps its events and sends them later).
-// TODO(netmap): share with the rate-limiting work as netmap.CodeRateLimited.
-const codeRateLimited = "rate_limited"
 
 // Node report limits: a token bucket per node of reportBurst reports,
 // refilled at one per reportEvery. At most maxReportFieldLen bytes per
@@ -47,10 +43,10 @@ type AuditPage struct {
 // reportLimiter is a token bucket per node DID.
 type reportLimiter struct {
 	mu      sync.Mutex // guards buckets
-	buckets map[string]*bucket
+	buckets map[string]*reportBucket
 }
 
-type bucket struct {
+type reportBucket struct {
 	tokens float64
 	last   time.Time
 }
@@ -59,11 +55,11 @@ func (l *reportLimiter) allow(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.buckets == nil || len(l.buckets) >= maxReportLimiters {
-		l.buckets = make(map[string]*bucket) // full: start over (the limit only loosens)
+		l.buckets = make(map[string]*reportBucket) // full: start over (the limit only loosens)
 	}
 	b := l.buckets[key]
 	if b == nil {
-		b = &bucket{tokens: reportBurst, last: now}
+		b = &reportBucket{tokens: reportBurst, last: now}
 		l.buckets[key] = b
 	}
 	if d := now.Sub(b.last); d > 0 {
@@ -105,7 +101,7 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	if !c.audit.reports.allow(self.DID, c.now()) {
-		return refuse(http.StatusTooManyRequests, codeRateLimited,
+		return refuse(http.StatusTooManyRequests, netmap.CodeRateLimited,
 			"node %s sends reports too often (at most %d in a burst, then one per %v); keep the events and send them later", self.Name, reportBurst, reportEvery)
 	}
 	if len(req.Events) == 0 && req.Dropped == 0 {

@@ -126,7 +126,7 @@ func (con *console) handler(api http.Handler) http.Handler {
 	})
 	mux.Handle("GET /console/static/", con.wrap(false, con.static.ServeHTTP))
 	mux.Handle("GET /console/login", con.wrap(false, con.handleLoginPage))
-	mux.Handle("POST /console/login", con.wrap(false, con.handleLogin))
+	mux.Handle("POST /console/login", con.wrap(false, con.limitedLogin(con.handleLogin)))
 	mux.Handle("POST /console/logout", con.wrap(true, con.handleLogout))
 	mux.Handle("GET /console/{$}", con.wrap(true, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, consolePrefix+"agents", http.StatusSeeOther)

@@ -59,6 +59,10 @@ type Config struct {
 	// same HTTPS listener (and redirect "/" to it); its login is the admin
 	// secret. Default false.
 	Console bool
+	// RateLimits is optional: per-source limits on enrollment, the admin
+	// API and console login (see RateLimits). Default: enroll 5/s burst
+	// 20, admin 20/s burst 50, login 1/s burst 5; loopback is not exempt.
+	RateLimits RateLimits
 
 	// AuditReset is optional, default false. On start the audit log
 	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with
@@ -106,6 +110,8 @@ type Coordinator struct {
 	limiter logLimiter
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
+
+	limits *rateLimiters // per-source request limits (ratelimit.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
 	// Lock order: snapMu before mu; no store call while holding mu.
@@ -162,6 +168,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if cfg.keepalive <= 0 {
 		cfg.keepalive = netmap.StreamKeepalive
 	}
+	limits, err := newRateLimiters(cfg.RateLimits)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: create data dir: %w", err)
 	}
@@ -174,6 +184,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		credPath:  filepath.Join(cfg.DataDir, fileCred),
 		streams:   make(map[string]*stream),
 		limiter:   logLimiter{interval: 10 * time.Second},
+		limits:    limits,
 		serveDone: make(chan struct{}),
 	}
 	c.store = cfg.Store

@@ -47,16 +47,8 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
 	}
-	var req netmap.EnrollRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return err
-	}
-	if req.ProtocolVersion != 0 {
-		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
-			return refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
-		}
-	}
-	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
+	req, err := parseEnrollRequest(body)
+	if err != nil {
 		return err
 	}
 	now := c.now()
@@ -149,6 +141,26 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
+// parseEnrollRequest decodes an enrollment body strictly (one JSON object,
+// no unknown fields) and checks what does not depend on the store: protocol
+// version, WireGuard key and endpoints (normalised in place). The token and
+// name are checked in the transaction, only for a new identity.
+func parseEnrollRequest(body []byte) (netmap.EnrollRequest, error) {
+	var req netmap.EnrollRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return req, err
+	}
+	if req.ProtocolVersion != 0 {
+		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
+			return req, refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+		}
+	}
+	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
 // checkWGAndEndpoints validates what a node reports about its data plane.
 func checkWGAndEndpoints(wgKey string, eps []netip.AddrPort) error {
 	if _, err := netmap.ParseWGKey(wgKey); err != nil {
@@ -158,10 +170,13 @@ func checkWGAndEndpoints(wgKey string, eps []netip.AddrPort) error {
 		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d endpoints, at most %d", len(eps), maxEndpoints)
 	}
 	for i, ep := range eps {
-		if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+		// Unmap before checking: ::ffff:0.0.0.0 is 0.0.0.0 (found by
+		// FuzzEnrollRequest). A zone means nothing to another host.
+		a := ep.Addr().Unmap()
+		if !ep.IsValid() || ep.Port() == 0 || a.IsUnspecified() || a.Zone() != "" {
 			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "endpoint %d (%v) is not a usable address:port", i, ep)
 		}
-		eps[i] = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		eps[i] = netip.AddrPortFrom(a, ep.Port())
 	}
 	return nil
 }

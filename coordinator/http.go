@@ -49,7 +49,7 @@ const bodyReadTimeout = 30 * time.Second
 // routes builds the API mux. Every route goes through serve.
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.handleEnroll))
+	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.limited(c.limits.enroll, "enrollment", c.handleEnroll)))
 	mux.Handle("POST "+netmap.PathUpdate, c.serve(c.handleUpdate))
 	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
 	mux.Handle("POST "+netmap.PathReport, c.serve(c.handleReport))
@@ -65,8 +65,10 @@ func (c *Coordinator) routes() http.Handler {
 
 // serve is the middleware every request passes: it tracks the request for
 // Close, stamps HeaderProtocol on the response, refuses a missing or
-// unsupported HeaderProtocol, bounds the body to netmap.MaxBodyBytes, and
-// turns a handler's error into ErrorResponse JSON.
+// unsupported HeaderProtocol, bounds the body to netmap.MaxBodyBytes (a
+// declared larger body is refused before any handler runs, so endpoints
+// that read no body are bounded too), and turns a handler's error into
+// ErrorResponse JSON.
 func (c *Coordinator) serve(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
@@ -78,6 +80,11 @@ func (c *Coordinator) serve(h handlerFunc) http.Handler {
 		c.stats.requests.Add(1)
 		if err := checkVersionHeader(r); err != nil {
 			c.fail(w, r, err)
+			return
+		}
+		if r.ContentLength > netmap.MaxBodyBytes {
+			c.fail(w, r, refuse(http.StatusRequestEntityTooLarge, netmap.CodeTooLarge,
+				"request body of %d bytes is larger than %d", r.ContentLength, netmap.MaxBodyBytes))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, netmap.MaxBodyBytes)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -54,7 +55,14 @@ func (c *controlClient) close() {
 type ControlError struct {
 	Status int
 	Resp   netmap.ErrorResponse
+	// RetryAfter is the coordinator's Retry-After (429 rate_limited, 503),
+	// at most maxRetryAfter; 0 when absent.
+	RetryAfter time.Duration
 }
+
+// maxRetryAfter caps a Retry-After the node honours, so a confused or
+// hostile server cannot park it for hours.
+const maxRetryAfter = 5 * time.Minute
 
 func (e *ControlError) Error() string {
 	return fmt.Sprintf("coordinator refused (%d %s): %s", e.Status, e.Resp.Code, e.Resp.Error)
@@ -113,12 +121,22 @@ func checkResponse(resp *http.Response) error {
 	if resp.StatusCode/100 == 2 {
 		return nil
 	}
-	ce := &ControlError{Status: resp.StatusCode}
+	ce := &ControlError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	if json.Unmarshal(b, &ce.Resp) != nil || ce.Resp.Error == "" {
 		ce.Resp.Error = fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, bytes.TrimSpace(b))
 	}
 	return ce
+}
+
+// parseRetryAfter reads a Retry-After header in seconds (RFC 9110 §10.2.3;
+// the HTTP-date form is not used by the coordinator and is ignored).
+func parseRetryAfter(v string) time.Duration {
+	secs, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+	if err != nil {
+		return 0
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryAfter)
 }
 
 func (c *controlClient) do(ctx context.Context, path string, body, out any) error {
@@ -134,8 +152,15 @@ func (c *controlClient) do(ctx context.Context, path string, body, out any) erro
 	if err := checkResponse(resp); err != nil {
 		return err
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, netmap.MaxStreamLine)).Decode(out); err != nil {
-		return fmt.Errorf("control: %s: decode response: %w", path, err)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, netmap.MaxStreamLine+1))
+	if err != nil {
+		return fmt.Errorf("control: %s: read response: %w", path, err)
+	}
+	if len(b) > netmap.MaxStreamLine {
+		return fmt.Errorf("control: %s: response larger than %d bytes; refusing it", path, netmap.MaxStreamLine)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("control: %s: garbled response (%d bytes): %w", path, len(b), err)
 	}
 	return nil
 }
@@ -178,22 +203,43 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signe
 	defer idle.Stop()
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
-		line, err := readLine(r, netmap.MaxStreamLine)
+		msg, err := readStreamMessage(r, netmap.MaxStreamLine)
 		if err != nil {
+			if errors.Is(err, errGarbled) {
+				return fmt.Errorf("control: netmap stream: %w", err)
+			}
 			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 				return fmt.Errorf("control: netmap stream idle or closed: %w", ctx.Err())
 			}
 			return fmt.Errorf("control: netmap stream: %w", err)
 		}
 		idle.Reset(3 * netmap.StreamKeepalive)
-		var msg netmap.StreamMessage
-		if err := json.Unmarshal(line, &msg); err != nil {
-			return fmt.Errorf("control: garbled netmap stream message: %w", err)
-		}
-		if msg.Type == netmap.MsgMap && msg.Map != nil {
+		if msg.Type == netmap.MsgMap {
 			onMap(msg.Map)
 		}
 	}
+}
+
+// errGarbled marks a stream line that is too long or not a StreamMessage.
+var errGarbled = errors.New("garbled netmap stream message")
+
+// readStreamMessage reads and decodes one line of the netmap stream (at
+// most max bytes). A map message always carries a map; other types
+// (keepalives, and types newer than this node) are returned for the
+// caller to ignore.
+func readStreamMessage(r *bufio.Reader, max int) (*netmap.StreamMessage, error) {
+	line, err := readLine(r, max)
+	if err != nil {
+		return nil, err
+	}
+	var msg netmap.StreamMessage
+	if err := json.Unmarshal(line, &msg); err != nil {
+		return nil, fmt.Errorf("%w (%d bytes): %v", errGarbled, len(line), err)
+	}
+	if msg.Type == netmap.MsgMap && msg.Map == nil {
+		return nil, fmt.Errorf("%w: map message without a map", errGarbled)
+	}
+	return &msg, nil
 }
 
 // readLine reads one newline-terminated line of at most max bytes.
@@ -203,7 +249,7 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 		frag, err := r.ReadSlice('\n')
 		line = append(line, frag...)
 		if len(line) > max {
-			return nil, fmt.Errorf("stream line longer than %d bytes", max)
+			return nil, fmt.Errorf("%w: line longer than %d bytes", errGarbled, max)
 		}
 		if err == nil {
 			return line, nil

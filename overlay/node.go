@@ -309,8 +309,12 @@ func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollRe
 		if isPermanent(err) {
 			return nil, fmt.Errorf("overlay: enroll with %s: %w", st.CoordinatorURL, err)
 		}
-		n.log.Info("waiting for coordinator", "coordinator", st.CoordinatorURL, "attempt", attempt, "err", err)
-		if !sleepCtx(ctx, backoff(attempt)) {
+		wait := backoff(attempt)
+		if ce := (*ControlError)(nil); errors.As(err, &ce) && ce.RetryAfter > wait {
+			wait = ce.RetryAfter // 429 rate_limited: the coordinator says when
+		}
+		n.log.Info("waiting for coordinator", "coordinator", st.CoordinatorURL, "attempt", attempt, "wait", wait, "err", err)
+		if !sleepCtx(ctx, wait) {
 			return nil, fmt.Errorf("overlay: coordinator %s unreachable for %v: %w; check it runs and the URL in the token", st.CoordinatorURL, n.cfg.EnrollTimeout, err)
 		}
 	}

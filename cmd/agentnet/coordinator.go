@@ -27,8 +27,22 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	auditReset := fs.Bool("audit-reset", false, "if DIR/audit.jsonl fails verification, rename it to audit.jsonl.broken-TIME and start a new log\n"+
 		"(default: refuse to start and name the first bad record)")
 	console := fs.Bool("console", false, "serve the web console at URL/console/ (log in with the secret in DIR/admin.cred)")
+	enrollLimit := fs.String("rate-limit-enroll", coordinator.DefaultEnrollLimit.String(), "per-source limit on enrollments: RATE/BURST (requests per second, burst) or off")
+	adminLimit := fs.String("rate-limit-admin", coordinator.DefaultAdminLimit.String(), "per-source limit on admin API requests: RATE/BURST or off")
+	loginLimit := fs.String("rate-limit-login", coordinator.DefaultLoginLimit.String(), "per-source limit on console logins: RATE/BURST or off")
 	if err := parseWithConfig(fs, args); err != nil {
 		return err
+	}
+	var limits coordinator.RateLimits
+	for _, l := range []struct {
+		flag, v string
+		dst     *coordinator.RateLimit
+	}{{"rate-limit-enroll", *enrollLimit, &limits.Enroll}, {"rate-limit-admin", *adminLimit, &limits.Admin}, {"rate-limit-login", *loginLimit, &limits.Login}} {
+		rl, err := coordinator.ParseRateLimit(l.v)
+		if err != nil {
+			return fmt.Errorf("%w: --%s: %v", errUsage, l.flag, err)
+		}
+		*l.dst = rl
 	}
 	if *data == "" {
 		return fmt.Errorf("%w: --data DIR is required", errUsage)
@@ -44,7 +58,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	c, err := coordinator.New(coordinator.Config{
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
 		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
-		MetricsListen: *metricsListen, AuditReset: *auditReset,
+		MetricsListen: *metricsListen, AuditReset: *auditReset, RateLimits: limits,
 	})
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ const (
 	CodeUnauthorized = "unauthorized"
 	CodeNotFound     = "not_found"
 	CodeNoAddresses  = "no_addresses" // the address pool is exhausted
+	CodeRateLimited  = "rate_limited" // too many requests from this source; wait Retry-After seconds
 	CodeInternal     = "internal"
 )
 
