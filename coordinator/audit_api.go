@@ -21,7 +21,6 @@ import (
 // Node reports (netmap.PathReport) and the admin audit API
 // (netmap.PathAdminAudit).
 
-
 // Node report limits: a token bucket per node of reportBurst reports,
 // refilled at one per reportEvery. At most maxReportFieldLen bytes per
 // string field of an event.
