@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 // Config configures a Coordinator. Zero optional fields take their default.
@@ -59,6 +60,11 @@ type Config struct {
 	// same HTTPS listener (and redirect "/" to it); its login is the admin
 	// secret. Default false.
 	Console bool
+	// Relays is optional: the TURN/STUN relays put into every map, each
+	// with a per-node credential (user = node name, 24 h, see relays.go).
+	// Load them with relay.LoadCred from each relay's relay.cred. Default:
+	// none.
+	Relays []relay.Cred
 
 	// keepalive overrides netmap.StreamKeepalive in this package's tests.
 	keepalive time.Duration
@@ -92,6 +98,7 @@ type Coordinator struct {
 
 	stats   counters
 	limiter logLimiter
+	probes  probeLimiter
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
 
@@ -140,6 +147,9 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := checkRelays(cfg.Relays); err != nil {
+		return nil, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -59,6 +59,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, nil); err != nil {
+		return err
+	}
 	now := c.now()
 	var (
 		node    netmap.Node
@@ -73,6 +76,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		if ok {
 			known = true
 			n.WGKey, n.LastSeen = req.WGKey, now
+			if req.DiscoKey != "" {
+				n.DiscoKey = req.DiscoKey
+			}
 			if len(req.Endpoints) > 0 { // nodes publish endpoints once up (see mapFor)
 				n.Endpoints = req.Endpoints
 			}
@@ -115,6 +121,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			IPv4:      v4,
 			IPv6:      v6,
 			Endpoints: req.Endpoints,
+			DiscoKey:  req.DiscoKey,
 			Tags:      rec.Tags,
 			LastSeen:  now,
 			Created:   now,

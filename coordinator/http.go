@@ -52,6 +52,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.handleEnroll))
 	mux.Handle("POST "+netmap.PathUpdate, c.serve(c.handleUpdate))
 	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
+	mux.Handle("POST "+netmap.PathProbe, c.serve(c.handleProbe))
 	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
