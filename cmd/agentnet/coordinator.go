@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -25,6 +26,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	console := fs.Bool("console", false, "serve the web console at URL/console/ (log in with the secret in DIR/admin.cred)")
+	var relayFiles listFlag
+	fs.Var(&relayFiles, "relay", "relay.cred file written by 'agentnet relay' (repeatable); its relays go into every map with per-node credentials")
 	if err := parseWithConfig(fs, args); err != nil {
 		return err
 	}
@@ -39,10 +42,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	var relays []relay.Cred
+	for _, f := range relayFiles {
+		rc, err := relay.LoadCred(f)
+		if err != nil {
+			return err
+		}
+		relays = append(relays, rc)
+	}
 	c, err := coordinator.New(coordinator.Config{
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
 		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
-		MetricsListen: *metricsListen,
+		MetricsListen: *metricsListen, Relays: relays,
 	})
 	if err != nil {
 		return err
