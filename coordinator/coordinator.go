@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 // Config configures a Coordinator. Zero optional fields take their default.
@@ -63,6 +64,11 @@ type Config struct {
 	// API and console login (see RateLimits). Default: enroll 5/s burst
 	// 20, admin 20/s burst 50, login 1/s burst 5; loopback is not exempt.
 	RateLimits RateLimits
+	// Relays is optional: the TURN/STUN relays put into every map, each
+	// with a per-node credential (user = node name, 24 h, see relays.go).
+	// Load them with relay.LoadCred from each relay's relay.cred. Default:
+	// none.
+	Relays []relay.Cred
 
 	// AuditReset is optional, default false. On start the audit log
 	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with
@@ -108,6 +114,7 @@ type Coordinator struct {
 	audit   *Audit // DataDir/audit.jsonl
 	stats   counters
 	limiter logLimiter
+	probes  probeLimiter
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
 
@@ -158,6 +165,9 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := checkRelays(cfg.Relays); err != nil {
+		return nil, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

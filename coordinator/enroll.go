@@ -51,6 +51,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, nil); err != nil {
+		return err
+	}
 	now := c.now()
 	var (
 		node    netmap.Node
@@ -65,6 +68,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		if ok {
 			known = true
 			n.WGKey, n.LastSeen = req.WGKey, now
+			if req.DiscoKey != "" {
+				n.DiscoKey = req.DiscoKey
+			}
 			if len(req.Endpoints) > 0 { // nodes publish endpoints once up (see mapFor)
 				n.Endpoints = req.Endpoints
 			}
@@ -107,6 +113,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			IPv4:      v4,
 			IPv6:      v6,
 			Endpoints: req.Endpoints,
+			DiscoKey:  req.DiscoKey,
 			Tags:      rec.Tags,
 			LastSeen:  now,
 			Created:   now,

@@ -54,6 +54,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
 	mux.Handle("POST "+netmap.PathReport, c.serve(c.handleReport))
 	mux.Handle("GET "+netmap.PathAdminAudit, c.serve(c.admin(c.handleAuditTail)))
+	mux.Handle("POST "+netmap.PathProbe, c.serve(c.handleProbe))
 	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))

@@ -83,6 +83,9 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		}
 	}
 	c.mu.Unlock()
+	if found {
+		m.Relays = c.relaysFor(m.Self.Name, m.Issued)
+	}
 	if !found {
 		return nil, netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "node not enrolled; join with a token").with(errNodeGone)
 	}

@@ -51,6 +51,9 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, req.Relayed); err != nil {
+		return err
+	}
 	changed := false
 	err = c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(self.DID)
@@ -60,11 +63,17 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		if !ok {
 			return errNotEnrolled() // removed since authNode
 		}
-		if n.WGKey == req.WGKey && slices.Equal(n.Endpoints, req.Endpoints) {
+		disco := n.DiscoKey
+		if req.DiscoKey != "" {
+			disco = req.DiscoKey
+		}
+		if n.WGKey == req.WGKey && slices.Equal(n.Endpoints, req.Endpoints) &&
+			n.DiscoKey == disco && slices.Equal(n.Relayed, req.Relayed) {
 			return nil
 		}
 		changed = true
 		n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, c.now()
+		n.DiscoKey, n.Relayed = disco, req.Relayed
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
@@ -76,7 +85,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 	}
 	c.stats.updates.Add(1)
 	if changed {
-		c.log.Info("coordinator: node updated", "node", self.Name, "endpoints", len(req.Endpoints), "wg", wgFingerprint(req.WGKey))
+		c.log.Info("coordinator: node updated", "node", self.Name, "endpoints", len(req.Endpoints), "relayed", len(req.Relayed), "wg", wgFingerprint(req.WGKey))
 		if err := c.changed(); err != nil {
 			return err
 		}

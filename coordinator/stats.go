@@ -21,6 +21,9 @@ type Stats struct {
 	Coalesced      uint64 // change notifications merged into one already pending
 	StreamsOpen    int64  // streams open now
 	LogsSuppressed uint64 // refusal log lines rate-limited away (still counted in Refused)
+	ProbesAccepted uint64 // accepted POST /v1/probe requests
+	ProbesSent     uint64 // probe messages written to streams
+	ProbesDropped  uint64 // probe messages not queued: stream queue full or node offline
 }
 
 // counters are the live values behind Stats.
@@ -28,6 +31,7 @@ type counters struct {
 	requests, enrolled, reenrolled, updates, tokensCreated, nodesDeleted atomic.Uint64
 	mapsSent, keepalives, coalesced, logsSuppressed                      atomic.Uint64
 	streamsOpen                                                          atomic.Int64
+	probesAccepted, probesSent, probesDropped                            atomic.Uint64
 
 	mu      sync.Mutex // guards refused
 	refused map[string]uint64
@@ -64,6 +68,9 @@ func (c *Coordinator) Stats() Stats {
 		Coalesced:      s.coalesced.Load(),
 		StreamsOpen:    s.streamsOpen.Load(),
 		LogsSuppressed: s.logsSuppressed.Load(),
+		ProbesAccepted: s.probesAccepted.Load(),
+		ProbesSent:     s.probesSent.Load(),
+		ProbesDropped:  s.probesDropped.Load(),
 	}
 }
 

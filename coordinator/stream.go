@@ -22,10 +22,16 @@ const streamWriteTimeout = 10 * time.Second
 // pending one (counted as Coalesced); the stream then builds the latest map
 // from the snapshot when it gets to it, so a slow reader skips straight to
 // the newest map.
+//
+// Path probes (netmap.MsgProbe) are not maps: each must arrive, and soon,
+// so they have their own small queue (probeQueue), written between maps.
+// A probe finding it full is dropped and counted (ProbesDropped); the
+// node asks again.
 type stream struct {
 	did     string
 	wake    chan struct{}
-	done    chan struct{} // closed by end: replaced by a newer stream, or the node was removed
+	probes  chan netmap.Probe // bounded, probeQueue
+	done    chan struct{}     // closed by end: replaced by a newer stream, or the node was removed
 	endOnce sync.Once
 	// changedAt is when the oldest change not yet written was notified
 	// (nil: none); it feeds the push latency metric.
@@ -52,7 +58,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	s := &stream{did: self.DID, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &stream{did: self.DID, wake: make(chan struct{}, 1), probes: make(chan netmap.Probe, probeQueue), done: make(chan struct{})}
 	c.attach(s)
 	defer c.detach(s)
 	if err := c.touch(self.DID); err != nil {
@@ -63,6 +69,9 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	default:
 	}
 	since := s.changedAt.Swap(nil)
+	// credExp is when the relay credentials of the last map sent expire
+	// (read before the map is built: never later than the map's).
+	credExp := relayExpiry(c.now())
 	signed, _, err := c.mapFor(self.DID)
 	if err != nil {
 		return err
@@ -106,7 +115,20 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 		case <-s.done:
 			log.Debug("coordinator: stream closed", "reason", "replaced or removed")
 			return nil
+		case p := <-s.probes:
+			if err := send(netmap.StreamMessage{Type: netmap.MsgProbe, Probe: &p}); err != nil {
+				log.Debug("coordinator: stream write failed", "err", err)
+				return nil
+			}
+			c.stats.probesSent.Add(1)
 		case <-keepalive.C:
+			if len(c.cfg.Relays) > 0 && credExp.Sub(c.now()) < relayCredRefresh {
+				// Relay credentials run low: a fresh map carries new ones.
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
 			if err := send(netmap.StreamMessage{Type: netmap.MsgKeepalive}); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
@@ -114,6 +136,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 			c.stats.keepalives.Add(1)
 		case <-s.wake:
 			since = s.changedAt.Swap(nil) // the map built next includes every change up to now
+			exp := relayExpiry(c.now())
 			signed, _, err := c.mapFor(self.DID)
 			if errors.Is(err, errNodeGone) {
 				log.Debug("coordinator: stream closed", "reason", "node removed")
@@ -128,6 +151,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 			}
 			c.stats.mapsSent.Add(1)
 			c.observePush(since)
+			credExp = exp
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -30,6 +31,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	enrollLimit := fs.String("rate-limit-enroll", coordinator.DefaultEnrollLimit.String(), "per-source limit on enrollments: RATE/BURST (requests per second, burst) or off")
 	adminLimit := fs.String("rate-limit-admin", coordinator.DefaultAdminLimit.String(), "per-source limit on admin API requests: RATE/BURST or off")
 	loginLimit := fs.String("rate-limit-login", coordinator.DefaultLoginLimit.String(), "per-source limit on console logins: RATE/BURST or off")
+	var relayFiles listFlag
+	fs.Var(&relayFiles, "relay", "relay.cred file written by 'agentnet relay' (repeatable); its relays go into every map with per-node credentials")
 	if err := parseWithConfig(fs, args); err != nil {
 		return err
 	}
@@ -55,10 +58,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	var relays []relay.Cred
+	for _, f := range relayFiles {
+		rc, err := relay.LoadCred(f)
+		if err != nil {
+			return err
+		}
+		relays = append(relays, rc)
+	}
 	c, err := coordinator.New(coordinator.Config{
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
 		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
-		MetricsListen: *metricsListen, AuditReset: *auditReset, RateLimits: limits,
+		MetricsListen: *metricsListen, AuditReset: *auditReset, RateLimits: limits, Relays: relays,
 	})
 	if err != nil {
 		return err

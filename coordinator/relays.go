@@ -1,0 +1,80 @@
+package coordinator
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
+)
+
+// Relay credentials in maps (TURN REST scheme, see relay.Credentials).
+//
+// A credential issued at time t expires at t truncated to the hour plus
+// relayCredTTL, so every map built within the same hour carries the same
+// credential, and a node always gets at least relayCredTTL-1h of validity.
+// A stream whose last map's credentials have less than relayCredRefresh
+// left is sent a fresh map (checked at every keepalive), so a node on a
+// quiet network never runs on expired credentials.
+const (
+	relayCredTTL     = 24 * time.Hour
+	relayCredRefresh = 12 * time.Hour
+	// maxRelayed bounds the relayed addresses a node may publish.
+	maxRelayed = 8
+)
+
+// checkRelays validates Config.Relays at start.
+func checkRelays(creds []relay.Cred) error {
+	seen := make(map[string]bool)
+	for i, r := range creds {
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("coordinator: relay %d (%q): %w", i, r.Name, err)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("coordinator: two relays are named %q; relay names must be unique (agentnet relay --name)", r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
+}
+
+// relayExpiry is when credentials issued at now expire.
+func relayExpiry(now time.Time) time.Time {
+	return now.Truncate(time.Hour).Add(relayCredTTL)
+}
+
+// relaysFor returns every configured relay with a credential for node.
+func (c *Coordinator) relaysFor(node string, now time.Time) []netmap.Relay {
+	if len(c.cfg.Relays) == 0 {
+		return nil
+	}
+	base := now.Truncate(time.Hour)
+	out := make([]netmap.Relay, 0, len(c.cfg.Relays))
+	for _, r := range c.cfg.Relays {
+		out = append(out, r.Relay(node, relayCredTTL, base))
+	}
+	return out
+}
+
+// checkDisco validates a node's disco key (32 bytes, standard base64; empty
+// means none) and its relayed addresses.
+func checkDisco(disco string, relayed []netip.AddrPort) error {
+	if disco != "" {
+		if b, err := base64.StdEncoding.DecodeString(disco); err != nil || len(b) != 32 {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "disco_key %.12q is not 32 bytes of base64", disco)
+		}
+	}
+	if len(relayed) > maxRelayed {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d relayed addresses, at most %d", len(relayed), maxRelayed)
+	}
+	for i, ap := range relayed {
+		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "relayed address %d (%v) is not a usable address:port", i, ap)
+		}
+		relayed[i] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return nil
+}
