@@ -449,7 +449,7 @@ func TestAuditReportEndpoint(t *testing.T) {
 	limited := 0
 	for range reportBurst + 5 {
 		if status, _, er := n.do(http.MethodPost, netmap.PathReport, mustJSON(t, netmap.ReportRequest{}), nil); status == http.StatusTooManyRequests {
-			if er.Code != codeRateLimited {
+			if er.Code != netmap.CodeRateLimited {
 				t.Errorf("429 with code %q", er.Code)
 			}
 			limited++

@@ -24,8 +24,6 @@ const (
 	// probeRate and probeBurst limit probe requests per node.
 	probeRate  = 10
 	probeBurst = 10
-	// codeRateLimited refuses a node asking too often.
-	codeRateLimited = "rate_limited"
 	// maxProbeLimiters bounds the limiter map; when full it starts over.
 	maxProbeLimiters = 4096
 )
@@ -69,7 +67,7 @@ func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	if !c.probes.allow(self.DID, c.now()) {
-		return refuse(http.StatusTooManyRequests, codeRateLimited, "more than %d probe requests per second; slow down", probeRate)
+		return refuse(http.StatusTooManyRequests, netmap.CodeRateLimited, "more than %d probe requests per second; slow down", probeRate)
 	}
 	if req.Peer == self.Name {
 		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "cannot probe yourself")

@@ -104,7 +104,7 @@ func TestProbeRefusals(t *testing.T) {
 			limited++
 		}
 	}
-	if limited == 0 || h.c.Stats().Refused[codeRateLimited] != uint64(limited) {
+	if limited == 0 || h.c.Stats().Refused[netmap.CodeRateLimited] != uint64(limited) {
 		t.Fatalf("rate limit: %d limited, stats %+v", limited, h.c.Stats().Refused)
 	}
 	if h.c.Stats().ProbesDropped == 0 {
