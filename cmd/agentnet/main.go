@@ -38,6 +38,8 @@ func commands() []command {
 		{"coordinator", "run the control plane (enrollment, addresses, network maps)", runCoordinator},
 		{"token", "create join tokens: agentnet token create --admin FILE", runToken},
 		{"node", "run a node: join with a token, carry agent traffic, answer DNS", runNode},
+		{"policy", "set, get or check the access policy: agentnet policy set FILE --admin FILE", runPolicy},
+		{"why", "explain a policy decision: agentnet why FROM TO:PORT --admin FILE", runWhy},
 		{"status", "show a running node, its peers and their paths", runStatus},
 		{"ping", "ping a peer through the tunnel: agentnet ping --state DIR NAME", runPing},
 		{"demo", "start a coordinator and three agents in this process and let them talk", runDemo},
