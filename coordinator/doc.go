@@ -16,5 +16,8 @@
 // and keys on disk), store.go and bolt.go (state), ipam.go (addresses),
 // tokens.go (join tokens), enroll.go and node.go (node requests), maps.go
 // (per-node maps), stream.go (fan-out), admin.go and adminclient.go (admin
-// API), http.go (middleware and error JSON), stats.go (counters).
+// API), http.go (middleware and error JSON), stats.go (counters),
+// policy_api.go, policy_store.go and policy_client.go (the access policy:
+// versions, compiled filters and pruned peers in maps, admin endpoints; the
+// document itself is package coordinator/policy).
 package coordinator
