@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -194,5 +197,81 @@ func TestPolicyCLIAgainstCoordinator(t *testing.T) {
 	}
 	if code, _, _ := runCLI("policy", "get", "--admin", admin, "--version", "9"); code != exitFailure {
 		t.Errorf("get missing version: exit %d", code)
+	}
+}
+
+// TestPolicyPrunesRealNodes runs real nodes (netstack mode, loopback): once
+// a policy lets planner reach only search, planner's map, DNS and dialer
+// no longer know writer, and writer's map is empty.
+func TestPolicyPrunesRealNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes; skipped in -short")
+	}
+	dir := t.TempDir()
+	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ac := coordinator.NewAdminClient(c.AdminCred())
+	tok, err := ac.CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*overlay.Node{}
+	for _, name := range []string{"planner", "search", "writer"} {
+		n, err := overlay.New(ctx, overlay.Config{StateDir: filepath.Join(dir, name), Token: tok.Token, Name: name,
+			ListenAddr: netip.MustParseAddrPort("127.0.0.1:0"), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		nodes[name] = n
+	}
+	planner := nodes["planner"]
+	if _, err := planner.WaitPeer(ctx, "writer"); err != nil {
+		t.Fatalf("under the default policy planner should see writer: %v", err)
+	}
+	if _, err := ac.SetPolicy(ctx, coordinator.PolicySetRequest{Text: `rules:
+  - {name: planner-to-search, from: [planner], to: [search], ports: [tcp:80]}
+`}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	v1 := func(n *overlay.Node) bool {
+		m := n.Map()
+		return m != nil && m.Filter != nil && m.Filter.PolicyVersion == 1
+	}
+	waitFor("policy v1 on every node", func() bool { return v1(nodes["planner"]) && v1(nodes["search"]) && v1(nodes["writer"]) })
+
+	m := planner.Map()
+	if len(m.Peers) != 1 || m.Peers[0].Name != "search" {
+		t.Errorf("planner's peers: %+v", m.Peers)
+	}
+	if len(m.Filter.Outbound) != 1 || m.Filter.Outbound[0].Rule != "planner-to-search" || len(m.Filter.Inbound) != 0 {
+		t.Errorf("planner's filter: %+v", m.Filter)
+	}
+	if p := nodes["writer"].Map().Peers; len(p) != 0 {
+		t.Errorf("writer may reach nobody but its map lists %+v", p)
+	}
+	if _, err := planner.Resolver().LookupNetIP(ctx, "ip4", "search.agents.internal"); err != nil {
+		t.Errorf("planner cannot resolve search: %v", err)
+	}
+	if ips, err := planner.Resolver().LookupNetIP(ctx, "ip4", "writer.agents.internal"); err == nil {
+		t.Errorf("planner still resolves writer: %v", ips)
+	}
+	if conn, err := planner.Dial(ctx, "tcp", "writer:80"); err == nil {
+		conn.Close()
+		t.Error("planner dialled writer by name")
 	}
 }
