@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -294,5 +295,42 @@ func TestPolicyAPINeedsAdmin(t *testing.T) {
 	}
 	if rec, err := h.admin.GetPolicy(ctx, 0); err != nil || rec.Version != 0 {
 		t.Errorf("policy changed by an unauthenticated call: %+v %v", rec, err)
+	}
+}
+
+// TestStoredPolicyThatNoLongerParsesFailsClosed: a stored version the
+// parser refuses (say, after an upgrade that validates more strictly) must
+// not crash the coordinator nor fall back to allow-all: nothing is allowed
+// and the error is logged, until an admin sets a valid policy.
+func TestStoredPolicyThatNoLongerParsesFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenBolt(dir + "/" + fileDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(func(tx Tx) error {
+		_, err := tx.AddPolicy(PolicyRecord{Text: "rules: [oops]\n", Source: "old.yaml"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	h := newHarness(t, func(c *Config) { c.DataDir = dir })
+	if !strings.Contains(h.logs.String(), "stored policy does not parse") {
+		t.Errorf("no error log for the broken stored policy:\n%s", h.logs.String())
+	}
+	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
+	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	a.enroll(tok, "a")
+	resp := b.enroll(tok, "b")
+	m := verify(t, resp.Map, h.c.PublicKey())
+	if len(m.Peers) != 0 || m.Filter == nil || len(m.Filter.Inbound)+len(m.Filter.Outbound) != 0 || m.Filter.PolicyVersion != 1 {
+		t.Errorf("broken policy must allow nothing: peers %q filter %+v", peerNames(m), m.Filter)
+	}
+	if _, err := h.admin.SetPolicy(context.Background(), PolicySetRequest{Text: policy.DefaultText}); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.update(netip.MustParseAddrPort("127.0.0.1:41642")); peerNames(m) != "a" || m.Filter.PolicyVersion != 2 {
+		t.Errorf("after a valid policy: peers %q version %d", peerNames(m), m.Filter.PolicyVersion)
 	}
 }
