@@ -246,6 +246,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if err := c.refreshSnapshot(); err != nil {
 		return nil, err
 	}
+	c.logDefaultPolicy()
 
 	if err := c.startMetrics(); err != nil {
 		return nil, err

@@ -19,4 +19,7 @@
 // API), http.go (middleware and error JSON), stats.go (counters),
 // audit.go, audit_verify.go and audit_api.go (the tamper-evident audit log,
 // its verifier, node reports and the admin audit API).
+// policy_api.go, policy_store.go and policy_client.go (the access policy:
+// versions, compiled filters and pruned peers in maps, admin endpoints; the
+// document itself is package coordinator/policy).
 package coordinator

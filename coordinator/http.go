@@ -58,6 +58,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
+	c.policyRoutes(mux)
 	mux.Handle("/", c.serve(func(w http.ResponseWriter, r *http.Request) error {
 		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	}))

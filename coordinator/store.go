@@ -57,6 +57,13 @@ type Tx interface {
 	BumpSerial() (uint64, error)
 	// Serial returns the current map serial.
 	Serial() (uint64, error)
+
+	// Policy returns stored policy version v, or the latest if v is 0; ok
+	// is false if there is none.
+	Policy(v uint64) (rec PolicyRecord, ok bool, err error)
+	// AddPolicy stores rec as the next policy version (versions only
+	// grow) and returns it with Version set.
+	AddPolicy(rec PolicyRecord) (PolicyRecord, error)
 }
 
 // TokenRecord is what the store keeps about a join token. The secret itself

@@ -39,6 +39,8 @@ func commands() []command {
 		{"token", "create join tokens: agentnet token create --admin FILE", runToken},
 		{"audit", "verify or tail the coordinator's tamper-evident audit log", runAudit},
 		{"node", "run a node: join with a token, carry agent traffic, answer DNS", runNode},
+		{"policy", "set, get or check the access policy: agentnet policy set FILE --admin FILE", runPolicy},
+		{"why", "explain a policy decision: agentnet why FROM TO:PORT --admin FILE", runWhy},
 		{"status", "show a running node, its peers and their paths", runStatus},
 		{"ping", "ping a peer through the tunnel: agentnet ping --state DIR NAME", runPing},
 		{"relay", "run a TURN/STUN relay for nodes without a direct path", runRelay},

@@ -12,10 +12,13 @@ import (
 )
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if verb, ok := nodeVerb(args); ok {
+		return verb(ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlags("node", "node --state DIR [--token T --name NAME] [flags]",
 		"Run a node. On first start it joins with --token and --name; afterwards --state is enough and\n"+
 			"the node starts from its cached signed network map even while the coordinator is down.\n"+
-			"Agents in this process's overlay are reachable as NAME.agents.internal.", stderr)
+			"Agents in this process's overlay are reachable as NAME.agents.internal."+nodeVerbsHelp, stderr)
 	state := fs.String("state", "", "state directory: keys, cached network map, local API socket (required)")
 	token := fs.String("token", "", "join token (first start only; also read from $AGENTNET_TOKEN)")
 	name := fs.String("name", "", "agent name to enrol as (first start only; default: host name)")

@@ -1,0 +1,347 @@
+package coordinator
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// Admin API paths of the policy (all need the admin secret).
+const (
+	PathAdminPolicy    = "/v1/admin/policy"     // PUT PolicySetRequest → PolicySetResponse; GET [?version=N] → PolicyRecord
+	PathAdminPolicyWhy = "/v1/admin/policy/why" // POST WhyRequest → WhyResponse
+	// PUT PathAdminNodes/{name}/tags with SetTagsRequest → netmap.Node.
+	pathNodeTagsSuffix = "/tags"
+)
+
+// Error codes of the policy API.
+// TODO(netmap): move next to the other codes.
+const (
+	CodePolicyInvalid     = "policy_invalid"      // 422: the document does not parse or validate
+	CodePolicyTestsFailed = "policy_tests_failed" // 422: its tests fail against the current nodes
+)
+
+// PolicySetRequest submits a new policy document.
+type PolicySetRequest struct {
+	Text   string `json:"text"`             // required: the YAML document
+	Source string `json:"source,omitempty"` // optional: file name used in messages; default "policy.yaml"
+	By     string `json:"by,omitempty"`     // optional: who submits it (recorded); default "admin"
+}
+
+// PolicySetResponse reports an accepted policy.
+type PolicySetResponse struct {
+	Version uint64   `json:"version"`
+	Rules   int      `json:"rules"`
+	Passed  int      `json:"tests_passed"`
+	Skipped []string `json:"tests_skipped,omitempty"` // tests that depend on tags of nodes not enrolled
+}
+
+// WhyRequest asks whether one connection between two enrolled nodes is
+// allowed by the current policy.
+type WhyRequest struct {
+	From  string `json:"from"`            // required: node name
+	To    string `json:"to"`              // required: node name
+	Proto string `json:"proto,omitempty"` // optional: tcp (default), udp or icmp
+	Port  uint16 `json:"port,omitempty"`  // required for tcp and udp
+}
+
+// WhyResponse is the decision, the rule that made it (empty when no rule
+// allows it: default deny) and the policy version it comes from.
+type WhyResponse struct {
+	Allow   bool   `json:"allow"`
+	Rule    string `json:"rule,omitempty"`
+	Version uint64 `json:"version"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Proto   string `json:"proto"`
+	Port    uint16 `json:"port,omitempty"`
+}
+
+// SetTagsRequest replaces a node's tags.
+type SetTagsRequest struct {
+	Tags []string `json:"tags"` // each "tag:x"; empty removes every tag
+}
+
+// defaultBy names the submitter of the built-in default policy.
+const defaultBy = "built-in default"
+
+// policyState is one policy version in force, parsed.
+type policyState struct {
+	rec PolicyRecord
+	p   *policy.Policy
+}
+
+// policyFor returns the state for the stored latest policy (ok) or the
+// built-in default, reusing prev's parse when the version is unchanged. A
+// stored policy that no longer parses (a newer coordinator validating
+// more strictly) fails closed: no rule, nothing allowed, logged loudly, so
+// the admin can set a fixed one.
+func (c *Coordinator) policyFor(rec PolicyRecord, ok bool, prev *snapshot) *policyState {
+	if !ok {
+		rec = PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
+	}
+	if prev != nil && prev.policy != nil && prev.policy.rec.Version == rec.Version {
+		return prev.policy
+	}
+	p, err := policy.Parse(rec.Source, []byte(rec.Text))
+	if err != nil {
+		c.log.Error("coordinator: stored policy does not parse; denying everything until a valid one is set with 'agentnet policy set'",
+			"version", rec.Version, "err", err)
+		p = &policy.Policy{Source: rec.Source, Groups: map[string][]policy.Selector{}}
+	}
+	return &policyState{rec: rec, p: p}
+}
+
+// index returns the snapshot's policy compiled against its nodes, building
+// it on first use.
+func (s *snapshot) index(c *Coordinator) *policy.Index {
+	s.ixOnce.Do(func() {
+		ps := s.policy
+		if ps == nil {
+			ps = &policyState{rec: PolicyRecord{Text: policy.DefaultText, By: defaultBy}, p: policy.Default()}
+		}
+		nodes := make([]policy.Node, len(s.nodes))
+		for i, n := range s.nodes {
+			nodes[i] = policy.Node{Name: n.Name, Tags: n.Tags, Addrs: []netip.Addr{n.IPv4, n.IPv6}}
+		}
+		s.ix = policy.NewIndex(ps.p, nodes, policy.Options{Version: ps.rec.Version, Prefix4: c.prefix4, Prefix6: c.ula})
+	})
+	return s.ix
+}
+
+// policyNodes returns the snapshot's nodes as the policy sees them.
+func policyNodes(s *snapshot) []policy.Node {
+	out := make([]policy.Node, len(s.nodes))
+	for i, n := range s.nodes {
+		out[i] = policy.Node{Name: n.Name, Tags: n.Tags}
+	}
+	return out
+}
+
+// policyRoutes adds the policy and node-tag endpoints to the API mux.
+func (c *Coordinator) policyRoutes(mux *http.ServeMux) {
+	mux.Handle("PUT "+PathAdminPolicy, c.serve(c.admin(c.handleSetPolicy)))
+	mux.Handle("GET "+PathAdminPolicy, c.serve(c.admin(c.handleGetPolicy)))
+	mux.Handle("POST "+PathAdminPolicyWhy, c.serve(c.admin(c.handleWhy)))
+	mux.Handle("PUT "+netmap.PathAdminNodes+"/{name}"+pathNodeTagsSuffix, c.serve(c.admin(c.handleSetTags)))
+}
+
+// logDefaultPolicy tells the operator, at start, that the allow-all
+// default is in force and how to replace it.
+func (c *Coordinator) logDefaultPolicy() {
+	s := c.snap.Load()
+	if s.policy == nil || s.policy.rec.Version == 0 {
+		c.log.Info("coordinator: running the built-in default policy: every node may reach every node on every port; "+
+			"replace it with 'agentnet policy set FILE --admin "+c.credPath+"' (see docs/POLICY.md)", "version", 0)
+		return
+	}
+	c.log.Info("coordinator: policy in force", "version", s.policy.rec.Version, "rules", len(s.policy.p.Rules))
+}
+
+// handleSetPolicy validates a policy, runs its tests against the current
+// nodes and stores it as a new version; the map serial is bumped and every
+// node gets a map compiled from it.
+func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req PolicySetRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if req.Source == "" {
+		req.Source = "policy.yaml"
+	}
+	if req.By == "" {
+		req.By = "admin"
+	}
+	if len(req.Source) > 200 || len(req.By) > 200 {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "source and by are at most 200 bytes")
+	}
+	p, err := policy.Parse(req.Source, []byte(req.Text))
+	if err != nil {
+		return refuse(http.StatusUnprocessableEntity, CodePolicyInvalid, "policy refused, it is not valid:\n%v", err)
+	}
+	results := p.Check(policyNodes(c.snap.Load()))
+	if fails := p.Failures(results); len(fails) > 0 {
+		return refuse(http.StatusUnprocessableEntity, CodePolicyTestsFailed,
+			"policy refused, %d of its %d tests fail against the current nodes:\n%s", len(fails), len(results), strings.Join(fails, "\n"))
+	}
+	rec := PolicyRecord{Text: req.Text, Source: req.Source, Created: c.now().UTC(), By: req.By, Address: r.RemoteAddr}
+	err = c.store.Update(func(tx Tx) (err error) {
+		if rec, err = tx.AddPolicy(rec); err != nil {
+			return err
+		}
+		_, err = tx.BumpSerial()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.log.Info("coordinator: policy set", "version", rec.Version, "rules", len(p.Rules), "tests", len(results), "by", rec.By, "endpoint", r.RemoteAddr)
+	if err := c.changed(); err != nil {
+		return err
+	}
+	resp := PolicySetResponse{Version: rec.Version, Rules: len(p.Rules)}
+	for _, res := range results {
+		switch {
+		case res.Skipped != "":
+			resp.Skipped = append(resp.Skipped, res.Message(p.Source))
+		case res.Pass:
+			resp.Passed++
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// handleGetPolicy returns the current policy, or ?version=N.
+func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) error {
+	var v uint64
+	if q := r.URL.Query().Get("version"); q != "" {
+		var err error
+		if v, err = strconv.ParseUint(q, 10, 64); err != nil {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "version %.20q is not a number", q)
+		}
+		if v == 0 {
+			writeJSON(w, http.StatusOK, PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy})
+			return nil
+		}
+	}
+	var (
+		rec PolicyRecord
+		ok  bool
+	)
+	if err := c.store.View(func(tx Tx) (err error) {
+		rec, ok, err = tx.Policy(v)
+		return err
+	}); err != nil {
+		return err
+	}
+	switch {
+	case !ok && v != 0:
+		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no policy version %d", v)
+	case !ok:
+		rec = PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
+	}
+	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// handleWhy decides one connection between two enrolled nodes with the
+// policy in force.
+func (c *Coordinator) handleWhy(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req WhyRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if req.Proto == "" {
+		req.Proto = policy.ProtoTCP
+	}
+	switch req.Proto {
+	case policy.ProtoTCP, policy.ProtoUDP:
+		if req.Port == 0 {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%s needs a port (1-65535)", req.Proto)
+		}
+	case policy.ProtoICMP:
+		req.Port = 0
+	default:
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "proto %.20q: want tcp, udp or icmp", req.Proto)
+	}
+	s := c.snap.Load()
+	d, err := s.index(c).Decide(req.From, req.To, req.Proto, req.Port)
+	if errors.Is(err, policy.ErrUnknownNode) {
+		return refuse(http.StatusNotFound, netmap.CodeNotFound, "%v; list nodes with the admin API or the console", err)
+	} else if err != nil {
+		return err
+	}
+	var version uint64
+	if s.policy != nil {
+		version = s.policy.rec.Version
+	}
+	writeJSON(w, http.StatusOK, WhyResponse{Allow: d.Allow, Rule: d.Rule, Version: version, From: req.From, To: req.To, Proto: req.Proto, Port: req.Port})
+	return nil
+}
+
+// handleSetTags replaces a node's tags; the serial is bumped and every
+// node gets a map compiled with them. Setting the same tags changes
+// nothing.
+func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req SetTagsRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if len(req.Tags) > maxTags {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
+	}
+	for _, t := range req.Tags {
+		if !validTag(t) {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
+		}
+	}
+	tags := slices.Compact(slices.Sorted(slices.Values(req.Tags)))
+	if len(tags) == 0 {
+		tags = nil
+	}
+	var (
+		n       netmap.Node
+		changed bool
+		old     []string
+	)
+	err = c.store.Update(func(tx Tx) error {
+		did, ok, err := tx.NameOwner(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+		}
+		if n, ok, err = tx.Node(did); err != nil || !ok {
+			return cmpErr(err, refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name))
+		}
+		if slices.Equal(n.Tags, tags) {
+			return nil
+		}
+		changed, old, n.Tags = true, n.Tags, tags
+		if err := tx.PutNode(n); err != nil {
+			return err
+		}
+		_, err = tx.BumpSerial()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		c.log.Info("coordinator: node tags set", "node", name, "tags", tags, "was", old)
+		if err := c.changed(); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, n)
+	return nil
+}
+
+// cmpErr returns err if set, else alt.
+func cmpErr(err error, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
