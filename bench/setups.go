@@ -154,7 +154,7 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 	if err != nil {
 		return nil, err
 	}
-	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log.With("c", "coord")})
+	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log.With("c", "coord"), RateLimits: benchNoLimits})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start coordinator: %w", err)
