@@ -74,13 +74,20 @@ func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error 
 	}
 	var me, peer netmap.Node
 	var foundMe, foundPeer bool
-	for _, n := range c.snap.Load().nodes {
+	var meIdx, peerIdx int
+	snap := c.snap.Load()
+	for i, n := range snap.nodes {
 		switch n.Name {
 		case self.Name:
-			me, foundMe = n, true
+			me, foundMe, meIdx = n, true, i
 		case req.Peer:
-			peer, foundPeer = n, true
+			peer, foundPeer, peerIdx = n, true, i
 		}
+	}
+	// A peer the policy keeps out of the caller's map is as unknown as a
+	// missing one: probing must not reveal it or its endpoints.
+	if foundMe && foundPeer && !snap.index(c).Reachable(meIdx).Has(peerIdx) {
+		foundPeer = false
 	}
 	if !foundPeer {
 		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no peer named %.70q; check the name in 'agentnet status'", req.Peer)
