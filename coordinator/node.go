@@ -15,15 +15,24 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (netmap.Node, error
 		return netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
 	}
 	var n netmap.Node
-	var ok bool
-	if err := c.store.View(func(tx Tx) (err error) {
-		n, ok, err = tx.Node(did)
-		return err
+	if err := c.store.View(func(tx Tx) error {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Node(did); err != nil {
+			return err
+		}
+		if !ok {
+			return c.refuseGone(tx, did) // revoked, expired or not enrolled
+		}
+		return nil
 	}); err != nil {
+		c.refused(did, r, err)
 		return n, err
 	}
-	if !ok {
-		return n, errNotEnrolled()
+	if expired(n, c.now()) {
+		err := c.expire(n.DID)
+		c.refused(did, r, err)
+		return n, err
 	}
 	return n, nil
 }
@@ -52,19 +61,30 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	changed := false
+	var rotated bool
+	var updated netmap.Node
 	err = c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(self.DID)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return errNotEnrolled() // removed since authNode
+			return c.refuseGone(tx, self.DID) // removed or revoked since authNode
 		}
 		if n.WGKey == req.WGKey && slices.Equal(n.Endpoints, req.Endpoints) {
 			return nil
 		}
+		if n.WGKey != req.WGKey {
+			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+				return err
+			}
+		}
 		changed = true
-		n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, c.now()
+		if rotated, err = bindWGKey(tx, &n, req.WGKey, c.now()); err != nil {
+			return err
+		}
+		n.Endpoints, n.LastSeen = req.Endpoints, c.now()
+		updated = n
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
@@ -72,9 +92,13 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		return err
 	})
 	if err != nil {
+		c.refused(self.DID, r, err)
 		return err
 	}
 	c.stats.updates.Add(1)
+	if rotated {
+		c.rotated(updated, self.WGKey)
+	}
 	if changed {
 		c.log.Info("coordinator: node updated", "node", self.Name, "endpoints", len(req.Endpoints), "wg", wgFingerprint(req.WGKey))
 		if err := c.changed(); err != nil {
