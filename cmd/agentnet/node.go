@@ -12,10 +12,16 @@ import (
 )
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("node", "node --state DIR [--token T --name NAME] [flags]",
+	if len(args) > 0 {
+		if verb, ok := nodeVerbs()[args[0]]; ok {
+			return verb(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fs := newFlags("node", "node --state DIR [--token T --name NAME] [flags]\n       agentnet node revoke NAME --admin FILE [--reason TEXT]\n       agentnet node rotate --state DIR",
 		"Run a node. On first start it joins with --token and --name; afterwards --state is enough and\n"+
 			"the node starts from its cached signed network map even while the coordinator is down.\n"+
-			"Agents in this process's overlay are reachable as NAME.agents.internal.", stderr)
+			"Agents in this process's overlay are reachable as NAME.agents.internal.\n"+
+			"Sub-commands: 'node revoke' cuts a node off for good, 'node rotate' replaces a running node's WireGuard key.", stderr)
 	state := fs.String("state", "", "state directory: keys, cached network map, local API socket (required)")
 	token := fs.String("token", "", "join token (first start only; also read from $AGENTNET_TOKEN)")
 	name := fs.String("name", "", "agent name to enrol as (first start only; default: host name)")
@@ -31,6 +37,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var forwards, exposes listFlag
 	fs.Var(&forwards, "forward", "LOCAL=PEER:PORT, e.g. 127.0.0.1:9000=search:8080: a local listener whose connections go to a peer (repeatable)")
 	fs.Var(&exposes, "expose", "PORT or PORT=LOCAL, e.g. 8080 or 80=127.0.0.1:8080: overlay TCP port forwarded to a local service (repeatable)")
+	keyRotation := fs.Duration("key-rotation", overlay.DefaultKeyRotation, "replace the WireGuard key this often (0: never); 'agentnet node rotate' rotates now")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseWithConfig(fs, args); err != nil {
@@ -54,8 +61,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if *keyRotation < 0 {
+		return fmt.Errorf("%w: --key-rotation %v is negative; use 0 to disable", errUsage, *keyRotation)
+	}
+	if *keyRotation == 0 {
+		*keyRotation = -1 // overlay.Config: negative disables
+	}
 	n, err := overlay.New(ctx, overlay.Config{
-		StateDir: *state, Token: *token, Name: *name, ListenAddr: ap,
+		KeyRotation: *keyRotation,
+		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
 		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
