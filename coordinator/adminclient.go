@@ -73,6 +73,22 @@ func (a *AdminClient) DeleteNode(ctx context.Context, name string) error {
 	return a.do(ctx, http.MethodDelete, netmap.PathAdminNodes+"/"+url.PathEscape(name), nil, nil)
 }
 
+// RevokeNode revokes the named node for good: its stream ends, every peer
+// gets a map without it, and its identity and WireGuard keys are refused
+// from then on. It returns the revocation record.
+func (a *AdminClient) RevokeNode(ctx context.Context, name, reason string) (netmap.Revocation, error) {
+	var rec netmap.Revocation
+	err := a.do(ctx, http.MethodPost, netmap.PathAdminNodes+"/"+url.PathEscape(name)+netmap.PathAdminRevoke, netmap.RevokeRequest{Reason: reason}, &rec)
+	return rec, err
+}
+
+// Revocations lists revoked and expired identities, newest first.
+func (a *AdminClient) Revocations(ctx context.Context) ([]netmap.Revocation, error) {
+	var recs []netmap.Revocation
+	err := a.do(ctx, http.MethodGet, netmap.PathAdminRevocations, nil, &recs)
+	return recs, err
+}
+
 func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

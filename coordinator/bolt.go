@@ -44,7 +44,7 @@ func OpenBolt(path string) (Store, error) {
 		return nil, fmt.Errorf("coordinator: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNodes, bucketNames, bucketIPs, bucketTokens, bucketMeta, bucketPolicies} {
+		for _, b := range [][]byte{bucketNodes, bucketNames, bucketIPs, bucketTokens, bucketMeta, bucketPolicies, bucketRevoked, bucketRetiredKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -117,6 +117,7 @@ type Coordinator struct {
 	probes  probeLimiter
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
+	sweep   sweeper  // node identity expiry (expiry.go)
 
 	limits *rateLimiters // per-source request limits (ratelimit.go)
 
@@ -275,6 +276,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 			c.log.Error("coordinator: serve stopped", "err", err)
 		}
 	}()
+	c.startSweeper()
 	c.log.Info("coordinator: serving", "endpoint", c.ln.Addr().String(), "url", c.url, "pin", c.pin,
 		"key", netmap.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
 	return c, nil
@@ -353,6 +355,7 @@ func (c *Coordinator) Close() error {
 		c.mu.Unlock()
 
 		c.cancel() // streams and other requests watch baseCtx
+		c.stopSweeper()
 		c.stopMetrics()
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		if err := c.srv.Shutdown(ctx); err != nil {

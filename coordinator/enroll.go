@@ -59,15 +59,35 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		node    netmap.Node
 		known   bool
 		tokenID string
+		oldKey  string
+		rotated bool
 	)
 	err = c.store.Update(func(tx Tx) error {
+		// A revoked or expired identity never comes back, token or not.
+		if rec, gone, err := tx.Revocation(did); err != nil {
+			return err
+		} else if gone {
+			return refuseRevoked(rec)
+		}
 		n, ok, err := tx.Node(did)
 		if err != nil {
 			return err
 		}
+		if !ok || n.WGKey != req.WGKey {
+			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+				return err
+			}
+		}
+		if ok && expired(n, now) {
+			return errExpireFirst
+		}
 		if ok {
 			known = true
-			n.WGKey, n.LastSeen = req.WGKey, now
+			oldKey = n.WGKey
+			if rotated, err = bindWGKey(tx, &n, req.WGKey, now); err != nil {
+				return err
+			}
+			n.LastSeen = now
 			if req.DiscoKey != "" {
 				n.DiscoKey = req.DiscoKey
 			}
@@ -118,14 +138,24 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			LastSeen:  now,
 			Created:   now,
 		}
+		if rec.NodeTTL > 0 {
+			node.Expires = now.Add(rec.NodeTTL)
+		}
 		if err := tx.PutNode(node); err != nil {
 			return err
 		}
 		_, err = tx.BumpSerial()
 		return err
 	})
+	if err == errExpireFirst {
+		err = c.expire(did)
+	}
 	if err != nil {
+		c.refused(did, r, err)
 		return err
+	}
+	if rotated {
+		c.rotated(node, oldKey)
 	}
 	if known {
 		c.stats.reenrolled.Add(1)

@@ -59,6 +59,8 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
 	c.policyRoutes(mux)
+	mux.Handle("POST "+netmap.PathAdminNodes+"/{name}"+netmap.PathAdminRevoke, c.serve(c.admin(c.handleRevokeNode)))
+	mux.Handle("GET "+netmap.PathAdminRevocations, c.serve(c.admin(c.handleRevocations)))
 	mux.Handle("/", c.serve(func(w http.ResponseWriter, r *http.Request) error {
 		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	}))

@@ -15,15 +15,24 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (netmap.Node, error
 		return netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
 	}
 	var n netmap.Node
-	var ok bool
-	if err := c.store.View(func(tx Tx) (err error) {
-		n, ok, err = tx.Node(did)
-		return err
+	if err := c.store.View(func(tx Tx) error {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Node(did); err != nil {
+			return err
+		}
+		if !ok {
+			return c.refuseGone(tx, did) // revoked, expired or not enrolled
+		}
+		return nil
 	}); err != nil {
+		c.refused(did, r, err)
 		return n, err
 	}
-	if !ok {
-		return n, errNotEnrolled()
+	if expired(n, c.now()) {
+		err := c.expire(n.DID)
+		c.refused(did, r, err)
+		return n, err
 	}
 	return n, nil
 }
@@ -55,13 +64,15 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	changed := false
+	var rotated bool
+	var updated netmap.Node
 	err = c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(self.DID)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return errNotEnrolled() // removed since authNode
+			return c.refuseGone(tx, self.DID) // removed or revoked since authNode
 		}
 		disco := n.DiscoKey
 		if req.DiscoKey != "" {
@@ -71,9 +82,18 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 			n.DiscoKey == disco && slices.Equal(n.Relayed, req.Relayed) {
 			return nil
 		}
+		if n.WGKey != req.WGKey {
+			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+				return err
+			}
+		}
 		changed = true
-		n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, c.now()
+		if rotated, err = bindWGKey(tx, &n, req.WGKey, c.now()); err != nil {
+			return err
+		}
+		n.Endpoints, n.LastSeen = req.Endpoints, c.now()
 		n.DiscoKey, n.Relayed = disco, req.Relayed
+		updated = n
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
@@ -81,9 +101,13 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		return err
 	})
 	if err != nil {
+		c.refused(self.DID, r, err)
 		return err
 	}
 	c.stats.updates.Add(1)
+	if rotated {
+		c.rotated(updated, self.WGKey)
+	}
 	if changed {
 		c.log.Info("coordinator: node updated", "node", self.Name, "endpoints", len(req.Endpoints), "relayed", len(req.Relayed), "wg", wgFingerprint(req.WGKey))
 		if err := c.changed(); err != nil {

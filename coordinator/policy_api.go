@@ -1,7 +1,10 @@
 package coordinator
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -186,6 +189,9 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	c.log.Info("coordinator: policy set", "version", rec.Version, "rules", len(p.Rules), "tests", len(results), "by", rec.By, "endpoint", r.RemoteAddr)
+	sum := sha256.Sum256([]byte(rec.Text))
+	c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", fmt.Sprintf("policy v%d", rec.Version),
+		"version", rec.Version, "rules", len(p.Rules), "sha256", hex.EncodeToString(sum[:]))
 	if err := c.changed(); err != nil {
 		return err
 	}
@@ -330,6 +336,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 	}
 	if changed {
 		c.log.Info("coordinator: node tags set", "node", name, "tags", tags, "was", old)
+		c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "tags", tags, "was", old)
 		if err := c.changed(); err != nil {
 			return err
 		}

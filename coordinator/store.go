@@ -48,6 +48,20 @@ type Tx interface {
 	// Tokens returns every token record, in no particular order.
 	Tokens() ([]TokenRecord, error)
 
+	// Revocation returns the record of a revoked or expired identity.
+	Revocation(did string) (netmap.Revocation, bool, error)
+	// PutRevocation stores the record of a revoked or expired identity.
+	PutRevocation(r netmap.Revocation) error
+	// Revocations returns every revocation record, in no particular order.
+	Revocations() ([]netmap.Revocation, error)
+	// RetiredKey returns what is known about a WireGuard key (base64) that
+	// is no longer in use: rotated away, or its identity revoked/expired.
+	RetiredKey(wgKey string) (RetiredKey, bool, error)
+	// PutRetiredKey creates or replaces a retired-key record.
+	PutRetiredKey(k RetiredKey) error
+	// RetiredKeysOf returns the retired keys of one identity.
+	RetiredKeysOf(did string) ([]RetiredKey, error)
+
 	// Meta returns the value stored under a meta key (nil if unset).
 	Meta(key string) ([]byte, error)
 	// PutMeta stores a meta value.
@@ -79,7 +93,23 @@ type TokenRecord struct {
 	Uses       int       `json:"uses"`
 	LastUsedBy string    `json:"last_used_by,omitempty"` // DID
 	Revoked    bool      `json:"revoked,omitempty"`      // set by an admin; enrollment refuses it
+	// NodeTTL, when > 0, is the identity lifetime of nodes enrolled with
+	// the token (netmap.Node.Expires = enrollment + NodeTTL).
+	NodeTTL time.Duration `json:"node_ttl,omitempty"`
 }
+
+// RetiredKey is a WireGuard key the coordinator will never accept again,
+// in an enrollment or an update, from any identity.
+type RetiredKey struct {
+	Key   string    `json:"key"`   // base64 WireGuard public key
+	DID   string    `json:"did"`   // the identity that used it
+	Name  string    `json:"name"`  // its name then
+	State string    `json:"state"` // "retired" (rotated away), netmap.StateRevoked or netmap.StateExpired
+	At    time.Time `json:"at"`
+}
+
+// keyStateRetired marks a key rotated away by its own node.
+const keyStateRetired = "retired"
 
 // Meta keys.
 const (

@@ -72,6 +72,9 @@ func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateT
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
+	if req.NodeTTLSeconds < 0 || req.NodeTTLSeconds > int64(maxTTL/time.Second) {
+		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "node_ttl_seconds %d is not between 0 and %d", req.NodeTTLSeconds, int64(maxTTL/time.Second))
+	}
 	now := c.now()
 	secret := netmap.NewSecret()
 	rec := TokenRecord{
@@ -81,12 +84,13 @@ func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateT
 		Reusable:   req.Reusable,
 		Created:    now,
 		Expires:    now.Add(ttl),
+		NodeTTL:    time.Duration(req.NodeTTLSeconds) * time.Second,
 	}
 	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
 		return netmap.CreateTokenResponse{}, err
 	}
 	c.stats.tokensCreated.Add(1)
-	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
+	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires, "node_ttl", rec.NodeTTL)
 	c.audit.Record(AuditTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
 	tok := netmap.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
 	return netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
@@ -109,7 +113,9 @@ func (c *Coordinator) listTokens() ([]TokenRecord, error) {
 }
 
 // revokeToken marks token id revoked: later enrollments with it are
-// refused with codeTokenRevoked. Nodes already enrolled with it stay.
+// refused with codeTokenRevoked. Nodes already enrolled with it stay and
+// keep working (a token is only used once, at enrollment); to cut one of
+// them off, revoke the node (revoke.go).
 // Revoking twice is not an error.
 func (c *Coordinator) revokeToken(id string) error {
 	err := c.store.Update(func(tx Tx) error {

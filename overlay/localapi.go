@@ -48,6 +48,7 @@ func startLocalAPI(n *Node) (*localAPI, error) {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+	mux.HandleFunc("POST /v1/rotate", n.handleRotate) // rotate.go
 	a := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	a.done.Add(1)
 	go func() {

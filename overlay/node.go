@@ -71,6 +71,10 @@ type Config struct {
 	// channel up/down) are sent to the coordinator's audit log. Optional,
 	// default 5s; negative turns reports off.
 	ReportInterval time.Duration
+	// KeyRotation is how often the node replaces its WireGuard key
+	// (rotate.go). Optional: 0 means the default, 24h; negative disables
+	// periodic rotation (Node.RotateKey still works).
+	KeyRotation time.Duration
 }
 
 // Node is a running agentnet node. Its methods are safe for concurrent use.
@@ -78,7 +82,7 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	state     *nodeState
-	wgPub     [32]byte // this node's WireGuard public key
+	wgPub     [32]byte // this node's WireGuard public key; changed under mu by rotate.go
 	ctl       *controlClient
 	bind      *Bind
 	pbind     *peerBind // bind as wireguard-go sees it: endpoints are peers
@@ -98,6 +102,8 @@ type Node struct {
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 
+	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mu
+
 	mu        sync.Mutex    // guards the fields below
 	mapWait   chan struct{} // closed and replaced whenever a map is applied
 	nm        *netmap.Map
@@ -105,6 +111,7 @@ type Node struct {
 	connected bool // netmap stream is up
 	lastMap   time.Time
 	closed    bool
+	refused   *netmap.ErrorResponse // the coordinator revoked or expired this node (lifecycle.go)
 }
 
 // New starts a node: it enrolls (first start) or loads its cached signed map
@@ -116,6 +123,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = 1280
+	}
+	if cfg.KeyRotation == 0 {
+		cfg.KeyRotation = DefaultKeyRotation
 	}
 	if cfg.EnrollTimeout == 0 {
 		cfg.EnrollTimeout = 60 * time.Second
@@ -213,6 +223,7 @@ func (n *Node) start(ctx context.Context) error {
 	if n.reports != nil {
 		n.wg.Go(func() { n.reports.loop(n.ctx) })
 	}
+	n.startRotation()
 	return nil
 }
 
@@ -223,6 +234,9 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *n
 	st, ok, err := loadState(dir)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("overlay: %w", err)
+	}
+	if ok && st.Refused != nil {
+		return nil, nil, nil, refusedError(dir, st.Refused)
 	}
 	if !ok || !st.enrolled() {
 		if n.cfg.Token == "" {
@@ -362,7 +376,7 @@ func (n *Node) controlLoop() {
 	for attempt := 1; ; attempt++ {
 		err := n.followOnce()
 		n.setConnected(false)
-		if n.ctx.Err() != nil {
+		if n.ctx.Err() != nil || n.onRefusal(err) {
 			return
 		}
 		if errors.Is(err, netmap.ErrVersion) {
@@ -377,7 +391,7 @@ func (n *Node) controlLoop() {
 }
 
 func (n *Node) followOnce() error {
-	signed, err := n.ctl.update(n.ctx, netmap.UpdateRequest{WGKey: n.wgPublic(n.state), Endpoints: n.endpoints()})
+	signed, err := n.ctl.update(n.ctx, netmap.UpdateRequest{WGKey: n.currentWGKey(), Endpoints: n.endpoints()})
 	if err != nil {
 		return err
 	}
@@ -412,7 +426,7 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed {
+	if n.closed || n.refused != nil {
 		return nil
 	}
 	if n.nm != nil {

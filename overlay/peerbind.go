@@ -64,6 +64,9 @@ type peerBind struct {
 	strangers map[netip.AddrPort]stranger
 	inject    chan injected // initiations to deliver again; bounded
 	done      chan struct{} // closed by Close: ends the inject receive func
+	// hold parks every outgoing initiation while this node's WireGuard
+	// key is being rotated (rotate.go: beginRekey/endRekey).
+	hold bool
 
 	parkedSent  atomic.Uint64 // parked initiations sent once a path arrived
 	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
@@ -203,7 +206,7 @@ func (p *peerBind) flush() {
 				}
 			}
 		}
-		if e.parked != nil {
+		if e.parked != nil && !p.hold {
 			if now.Sub(e.parkedAt) < wgRekeyTimeout {
 				out = append(out, send{e.parked, ap})
 				e.initSent = now
@@ -245,12 +248,17 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	p.mu.Lock() // setPeers sets paths under mu: read it there, or a flush could be missed
 	path := e.currentPath()
-	if !path.IsValid() {
+	if !path.IsValid() || p.hold {
 		e.parked = append(e.parked[:0], bufs[0]...)
 		e.parkedAt = time.Now()
+		if p.hold {
+			e.initSent = e.parkedAt // it goes out at endRekey: it counts for the tie-break now
+		}
 		p.mu.Unlock()
-		p.noPath.Add(1)
-		return nil // sent by flush once the path arrives
+		if !path.IsValid() {
+			p.noPath.Add(1)
+		}
+		return nil // sent by flush once the path arrives (or the key rotation ends)
 	}
 	e.initSent = time.Now()
 	p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
@@ -29,6 +30,11 @@ type nodeState struct {
 	CoordinatorURL string `json:"coordinator_url"` // from the join token
 	CoordinatorPin string `json:"coordinator_pin"`
 	CoordinatorKey []byte `json:"coordinator_key,omitempty"` // Ed25519 key that signs maps; learnt at enrollment
+
+	// Key lifecycle (rotate.go, lifecycle.go).
+	WGNext    []byte                `json:"wg_next,omitempty"`   // X25519 key being rotated to; promoted at load
+	WGRotated time.Time             `json:"wg_rotated,omitzero"` // when WGPrivate was made; the next rotation is due KeyRotation later
+	Refused   *netmap.ErrorResponse `json:"refused,omitempty"`   // the coordinator revoked or expired this identity: never start again
 }
 
 func (s *nodeState) identity() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(s.IdentitySeed) }
@@ -53,7 +59,7 @@ func newState() (*nodeState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes()}, nil
+	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes(), WGRotated: time.Now()}, nil
 }
 
 // loadState reads the state dir; a missing state file is not an error
@@ -70,8 +76,17 @@ func loadState(dir string) (*nodeState, bool, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, false, fmt.Errorf("node state %s is damaged (%v); move it away to re-enroll with a new identity", filepath.Join(dir, stateFile), err)
 	}
-	if len(s.IdentitySeed) != ed25519.SeedSize || len(s.WGPrivate) != 32 {
+	if len(s.IdentitySeed) != ed25519.SeedSize || len(s.WGPrivate) != 32 || (s.WGNext != nil && len(s.WGNext) != 32) {
 		return nil, false, fmt.Errorf("node state %s has malformed keys; move it away to re-enroll with a new identity", filepath.Join(dir, stateFile))
+	}
+	if s.WGNext != nil {
+		// A rotation was cut short: the coordinator may already have
+		// retired the old key, so go on with the new one (an update
+		// with it completes the rotation either way).
+		s.WGPrivate, s.WGNext, s.WGRotated = s.WGNext, nil, time.Now()
+		if err := saveState(dir, &s); err != nil {
+			return nil, false, fmt.Errorf("save node state: %w", err)
+		}
 	}
 	return &s, true, nil
 }

@@ -20,6 +20,11 @@ type Status struct {
 	Domain      string       `json:"domain"`
 	Listen      string       `json:"listen"`
 	Peers       []PeerStatus `json:"peers"`
+	// Refused is set when the coordinator revoked or expired this node
+	// (code netmap.CodeNodeRevoked or CodeNodeExpired): it has no peers
+	// and no longer contacts the coordinator.
+	Refused *netmap.ErrorResponse `json:"refused,omitempty"`
+	WGKey   string                `json:"wg_key"` // fingerprint of the WireGuard public key in use
 }
 
 // PeerStatus describes one node.
@@ -47,13 +52,14 @@ func nodeStatus(nd netmap.Node, domain string) PeerStatus {
 // Status reports this node and its peers with live WireGuard counters.
 func (n *Node) Status() Status {
 	n.mu.Lock()
-	m, connected, lastMap := n.nm, n.connected, n.lastMap
+	m, connected, lastMap, refused, wgPub := n.nm, n.connected, n.lastMap, n.refused, n.wgPub
 	n.mu.Unlock()
 	st := Status{
 		Self: nodeStatus(m.Self, m.Domain), Coordinator: n.state.CoordinatorURL, Connected: connected,
 		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
 	}
-	st.Self.Online = true
+	st.Self.Online = refused == nil
+	st.Refused, st.WGKey = refused, netmap.Fingerprint(wgPub[:])
 	var stats map[[32]byte]*peerStats
 	if s, err := n.dev.IpcGet(); err == nil {
 		stats = parseWGStats(s)

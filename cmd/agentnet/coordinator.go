@@ -84,7 +84,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(stdout, "Usage: agentnet token create --admin FILE [--tags tag:a,tag:b] [--reusable] [--ttl 1h]")
+			fmt.Fprintln(stdout, "Usage: agentnet token create --admin FILE [--tags tag:a,tag:b] [--reusable] [--ttl 1h] [--node-ttl 720h]")
 			return nil
 		}
 		return fmt.Errorf("%w: usage: agentnet token create --admin FILE [flags]", errUsage)
@@ -96,17 +96,21 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tags := fs.String("tags", "", "comma-separated tags for nodes joining with this token, e.g. tag:tools")
 	reusable := fs.Bool("reusable", false, "allow the token to enrol many nodes (default: one use)")
 	ttl := fs.Duration("ttl", 0, "token lifetime, e.g. 1h (default: the coordinator's --token-ttl)")
+	nodeTTL := fs.Duration("node-ttl", 0, "identity lifetime of nodes enrolled with this token, e.g. 720h: after it the coordinator drops them and they must re-enroll (default: never expire)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
 	if *admin == "" {
 		return fmt.Errorf("%w: --admin FILE is required", errUsage)
 	}
+	if *nodeTTL < 0 || (*nodeTTL > 0 && *nodeTTL < time.Second) {
+		return fmt.Errorf("%w: --node-ttl %v: use a positive duration of at least 1s, or 0 for never", errUsage, *nodeTTL)
+	}
 	cred, err := coordinator.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
-	req := netmap.CreateTokenRequest{Reusable: *reusable, TTLSeconds: int64(ttl.Seconds())}
+	req := netmap.CreateTokenRequest{Reusable: *reusable, TTLSeconds: int64(ttl.Seconds()), NodeTTLSeconds: int64(nodeTTL.Seconds())}
 	for _, t := range splitList(*tags) {
 		req.Tags = append(req.Tags, t)
 	}

@@ -34,6 +34,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var forwards, exposes listFlag
 	fs.Var(&forwards, "forward", "LOCAL=PEER:PORT, e.g. 127.0.0.1:9000=search:8080: a local listener whose connections go to a peer (repeatable)")
 	fs.Var(&exposes, "expose", "PORT or PORT=LOCAL, e.g. 8080 or 80=127.0.0.1:8080: overlay TCP port forwarded to a local service (repeatable)")
+	keyRotation := fs.Duration("key-rotation", overlay.DefaultKeyRotation, "replace the WireGuard key this often (0: never); 'agentnet node rotate' rotates now")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseWithConfig(fs, args); err != nil {
@@ -57,8 +58,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if *keyRotation < 0 {
+		return fmt.Errorf("%w: --key-rotation %v is negative; use 0 to disable", errUsage, *keyRotation)
+	}
+	if *keyRotation == 0 {
+		*keyRotation = -1 // overlay.Config: negative disables
+	}
 	n, err := overlay.New(ctx, overlay.Config{
-		StateDir: *state, Token: *token, Name: *name, ListenAddr: ap,
+		KeyRotation: *keyRotation,
+		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
 		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,

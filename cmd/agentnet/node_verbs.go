@@ -16,13 +16,18 @@ type nodeVerbFunc func(ctx context.Context, args []string, stdout, stderr io.Wri
 // always. Add a verb with one line here and one in nodeVerbsHelp.
 func nodeVerbs() map[string]nodeVerbFunc {
 	return map[string]nodeVerbFunc{
-		"tags": runNodeTags,
+		"tags":   runNodeTags,
+		"revoke": runNodeRevoke,
+		"rotate": runNodeRotate,
 	}
 }
 
 // nodeVerbsHelp is appended to 'agentnet node --help'.
 const nodeVerbsHelp = "\n\nAdmin sub-commands (talk to the coordinator, not a running node):\n" +
-	"  agentnet node tags NAME tag:a,tag:b --admin ADMIN.cred   replace a node's tags\n"
+	"  agentnet node tags NAME tag:a,tag:b --admin ADMIN.cred   replace a node's tags\n" +
+	"  agentnet node revoke NAME --admin ADMIN.cred [--reason T] cut a node off for good (its identity can never re-enroll)\n" +
+	"\nNode sub-commands (talk to a running node):\n" +
+	"  agentnet node rotate --state DIR                         replace the node's WireGuard key now\n"
 
 // nodeVerb returns the sub-verb args name, if any.
 func nodeVerb(args []string) (nodeVerbFunc, bool) {

@@ -45,6 +45,14 @@ func printStatus(w io.Writer, st overlay.Status) error {
 	if !st.Connected {
 		conn = "NOT connected (running from cached map)"
 	}
+	if st.Refused != nil {
+		what := "REVOKED by an admin"
+		if st.Refused.Code == "node_expired" {
+			what = "EXPIRED"
+		}
+		fmt.Fprintf(w, "this node was %s: %s\n", what, st.Refused.Error)
+		conn = "no longer contacted"
+	}
 	fmt.Fprintf(w, "coordinator %s: %s, map serial %d\n\n", st.Coordinator, conn, st.MapSerial)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tIPV4\tIPV6\tDID\tONLINE\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")

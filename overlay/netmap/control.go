@@ -72,6 +72,9 @@ type CreateTokenRequest struct {
 	Tags       []string `json:"tags,omitempty"`
 	Reusable   bool     `json:"reusable"`
 	TTLSeconds int64    `json:"ttl_seconds"` // 0: the coordinator's default
+	// NodeTTLSeconds, when > 0, gives every node enrolled with the token an
+	// identity expiry that many seconds after its enrollment. 0: never.
+	NodeTTLSeconds int64 `json:"node_ttl_seconds,omitempty"`
 }
 
 // CreateTokenResponse carries the new token; its secret is shown once.

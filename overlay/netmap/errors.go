@@ -25,6 +25,11 @@ const (
 	CodeNoAddresses  = "no_addresses" // the address pool is exhausted
 	CodeRateLimited  = "rate_limited" // too many requests from this source; wait Retry-After seconds
 	CodeInternal     = "internal"
+
+	// Lifecycle refusals (permanent: the node must not retry).
+	CodeNodeRevoked = "node_revoked" // an admin revoked this identity; re-enroll with a new identity and token
+	CodeNodeExpired = "node_expired" // the identity outlived its token's node TTL; re-enroll with a new token
+	CodeKeyRetired  = "key_retired"  // a WireGuard key that was rotated away or revoked; never accepted again
 )
 
 // ErrorResponse is the JSON body of every non-2xx control response.

@@ -31,6 +31,7 @@ type Node struct {
 	Online    bool             `json:"online"` // has a live netmap stream now
 	LastSeen  time.Time        `json:"last_seen,omitzero"`
 	Created   time.Time        `json:"created,omitzero"`
+	Expires   time.Time        `json:"expires,omitzero"` // identity expiry (token's node TTL); zero: never
 }
 
 // Map is one node's view of the network. The coordinator builds one per node

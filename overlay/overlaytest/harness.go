@@ -131,7 +131,13 @@ func (n *Net) StartNodeConfig(cfg overlay.Config) *overlay.Node {
 // WaitPeers waits until every node's map lists all the others.
 func WaitPeers(t testing.TB, nodes ...*overlay.Node) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	WaitPeersWithin(t, 10*time.Second, nodes...)
+}
+
+// WaitPeersWithin is WaitPeers with a deadline, for large meshes.
+func WaitPeersWithin(t testing.TB, d time.Duration, nodes ...*overlay.Node) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		ok := true
 		for _, nd := range nodes {
@@ -144,5 +150,5 @@ func WaitPeers(t testing.TB, nodes ...*overlay.Node) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("nodes did not learn each other within 10s")
+	t.Fatalf("nodes did not learn each other within %v", d)
 }

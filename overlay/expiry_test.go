@@ -1,0 +1,87 @@
+package overlay_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/overlay"
+	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/overlay/overlaytest"
+)
+
+type testClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// TestNodeExpiryStopsNode: a node enrolled with a token carrying a node TTL
+// is dropped once the coordinator's (injected) clock passes it, hears
+// node_expired, and stops with its peers gone.
+func TestNodeExpiryStopsNode(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{}
+	log := overlaytest.Logger(t)
+	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Now: clock.Now, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	admin := coordinator.NewAdminClient(c.AdminCred())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	short, err := admin.CreateToken(ctx, netmap.CreateTokenRequest{NodeTTLSeconds: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := admin.CreateToken(ctx, netmap.CreateTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(name, token string) *overlay.Node {
+		nd, err := overlay.New(ctx, overlay.Config{StateDir: filepath.Join(dir, name), Token: token, Name: name,
+			ListenAddr: overlaytest.Loopback, EnrollTimeout: 5 * time.Second, Logger: log.With("c", name)})
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { nd.Close() })
+		return nd
+	}
+	a, b := start("alpha", short.Token), start("bravo", long.Token)
+	overlaytest.WaitPeers(t, a, b)
+	if exp := a.Self().Expires; exp.IsZero() || exp.Sub(clock.Now()) > time.Minute {
+		t.Errorf("alpha's map says expires %v", exp)
+	}
+
+	clock.Add(2 * time.Minute) // within the ±5 min request skew
+	if _, err := b.WaitMap(ctx, lacksPeer("alpha")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Refused() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := a.Refused()
+	if r == nil || r.Code != netmap.CodeNodeExpired || !strings.Contains(r.Error, "--state NEWDIR") {
+		t.Fatalf("alpha's refusal = %+v", r)
+	}
+	if len(a.Map().Peers) != 0 || b.Refused() != nil {
+		t.Errorf("after expiry: alpha has %d peers, bravo refused %v", len(a.Map().Peers), b.Refused())
+	}
+}

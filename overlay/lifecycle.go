@@ -1,0 +1,135 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	agentdns "github.com/agentnet/agentnet/dns"
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// The node side of the identity lifecycle. When the coordinator refuses the
+// node with netmap.CodeNodeRevoked or netmap.CodeNodeExpired, retrying can
+// never help: the node logs one Error, tears its peers down (WireGuard peers
+// removed, DNS left with its own name only, cached map deleted), records
+// the refusal in its state file so it never starts again from that state,
+// and stops following the coordinator. Its local API keeps answering, so
+// `agentnet status` shows why.
+
+// refusedError is what New returns for a state dir whose identity the
+// coordinator revoked or expired.
+func refusedError(dir string, r *netmap.ErrorResponse) error {
+	return fmt.Errorf("overlay: the identity in %s was refused for good by the coordinator (%s): %s; "+
+		"re-enroll with a new join token and a new state dir (agentnet node --token TOKEN --state NEWDIR)",
+		dir, r.Code, r.Error)
+}
+
+// refusalCode returns the coordinator's refusal code in err, if any.
+func refusalCode(err error) (*ControlError, string) {
+	var ce *ControlError
+	if errors.As(err, &ce) {
+		return ce, ce.Resp.Code
+	}
+	return nil, ""
+}
+
+// onRefusal handles a lifecycle refusal from the control loop. It reports
+// whether the node must stop following the coordinator.
+func (n *Node) onRefusal(err error) bool {
+	ce, code := refusalCode(err)
+	switch code {
+	case netmap.CodeNodeRevoked, netmap.CodeNodeExpired:
+		n.refuse(ce.Resp)
+		return true
+	case netmap.CodeKeyRetired:
+		// Our key was retired: a state restored from a backup, or an
+		// update with the old key that crossed a rotation. In the
+		// second case the rotation already fixed it.
+		if !n.rotMu.TryLock() {
+			return false // a rotation is under way
+		}
+		n.mu.Lock()
+		recent := time.Since(n.state.WGRotated) < rotateTimeout
+		n.mu.Unlock()
+		n.rotMu.Unlock()
+		if recent {
+			return false
+		}
+		n.log.Warn("coordinator refused this node's WireGuard key as retired; rotating to a new key", "reason", code)
+		ctx, cancel := context.WithTimeout(n.ctx, rotateTimeout)
+		defer cancel()
+		if _, _, err := n.RotateKey(ctx); err != nil {
+			n.log.Error("key rotation after a retired-key refusal failed", "err", err)
+		}
+	}
+	return false
+}
+
+// refuse puts the node in the refused state (see the top of this file).
+func (n *Node) refuse(r netmap.ErrorResponse) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.refused != nil || n.closed {
+		return
+	}
+	n.refused = &r
+	n.log.Error("coordinator refused this node for good; dropping all peers and stopping",
+		"reason", r.Code, "err", r.Error)
+	if diff := wgDiff(n.peers, nil); diff != "" {
+		if err := n.dev.IpcSet(diff); err != nil {
+			n.log.Error("could not remove wireguard peers", "err", err)
+		}
+	}
+	n.peers = map[[32]byte]wgPeer{}
+	n.pbind.setPeers(nil)
+	if n.nm != nil {
+		m := *n.nm
+		m.Peers = nil
+		n.nm = &m
+		for _, d := range n.dns {
+			d.SetRecords([]agentdns.Record{{Name: m.Self.Name, IPv4: m.Self.IPv4, IPv6: m.Self.IPv6}})
+		}
+	}
+	if n.mapWait != nil {
+		close(n.mapWait)
+	}
+	n.mapWait = make(chan struct{})
+	if err := os.Remove(filepath.Join(n.cfg.StateDir, mapFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("could not delete the cached network map", "err", err)
+	}
+	n.state.Refused = &r
+	if err := saveState(n.cfg.StateDir, n.state); err != nil {
+		n.log.Error("could not record the refusal in the node state", "err", err)
+	}
+}
+
+// Refused returns the coordinator's refusal when it revoked or expired this
+// node (nil while the node is in good standing).
+func (n *Node) Refused() *netmap.ErrorResponse {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.refused
+}
+
+// WaitMap blocks until the map in force satisfies cond (checked at once,
+// then after every map is applied) and returns it, or until ctx ends. It
+// is how tests and embedders observe propagation (a peer gone, a new key).
+func (n *Node) WaitMap(ctx context.Context, cond func(*netmap.Map) bool) (*netmap.Map, error) {
+	for {
+		n.mu.Lock()
+		m, wait := n.nm, n.mapWait
+		n.mu.Unlock()
+		if m != nil && cond(m) {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("overlay: waiting for a network map: %w", ctx.Err())
+		case <-wait:
+		}
+	}
+}
