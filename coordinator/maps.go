@@ -72,6 +72,14 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		Prefix6:         c.ula,
 		Peers:           make([]netmap.Node, 0, max(len(s.nodes)-1, 0)),
 	}
+	// TEMP(filter): replaced by policy compile at merge. Until the policy
+	// compiler fills Map.Filter, every node may open anything to every
+	// other node, as before the packet filter existed.
+	all := []string{c.prefix4.String(), c.ula.String()}
+	m.Filter = &netmap.Filter{
+		Inbound:  []netmap.FilterRule{{Rule: "allow-all", Peers: all}},
+		Outbound: []netmap.FilterRule{{Rule: "allow-all", Peers: all}},
+	}
 	found := false
 	c.mu.Lock()
 	for _, n := range s.nodes {
