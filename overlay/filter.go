@@ -508,3 +508,69 @@ func (f *filterDevice) wgLogged(format string, args []any) bool {
 	}
 	return true
 }
+
+// FilterStatus is the packet filter's part of Status. JSON names are stable.
+type FilterStatus struct {
+	PolicyVersion uint64             `json:"policy_version"`
+	Rules         []FilterRuleStatus `json:"rules"` // rules of the current policy, inbound first
+	// DefaultDenied counts packets no rule listed the peer of.
+	DefaultDenied FilterDirCounts `json:"default_denied"`
+	// Unmatched counts replies and ICMP errors of no known connection.
+	Unmatched FilterDirCounts `json:"unmatched"`
+	// Invalid counts packets denied before the rules: by direction and
+	// reason (malformed, fragment, not_local, not_unicast); zeros left out.
+	Invalid        []FilterInvalidStatus `json:"invalid,omitempty"`
+	Rejects        uint64                `json:"rejects_sent"`    // RSTs and ICMP errors answered locally
+	Spoofed        uint64                `json:"spoofed"`         // packets wireguard-go dropped for a forged inner source
+	Flows          int                   `json:"flows"`           // tracked connections
+	FlowsEvicted   uint64                `json:"flows_evicted"`   // live connections forgotten because the table was full
+	LogsSuppressed uint64                `json:"logs_suppressed"` // denials not logged: rate-limit table full
+}
+
+// FilterRuleStatus counts one rule's packets.
+type FilterRuleStatus struct {
+	Rule      string `json:"rule"`
+	Direction string `json:"direction"` // inbound: peers open to us; outbound: we open to peers
+	Allowed   uint64 `json:"allowed"`   // packets allowed, replies included
+	Denied    uint64 `json:"denied"`    // packets of the rule's peers on a protocol or port it does not allow
+}
+
+// FilterDirCounts are packet counts by direction.
+type FilterDirCounts struct {
+	Inbound  uint64 `json:"inbound"`
+	Outbound uint64 `json:"outbound"`
+}
+
+// FilterInvalidStatus counts invalid packets of one direction and reason.
+type FilterInvalidStatus struct {
+	Direction string `json:"direction"`
+	Reason    string `json:"reason"`
+	Packets   uint64 `json:"packets"`
+}
+
+func (f *filterDevice) status() FilterStatus {
+	rs := f.ruleSet()
+	st := FilterStatus{
+		PolicyVersion:  rs.version,
+		DefaultDenied:  FilterDirCounts{f.stats.defaultDenied[dirIn].Load(), f.stats.defaultDenied[dirOut].Load()},
+		Unmatched:      FilterDirCounts{f.stats.unmatched[dirIn].Load(), f.stats.unmatched[dirOut].Load()},
+		Rejects:        f.stats.rejects.Load(),
+		Spoofed:        f.stats.spoofed.Load(),
+		Flows:          f.flows.len(),
+		FlowsEvicted:   f.flows.evicted.Load(),
+		LogsSuppressed: f.logs.suppressed.Load(),
+	}
+	for _, dir := range []direction{dirIn, dirOut} {
+		for i := range rs.rules[dir] {
+			r := &rs.rules[dir][i]
+			st.Rules = append(st.Rules, FilterRuleStatus{Rule: r.name, Direction: dir.String(),
+				Allowed: r.ctr.allowed.Load(), Denied: r.ctr.denied.Load()})
+		}
+		for reason := firstInvalid; reason < numReasons; reason++ {
+			if v := f.stats.invalid[dir][reason].Load(); v > 0 {
+				st.Invalid = append(st.Invalid, FilterInvalidStatus{Direction: dir.String(), Reason: reasonLabel[reason], Packets: v})
+			}
+		}
+	}
+	return st
+}

@@ -188,8 +188,11 @@ func compileFilter(f *netmap.Filter, self4, self6 netip.Addr, gen uint64, ctrs *
 
 func compileRule(fr netmap.FilterRule) (rule, error) {
 	r := rule{name: fr.Rule, hosts: make(map[[16]byte]struct{})}
-	if r.name == "" {
+	switch r.name {
+	case "":
 		r.name = "unnamed"
+	case defaultDenyRule: // keep the label of real default denials unambiguous
+		r.name = "rule " + defaultDenyRule
 	}
 	for _, s := range fr.Peers {
 		p, err := netip.ParsePrefix(s)

@@ -20,6 +20,7 @@ type Status struct {
 	Domain      string       `json:"domain"`
 	Listen      string       `json:"listen"`
 	Peers       []PeerStatus `json:"peers"`
+	Filter      FilterStatus `json:"filter"`
 }
 
 // PeerStatus describes one node.
@@ -75,6 +76,7 @@ func (n *Node) Status() Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	st.Filter = n.filter.status()
 	return st
 }
 
