@@ -559,6 +559,7 @@ func (f *filterDevice) status() FilterStatus {
 		Flows:          f.flows.len(),
 		FlowsEvicted:   f.flows.evicted.Load(),
 		LogsSuppressed: f.logs.suppressed.Load(),
+		Rules:          []FilterRuleStatus{},
 	}
 	for _, dir := range []direction{dirIn, dirOut} {
 		for i := range rs.rules[dir] {
