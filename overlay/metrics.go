@@ -27,6 +27,9 @@ type nodeCollector struct {
 	udpRxPackets, udpTxPackets, udpRxBytes         *prometheus.Desc
 	udpTxBytes, udpRxDrops, udpRxErrors, udpTxErrs *prometheus.Desc
 	dnsQueries                                     *prometheus.Desc
+	filterPackets, filterInvalid, filterRejects    *prometheus.Desc
+	filterSpoofed, filterFlows, filterEvicted      *prometheus.Desc
+	filterPolicy                                   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*nodeCollector)(nil)
@@ -57,6 +60,13 @@ func newNodeCollector(n *Node) *nodeCollector {
 		udpRxErrors:   d("agentnet_node_udp_receive_errors_total", "Failed UDP receive calls."),
 		udpTxErrs:     d("agentnet_node_udp_transmit_errors_total", "Failed UDP send calls."),
 		dnsQueries:    d("agentnet_dns_queries_total", "DNS queries answered by the node's built-in DNS servers, by result.", "result"),
+		filterPackets: d("agentnet_filter_packets_total", "Packets decided by the packet filter, by policy rule (\"default deny\": no rule allowed it), verdict (allow, deny) and direction (inbound: from peers; outbound: to peers).", "rule", "verdict", "direction"),
+		filterInvalid: d("agentnet_filter_invalid_packets_total", "Packets the filter denied before its rules: malformed, fragment, not_local (inbound, not for this node), not_unicast.", "reason", "direction"),
+		filterRejects: d("agentnet_filter_rejects_total", "TCP resets and ICMP unreachables injected locally for denied outbound packets (fail fast)."),
+		filterSpoofed: d("agentnet_filter_spoofed_packets_total", "Packets WireGuard dropped because their inner source was not in the sending peer's allowed IPs."),
+		filterFlows:   d("agentnet_filter_flows", "Connections tracked by the packet filter."),
+		filterEvicted: d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
+		filterPolicy:  d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
 	}
 }
 
@@ -67,6 +77,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.parkedSent, c.redelivered, c.tieDropped, c.noPath,
 		c.udpRxPackets, c.udpTxPackets, c.udpRxBytes, c.udpTxBytes, c.udpRxDrops, c.udpRxErrors, c.udpTxErrs,
 		c.dnsQueries,
+		c.filterPackets, c.filterInvalid, c.filterRejects, c.filterSpoofed, c.filterFlows, c.filterEvicted, c.filterPolicy,
 	} {
 		ch <- d
 	}
@@ -137,6 +148,23 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dnsQueries, forwarded, "forwarded")
 	counter(c.dnsQueries, formerr, "formerr")
 	counter(c.dnsQueries, servfail, "servfail")
+
+	f := n.filter
+	f.ctrs.each(func(dir direction, rule string, rc *ruleCounters) {
+		counter(c.filterPackets, rc.allowed.Load(), rule, "allow", dir.String())
+		counter(c.filterPackets, rc.denied.Load(), rule, "deny", dir.String())
+	})
+	for _, dir := range []direction{dirIn, dirOut} {
+		counter(c.filterPackets, f.stats.defaultDenied[dir].Load()+f.stats.unmatched[dir].Load(), defaultDenyRule, "deny", dir.String())
+		for reason := firstInvalid; reason < numReasons; reason++ {
+			counter(c.filterInvalid, f.stats.invalid[dir][reason].Load(), reasonLabel[reason], dir.String())
+		}
+	}
+	counter(c.filterRejects, f.stats.rejects.Load())
+	counter(c.filterSpoofed, f.stats.spoofed.Load())
+	gauge(c.filterFlows, float64(f.flows.len()))
+	counter(c.filterEvicted, f.flows.evicted.Load())
+	gauge(c.filterPolicy, float64(f.ruleSet().version))
 }
 
 // startMetrics serves the node's metrics on Config.MetricsListen, if set.

@@ -55,6 +55,14 @@ func TestMetrics(t *testing.T) {
 		{"agentnet_dns_queries_total", []string{"result", "answer"}},
 		{"agentnet_dns_queries_total", []string{"result", "nxdomain"}},
 		{"agentnet_dns_queries_total", []string{"result", "servfail"}},
+		{"agentnet_filter_packets_total", []string{"rule", "default deny", "verdict", "deny", "direction", "inbound"}},
+		{"agentnet_filter_packets_total", []string{"rule", "allow-all", "verdict", "allow", "direction", "outbound"}},
+		{"agentnet_filter_invalid_packets_total", []string{"reason", "malformed", "direction", "inbound"}},
+		{"agentnet_filter_rejects_total", nil},
+		{"agentnet_filter_spoofed_packets_total", nil},
+		{"agentnet_filter_flows", nil},
+		{"agentnet_filter_flows_evicted_total", nil},
+		{"agentnet_filter_policy_version", nil},
 		{"go_goroutines", nil},
 	}
 	before := scrapeMetrics(t, ap)
@@ -93,6 +101,7 @@ func TestMetrics(t *testing.T) {
 		{"agentnet_node_udp_transmit_bytes_total", nil},
 		{"agentnet_dns_queries_total", []string{"result", "answer"}},
 		{"agentnet_dns_queries_total", []string{"result", "nxdomain"}},
+		{"agentnet_filter_packets_total", []string{"rule", "allow-all", "verdict", "allow", "direction", "outbound"}},
 	} {
 		v0, _ := metricValue(before, s.name, s.labels...)
 		v1, _ := metricValue(after, s.name, s.labels...)
@@ -108,6 +117,16 @@ func TestMetrics(t *testing.T) {
 	}
 	if v, _ := metricValue(after, "agentnet_node_peer_last_handshake_seconds", "peer", "bravo"); v < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Errorf("last handshake with bravo = %v, want a recent unix time", v)
+	}
+	// The coordinator runs its default policy, one rule "allow-all".
+	// alpha opened the connection: its packets and bravo's replies count on
+	// alpha's outbound rule and on bravo's inbound rule.
+	fa, fb := a.Status().Filter, b.Status().Filter
+	if len(fa.Rules) != 2 || fa.Rules[1].Rule != "allow-all" || fa.Rules[1].Direction != "outbound" || fa.Rules[1].Allowed == 0 || fa.Flows == 0 {
+		t.Errorf("alpha's filter status after traffic: %+v", fa)
+	}
+	if len(fb.Rules) != 2 || fb.Rules[0].Direction != "inbound" || fb.Rules[0].Allowed == 0 {
+		t.Errorf("bravo's filter status after traffic: %+v", fb)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -75,6 +75,11 @@ type Config struct {
 	// (rotate.go). Optional: 0 means the default, 24h; negative disables
 	// periodic rotation (Node.RotateKey still works).
 	KeyRotation time.Duration
+	// OnFilterDeny is called for every packet the packet filter denies
+	// (an audit reporter batches them). It runs on the data path: it must
+	// not block. Optional, default none (denials are still counted and
+	// logged, rate-limited).
+	OnFilterDeny func(FilterDenial)
 }
 
 // Node is a running agentnet node. Its methods are safe for concurrent use.
@@ -85,8 +90,9 @@ type Node struct {
 	wgPub     [32]byte // this node's WireGuard public key; changed under mu by rotate.go
 	ctl       *controlClient
 	bind      *Bind
-	pbind     *peerBind // bind as wireguard-go sees it: endpoints are peers
-	plane     dataplane // netstack or kernel TUN
+	pbind     *peerBind     // bind as wireguard-go sees it: endpoints are peers
+	plane     dataplane     // netstack or kernel TUN
+	filter    *filterDevice // the plane's device as wireguard-go sees it
 	dev       *device.Device
 	dns       []*agentdns.Server // in-overlay server, then the host one if any
 	dnsAP     netip.AddrPort     // host DNS address, when Config.DNSListen is set
@@ -182,7 +188,8 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.wgPub = pub
 	n.pbind = newPeerBind(n.bind, pub, n.log)
-	n.dev = device.NewDevice(n.plane.TUN(), n.pbind, wgLogger(n.log))
+	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
+	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
 	// Keep the port the endpoints were advertised with: wireguard-go
 	// re-opens the bind on Up with listen_port.
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), n.bind.LocalAddr().Port())
@@ -454,6 +461,8 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 	for k, p := range peers {
 		paths[k] = p.endpoint
 	}
+	// Policy first: a removed peer's traffic stops before its session does.
+	n.filter.setFilter(m.Filter, m.Self.IPv4, m.Self.IPv6)
 	// Paths first: a new peer's first initiation then finds its path.
 	n.pbind.setPeers(paths)
 	if diff := wgDiff(n.peers, peers); diff != "" {
@@ -579,10 +588,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // wgLogger routes wireguard-go's logs into slog at Debug (its errors at
-// Warn: they are per-packet and frequent under attack).
-func wgLogger(l *slog.Logger) *device.Logger {
+// Warn: they are per-packet and frequent under attack). Verbose lines are
+// offered to seen first (unformatted); those it returns true for are not
+// logged again.
+func wgLogger(l *slog.Logger, seen func(format string, args []any) bool) *device.Logger {
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) {
+			if seen != nil && seen(format, args) {
+				return
+			}
 			if l.Enabled(context.Background(), slog.LevelDebug) {
 				l.Debug(fmt.Sprintf(format, args...), "component", "wireguard")
 			}

@@ -290,3 +290,24 @@ func (n *Node) ReportStats() ReportStats {
 	defer r.mu.Unlock()
 	return ReportStats{Sent: r.sent, Lost: r.lost, Queued: len(r.queue)}
 }
+
+// onFilterDeny hands one packet-filter denial to the audit reporter (which
+// merges repeats) and to Config.OnFilterDeny. It runs on the data path.
+func (n *Node) onFilterDeny(d FilterDenial) {
+	if n.reports != nil {
+		dir := "in"
+		if d.Direction == "outbound" {
+			dir = "out"
+		}
+		rule := d.Rule
+		if rule == "default deny" {
+			rule = "default-deny"
+		}
+		n.reports.addDenial(Denial{Dir: dir, Proto: protoName(d.Proto), Src: netip.AddrPortFrom(d.Src, 0),
+			Dst: netip.AddrPortFrom(d.Dst, d.Port), Rule: rule, Reason: d.Reason}, d.Time)
+	}
+	if f := n.cfg.OnFilterDeny; f != nil {
+		f(d)
+	}
+}
+

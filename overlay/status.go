@@ -25,6 +25,7 @@ type Status struct {
 	// and no longer contacts the coordinator.
 	Refused *netmap.ErrorResponse `json:"refused,omitempty"`
 	WGKey   string                `json:"wg_key"` // fingerprint of the WireGuard public key in use
+	Filter  FilterStatus          `json:"filter"`
 }
 
 // PeerStatus describes one node.
@@ -81,6 +82,7 @@ func (n *Node) Status() Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	st.Filter = n.filter.status()
 	return st
 }
 
