@@ -310,4 +310,3 @@ func (n *Node) onFilterDeny(d FilterDenial) {
 		f(d)
 	}
 }
-
