@@ -59,6 +59,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, nil); err != nil {
+		return err
+	}
 	now := c.now()
 	var (
 		node    netmap.Node
@@ -73,6 +76,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		if ok {
 			known = true
 			n.WGKey, n.LastSeen = req.WGKey, now
+			if req.DiscoKey != "" {
+				n.DiscoKey = req.DiscoKey
+			}
 			if len(req.Endpoints) > 0 { // nodes publish endpoints once up (see mapFor)
 				n.Endpoints = req.Endpoints
 			}
@@ -115,6 +121,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			IPv4:      v4,
 			IPv6:      v6,
 			Endpoints: req.Endpoints,
+			DiscoKey:  req.DiscoKey,
 			Tags:      rec.Tags,
 			LastSeen:  now,
 			Created:   now,
@@ -143,6 +150,25 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	writeJSON(w, http.StatusOK, netmap.EnrollResponse{Node: self, CoordinatorKey: c.PublicKey(), Map: signed})
+	return nil
+}
+
+// checkDisco validates a node's disco key (optional; 32 bytes base64) and
+// relayed addresses.
+func checkDisco(key string, relayed []netip.AddrPort) error {
+	if key != "" {
+		if _, err := netmap.ParseWGKey(key); err != nil {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "disco key: %v", err)
+		}
+	}
+	if len(relayed) > 4 {
+		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d relayed addresses, at most 4", len(relayed))
+	}
+	for i, ap := range relayed {
+		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "relayed address %d (%v) is not a usable address:port", i, ap)
+		}
+	}
 	return nil
 }
 

@@ -51,6 +51,9 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, req.Relayed); err != nil {
+		return err
+	}
 	changed := false
 	err = c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(self.DID)
@@ -60,11 +63,12 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		if !ok {
 			return errNotEnrolled() // removed since authNode
 		}
-		if n.WGKey == req.WGKey && slices.Equal(n.Endpoints, req.Endpoints) {
+		if n.WGKey == req.WGKey && slices.Equal(n.Endpoints, req.Endpoints) && n.DiscoKey == req.DiscoKey && slices.Equal(n.Relayed, req.Relayed) {
 			return nil
 		}
 		changed = true
 		n.WGKey, n.Endpoints, n.LastSeen = req.WGKey, req.Endpoints, c.now()
+		n.DiscoKey, n.Relayed = req.DiscoKey, req.Relayed
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
