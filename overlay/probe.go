@@ -90,6 +90,7 @@ func (p *peerBind) tick() {
 	now := p.now()
 	var outs []discoOut
 	var asks []string
+	var callMe []callMeTo
 	p.mu.Lock()
 	if p.disco == nil {
 		p.mu.Unlock()
@@ -148,11 +149,20 @@ func (p *peerBind) tick() {
 			e.wantAsk = false
 			if !isDirect && np != nil && np.kind == kindRelay {
 				asks = append(asks, e.name)
-				outs = p.callMeMaybeLocked(e, outs)
+				if rp := p.relayPathLocked(e); rp != nil {
+					callMe = append(callMe, callMeTo{shared: e.disco, to: rp.addr, viaAlloc: rp.viaAlloc})
+				}
 			}
 		}
 	}
 	p.mu.Unlock()
+	if len(callMe) > 0 && p.ownCands != nil {
+		own := p.ownCands() // takes locks of its own: outside mu
+		for _, c := range callMe {
+			pkt := sealDisco(&p.disco.pub, c.shared, discoMsg{kind: discoCallMe, cands: own})
+			outs = append(outs, discoOut{pkt: pkt, to: c.to, viaAlloc: c.viaAlloc})
+		}
+	}
 	p.sendOuts(outs)
 	if p.askProbe != nil {
 		for _, name := range asks {
@@ -248,15 +258,12 @@ func (p *peerBind) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool,
 	return append(outs, discoOut{pkt: pkt, to: to, viaAlloc: viaAlloc})
 }
 
-// callMeMaybeLocked sends our candidates to e over its relay path, asking
-// it to probe them now.
-func (p *peerBind) callMeMaybeLocked(e *peerEndpoint, outs []discoOut) []discoOut {
-	rp := p.relayPathLocked(e)
-	if rp == nil || p.ownCands == nil {
-		return outs
-	}
-	pkt := sealDisco(&p.disco.pub, e.disco, discoMsg{kind: discoCallMe, cands: p.ownCands()})
-	return append(outs, discoOut{pkt: pkt, to: rp.addr, viaAlloc: rp.viaAlloc})
+// callMeTo is a call-me-maybe to send: our candidates to a peer over its
+// relay path, asking it to probe them now.
+type callMeTo struct {
+	shared   *[32]byte
+	to       netip.AddrPort
+	viaAlloc bool
 }
 
 // sendOuts sends disco packets; failures are like lost packets.
