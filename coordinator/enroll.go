@@ -54,6 +54,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err := checkDisco(req.DiscoKey, nil); err != nil {
 		return err
 	}
+	if err := checkDisco(req.DiscoKey, nil); err != nil {
+		return err
+	}
 	now := c.now()
 	var (
 		node    netmap.Node

@@ -182,9 +182,28 @@ func (c *controlClient) update(ctx context.Context, req netmap.UpdateRequest) (*
 	return &resp, nil
 }
 
+// probe asks the coordinator to have peer probe paths to us now (both sides
+// then get a MsgProbe). A coordinator without the endpoint answers 404.
+func (c *controlClient) probe(ctx context.Context, req netmap.ProbeRequest) error {
+	r, err := c.newRequest(ctx, http.MethodPost, netmap.PathProbe, req)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(r)
+	if err != nil {
+		return fmt.Errorf("control: %s: %w", netmap.PathProbe, err)
+	}
+	defer resp.Body.Close()
+	if err := checkResponse(resp); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	return nil
+}
+
 // streamMaps opens the netmap stream and calls onMap for every map until the
 // stream ends, ctx is done, or the coordinator is silent for 3 keepalives.
-func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signed)) error {
+func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signed), onProbe func(*netmap.Probe)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := c.newRequest(ctx, http.MethodGet, netmap.PathStream, nil)
@@ -214,8 +233,11 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signe
 			return fmt.Errorf("control: netmap stream: %w", err)
 		}
 		idle.Reset(3 * netmap.StreamKeepalive)
-		if msg.Type == netmap.MsgMap {
+		switch {
+		case msg.Type == netmap.MsgMap:
 			onMap(msg.Map)
+		case msg.Type == netmap.MsgProbe && msg.Probe != nil && onProbe != nil:
+			onProbe(msg.Probe)
 		}
 	}
 }

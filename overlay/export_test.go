@@ -1,7 +1,34 @@
 package overlay
 
-import "github.com/agentnet/agentnet/overlay/netmap"
+import (
+	"net/netip"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
 
 // DeliverMapForTest hands a map to the node as if the coordinator's stream
 // had sent it.
 func (n *Node) DeliverMapForTest(s *netmap.Signed) { n.onSignedMap(s) }
+
+// SetRelaysForTest makes the node use rs instead of its map's relays.
+func (n *Node) SetRelaysForTest(rs []netmap.Relay) {
+	n.mu.Lock()
+	n.testRelays = rs
+	n.mu.Unlock()
+	n.kickRelay()
+}
+
+// DropDirectForTest makes the node drop direct traffic (disco and
+// WireGuard) to and from addresses drop matches, as a NAT that lets
+// nothing through would; nil lifts it.
+func (n *Node) DropDirectForTest(drop func(netip.AddrPort) bool) {
+	if drop == nil {
+		n.pbind.testDrop.Store(nil)
+		return
+	}
+	n.pbind.testDrop.Store(&drop)
+}
+
+// DeliverProbeForTest hands the node a MsgProbe as if the coordinator's
+// stream had sent it.
+func (n *Node) DeliverProbeForTest(p *netmap.Probe) { n.onProbe(p) }

@@ -24,6 +24,9 @@ type nodeCollector struct {
 	peerRx, peerTx, peerPath, peerHandshake        *prometheus.Desc
 	peers, connected, serial, mapsRefused          *prometheus.Desc
 	parkedSent, redelivered, tieDropped, noPath    *prometheus.Desc
+	probesSent, probesAnswered, pathSwitches       *prometheus.Desc
+	discoDropped, indexAttributed, relayRx         *prometheus.Desc
+	relayRxDrops                                   *prometheus.Desc
 	udpRxPackets, udpTxPackets, udpRxBytes         *prometheus.Desc
 	udpTxBytes, udpRxDrops, udpRxErrors, udpTxErrs *prometheus.Desc
 	dnsQueries                                     *prometheus.Desc
@@ -39,34 +42,41 @@ func newNodeCollector(n *Node) *nodeCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &nodeCollector{
-		n:             n,
-		peerRx:        d("agentnet_node_peer_receive_bytes_total", "Bytes received from the peer through WireGuard (wireguard-go rx_bytes).", "peer"),
-		peerTx:        d("agentnet_node_peer_transmit_bytes_total", "Bytes sent to the peer through WireGuard (wireguard-go tx_bytes).", "peer"),
-		peerPath:      d("agentnet_node_peer_path_info", "The peer's current path: direct, relay or none (always 1).", "peer", "path"),
-		peerHandshake: d("agentnet_node_peer_last_handshake_seconds", "Unix time of the last completed WireGuard handshake with the peer; 0 if none.", "peer"),
-		peers:         d("agentnet_node_peers", "Peers in the current network map."),
-		connected:     d("agentnet_node_coordinator_connected", "1 while the netmap stream from the coordinator is up, else 0."),
-		serial:        d("agentnet_node_netmap_serial", "Serial of the network map in use."),
-		mapsRefused:   d("agentnet_node_netmaps_refused_total", "Network maps refused: bad signature, or not applicable to this node."),
-		parkedSent:    d("agentnet_node_handshake_initiations_parked_sent_total", "Handshake initiations parked while a peer had no path, sent once the path arrived."),
-		redelivered:   d("agentnet_node_handshake_initiations_redelivered_total", "Handshake initiations from a not-yet-known path delivered again once it became a peer's path."),
-		tieDropped:    d("agentnet_node_handshake_initiations_tiebreak_dropped_total", "Incoming handshake initiations dropped by the simultaneous-initiation tie-break."),
-		noPath:        d("agentnet_node_packets_no_path_total", "Outgoing packets dropped because the peer had no path yet."),
-		udpRxPackets:  d("agentnet_node_udp_receive_packets_total", "UDP datagrams received and handed to WireGuard."),
-		udpTxPackets:  d("agentnet_node_udp_transmit_packets_total", "UDP datagrams accepted by the kernel for sending."),
-		udpRxBytes:    d("agentnet_node_udp_receive_bytes_total", "UDP payload bytes received and handed to WireGuard."),
-		udpTxBytes:    d("agentnet_node_udp_transmit_bytes_total", "UDP payload bytes accepted by the kernel for sending."),
-		udpRxDrops:    d("agentnet_node_udp_receive_drops_total", "UDP datagrams received but dropped (truncated, unusable source, batch overflow)."),
-		udpRxErrors:   d("agentnet_node_udp_receive_errors_total", "Failed UDP receive calls."),
-		udpTxErrs:     d("agentnet_node_udp_transmit_errors_total", "Failed UDP send calls."),
-		dnsQueries:    d("agentnet_dns_queries_total", "DNS queries answered by the node's built-in DNS servers, by result.", "result"),
-		filterPackets: d("agentnet_filter_packets_total", "Packets decided by the packet filter, by policy rule (\"default deny\": no rule allowed it), verdict (allow, deny) and direction (inbound: from peers; outbound: to peers).", "rule", "verdict", "direction"),
-		filterInvalid: d("agentnet_filter_invalid_packets_total", "Packets the filter denied before its rules: malformed, fragment, not_local (inbound, not for this node), not_unicast.", "reason", "direction"),
-		filterRejects: d("agentnet_filter_rejects_total", "TCP resets and ICMP unreachables injected locally for denied outbound packets (fail fast)."),
-		filterSpoofed: d("agentnet_filter_spoofed_packets_total", "Packets WireGuard dropped because their inner source was not in the sending peer's allowed IPs."),
-		filterFlows:   d("agentnet_filter_flows", "Connections tracked by the packet filter."),
-		filterEvicted: d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
-		filterPolicy:  d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
+		n:               n,
+		peerRx:          d("agentnet_node_peer_receive_bytes_total", "Bytes received from the peer through WireGuard (wireguard-go rx_bytes).", "peer"),
+		peerTx:          d("agentnet_node_peer_transmit_bytes_total", "Bytes sent to the peer through WireGuard (wireguard-go tx_bytes).", "peer"),
+		peerPath:        d("agentnet_node_peer_path_info", "The peer's current path: direct, relay or none (always 1).", "peer", "path"),
+		peerHandshake:   d("agentnet_node_peer_last_handshake_seconds", "Unix time of the last completed WireGuard handshake with the peer; 0 if none.", "peer"),
+		peers:           d("agentnet_node_peers", "Peers in the current network map."),
+		connected:       d("agentnet_node_coordinator_connected", "1 while the netmap stream from the coordinator is up, else 0."),
+		serial:          d("agentnet_node_netmap_serial", "Serial of the network map in use."),
+		mapsRefused:     d("agentnet_node_netmaps_refused_total", "Network maps refused: bad signature, or not applicable to this node."),
+		parkedSent:      d("agentnet_node_handshake_initiations_parked_sent_total", "Handshake initiations parked while a peer had no path, sent once the path arrived."),
+		redelivered:     d("agentnet_node_handshake_initiations_redelivered_total", "Handshake initiations from a not-yet-known path delivered again once it became a peer's path."),
+		tieDropped:      d("agentnet_node_handshake_initiations_tiebreak_dropped_total", "Incoming handshake initiations dropped by the simultaneous-initiation tie-break."),
+		probesSent:      d("agentnet_node_path_probes_sent_total", "Disco pings sent to peers' candidate paths."),
+		probesAnswered:  d("agentnet_node_path_probes_answered_total", "Disco pings answered by a pong on the path they were sent on."),
+		pathSwitches:    d("agentnet_node_path_switches_total", "Changes of any peer's path (direct, relay, endpoint)."),
+		discoDropped:    d("agentnet_node_disco_dropped_total", "Disco messages dropped: did not open, unknown sender, or unexpected."),
+		indexAttributed: d("agentnet_node_packets_index_attributed_total", "WireGuard packets from unknown sources attributed to a peer by session index."),
+		relayRx:         d("agentnet_node_relay_receive_packets_total", "Packets received through this node's relay allocation."),
+		relayRxDrops:    d("agentnet_node_relay_receive_drops_total", "Packets received through the relay allocation but dropped (unknown sender, queue full)."),
+		noPath:          d("agentnet_node_packets_no_path_total", "Outgoing packets dropped because the peer had no path yet."),
+		udpRxPackets:    d("agentnet_node_udp_receive_packets_total", "UDP datagrams received and handed to WireGuard."),
+		udpTxPackets:    d("agentnet_node_udp_transmit_packets_total", "UDP datagrams accepted by the kernel for sending."),
+		udpRxBytes:      d("agentnet_node_udp_receive_bytes_total", "UDP payload bytes received and handed to WireGuard."),
+		udpTxBytes:      d("agentnet_node_udp_transmit_bytes_total", "UDP payload bytes accepted by the kernel for sending."),
+		udpRxDrops:      d("agentnet_node_udp_receive_drops_total", "UDP datagrams received but dropped (truncated, unusable source, batch overflow)."),
+		udpRxErrors:     d("agentnet_node_udp_receive_errors_total", "Failed UDP receive calls."),
+		udpTxErrs:       d("agentnet_node_udp_transmit_errors_total", "Failed UDP send calls."),
+		dnsQueries:      d("agentnet_dns_queries_total", "DNS queries answered by the node's built-in DNS servers, by result.", "result"),
+		filterPackets:   d("agentnet_filter_packets_total", "Packets decided by the packet filter, by policy rule (\"default deny\": no rule allowed it), verdict (allow, deny) and direction (inbound: from peers; outbound: to peers).", "rule", "verdict", "direction"),
+		filterInvalid:   d("agentnet_filter_invalid_packets_total", "Packets the filter denied before its rules: malformed, fragment, not_local (inbound, not for this node), not_unicast.", "reason", "direction"),
+		filterRejects:   d("agentnet_filter_rejects_total", "TCP resets and ICMP unreachables injected locally for denied outbound packets (fail fast)."),
+		filterSpoofed:   d("agentnet_filter_spoofed_packets_total", "Packets WireGuard dropped because their inner source was not in the sending peer's allowed IPs."),
+		filterFlows:     d("agentnet_filter_flows", "Connections tracked by the packet filter."),
+		filterEvicted:   d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
+		filterPolicy:    d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
 	}
 }
 
@@ -75,6 +85,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.peerRx, c.peerTx, c.peerPath, c.peerHandshake, c.peers, c.connected, c.serial, c.mapsRefused,
 		c.parkedSent, c.redelivered, c.tieDropped, c.noPath,
+		c.probesSent, c.probesAnswered, c.pathSwitches, c.discoDropped, c.indexAttributed, c.relayRx, c.relayRxDrops,
 		c.udpRxPackets, c.udpTxPackets, c.udpRxBytes, c.udpTxBytes, c.udpRxDrops, c.udpRxErrors, c.udpTxErrs,
 		c.dnsQueries,
 		c.filterPackets, c.filterInvalid, c.filterRejects, c.filterSpoofed, c.filterFlows, c.filterEvicted, c.filterPolicy,
@@ -96,9 +107,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range st.Peers {
 		counter(c.peerRx, p.RxBytes, p.Name)
 		counter(c.peerTx, p.TxBytes, p.Name)
-		path := p.Path
-		if path == "" {
-			path = "none"
+		path := "none"
+		if p.Path != nil {
+			path = p.Path.Kind
 		}
 		gauge(c.peerPath, 1, p.Name, path)
 		hs := 0.0
@@ -120,6 +131,13 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.redelivered, n.pbind.redelivered.Load())
 	counter(c.tieDropped, n.pbind.tieDropped.Load())
 	counter(c.noPath, n.pbind.noPath.Load())
+	counter(c.probesSent, st.Paths.ProbesSent)
+	counter(c.probesAnswered, st.Paths.ProbesAnswered)
+	counter(c.pathSwitches, st.Paths.PathSwitches)
+	counter(c.discoDropped, st.Paths.DiscoDropped)
+	counter(c.indexAttributed, st.Paths.IndexAttributed)
+	counter(c.relayRx, st.Paths.RelayRxPackets)
+	counter(c.relayRxDrops, st.Paths.RelayRxDrops)
 
 	bs := n.bind.Stats()
 	counter(c.udpRxPackets, bs.RxPackets)

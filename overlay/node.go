@@ -110,14 +110,17 @@ type Node struct {
 
 	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mu
 
-	mu        sync.Mutex    // guards the fields below
-	mapWait   chan struct{} // closed and replaced whenever a map is applied
-	nm        *netmap.Map
-	peers     map[[32]byte]wgPeer
-	connected bool // netmap stream is up
-	lastMap   time.Time
-	closed    bool
-	refused   *netmap.ErrorResponse // the coordinator revoked or expired this node (lifecycle.go)
+	paths pathsGlue // path discovery: publishing candidates, relay, probes (publish.go)
+
+	mu         sync.Mutex     // guards the fields below
+	testRelays []netmap.Relay // tests: relays used instead of the map's
+	mapWait    chan struct{}  // closed and replaced whenever a map is applied
+	nm         *netmap.Map
+	peers      map[[32]byte]wgPeer
+	connected  bool // netmap stream is up
+	lastMap    time.Time
+	closed     bool
+	refused    *netmap.ErrorResponse // the coordinator revoked or expired this node (lifecycle.go)
 }
 
 // New starts a node: it enrolls (first start) or loads its cached signed map
@@ -188,8 +191,14 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.wgPub = pub
 	n.pbind = newPeerBind(n.bind, pub, n.log)
+	if err := n.setupPaths(); err != nil {
+		return err
+	}
 	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
 	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
+	// Paths are ours: wireguard-go must never replace a peer's endpoint
+	// with a packet's source address.
+	n.dev.DisableSomeRoamingForBrokenMobileSemantics()
 	// Keep the port the endpoints were advertised with: wireguard-go
 	// re-opens the bind on Up with listen_port.
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), n.bind.LocalAddr().Port())
@@ -231,6 +240,7 @@ func (n *Node) start(ctx context.Context) error {
 		n.wg.Go(func() { n.reports.loop(n.ctx) })
 	}
 	n.startRotation()
+	n.startPaths()
 	return nil
 }
 
@@ -315,7 +325,7 @@ func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollRe
 	// WireGuard device is up with its peers configured. Peers only start
 	// handshakes towards published endpoints, so none is sent to a node
 	// that would drop it (and then wait out the 5 s handshake retry).
-	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st)}
+	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st), DiscoKey: discoPublic(st)}
 	if !st.enrolled() {
 		req.Token = n.cfg.Token
 		if req.Name == "" {
@@ -398,15 +408,13 @@ func (n *Node) controlLoop() {
 }
 
 func (n *Node) followOnce() error {
-	signed, err := n.ctl.update(n.ctx, netmap.UpdateRequest{WGKey: n.currentWGKey(), Endpoints: n.endpoints()})
-	if err != nil {
+	if err := n.publish(); err != nil {
 		return err
 	}
-	n.onSignedMap(signed)
 	return n.ctl.streamMaps(n.ctx, func(s *netmap.Signed) {
 		n.setConnected(true)
 		n.onSignedMap(s)
-	})
+	}, n.onProbe)
 }
 
 // onSignedMap verifies and applies a map from the coordinator; a map that
@@ -457,14 +465,11 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 		peers[wp.key] = wp
 		recs = append(recs, agentdns.Record{Name: p.Name, IPv4: p.IPv4, IPv6: p.IPv6})
 	}
-	paths := make(map[[32]byte]netip.AddrPort, len(peers))
-	for k, p := range peers {
-		paths[k] = p.endpoint
-	}
 	// Policy first: a removed peer's traffic stops before its session does.
 	n.filter.setFilter(m.Filter, m.Self.IPv4, m.Self.IPv6)
 	// Paths first: a new peer's first initiation then finds its path.
-	n.pbind.setPeers(paths)
+	n.pbind.setPeerInfo(peerInfos(m.Peers, n.log))
+	n.kickRelay()
 	if diff := wgDiff(n.peers, peers); diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
 		if err := n.dev.IpcSet(diff); err != nil {

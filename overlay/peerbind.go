@@ -14,12 +14,18 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 // WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
 // endian) and wireguard-go's handshake retry interval.
 const (
 	wgMsgInitiation = 1
+	wgMsgResponse   = 2
+	wgMsgCookie     = 3
+	wgMsgData       = 4
 	wgRekeyTimeout  = 5 * time.Second
 )
 
@@ -49,17 +55,40 @@ const peerEndpointPrefix = "peer:"
 //     incoming initiation from a peer it sent an initiation to in the last
 //     REKEY_TIMEOUT; its own handshake then completes.
 //
+// Path discovery lives in paths.go (choice), probe.go (disco pings, STUN,
+// receiver-index attribution) and relayconn.go (the relay allocation).
+//
 // Concurrency: Send and the receive functions may run concurrently with
-// setPeers; mu guards the peer tables and every peerEndpoint's mutable
-// fields.
+// setPeerInfo; mu guards the peer tables and every peerEndpoint's mutable
+// fields. Data sends take no lock: a peer's path is an atomic pointer to an
+// immutable path, and the allocation an atomic pointer.
 type peerBind struct {
 	*Bind
 	self [32]byte // our WireGuard public key
 	log  *slog.Logger
+	now  func() time.Time
 
-	mu     sync.Mutex // guards the fields below and peerEndpoint fields
-	byKey  map[[32]byte]*peerEndpoint
-	byAddr map[netip.AddrPort]*peerEndpoint
+	// Set before use, then read-only.
+	disco    *discoKeys                                // nil: no path discovery (peers get their first endpoint)
+	askProbe func(peer string)                         // asks the coordinator for a simultaneous probe; optional
+	ownCands func() []netip.AddrPort                   // our candidates, for call-me-maybe; optional
+	onMapped func()                                    // our STUN-mapped address changed; optional
+	testDrop atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
+
+	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
+	allocRx chan injected                    // packets from the allocation for wireguard-go; bounded
+	wake    chan struct{}                    // wakes probeLoop
+
+	mu      sync.Mutex // guards the fields below and peerEndpoint fields
+	byKey   map[[32]byte]*peerEndpoint
+	byAddr  map[netip.AddrPort]*peerEndpoint // every candidate address → peer
+	byDisco map[[32]byte]*peerEndpoint
+	byIndex map[uint32]*peerEndpoint // our handshake sender indexes → peer
+	relays  []netmap.Relay
+	stunTx  map[[12]byte]stunReq
+	mapped  map[string]netip.AddrPort // relay name → our address as it sees us
+	stunAt  time.Time                 // last STUN answer
+	denied  map[string]time.Time      // disco denial log limiter
 	// strangers holds the latest initiation from each unknown address.
 	strangers map[netip.AddrPort]stranger
 	inject    chan injected // initiations to deliver again; bounded
@@ -72,6 +101,17 @@ type peerBind struct {
 	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
 	tieDropped  atomic.Uint64 // initiations dropped by the tie-break
 	redelivered atomic.Uint64 // strangers' initiations delivered again
+
+	probesSent      atomic.Uint64 // disco pings sent
+	pongsRecv       atomic.Uint64 // disco pings answered
+	discoRx         atomic.Uint64 // disco messages accepted
+	discoBad        atomic.Uint64 // disco messages dropped (do not open, unknown sender, stale)
+	junkRx          atomic.Uint64 // packets neither WireGuard, disco nor an expected STUN answer
+	pathSwitches    atomic.Uint64 // path changes of any peer
+	indexAttributed atomic.Uint64 // packets from unknown sources named by receiver index
+	allocRxPackets  atomic.Uint64 // packets from the allocation handed to wireguard-go
+	allocRxDrops    atomic.Uint64 // packets from the allocation dropped (unattributed, queue full)
+	allocTxErrors   atomic.Uint64
 }
 
 type stranger struct {
@@ -91,8 +131,11 @@ const maxStrangers = 64
 var _ conn.Bind = (*peerBind)(nil)
 
 func newPeerBind(b *Bind, self [32]byte, log *slog.Logger) *peerBind {
-	return &peerBind{Bind: b, self: self, log: log, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
-		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16)}
+	return &peerBind{Bind: b, self: self, log: log, now: time.Now, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
+		byDisco: map[[32]byte]*peerEndpoint{}, byIndex: map[uint32]*peerEndpoint{}, stunTx: map[[12]byte]stunReq{},
+		mapped: map[string]netip.AddrPort{}, denied: map[string]time.Time{},
+		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16),
+		allocRx: make(chan injected, allocQueue), wake: make(chan struct{}, 1)}
 }
 
 // peerEndpoint is a conn.Endpoint naming one peer.
@@ -100,12 +143,31 @@ type peerEndpoint struct {
 	key  [32]byte
 	wins bool // our key is larger: our initiation wins a collision
 
-	path atomic.Pointer[netip.AddrPort] // current path; nil or zero: unknown
+	path atomic.Pointer[path] // current path; nil: unknown
 
 	// guarded by peerBind.mu
 	parked   []byte    // our last initiation while path was unknown
 	parkedAt time.Time // when it was parked
 	initSent time.Time // our last initiation on the wire
+
+	name               string
+	disco              *[32]byte // shared box key; nil: the peer has no disco key
+	discoPub           [32]byte
+	endpoints, relayed []netip.AddrPort // from the map
+	cands              map[netip.AddrPort]*candidate
+	pings              map[txID]sentPing
+	allocSrc           netip.AddrPort // where its packets arrive from on our allocation
+	allocPong          time.Time      // last pong through our allocation
+	allocRTT           time.Duration
+	round              int       // probe rounds since roundStart
+	roundStart         time.Time // start of the current series of rounds
+	roundAt            time.Time // next round; zero: none scheduled
+	wantAsk            bool      // ask the peer to probe at the same time
+	lastActivePing     time.Time
+	probeGen           uint64
+	reason             string    // why the path is not direct
+	idx                [4]uint32 // our latest handshake sender indexes
+	idxN               int
 }
 
 var _ conn.Endpoint = (*peerEndpoint)(nil)
@@ -131,13 +193,11 @@ func (e *peerEndpoint) DstToBytes() []byte {
 }
 
 func (e *peerEndpoint) currentPath() netip.AddrPort {
-	if ap := e.path.Load(); ap != nil {
-		return *ap
+	if pa := e.path.Load(); pa != nil {
+		return pa.addr
 	}
 	return netip.AddrPort{}
 }
-
-func (e *peerEndpoint) setPath(ap netip.AddrPort) { e.path.Store(&ap) }
 
 // ParseEndpoint accepts "peer:<hex key>" for peers and "ip:port" otherwise.
 func (p *peerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
@@ -158,30 +218,10 @@ func (p *peerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (p *peerBind) endpointLocked(k [32]byte) *peerEndpoint {
 	e := p.byKey[k]
 	if e == nil {
-		e = &peerEndpoint{key: k, wins: bytes.Compare(p.self[:], k[:]) > 0}
+		e = &peerEndpoint{key: k, wins: bytes.Compare(p.self[:], k[:]) > 0, pings: map[txID]sentPing{}}
 		p.byKey[k] = e
 	}
 	return e
-}
-
-// setPeers sets every peer's path (the zero AddrPort: unknown) and forgets
-// peers not listed. Call flush once wireguard-go knows the same peers.
-func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k := range p.byKey {
-		if _, ok := paths[k]; !ok {
-			delete(p.byKey, k)
-		}
-	}
-	p.byAddr = make(map[netip.AddrPort]*peerEndpoint, len(paths))
-	for k, ap := range paths {
-		e := p.endpointLocked(k)
-		e.setPath(ap)
-		if ap.IsValid() {
-			p.byAddr[ap] = e
-		}
-	}
 }
 
 // flush sends the parked initiations of peers that now have a path, and
@@ -191,34 +231,40 @@ func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
 func (p *peerBind) flush() {
 	type send struct {
 		pkt []byte
-		to  netip.AddrPort
+		pa  *path
 	}
 	var out []send
 	now := time.Now()
 	p.mu.Lock()
-	for ap, e := range p.byAddr {
-		if st, ok := p.strangers[ap]; ok {
-			delete(p.strangers, ap)
-			if now.Sub(st.at) < wgRekeyTimeout {
-				select {
-				case p.inject <- injected{st.pkt, e}:
-				default: // full: wireguard-go's retry will do
-				}
+	for ap, st := range p.strangers {
+		e := p.byAddr[ap]
+		if e == nil {
+			continue
+		}
+		delete(p.strangers, ap)
+		if now.Sub(st.at) < wgRekeyTimeout {
+			select {
+			case p.inject <- injected{st.pkt, e}:
+			default: // full: wireguard-go's retry will do
 			}
 		}
-		if e.parked != nil && !p.hold {
-			if now.Sub(e.parkedAt) < wgRekeyTimeout {
-				out = append(out, send{e.parked, ap})
-				e.initSent = now
-			}
-			e.parked = nil
+	}
+	for _, e := range p.byKey {
+		pa := e.path.Load()
+		if e.parked == nil || pa == nil || p.hold {
+			continue
 		}
+		if now.Sub(e.parkedAt) < wgRekeyTimeout {
+			out = append(out, send{e.parked, pa})
+			e.initSent = now
+		}
+		e.parked = nil
 	}
 	p.mu.Unlock()
 	for _, f := range out {
-		if p.Bind.Send([][]byte{f.pkt}, newUDPEndpoint(f.to)) == nil {
+		if p.sendPath([][]byte{f.pkt}, f.pa) == nil {
 			p.parkedSent.Add(1)
-			p.log.Debug("sent parked initiation", "endpoint", f.to)
+			p.log.Debug("sent parked initiation", "endpoint", f.pa.addr)
 		}
 	}
 }
@@ -236,26 +282,36 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return p.Bind.Send(bufs, ep)
 	}
-	if len(bufs) != 1 || msgType(bufs[0]) != wgMsgInitiation {
+	typ := msgType(bufs[0])
+	if len(bufs) != 1 || typ != wgMsgInitiation && typ != wgMsgResponse {
 		// Data path: no lock, the path is an atomic read. Data without a
 		// path is dropped like a lost packet (only initiations are parked).
-		path := e.currentPath()
-		if !path.IsValid() {
+		pa := e.path.Load()
+		if pa == nil {
 			p.noPath.Add(uint64(len(bufs)))
 			return nil
 		}
-		return p.Bind.Send(bufs, newUDPEndpoint(path))
+		return p.sendPath(bufs, pa)
 	}
-	p.mu.Lock() // setPeers sets paths under mu: read it there, or a flush could be missed
-	path := e.currentPath()
-	if !path.IsValid() || p.hold {
+	p.mu.Lock() // setPeerInfo sets paths under mu: read it there, or a flush could be missed
+	p.recordIndexLocked(e, bufs[0])
+	pa := e.path.Load()
+	if typ == wgMsgResponse {
+		p.mu.Unlock()
+		if pa == nil {
+			p.noPath.Add(1)
+			return nil
+		}
+		return p.sendPath(bufs, pa)
+	}
+	if pa == nil || p.hold {
 		e.parked = append(e.parked[:0], bufs[0]...)
 		e.parkedAt = time.Now()
 		if p.hold {
 			e.initSent = e.parkedAt // it goes out at endRekey: it counts for the tie-break now
 		}
 		p.mu.Unlock()
-		if !path.IsValid() {
+		if pa == nil {
 			p.noPath.Add(1)
 		}
 		return nil // sent by flush once the path arrives (or the key rotation ends)
@@ -263,7 +319,36 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e.initSent = time.Now()
 	p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
 	p.mu.Unlock()
-	return p.Bind.Send(bufs, newUDPEndpoint(path))
+	return p.sendPath(bufs, pa)
+}
+
+// sendPath sends bufs along pa: our socket, or our relay allocation.
+func (p *peerBind) sendPath(bufs [][]byte, pa *path) error {
+	if pa.viaAlloc {
+		a := p.alloc.Load()
+		if a == nil {
+			p.noPath.Add(uint64(len(bufs)))
+			return nil
+		}
+		for _, b := range bufs {
+			if err := a.WriteTo(b, pa.addr); err != nil {
+				p.allocTxErrors.Add(1)
+				return err
+			}
+		}
+		return nil
+	}
+	if pa.kind == kindDirect && p.blockedDirect(pa.addr) {
+		return nil
+	}
+	return p.Bind.Send(bufs, pa.ep)
+}
+
+// blockedDirect is the test hook that emulates a NAT dropping direct
+// traffic; always false in production (testDrop nil).
+func (p *peerBind) blockedDirect(ap netip.AddrPort) bool {
+	f := p.testDrop.Load()
+	return f != nil && (*f)(ap)
 }
 
 // Open wraps the receive functions: packets from a known peer path carry
@@ -281,7 +366,7 @@ func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	p.mu.Lock()
 	p.done = done
 	p.mu.Unlock()
-	fns = append(fns, func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	fns = append(fns, p.allocReceive(done), func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
 			select {
 			case in := <-p.inject:
@@ -318,13 +403,32 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 		if n == 0 {
 			return n, err
 		}
+		var outs []discoOut
+		mappedChanged := false
+		now := p.now()
 		p.mu.Lock()
 		for i := range n {
 			u, ok := eps[i].(*UDPEndpoint)
 			if !ok {
 				continue
 			}
-			e := p.byAddr[u.AddrPort()]
+			src := u.AddrPort()
+			b := packets[i][:sizes[i]]
+			if p.blockedDirect(src) {
+				sizes[i] = 0
+				continue
+			}
+			if !isWG(b) {
+				sizes[i] = 0 // wireguard-go skips empty messages
+				var changed bool
+				outs, changed = p.handleControlLocked(b, src, false, now, outs)
+				mappedChanged = mappedChanged || changed
+				continue
+			}
+			e := p.byAddr[src]
+			if e == nil {
+				e = p.attributeLocked(b, src, false, now)
+			}
 			if e == nil {
 				// Unknown path: wireguard-go roams to the raw address if
 				// the sender is a known peer; remember initiations in
@@ -343,6 +447,12 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		p.mu.Unlock()
+		if len(outs) > 0 {
+			p.sendOuts(outs)
+		}
+		if mappedChanged && p.onMapped != nil {
+			p.onMapped()
+		}
 		return n, err
 	}
 }

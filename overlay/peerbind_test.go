@@ -35,7 +35,7 @@ func openPeerBind(t *testing.T, self [32]byte) (*peerBind, []conn.ReceiveFunc) {
 	t.Helper()
 	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), self, slog.New(slog.DiscardHandler))
 	fns, port, err := p.Open(0)
-	if err != nil || len(fns) != 2 || port == 0 {
+	if err != nil || len(fns) != 3 || port == 0 {
 		t.Fatalf("Open: %d fns, port %d, err %v", len(fns), port, err)
 	}
 	t.Cleanup(func() { p.Close() })
@@ -315,7 +315,7 @@ func TestPeerBindCloseReopen(t *testing.T) {
 	remote, _ := openTestBind(t)
 	for round := range 2 {
 		fns, _, err := p.Open(0)
-		if err != nil || len(fns) != 2 {
+		if err != nil || len(fns) != 3 {
 			t.Fatalf("round %d: Open: %d fns, %v", round, len(fns), err)
 		}
 		e := pbPeerEndpoint(t, p, pbHigh)

@@ -86,7 +86,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 		n.abortRotation(oldPriv, oldPub)
 		return oldFP, newFP, fmt.Errorf("overlay: rotate: set wireguard key: %w", err)
 	}
-	signed, err := n.ctl.update(ctx, netmap.UpdateRequest{WGKey: netmap.WGKeyString(newPub), Endpoints: n.endpoints()})
+	signed, err := n.ctl.update(ctx, n.updateRequest(netmap.WGKeyString(newPub)))
 	if err != nil {
 		n.abortRotation(oldPriv, oldPub)
 		log.Warn("key rotation failed; keeping the old key", "err", err)

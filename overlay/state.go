@@ -26,6 +26,7 @@ const (
 type nodeState struct {
 	IdentitySeed   []byte `json:"identity_seed"`   // Ed25519 seed (32 bytes)
 	WGPrivate      []byte `json:"wg_private"`      // X25519 private key (32 bytes)
+	DiscoPrivate   []byte `json:"disco_private"`   // X25519 key sealing path probes (32 bytes); made on load when missing
 	Name           string `json:"name,omitempty"`  // as assigned by the coordinator
 	CoordinatorURL string `json:"coordinator_url"` // from the join token
 	CoordinatorPin string `json:"coordinator_pin"`
@@ -49,6 +50,18 @@ func (s *nodeState) wgKeys() (priv, pub [32]byte, err error) {
 	return priv, pub, nil
 }
 
+// discoKeys returns the disco key pair.
+func (s *nodeState) discoKeys() (*discoKeys, error) {
+	k, err := ecdh.X25519().NewPrivateKey(s.DiscoPrivate)
+	if err != nil {
+		return nil, fmt.Errorf("disco key in state: %w", err)
+	}
+	var dk discoKeys
+	copy(dk.priv[:], k.Bytes())
+	copy(dk.pub[:], k.PublicKey().Bytes())
+	return &dk, nil
+}
+
 func (s *nodeState) enrolled() bool { return len(s.CoordinatorKey) == ed25519.PublicKeySize }
 
 // newState makes fresh keys.
@@ -59,7 +72,11 @@ func newState() (*nodeState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes(), WGRotated: time.Now()}, nil
+	disco, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes(), DiscoPrivate: disco.Bytes(), WGRotated: time.Now()}, nil
 }
 
 // loadState reads the state dir; a missing state file is not an error
@@ -86,6 +103,17 @@ func loadState(dir string) (*nodeState, bool, error) {
 		s.WGPrivate, s.WGNext, s.WGRotated = s.WGNext, nil, time.Now()
 		if err := saveState(dir, &s); err != nil {
 			return nil, false, fmt.Errorf("save node state: %w", err)
+		}
+	}
+	if len(s.DiscoPrivate) != 32 {
+		// State from before path discovery: add a disco key.
+		k, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, false, err
+		}
+		s.DiscoPrivate = k.Bytes()
+		if err := saveState(dir, &s); err != nil {
+			return nil, false, fmt.Errorf("save node state with a new disco key: %w", err)
 		}
 	}
 	return &s, true, nil

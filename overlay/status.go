@@ -19,6 +19,7 @@ type Status struct {
 	MapsRefused uint64       `json:"maps_refused"` // maps that failed verification
 	Domain      string       `json:"domain"`
 	Listen      string       `json:"listen"`
+	Paths       PathStats    `json:"paths"`
 	Peers       []PeerStatus `json:"peers"`
 	// Refused is set when the coordinator revoked or expired this node
 	// (code netmap.CodeNodeRevoked or CodeNodeExpired): it has no peers
@@ -28,21 +29,36 @@ type Status struct {
 	Filter  FilterStatus          `json:"filter"`
 }
 
+// PathStats are this node's path-discovery counters and its own candidates.
+type PathStats struct {
+	Endpoints       []string `json:"endpoints"`                 // candidates we publish (local and STUN-mapped)
+	Relay           string   `json:"relay,omitempty"`           // relay of our allocation
+	RelayTransport  string   `json:"relay_transport,omitempty"` // udp, tcp or tls
+	Relayed         string   `json:"relayed,omitempty"`         // our relayed address
+	ProbesSent      uint64   `json:"probes_sent"`
+	ProbesAnswered  uint64   `json:"probes_answered"`
+	PathSwitches    uint64   `json:"path_switches"`
+	DiscoDropped    uint64   `json:"disco_dropped"`    // disco messages that did not open or were not expected
+	IndexAttributed uint64   `json:"index_attributed"` // packets from new sources named by session index
+	RelayRxPackets  uint64   `json:"relay_rx_packets"`
+	RelayRxDrops    uint64   `json:"relay_rx_drops"`
+}
+
 // PeerStatus describes one node.
 type PeerStatus struct {
-	Name          string    `json:"name"`
-	FQDN          string    `json:"fqdn"`
-	IPv4          string    `json:"ipv4"`
-	IPv6          string    `json:"ipv6"`
-	DID           string    `json:"did"`
-	Tags          []string  `json:"tags,omitempty"`
-	Online        bool      `json:"online"`
-	Endpoint      string    `json:"endpoint,omitempty"`
-	Path          string    `json:"path,omitempty"` // "direct" for now; "relay" with NAT traversal
-	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	HandshakeAge  float64   `json:"handshake_age_seconds,omitempty"`
-	RxBytes       uint64    `json:"rx_bytes"`
-	TxBytes       uint64    `json:"tx_bytes"`
+	Name          string      `json:"name"`
+	FQDN          string      `json:"fqdn"`
+	IPv4          string      `json:"ipv4"`
+	IPv6          string      `json:"ipv6"`
+	DID           string      `json:"did"`
+	Tags          []string    `json:"tags,omitempty"`
+	Online        bool        `json:"online"`
+	Endpoint      string      `json:"endpoint,omitempty"`
+	Path          *PathStatus `json:"path,omitempty"` // nil: no path known
+	LastHandshake time.Time   `json:"last_handshake,omitzero"`
+	HandshakeAge  float64     `json:"handshake_age_seconds,omitempty"`
+	RxBytes       uint64      `json:"rx_bytes"`
+	TxBytes       uint64      `json:"tx_bytes"`
 }
 
 func nodeStatus(nd netmap.Node, domain string) PeerStatus {
@@ -61,6 +77,7 @@ func (n *Node) Status() Status {
 	}
 	st.Self.Online = refused == nil
 	st.Refused, st.WGKey = refused, netmap.Fingerprint(wgPub[:])
+	st.Paths = n.pathStats()
 	var stats map[[32]byte]*peerStats
 	if s, err := n.dev.IpcGet(); err == nil {
 		stats = parseWGStats(s)
@@ -75,9 +92,7 @@ func (n *Node) Status() Status {
 					ps.HandshakeAge = now.Sub(s.LastHandshake).Seconds()
 				}
 			}
-		}
-		if ps.Endpoint != "" {
-			ps.Path = "direct"
+			ps.Path = n.pbind.pathStatus(k)
 		}
 		st.Peers = append(st.Peers, ps)
 	}
@@ -109,8 +124,38 @@ func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
 	res := PingResult{Peer: p.Name, IP: p.IPv4.String(), RTTms: float64(rtt.Microseconds()) / 1000, Path: "self"}
 	for _, ps := range n.Status().Peers {
 		if ps.Name == p.Name {
-			res.Path, res.Endpoint = ps.Path, ps.Endpoint
+			res.Path, res.Endpoint = ps.Path.String(), ps.Endpoint
 		}
 	}
 	return res, nil
+}
+
+// String is the human form: "direct 198.51.100.7:41641" or "relay NAME via
+// udp"; "-" for nil.
+func (ps *PathStatus) String() string {
+	switch {
+	case ps == nil:
+		return "-"
+	case ps.Kind == "relay":
+		return "relay " + ps.Relay + " via " + ps.Transport
+	case ps.Kind == "direct":
+		return "direct " + ps.Endpoint
+	}
+	return ps.Kind
+}
+
+func (n *Node) pathStats() PathStats {
+	p := n.pbind
+	ps := PathStats{
+		ProbesSent: p.probesSent.Load(), ProbesAnswered: p.pongsRecv.Load(), PathSwitches: p.pathSwitches.Load(),
+		DiscoDropped: p.discoBad.Load(), IndexAttributed: p.indexAttributed.Load(),
+		RelayRxPackets: p.allocRxPackets.Load(), RelayRxDrops: p.allocRxDrops.Load(),
+	}
+	for _, ap := range n.candidates() {
+		ps.Endpoints = append(ps.Endpoints, ap.String())
+	}
+	if a := p.alloc.Load(); a != nil {
+		ps.Relay, ps.RelayTransport, ps.Relayed = a.Relay().Name, a.Transport(), a.RelayedAddr().String()
+	}
+	return ps
 }

@@ -187,7 +187,7 @@ func demoRequest(ctx context.Context, from demoAgent, search *overlay.Node, out 
 	path, endpoint := "?", ""
 	for _, p := range from.node.Status().Peers {
 		if p.Name == "search" {
-			path, endpoint = p.Path, p.Endpoint
+			path, endpoint = p.Path.String(), p.Endpoint
 		}
 	}
 	fmt.Fprintf(out, "%s → %s: DNS %s A %s in %v; HTTP 200, %d bytes (sha256 %s…) in %v; path %s %s\n",

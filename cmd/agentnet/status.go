@@ -57,7 +57,7 @@ func printStatus(w io.Writer, st overlay.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tIPV4\tIPV6\tDID\tONLINE\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")
 	row := func(p overlay.PeerStatus, self bool) {
-		ep, path, hs := p.Endpoint, p.Path, "-"
+		ep, path, hs := p.Endpoint, p.Path.String(), "-"
 		if self {
 			ep, path = st.Listen, "self"
 		}
@@ -71,7 +71,16 @@ func printStatus(w io.Writer, st overlay.Status) error {
 	for _, p := range st.Peers {
 		row(p, false)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Why a peer is not direct, one line each below the table.
+	for _, p := range st.Peers {
+		if p.Path != nil && p.Path.Reason != "" {
+			fmt.Fprintf(w, "%s: %s: %s\n", p.Name, p.Path, p.Path.Reason)
+		}
+	}
+	return nil
 }
 
 func runPing(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -19,18 +19,20 @@ func TestStatusTable(t *testing.T) {
 			DID: "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", Online: true},
 		Peers: []overlay.PeerStatus{
 			{Name: "search-with-a-long-name", IPv4: "100.96.0.2", IPv6: "fd7a:115c:a1e0::2", DID: "did:key:short", Online: true,
-				Endpoint: "192.0.2.1:41641", Path: "direct", LastHandshake: time.Now(), HandshakeAge: 3.4, RxBytes: 1 << 21, TxBytes: 1500},
+				Endpoint: "192.0.2.1:41641", Path: &overlay.PathStatus{Kind: "direct", Transport: "udp", Endpoint: "192.0.2.1:41641"}, LastHandshake: time.Now(), HandshakeAge: 3.4, RxBytes: 1 << 21, TxBytes: 1500},
 			{Name: "w", IPv4: "100.96.0.3"},
+			{Name: "r", IPv4: "100.96.0.4", Path: &overlay.PathStatus{Kind: "relay", Transport: "tcp", Relay: "r1", Endpoint: "198.51.100.2:3478",
+				Reason: "UDP to relay blocked; using tcp"}},
 		}}
 	var b bytes.Buffer
 	if err := printStatus(&b, st); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) != 6 || lines[0] != "coordinator https://127.0.0.1:8443: connected, map serial 7" || lines[1] != "" {
+	if len(lines) != 8 || lines[7] != "r: relay r1 via tcp: UDP to relay blocked; using tcp" || lines[0] != "coordinator https://127.0.0.1:8443: connected, map serial 7" || lines[1] != "" {
 		t.Fatalf("status:\n%s", b.String())
 	}
-	table := lines[2:]
+	table := lines[2:7]
 	starts := func(l string) []int { // rune offsets where a column starts
 		var out []int
 		r := []rune(l)
@@ -53,7 +55,7 @@ func TestStatusTable(t *testing.T) {
 			t.Errorf("row %q has trailing spaces", l)
 		}
 	}
-	for _, w := range []string{"did:key:z6MkhaXgBZDv…2doK", "self", "direct", "3s ago", "2.0M", "1.5K"} {
+	for _, w := range []string{"did:key:z6MkhaXgBZDv…2doK", "self", "direct 192.0.2.1:41641", "relay r1 via tcp", "3s ago", "2.0M", "1.5K"} {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("status lacks %q:\n%s", w, b.String())
 		}

@@ -1,0 +1,280 @@
+package overlay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
+)
+
+// The relay path. A node keeps one TURN allocation on the first relay of
+// its map, reached over UDP, else TCP, else TLS (UDP blocked). Its relayed
+// address is published as Node.Relayed. Peers send to it from their own
+// UDP socket (so their batched I/O stays), the relay forwards to us over
+// our transport, and readAlloc hands the packets to wireguard-go through
+// allocReceive, an extra ReceiveFunc behind a bounded queue.
+//
+// We send to a peer "via relay" the same way: from our socket to the
+// peer's relayed address. Only when our own UDP to the relay is blocked do
+// we send through our TCP/TLS allocation instead, to where the peer's
+// packets last arrived from on it (permissions are per IP, and a relay
+// refuses to relay to its own addresses, so allocation-to-allocation is not
+// possible). Not covered: both peers UDP-blocked; they have no path.
+
+// allocQueue bounds packets from the allocation waiting for wireguard-go.
+const allocQueue = 512
+
+// setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
+func (p *peerBind) setAlloc(a *relay.Allocation) {
+	p.alloc.Store(a)
+	now := p.now()
+	p.mu.Lock()
+	for _, e := range p.byKey {
+		p.chooseLocked(e, now)
+	}
+	p.mu.Unlock()
+}
+
+// setRelays sets the relays of the map (for naming paths).
+func (p *peerBind) setRelays(rs []netmap.Relay) {
+	p.mu.Lock()
+	p.relays = rs
+	p.mu.Unlock()
+}
+
+// readAlloc reads a's packets until it is closed: disco is handled here,
+// WireGuard packets of known peers are queued for allocReceive (dropped
+// and counted when the queue is full), anything else is dropped.
+func (p *peerBind) readAlloc(a *relay.Allocation) {
+	buf := make([]byte, 1<<16)
+	for {
+		n, src, err := a.ReadFrom(buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				p.log.Debug("relay read ended", "relay", a.Relay().Name, "err", err)
+			}
+			return
+		}
+		b := buf[:n]
+		now := p.now()
+		if !isWG(b) {
+			p.mu.Lock()
+			outs, _ := p.handleControlLocked(b, src, true, now, nil)
+			p.mu.Unlock()
+			p.sendOuts(outs)
+			continue
+		}
+		p.mu.Lock()
+		e := p.byAddr[src]
+		if e == nil {
+			e = p.attributeLocked(b, src, true, now)
+		}
+		drop := e == nil || msgType(b) == wgMsgInitiation && p.losesLocked(e)
+		p.mu.Unlock()
+		if drop {
+			p.allocRxDrops.Add(1)
+			continue
+		}
+		select {
+		case p.allocRx <- injected{pkt: append([]byte(nil), b...), ep: e}:
+		default:
+			p.allocRxDrops.Add(1)
+		}
+	}
+}
+
+// allocReceive is the ReceiveFunc of packets that came through our
+// allocation. It returns net.ErrClosed once done is closed.
+func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var in injected
+		select {
+		case in = <-p.allocRx:
+		case <-done:
+			return 0, net.ErrClosed
+		}
+		n := 0
+	fill:
+		for {
+			if len(in.pkt) <= len(packets[n]) {
+				sizes[n] = copy(packets[n], in.pkt)
+				eps[n] = in.ep
+				n++
+			} else {
+				p.allocRxDrops.Add(1)
+			}
+			if n == len(packets) {
+				break
+			}
+			select {
+			case in = <-p.allocRx:
+			default:
+				break fill
+			}
+		}
+		p.allocRxPackets.Add(uint64(n))
+		return n, nil
+	}
+}
+
+// relayLoop keeps our allocation (allocate, watch, re-allocate with
+// backoff), permits peers' IPs on it, and checks our mapped address with
+// STUN every stunEvery. Owner: Node (n.wg); it ends with n.ctx.
+func (n *Node) relayLoop() {
+	defer n.wg.Done()
+	const stunEvery = 20 * time.Second
+	var (
+		a        *relay.Allocation
+		dead     <-chan struct{}
+		retryAt  time.Time
+		attempt  int
+		permits  = map[netip.Addr]bool{}
+		stunNext time.Time
+	)
+	defer func() {
+		if a != nil {
+			n.pbind.setAlloc(nil)
+			a.Close()
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		relays := n.relays()
+		n.pbind.setRelays(relays)
+		if a != nil && !slices.ContainsFunc(relays, func(r netmap.Relay) bool { return r.Name == a.Relay().Name }) {
+			n.log.Info("relay left the map; releasing allocation", "relay", a.Relay().Name)
+			n.pbind.setAlloc(nil)
+			a.Close()
+			a, dead = nil, nil
+			n.kickPublish()
+		}
+		now := time.Now()
+		if a == nil && len(relays) > 0 && !now.Before(retryAt) {
+			a = n.allocate(relays[0])
+			if a == nil {
+				attempt++
+				retryAt = time.Now().Add(min(time.Duration(attempt)*5*time.Second, time.Minute))
+			} else {
+				attempt = 0
+				clear(permits)
+				dead = a.Dead()
+				n.pbind.setAlloc(a)
+				n.wg.Add(1)
+				go func(a *relay.Allocation) {
+					defer n.wg.Done()
+					n.pbind.readAlloc(a)
+				}(a)
+				n.kickPublish()
+			}
+		}
+		if a != nil {
+			n.permitPeers(a, permits)
+		}
+		if len(relays) > 0 && !now.Before(stunNext) {
+			stunNext = now.Add(stunEvery)
+			n.pbind.sendSTUN(relays)
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-dead:
+			n.log.Warn("relay allocation lost; allocating again", "relay", a.Relay().Name)
+			n.pbind.setAlloc(nil)
+			a.Close()
+			a, dead = nil, nil
+			n.kickPublish()
+		case <-n.paths.relayWake:
+		case <-tick.C:
+		}
+	}
+}
+
+// allocate tries UDP, then TCP, then TLS on r.
+func (n *Node) allocate(r netmap.Relay) *relay.Allocation {
+	var errs []error
+	for _, tr := range []string{netmap.TransportUDP, netmap.TransportTCP, netmap.TransportTLS} {
+		if !slices.ContainsFunc(r.Addrs, func(a netmap.RelayAddr) bool { return a.Transport == tr }) {
+			continue
+		}
+		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
+		if err == nil {
+			n.log.Info("relay allocation", "relay", r.Name, "path", a.RelayedAddr(), "transport", tr)
+			return a
+		}
+		if n.ctx.Err() != nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	n.log.Warn("no relay allocation; peers behind hard NATs are unreachable until one works", "relay", r.Name, "err", errors.Join(errs...))
+	return nil
+}
+
+// permitPeers lets every peer's candidate IPs send to our relayed address.
+func (n *Node) permitPeers(a *relay.Allocation, done map[netip.Addr]bool) {
+	var ips []netip.Addr
+	for _, ip := range n.pbind.peerIPs() {
+		if !done[ip] {
+			done[ip] = true
+			ips = append(ips, ip)
+		}
+	}
+	if len(ips) == 0 {
+		return
+	}
+	if err := a.Permit(ips...); err != nil {
+		n.log.Warn("relay refused permissions for peers", "relay", a.Relay().Name, "err", err)
+	}
+}
+
+// peerIPs returns the IPs of every peer's direct candidates.
+func (p *peerBind) peerIPs() []netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, e := range p.byKey {
+		for ap, c := range e.cands {
+			if !c.relay && !seen[ap.Addr()] {
+				seen[ap.Addr()] = true
+				out = append(out, ap.Addr())
+			}
+		}
+	}
+	return out
+}
+
+// relays returns the relays of the current map (or the test override).
+func (n *Node) relays() []netmap.Relay {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.testRelays != nil {
+		return n.testRelays
+	}
+	if n.nm == nil {
+		return nil
+	}
+	return n.nm.Relays
+}
+
+func (n *Node) kickRelay() {
+	select {
+	case n.paths.relayWake <- struct{}{}:
+	default:
+	}
+}
+
+// relayedAddrs is our relayed address, if any.
+func (n *Node) relayedAddrs() []netip.AddrPort {
+	if a := n.pbind.alloc.Load(); a != nil {
+		return []netip.AddrPort{a.RelayedAddr()}
+	}
+	return nil
+}

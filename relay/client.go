@@ -1,0 +1,335 @@
+package relay
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v4"
+
+	"github.com/agentnet/agentnet/overlay/netmap"
+)
+
+// AllocConfig configures Allocate.
+type AllocConfig struct {
+	// Relay is required: the relay as the network map names it, with this
+	// node's TURN REST credential.
+	Relay netmap.Relay
+	// Transport is required: netmap.TransportUDP, TransportTCP or
+	// TransportTLS. The relay must list an address for it. TLS verifies
+	// the relay's certificate against Relay.TLSPin (required for TLS).
+	Transport string
+	// Timeout is optional, default 5s: how long connecting and the
+	// Allocate transaction may take. A UDP relay that does not answer
+	// within it is treated as unreachable (UDP blocked).
+	Timeout time.Duration
+	// Logger is optional, default slog.Default().
+	Logger *slog.Logger
+}
+
+// Allocation is one TURN allocation (RFC 5766) on a relay: a UDP relayed
+// address on the relay whose traffic reaches this node over Transport.
+//
+// Concurrency: WriteTo, Permit and ReadFrom may be called concurrently;
+// ReadFrom from one goroutine at a time. Close makes blocked and later
+// ReadFrom calls return net.ErrClosed. The allocation and its permissions
+// are refreshed in the background (pion/turn's timers); Dead is closed
+// when the relay can no longer be reached (stream closed, or a refresh
+// failed), after which the caller should Close and allocate again.
+type Allocation struct {
+	relay     netmap.Relay
+	transport string
+	client    *turn.Client
+	conn      net.PacketConn // relayed conn: payloads to and from peers
+	base      net.PacketConn // socket or stream towards the relay
+	relayed   netip.AddrPort
+	log       *slog.Logger
+
+	closed   atomic.Bool
+	deadOnce sync.Once
+	dead     chan struct{}
+}
+
+// Allocate connects to cfg.Relay over cfg.Transport, authenticates with the
+// relay credential and allocates a relayed UDP address.
+func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	var server netip.AddrPort
+	for _, a := range cfg.Relay.Addrs {
+		if a.Transport == cfg.Transport {
+			server = a.Addr
+			break
+		}
+	}
+	if !server.IsValid() {
+		return nil, fmt.Errorf("relay: %s has no %s address; check its relay.cred", cfg.Relay.Name, cfg.Transport)
+	}
+	if cfg.Transport == netmap.TransportTLS && cfg.Relay.TLSPin == "" {
+		return nil, fmt.Errorf("relay: %s: TLS needs the relay's certificate pin (tls_pin)", cfg.Relay.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	a := &Allocation{relay: cfg.Relay, transport: cfg.Transport, dead: make(chan struct{}),
+		log: cfg.Logger.With("relay", cfg.Relay.Name, "endpoint", server, "transport", cfg.Transport)}
+	base, err := dialRelay(ctx, cfg.Transport, server, cfg.Relay.TLSPin)
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect to %s (%s %s): %w", cfg.Relay.Name, cfg.Transport, server, err)
+	}
+	a.base = &watchedConn{PacketConn: base, onErr: a.markDead, closed: &a.closed}
+	a.client, err = turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server.String(),
+		TURNServerAddr: server.String(),
+		Username:       cfg.Relay.Username,
+		Password:       cfg.Relay.Password,
+		Conn:           a.base,
+		LoggerFactory:  clientPionLogs{log: a.log, onRefreshFail: a.markDead},
+	})
+	if err != nil {
+		base.Close()
+		return nil, fmt.Errorf("relay: %s: %w", cfg.Relay.Name, err)
+	}
+	if err := a.client.Listen(); err != nil {
+		a.client.Close()
+		base.Close()
+		return nil, fmt.Errorf("relay: %s: %w", cfg.Relay.Name, err)
+	}
+	type result struct {
+		pc  net.PacketConn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		pc, err := a.client.Allocate()
+		done <- result{pc, err}
+	}()
+	select {
+	case r := <-done:
+		err = r.err
+		a.conn = r.pc
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		a.closed.Store(true)
+		a.client.Close()
+		base.Close() // ends the transaction if it is still waiting
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %v (%s blocked?)", cfg.Timeout, cfg.Transport)
+		}
+		return nil, fmt.Errorf("relay: allocate on %s via %s %s: %w", cfg.Relay.Name, cfg.Transport, server, err)
+	}
+	ua, _ := a.conn.LocalAddr().(*net.UDPAddr)
+	if ua == nil {
+		a.Close()
+		return nil, fmt.Errorf("relay: allocate on %s: relayed address %v is not UDP", cfg.Relay.Name, a.conn.LocalAddr())
+	}
+	ap := ua.AddrPort()
+	a.relayed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	a.log.Debug("relay allocation", "path", a.relayed)
+	return a, nil
+}
+
+func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin string) (net.PacketConn, error) {
+	switch transport {
+	case netmap.TransportUDP:
+		la := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		if server.Addr().Is6() {
+			la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+		return net.ListenUDP("udp", net.UDPAddrFromAddrPort(la))
+	case netmap.TransportTCP:
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", server.String())
+		if err != nil {
+			return nil, err
+		}
+		return turn.NewSTUNConn(c), nil
+	case netmap.TransportTLS:
+		d := tls.Dialer{Config: pinnedConfig(pin)}
+		c, err := d.DialContext(ctx, "tcp", server.String())
+		if err != nil {
+			return nil, err
+		}
+		return turn.NewSTUNConn(c), nil
+	}
+	return nil, fmt.Errorf("unknown transport %q (want udp, tcp or tls)", transport)
+}
+
+// ErrPinMismatch means a relay's TLS certificate is not the pinned one.
+var ErrPinMismatch = errors.New("relay certificate does not match the pin")
+
+// pinnedConfig trusts exactly the relay certificate with the given SPKI pin
+// (its certificate is self-signed; the pin comes in the signed map).
+func pinnedConfig(pin string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the pin check below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
+			}
+			got := netmap.CertPin(cs.PeerCertificates[0])
+			if subtle.ConstantTimeCompare([]byte(got), []byte(pin)) != 1 {
+				return fmt.Errorf("%w: got %s, want %s", ErrPinMismatch, got, pin)
+			}
+			return nil
+		},
+	}
+}
+
+// RelayedAddr is the UDP address on the relay that forwards to this node.
+func (a *Allocation) RelayedAddr() netip.AddrPort { return a.relayed }
+
+// Transport is how this node reaches the relay: udp, tcp or tls.
+func (a *Allocation) Transport() string { return a.transport }
+
+// Relay is the relay the allocation lives on.
+func (a *Allocation) Relay() netmap.Relay { return a.relay }
+
+// Dead is closed once the allocation stopped working (see Allocation).
+func (a *Allocation) Dead() <-chan struct{} { return a.dead }
+
+func (a *Allocation) markDead(err error) {
+	if a.closed.Load() {
+		return
+	}
+	a.deadOnce.Do(func() {
+		a.log.Warn("relay allocation lost; allocate again", "err", err)
+		close(a.dead)
+	})
+}
+
+// WriteTo sends p from the relayed address to the peer address to. The
+// first packet to a new IP installs a permission first (RFC 5766 §9).
+func (a *Allocation) WriteTo(p []byte, to netip.AddrPort) error {
+	if a.closed.Load() {
+		return net.ErrClosed
+	}
+	if _, err := a.conn.WriteTo(p, net.UDPAddrFromAddrPort(to)); err != nil {
+		return fmt.Errorf("relay: send via %s to %s: %w", a.relay.Name, to, err)
+	}
+	return nil
+}
+
+// ReadFrom reads one packet a peer sent to the relayed address, and the
+// peer's address as the relay saw it.
+func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
+	n, from, err := a.conn.ReadFrom(p)
+	if err != nil {
+		if a.closed.Load() {
+			return 0, netip.AddrPort{}, net.ErrClosed
+		}
+		return 0, netip.AddrPort{}, fmt.Errorf("relay: read from %s: %w", a.relay.Name, err)
+	}
+	ua, ok := from.(*net.UDPAddr)
+	if !ok {
+		return 0, netip.AddrPort{}, fmt.Errorf("relay: read from %s: peer address %v is not UDP", a.relay.Name, from)
+	}
+	ap := ua.AddrPort()
+	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// Permit lets the given IPs send to the relayed address before this node
+// has sent to them (CreatePermission, RFC 5766 §9). Permissions are per
+// IP and refreshed in the background.
+func (a *Allocation) Permit(ips ...netip.Addr) error {
+	if a.closed.Load() {
+		return net.ErrClosed
+	}
+	if len(ips) == 0 {
+		return nil
+	}
+	addrs := make([]net.Addr, len(ips))
+	for i, ip := range ips {
+		addrs[i] = &net.UDPAddr{IP: ip.AsSlice()}
+	}
+	if err := a.client.CreatePermission(addrs...); err != nil {
+		return fmt.Errorf("relay: permit %v on %s: %w", ips, a.relay.Name, err)
+	}
+	return nil
+}
+
+// Close releases the allocation (a Refresh with lifetime 0, not waited
+// for) and closes the connection to the relay. Idempotent.
+func (a *Allocation) Close() error {
+	if a.closed.Swap(true) {
+		return nil
+	}
+	if a.conn != nil {
+		_ = a.conn.Close()
+	}
+	a.client.Close()
+	return a.base.Close()
+}
+
+// watchedConn reports read errors of the connection towards the relay (a
+// TCP/TLS stream that ended) once.
+type watchedConn struct {
+	net.PacketConn
+	onErr  func(error)
+	closed *atomic.Bool
+}
+
+func (c *watchedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, from, err := c.PacketConn.ReadFrom(p)
+	if err != nil && !c.closed.Load() {
+		c.onErr(err)
+	}
+	return n, from, err
+}
+
+// clientPionLogs routes pion's logs into slog at Debug (its warnings at Warn)
+// and notices failed refreshes, which pion only logs.
+type clientPionLogs struct {
+	log           *slog.Logger
+	onRefreshFail func(error)
+}
+
+func (f clientPionLogs) NewLogger(scope string) logging.LeveledLogger {
+	return clientPionLogger{f: f, log: f.log.With("component", "turn-"+scope)}
+}
+
+type clientPionLogger struct {
+	f   clientPionLogs
+	log *slog.Logger
+}
+
+func (l clientPionLogger) Trace(string)          {}
+func (l clientPionLogger) Tracef(string, ...any) {}
+func (l clientPionLogger) Debug(msg string)      { l.log.Debug(msg) }
+func (l clientPionLogger) Debugf(format string, args ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug(fmt.Sprintf(format, args...))
+	}
+}
+func (l clientPionLogger) Info(msg string)                  { l.log.Debug(msg) }
+func (l clientPionLogger) Infof(format string, args ...any) { l.Debugf(format, args...) }
+func (l clientPionLogger) Warn(msg string)                  { l.warn(msg) }
+func (l clientPionLogger) Warnf(format string, args ...any) { l.warn(fmt.Sprintf(format, args...)) }
+func (l clientPionLogger) Error(msg string)                 { l.log.Warn(msg) }
+func (l clientPionLogger) Errorf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...))
+}
+
+func (l clientPionLogger) warn(msg string) {
+	if strings.Contains(msg, "Failed to refresh allocation") {
+		l.f.onRefreshFail(errors.New(msg))
+		return
+	}
+	l.log.Warn(msg)
+}
