@@ -246,7 +246,7 @@ func (p *peerBind) rebuildAddrsLocked() {
 func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 	var best *candidate
 	for _, c := range e.cands {
-		if c.relay || !c.alive(now) || p.blockedDirect(c.addr) {
+		if c.relay || !c.alive(now) {
 			continue
 		}
 		if best == nil || c.rtt < best.rtt {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -60,6 +61,8 @@ type stunReq struct {
 }
 
 const maxPendingPings = 64
+
+const reasonUnknownDisco = "unknown disco key"
 
 // kick wakes the probe loop.
 func (p *peerBind) kick() {
@@ -305,7 +308,7 @@ func (p *peerBind) handleDiscoLocked(b []byte, src netip.AddrPort, viaAlloc bool
 	}
 	e := p.byDisco[discoSender(b)]
 	if e == nil || e.disco == nil {
-		p.denyDisco(src, "unknown disco key")
+		p.denyDisco(src, reasonUnknownDisco)
 		return outs
 	}
 	m, err := openDisco(b, e.disco)
@@ -377,7 +380,11 @@ func (p *peerBind) denyDisco(src netip.AddrPort, reason string) {
 		clear(p.denied)
 	}
 	p.denied[key] = now
-	p.log.Warn("dropped disco packet", "endpoint", src, "reason", reason)
+	level := slog.LevelWarn
+	if reason == reasonUnknownDisco {
+		level = slog.LevelDebug // common while a new peer's map is on its way
+	}
+	p.log.Log(context.Background(), level, "dropped disco packet", "endpoint", src, "reason", reason)
 }
 
 // recordIndexLocked remembers the sender index of a handshake message we

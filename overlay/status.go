@@ -124,7 +124,10 @@ func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
 	res := PingResult{Peer: p.Name, IP: p.IPv4.String(), RTTms: float64(rtt.Microseconds()) / 1000, Path: "self"}
 	for _, ps := range n.Status().Peers {
 		if ps.Name == p.Name {
-			res.Path, res.Endpoint = ps.Path.String(), ps.Endpoint
+			res.Endpoint = ps.Endpoint
+			if ps.Path != nil {
+				res.Path = ps.Path.Kind
+			}
 		}
 	}
 	return res, nil
