@@ -368,6 +368,14 @@ func (n *Node) endpoints() []netip.AddrPort {
 	if err != nil {
 		return nil
 	}
+	// Never advertise an address inside the overlay (our own TUN
+	// device's): WireGuard to it would loop into the tunnel.
+	overlay := []netip.Prefix{netmap.DefaultPrefix4}
+	n.mu.Lock()
+	if n.nm != nil {
+		overlay = append(overlay, n.nm.Prefix4, n.nm.Prefix6)
+	}
+	n.mu.Unlock()
 	var out []netip.AddrPort
 	for _, a := range addrs {
 		p, err := netip.ParsePrefix(a.String())
@@ -375,7 +383,7 @@ func (n *Node) endpoints() []netip.AddrPort {
 			continue
 		}
 		ip := p.Addr().Unmap()
-		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || (la.Addr().Is4() && !ip.Is4()) {
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || (la.Addr().Is4() && !ip.Is4()) || inAny(overlay, ip) {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(ip, la.Port()))
@@ -384,6 +392,15 @@ func (n *Node) endpoints() []netip.AddrPort {
 		}
 	}
 	return out
+}
+
+func inAny(ps []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range ps {
+		if p.IsValid() && p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // controlLoop follows the coordinator: report endpoints, then stream maps;
@@ -468,7 +485,7 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 	// Policy first: a removed peer's traffic stops before its session does.
 	n.filter.setFilter(m.Filter, m.Self.IPv4, m.Self.IPv6)
 	// Paths first: a new peer's first initiation then finds its path.
-	n.pbind.setPeerInfo(peerInfos(m.Peers, n.log))
+	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, netmap.DefaultPrefix4}, n.log))
 	n.kickRelay()
 	if diff := wgDiff(n.peers, peers); diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)

@@ -76,7 +76,8 @@ type candidate struct {
 	lastPong   time.Time
 	unanswered time.Time // first ping since the last pong; zero when answered
 	rtt        time.Duration
-	wantPing   bool // ping at the next tick (a new source to verify)
+	wantPing   bool      // ping at the first tick from pingAt (a new source to verify, or after a pre-punch)
+	pingAt     time.Time // zero: at once
 	added      time.Time
 }
 
@@ -267,7 +268,12 @@ func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 	case len(e.relayed) > 0 && p.relayPathLocked(e) != nil:
 		np = p.relayPathLocked(e)
 		e.reason = p.relayReasonLocked(e, now)
-	case len(e.endpoints) > 0:
+	case len(e.endpoints) > 0 && (e.disco == nil || len(p.relays) == 0):
+		// Nothing verified and no relay to fall back on (or a peer that
+		// cannot probe): try its first endpoint. With a relay in the map,
+		// a peer without a verified path waits for a probe or for its
+		// relayed address instead of a guess that may swallow the first
+		// handshake (its initiation stays parked until then).
 		np = directPath(e.endpoints[0], false)
 		e.reason = ""
 		if e.disco != nil && e.round > len(quickRounds) {
@@ -283,6 +289,12 @@ func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 		e.path.Store(nil)
 	} else {
 		e.path.Store(np)
+		if cur == nil && e.parked != nil {
+			p.flushWanted.Store(true)
+		}
+		if cur != nil {
+			p.resendInitLocked(e, now)
+		}
 	}
 	if cur != nil && np != nil && (cur.kind != np.kind || cur.addr != np.addr) {
 		p.pathSwitches.Add(1)

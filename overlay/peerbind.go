@@ -76,7 +76,7 @@ type peerBind struct {
 	testDrop atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
 
 	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
-	allocRx chan injected                    // packets from the allocation for wireguard-go; bounded
+	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded
 	wake    chan struct{}                    // wakes probeLoop
 
 	mu      sync.Mutex // guards the fields below and peerEndpoint fields
@@ -96,6 +96,9 @@ type peerBind struct {
 	// hold parks every outgoing initiation while this node's WireGuard
 	// key is being rotated (rotate.go: beginRekey/endRekey).
 	hold bool
+	// flushWanted: a peer with a parked initiation got its first path
+	// (chooseLocked); the next sendOuts flushes, outside mu.
+	flushWanted atomic.Bool
 
 	parkedSent  atomic.Uint64 // parked initiations sent once a path arrived
 	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
@@ -135,7 +138,7 @@ func newPeerBind(b *Bind, self [32]byte, log *slog.Logger) *peerBind {
 		byDisco: map[[32]byte]*peerEndpoint{}, byIndex: map[uint32]*peerEndpoint{}, stunTx: map[[12]byte]stunReq{},
 		mapped: map[string]netip.AddrPort{}, denied: map[string]time.Time{},
 		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16),
-		allocRx: make(chan injected, allocQueue), wake: make(chan struct{}, 1)}
+		allocRx: make(chan allocPkt, allocQueue), wake: make(chan struct{}, 1)}
 }
 
 // peerEndpoint is a conn.Endpoint naming one peer.
@@ -149,6 +152,14 @@ type peerEndpoint struct {
 	parked   []byte    // our last initiation while path was unknown
 	parkedAt time.Time // when it was parked
 	initSent time.Time // our last initiation on the wire
+	// lastInit is a copy of our last initiation sent on a path, kept until
+	// a handshake response arrives: when the path changes before that, it
+	// is sent again on the new one (the first copy may have been lost on
+	// a path that was still opening, e.g. before the peer's relay
+	// permission or NAT mapping existed), instead of waiting for
+	// wireguard-go's 5 s retry. A duplicate that did arrive is rejected by
+	// the responder's replay check (WireGuard paper §5.1, TAI64N).
+	lastInit []byte
 
 	name               string
 	disco              *[32]byte // shared box key; nil: the peer has no disco key
@@ -317,9 +328,28 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return nil // sent by flush once the path arrives (or the key rotation ends)
 	}
 	e.initSent = time.Now()
+	e.lastInit = append(e.lastInit[:0], bufs[0]...)
 	p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
 	p.mu.Unlock()
 	return p.sendPath(bufs, pa)
+}
+
+// resendInitLocked re-sends (through flush) our unanswered initiation to e
+// on its new path.
+func (p *peerBind) resendInitLocked(e *peerEndpoint, now time.Time) {
+	if e.lastInit == nil || e.parked != nil || p.hold || now.Sub(e.initSent) >= wgRekeyTimeout {
+		return
+	}
+	e.parked = append(e.parked[:0], e.lastInit...)
+	e.parkedAt = e.initSent
+	p.flushWanted.Store(true)
+}
+
+// handshakeAnsweredLocked notes a handshake response from e.
+func (p *peerBind) handshakeAnsweredLocked(e *peerEndpoint, b []byte) {
+	if msgType(b) == wgMsgResponse {
+		e.lastInit = nil
+	}
 }
 
 // sendPath sends bufs along pa: our socket, or our relay allocation.
@@ -439,6 +469,7 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				continue
 			}
 			eps[i] = e
+			p.handshakeAnsweredLocked(e, packets[i][:sizes[i]])
 			// initSent is not cleared by a response: the response and a
 			// colliding initiation can arrive in one batch, and the
 			// response may not even match our handshake.
@@ -447,7 +478,7 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		p.mu.Unlock()
-		if len(outs) > 0 {
+		if len(outs) > 0 || p.flushWanted.Load() {
 			p.sendOuts(outs)
 		}
 		if mappedChanged && p.onMapped != nil {

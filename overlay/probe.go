@@ -52,6 +52,7 @@ type discoOut struct {
 	pkt      []byte
 	to       netip.AddrPort
 	viaAlloc bool
+	ttl      int // >0: this IP TTL (pre-punch), else the default
 }
 
 // stunReq is a STUN binding request sent from our socket to a relay.
@@ -123,8 +124,8 @@ func (p *peerBind) tick() {
 			}
 		}
 		for _, c := range e.cands {
-			if c.wantPing {
-				c.wantPing = false
+			if c.wantPing && !now.Before(c.pingAt) {
+				c.wantPing, c.pingAt = false, time.Time{}
 				outs = p.pingLocked(e, c.addr, false, now, outs)
 			}
 		}
@@ -221,14 +222,40 @@ func (p *peerBind) udpBlocked() bool {
 	return a != nil && a.Transport() != netmap.TransportUDP
 }
 
-// roundLocked pings every candidate of e once.
+// Pre-punching. A full-TTL ping that reaches the peer's NAT before the
+// peer has sent anything to us is not just lost: Linux conntrack keeps an
+// unreplied entry for it there (refreshed by every further ping), and the
+// peer's own packets to us then leave with another, random public port
+// that our NAT drops (the conntrack clash; Nebula stays relayed for good
+// in exactly this case). So a round first sends every direct candidate a
+// ping with TTL prePunchTTL, which opens our own NAT's mapping towards it
+// but expires in the network before the peer's NAT, and sends the full
+// ping prePunchLead later. The peer does the same at the same moment (map
+// push, MsgProbe, call-me-maybe), so each side's full ping finds the other
+// NAT already expecting it. A candidate on our own LAN answers the
+// pre-punch itself. TTL 2 passes one NAT (the host's own router); behind
+// nested NATs the pre-punch dies too early and the slow rounds (35 s apart,
+// longer than the 30 s UDP conntrack timeout) still get through.
+const (
+	prePunchTTL  = 2
+	prePunchLead = 400 * time.Millisecond
+)
+
+// roundLocked pings every candidate of e once: relayed addresses at once,
+// direct ones pre-punched first.
 func (p *peerBind) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) []discoOut {
 	blocked := p.udpBlocked()
 	for _, c := range e.cands {
 		if c.relay && blocked {
 			continue // our socket cannot reach the relay
 		}
+		if c.relay || c.alive(now) {
+			outs = p.pingLocked(e, c.addr, false, now, outs)
+			continue
+		}
 		outs = p.pingLocked(e, c.addr, false, now, outs)
+		outs[len(outs)-1].ttl = prePunchTTL
+		c.wantPing, c.pingAt = true, now.Add(prePunchLead)
 	}
 	if blocked && len(e.relayed) > 0 {
 		if e.allocSrc.IsValid() {
@@ -271,6 +298,9 @@ type callMeTo struct {
 
 // sendOuts sends disco packets; failures are like lost packets.
 func (p *peerBind) sendOuts(outs []discoOut) {
+	if p.flushWanted.CompareAndSwap(true, false) {
+		defer p.flush() // a peer got its first path: send its parked initiation
+	}
 	for _, o := range outs {
 		if o.viaAlloc {
 			if a := p.alloc.Load(); a != nil {
@@ -279,6 +309,10 @@ func (p *peerBind) sendOuts(outs []discoOut) {
 			continue
 		}
 		if p.blockedDirect(o.to) {
+			continue
+		}
+		if o.ttl > 0 {
+			_ = p.Bind.SendTTL(o.pkt, o.to, o.ttl)
 			continue
 		}
 		_ = p.Bind.Send([][]byte{o.pkt}, newUDPEndpoint(o.to))
@@ -349,9 +383,15 @@ func (p *peerBind) handleDiscoLocked(b []byte, src netip.AddrPort, viaAlloc bool
 		p.pongsRecv.Add(1)
 		rtt := now.Sub(s.at)
 		if viaAlloc {
+			if e.allocPong.IsZero() {
+				p.resendInitLocked(e, now) // the path works both ways now
+			}
 			e.allocSrc, e.allocPong, e.allocRTT = src, now, rtt
 			p.byAddr[src] = e
 		} else if c := e.cands[src]; c != nil {
+			if c.lastPong.IsZero() {
+				p.resendInitLocked(e, now) // first answer on this path: permissions and mappings exist now
+			}
 			c.lastPong, c.rtt, c.unanswered = now, rtt, time.Time{}
 		}
 		p.chooseLocked(e, now)

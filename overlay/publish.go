@@ -175,14 +175,17 @@ func (n *Node) onProbe(pr *netmap.Probe) {
 }
 
 // peerInfos turns map peers into what peerBind needs for their paths.
-func peerInfos(peers []netmap.Node, log *slog.Logger) []peerInfo {
+func peerInfos(peers []netmap.Node, overlay []netip.Prefix, log *slog.Logger) []peerInfo {
 	out := make([]peerInfo, 0, len(peers))
 	for _, p := range peers {
 		k, err := netmap.ParseWGKey(p.WGKey)
 		if err != nil {
 			continue // peerFromNode logs it
 		}
-		pi := peerInfo{key: k, name: p.Name, endpoints: p.Endpoints, relayed: p.Relayed}
+		// A candidate inside the overlay would route WireGuard into the
+		// tunnel itself: never use one.
+		eps := slices.DeleteFunc(slices.Clone(p.Endpoints), func(ap netip.AddrPort) bool { return inAny(overlay, ap.Addr().Unmap()) })
+		pi := peerInfo{key: k, name: p.Name, endpoints: eps, relayed: p.Relayed}
 		if p.DiscoKey != "" {
 			if dk, err := netmap.ParseWGKey(p.DiscoKey); err == nil {
 				pi.disco, pi.hasDisco = dk, true

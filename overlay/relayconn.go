@@ -30,6 +30,13 @@ import (
 // allocQueue bounds packets from the allocation waiting for wireguard-go.
 const allocQueue = 512
 
+// allocPkt is a packet from the allocation and the endpoint it is handed
+// to wireguard-go with.
+type allocPkt struct {
+	pkt []byte
+	ep  conn.Endpoint
+}
+
 // setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
 func (p *peerBind) setAlloc(a *relay.Allocation) {
 	p.alloc.Store(a)
@@ -75,14 +82,30 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 		if e == nil {
 			e = p.attributeLocked(b, src, true, now)
 		}
-		drop := e == nil || msgType(b) == wgMsgInitiation && p.losesLocked(e)
+		var ep conn.Endpoint = e
+		if e != nil {
+			p.handshakeAnsweredLocked(e, b)
+		}
+		drop := e != nil && msgType(b) == wgMsgInitiation && p.losesLocked(e)
+		if e == nil {
+			// An initiation from a source no disco ping has named yet (the
+			// peer's first packet through the relay): wireguard-go finds
+			// the peer by decrypting it and answers along the peer's own
+			// path (roaming is off, so this endpoint is never adopted).
+			// Anything else unattributable is dropped.
+			if msgType(b) == wgMsgInitiation {
+				ep = newUDPEndpoint(src)
+			} else {
+				drop = true
+			}
+		}
 		p.mu.Unlock()
 		if drop {
 			p.allocRxDrops.Add(1)
 			continue
 		}
 		select {
-		case p.allocRx <- injected{pkt: append([]byte(nil), b...), ep: e}:
+		case p.allocRx <- allocPkt{pkt: append([]byte(nil), b...), ep: ep}:
 		default:
 			p.allocRxDrops.Add(1)
 		}
@@ -93,7 +116,7 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 // allocation. It returns net.ErrClosed once done is closed.
 func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		var in injected
+		var in allocPkt
 		select {
 		case in = <-p.allocRx:
 		case <-done:

@@ -197,7 +197,7 @@ func (tl *travLab) fetch(from, srv *travNode, size int, rate string, timeout tim
 	}
 	cmd := fmt.Sprintf("curl -sS --fail --retry 10 --retry-connrefused --retry-delay 1 --max-time %d %s http://%s:8080/bytes/%d | sha256sum",
 		int(timeout.Seconds()), limit, srv.ip, size)
-	out, errOut, err := from.h.Output(ctx, "sh", "-o", "pipefail", "-c", cmd)
+	out, errOut, err := from.h.Output(ctx, "bash", "-o", "pipefail", "-c", cmd)
 	if err != nil {
 		return fmt.Errorf("curl %d bytes from %s: %v: %s", size, srv.name, err, strings.TrimSpace(errOut))
 	}
