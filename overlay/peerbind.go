@@ -69,11 +69,12 @@ type peerBind struct {
 	now  func() time.Time
 
 	// Set before use, then read-only.
-	disco    *discoKeys                                // nil: no path discovery (peers get their first endpoint)
-	askProbe func(peer string)                         // asks the coordinator for a simultaneous probe; optional
-	ownCands func() []netip.AddrPort                   // our candidates, for call-me-maybe; optional
-	onMapped func()                                    // our STUN-mapped address changed; optional
-	testDrop atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
+	disco      *discoKeys                                // nil: no path discovery (peers get their first endpoint)
+	askProbe   func(peer string)                         // asks the coordinator for a simultaneous probe; optional
+	ownCands   func() []netip.AddrPort                   // our candidates, for call-me-maybe; optional
+	onMapped   func()                                    // our STUN-mapped address changed; optional
+	onPathLost func()                                    // a verified direct path died; optional
+	testDrop   atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
 
 	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
 	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded

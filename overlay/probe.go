@@ -95,6 +95,7 @@ func (p *peerBind) tick() {
 	var outs []discoOut
 	var asks []string
 	var callMe []callMeTo
+	pathLost := false
 	p.mu.Lock()
 	if p.disco == nil {
 		p.mu.Unlock()
@@ -145,6 +146,7 @@ func (p *peerBind) tick() {
 			p.startRoundLocked(e, now, true)
 			e.reason = fmt.Sprintf("direct path %s stopped answering; probing again", cur.addr)
 			p.log.Info("peer path lost", "peer", e.logName(), "endpoint", cur.addr, "reason", "no pong for "+pathTimeout.String())
+			pathLost = true
 		}
 		if isDirect && e.round > len(quickRounds) {
 			e.roundAt = time.Time{} // direct works: no slow rounds
@@ -168,6 +170,9 @@ func (p *peerBind) tick() {
 		}
 	}
 	p.sendOuts(outs)
+	if pathLost && p.onPathLost != nil {
+		p.onPathLost() // has our own NAT mapping moved? check with STUN now
+	}
 	if p.askProbe != nil {
 		for _, name := range asks {
 			if name != "" {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -20,6 +21,7 @@ type pathsGlue struct {
 	relayWake chan struct{} // map or relays changed: relayLoop re-checks
 	pubWake   chan struct{} // candidates may have changed: publishLoop re-publishes
 	asks      chan string   // peers to ask the coordinator a probe for; bounded
+	stunNow   atomic.Bool   // a path died: relayLoop checks our mapped address now
 
 	mu      sync.Mutex // guards the fields below; serializes publish
 	lastEPs []netip.AddrPort
@@ -41,7 +43,8 @@ func (n *Node) setupPaths() error {
 	p.ownCands = func() []netip.AddrPort {
 		return append(n.candidates(), n.relayedAddrs()...)
 	}
-	p.onMapped = n.kickPublish
+	p.onMapped = func() { n.kickPublish(); n.kickRelay() }
+	p.onPathLost = func() { n.paths.stunNow.Store(true); n.kickRelay() }
 	p.askProbe = func(peer string) {
 		select {
 		case n.paths.asks <- peer:

@@ -159,6 +159,7 @@ func (n *Node) relayLoop() {
 		attempt  int
 		permits  = map[netip.Addr]bool{}
 		stunNext time.Time
+		mapped   []netip.AddrPort // our STUN-mapped addresses when a was allocated
 	)
 	defer func() {
 		if a != nil {
@@ -178,6 +179,19 @@ func (n *Node) relayLoop() {
 			a, dead = nil, nil
 			n.kickPublish()
 		}
+		if now := n.pbind.mappedAddrs(); a != nil && len(mapped) > 0 && len(now) > 0 && !sameAddrs(mapped, now) {
+			// Our NAT lost its state (rebinding, new uplink): the
+			// allocation's own mapping is gone with it, and peers would
+			// keep sending to a relayed address that no longer reaches us.
+			n.log.Info("our mapped address moved; allocating again", "relay", a.Relay().Name, "endpoint", now)
+			n.pbind.setAlloc(nil)
+			a.Close()
+			a, dead = nil, nil
+			n.kickPublish()
+		}
+		if n.paths.stunNow.Swap(false) {
+			stunNext = time.Time{}
+		}
 		now := time.Now()
 		if a == nil && len(relays) > 0 && !now.Before(retryAt) {
 			a = n.allocate(relays[0])
@@ -187,6 +201,7 @@ func (n *Node) relayLoop() {
 			} else {
 				attempt = 0
 				clear(permits)
+				mapped = n.pbind.mappedAddrs()
 				dead = a.Dead()
 				n.pbind.setAlloc(a)
 				n.wg.Add(1)
@@ -203,6 +218,9 @@ func (n *Node) relayLoop() {
 		if len(relays) > 0 && !now.Before(stunNext) {
 			stunNext = now.Add(stunEvery)
 			n.pbind.sendSTUN(relays)
+		}
+		if a != nil && len(mapped) == 0 {
+			mapped = n.pbind.mappedAddrs() // the first STUN answer came after the allocation
 		}
 		select {
 		case <-n.ctx.Done():
@@ -300,4 +318,17 @@ func (n *Node) relayedAddrs() []netip.AddrPort {
 		return []netip.AddrPort{a.RelayedAddr()}
 	}
 	return nil
+}
+
+// sameAddrs reports whether a and b hold the same addresses, in any order.
+func sameAddrs(a, b []netip.AddrPort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
