@@ -161,6 +161,12 @@ type peerEndpoint struct {
 	// wireguard-go's 5 s retry. A duplicate that did arrive is rejected by
 	// the responder's replay check (WireGuard paper §5.1, TAI64N).
 	lastInit []byte
+	// lastResp is the same for our last handshake response (the initiator
+	// waits 5 s for it too): kept until the peer's first data packet shows
+	// it arrived; resendResp is a copy queued for flush.
+	lastResp   []byte
+	respSent   time.Time
+	resendResp []byte
 
 	name               string
 	disco              *[32]byte // shared box key; nil: the peer has no disco key
@@ -263,6 +269,10 @@ func (p *peerBind) flush() {
 	}
 	for _, e := range p.byKey {
 		pa := e.path.Load()
+		if e.resendResp != nil && pa != nil {
+			out = append(out, send{e.resendResp, pa})
+			e.resendResp = nil
+		}
 		if e.parked == nil || pa == nil || p.hold {
 			continue
 		}
@@ -309,6 +319,7 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	p.recordIndexLocked(e, bufs[0])
 	pa := e.path.Load()
 	if typ == wgMsgResponse {
+		e.lastResp, e.respSent = append(e.lastResp[:0], bufs[0]...), time.Now()
 		p.mu.Unlock()
 		if pa == nil {
 			p.noPath.Add(1)
@@ -338,6 +349,10 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 // resendInitLocked re-sends (through flush) our unanswered initiation to e
 // on its new path.
 func (p *peerBind) resendInitLocked(e *peerEndpoint, now time.Time) {
+	if e.lastResp != nil && now.Sub(e.respSent) < wgRekeyTimeout {
+		e.resendResp = append(e.resendResp[:0], e.lastResp...)
+		p.flushWanted.Store(true)
+	}
 	if e.lastInit == nil || e.parked != nil || p.hold || now.Sub(e.initSent) >= wgRekeyTimeout {
 		return
 	}
@@ -346,10 +361,15 @@ func (p *peerBind) resendInitLocked(e *peerEndpoint, now time.Time) {
 	p.flushWanted.Store(true)
 }
 
-// handshakeAnsweredLocked notes a handshake response from e.
+// handshakeAnsweredLocked notes what b from e says about our handshake
+// messages: a response answers our initiation, data shows our response
+// arrived.
 func (p *peerBind) handshakeAnsweredLocked(e *peerEndpoint, b []byte) {
-	if msgType(b) == wgMsgResponse {
+	switch msgType(b) {
+	case wgMsgResponse:
 		e.lastInit = nil
+	case wgMsgData:
+		e.lastResp = nil
 	}
 }
 

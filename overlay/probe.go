@@ -113,6 +113,7 @@ func (p *peerBind) tick() {
 		cur := e.path.Load()
 		wasDirect := cur != nil && cur.kind == kindDirect && cur.verified
 		if !e.roundAt.IsZero() && !now.Before(e.roundAt) {
+			slow := e.round > len(quickRounds)
 			outs = p.roundLocked(e, now, outs)
 			e.round++
 			e.roundAt = time.Time{}
@@ -121,6 +122,13 @@ func (p *peerBind) tick() {
 				e.roundAt = now.Add(quickRounds[e.round-1])
 			case e.wins:
 				e.roundAt = now.Add(slowRoundEvery)
+			}
+			// A slow round asks the peer to probe with us (coordinator
+			// MsgProbe, call-me-maybe). Only a slow round does: the quick
+			// rounds that a MsgProbe starts must not ask again, or the
+			// two sides would keep each other probing every few seconds
+			// and keep a poisoned conntrack entry alive for good.
+			if slow && e.wins {
 				e.wantAsk = true
 			}
 		}

@@ -357,8 +357,18 @@ func TestTraversalRelayThenDirect(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	unblock()
 	unblocked := time.Now()
-	p, ok = tl.waitPath(a, "search", 90*time.Second, isDirect)
+	if os.Getenv("TRAV_DEBUG") != "" {
+		go func() {
+			for i := 0; i < 12; i++ {
+				time.Sleep(5 * time.Second)
+				out, _, _ := output(context.Background(), ha.NAT.NS, "conntrack", "-L", "-p", "udp", "--orig-port-dst", "41641")
+				t.Logf("DEBUG +%ds NAT a:\n%s", (i+1)*5, out)
+			}
+		}()
+	}
+	p, ok = tl.waitPath(a, "search", 50*time.Second, isDirect)
 	if !ok {
+		t.Logf("NAT a conntrack:\n%s\nNAT b conntrack:\n%s", ha.NAT.Run(t, "conntrack", "-L", "-p", "udp"), hb.NAT.Run(t, "conntrack", "-L", "-p", "udp"))
 		t.Fatalf("after unblocking: path %v, want direct", p)
 	}
 	t.Logf("MATRIX relay→direct: upgraded to %v %v after unblocking", p, time.Since(unblocked).Round(time.Millisecond))
