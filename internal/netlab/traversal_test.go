@@ -351,22 +351,15 @@ func TestTraversalRelayThenDirect(t *testing.T) {
 	}
 	t.Logf("blocked: %v, first byte after %v", p, ttfb.Round(time.Millisecond))
 
-	const size = 48 << 20
+	// Slow probe rounds are 35 s apart (longer than the 30 s conntrack
+	// timeout, see overlay/probe.go): the upgrade can take that long.
+	const size = 64 << 20
 	done := make(chan error, 1)
 	go func() { done <- tl.fetch(a, b, size, "1M", 120*time.Second) }()
 	time.Sleep(3 * time.Second)
 	unblock()
 	unblocked := time.Now()
-	if os.Getenv("TRAV_DEBUG") != "" {
-		go func() {
-			for i := 0; i < 12; i++ {
-				time.Sleep(5 * time.Second)
-				out, _, _ := output(context.Background(), ha.NAT.NS, "conntrack", "-L", "-p", "udp", "--orig-port-dst", "41641")
-				t.Logf("DEBUG +%ds NAT a:\n%s", (i+1)*5, out)
-			}
-		}()
-	}
-	p, ok = tl.waitPath(a, "search", 50*time.Second, isDirect)
+	p, ok = tl.waitPath(a, "search", 90*time.Second, isDirect)
 	if !ok {
 		t.Logf("NAT a conntrack:\n%s\nNAT b conntrack:\n%s", ha.NAT.Run(t, "conntrack", "-L", "-p", "udp"), hb.NAT.Run(t, "conntrack", "-L", "-p", "udp"))
 		t.Fatalf("after unblocking: path %v, want direct", p)
@@ -377,7 +370,7 @@ func TestTraversalRelayThenDirect(t *testing.T) {
 		if err != nil {
 			t.Fatalf("transfer across the upgrade: %v", err)
 		}
-	case <-time.After(150 * time.Second):
+	case <-time.After(140 * time.Second):
 		t.Fatal("transfer did not finish")
 	}
 }
