@@ -158,8 +158,8 @@ func TestRelayThenDirect(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("stream did not complete")
 	}
-	if st := a.Status(); st.Paths.ProbesAnswered == 0 || st.Paths.PathSwitches < 2 {
-		t.Fatalf("counters %+v: want probes answered and at least two path switches", st.Paths)
+	if st := a.Status(); st.Paths.ProbesAnswered == 0 || st.Paths.PathSwitches < 1 {
+		t.Fatalf("counters %+v: want probes answered and a path switch (relay to direct)", st.Paths)
 	}
 }
 
