@@ -21,6 +21,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -61,7 +62,18 @@ func demo(ctx context.Context, dir string, log *slog.Logger, out io.Writer) (err
 	step := func(format string, a ...any) { fmt.Fprintf(out, "• "+format+"\n", a...) }
 	t0 := time.Now()
 
-	coord, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log})
+	// The relay: on loopback, so it must be allowed to relay to loopback
+	// peers (a real relay never is; see agentnet relay --help).
+	rel, err := relay.New(ctx, relay.Config{Name: "demo-relay", Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0",
+		DataDir: filepath.Join(dir, "relay"), AllowLoopback: true, Logger: log})
+	if err != nil {
+		return fmt.Errorf("start relay: %w", err)
+	}
+	defer rel.Close()
+	step("relay %s at %s (TURN/STUN over udp and tcp, tls on %s)", rel.Cred().Name, rel.Cred().Addrs[0].Addr, rel.Cred().Addrs[len(rel.Cred().Addrs)-1].Addr)
+
+	coord, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log,
+		Relays: []relay.Cred{rel.Cred()}})
 	if err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
@@ -184,14 +196,14 @@ func demoRequest(ctx context.Context, from demoAgent, search *overlay.Node, out 
 		return fmt.Errorf("%s: GET http://%s/: status %d, %v", from.name, host, resp.StatusCode, err)
 	}
 	httpTime := time.Since(t1)
-	path, endpoint := "?", ""
+	path := "?"
 	for _, p := range from.node.Status().Peers {
 		if p.Name == "search" {
-			path, endpoint = p.Path.String(), p.Endpoint
+			path = p.Path.String()
 		}
 	}
-	fmt.Fprintf(out, "%s → %s: DNS %s A %s in %v; HTTP 200, %d bytes (sha256 %s…) in %v; path %s %s\n",
+	fmt.Fprintf(out, "%s → %s: DNS %s A %s in %v; HTTP 200, %d bytes (sha256 %s…) in %v; path %s\n",
 		from.name, "search", host, ips[0], dnsTime.Round(time.Microsecond), nbytes,
-		hex.EncodeToString(h.Sum(nil))[:12], httpTime.Round(time.Microsecond), path, endpoint)
+		hex.EncodeToString(h.Sum(nil))[:12], httpTime.Round(time.Microsecond), path)
 	return nil
 }
