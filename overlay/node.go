@@ -71,6 +71,10 @@ type Config struct {
 	// channel up/down) are sent to the coordinator's audit log. Optional,
 	// default 5s; negative turns reports off.
 	ReportInterval time.Duration
+	// ForceRelay makes every peer path go through the relay, never direct
+	// (for debugging and for measuring the relay path, like Tailscale's
+	// TS_DEBUG_ALWAYS_USE_DERP). Optional, default false.
+	ForceRelay bool
 	// KeyRotation is how often the node replaces its WireGuard key
 	// (rotate.go). Optional: 0 means the default, 24h; negative disables
 	// periodic rotation (Node.RotateKey still works).
@@ -191,6 +195,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.wgPub = pub
 	n.pbind = newPeerBind(n.bind, pub, n.log)
+	n.pbind.forceRelay = n.cfg.ForceRelay
 	if err := n.setupPaths(); err != nil {
 		return err
 	}

@@ -247,7 +247,7 @@ func (p *peerBind) rebuildAddrsLocked() {
 func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 	var best *candidate
 	for _, c := range e.cands {
-		if c.relay || !c.alive(now) {
+		if c.relay || !c.alive(now) || p.forceRelay {
 			continue
 		}
 		if best == nil || c.rtt < best.rtt {
@@ -358,6 +358,8 @@ func (p *peerBind) relayNameLocked(relayed netip.AddrPort) string {
 func (p *peerBind) relayReasonLocked(e *peerEndpoint, now time.Time) string {
 	direct := e.directCands()
 	switch {
+	case p.forceRelay:
+		return "direct paths disabled on this node (--force-relay)"
 	case len(direct) == 0:
 		return "peer has no direct candidates"
 	case p.alloc.Load() != nil && p.alloc.Load().Transport() != netmap.TransportUDP:

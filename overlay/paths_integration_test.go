@@ -228,3 +228,37 @@ func TestRelayUDPBlocked(t *testing.T) {
 		}
 	}
 }
+
+// TestForceRelay: a node with ForceRelay never probes or takes a direct
+// path; its traffic goes through the relay and status says why.
+func TestForceRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("relay integration test")
+	}
+	rl := overlay.StartRelayForTest(t)
+	net0 := overlaytest.New(t)
+	cfg := net0.NodeConfig("alpha")
+	cfg.ForceRelay = true
+	a := net0.StartNodeConfig(cfg)
+	b := net0.StartNode("bravo")
+	overlaytest.WaitPeers(t, a, b)
+	for _, n := range []*overlay.Node{a, b} {
+		n.SetRelaysForTest([]netmap.Relay{rl})
+	}
+	ps := waitPath(t, a, "bravo", "relay", 20*time.Second)
+	if ps.Reason != "direct paths disabled on this node (--force-relay)" {
+		t.Fatalf("forced relay path %+v: want the reason to name --force-relay", *ps)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := a.Ping(ctx, "bravo"); err != nil {
+		t.Fatalf("ping over the forced relay: %v", err)
+	}
+	time.Sleep(3 * time.Second) // a few probe rounds: none may make it direct
+	if ps := peerPath(a, "bravo"); ps == nil || ps.Kind != "relay" {
+		t.Fatalf("forced relay path became %+v", ps)
+	}
+	if rx := a.Status().Paths.RelayRxPackets + b.Status().Paths.RelayRxPackets; rx == 0 {
+		t.Fatal("no packet came through a relay allocation")
+	}
+}

@@ -75,6 +75,7 @@ type peerBind struct {
 	onMapped   func()                                    // our STUN-mapped address changed; optional
 	onPathLost func()                                    // a verified direct path died; optional
 	testDrop   atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
+	forceRelay bool                                      // Config.ForceRelay: never choose or probe a direct path; set before Open
 
 	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
 	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded

@@ -262,6 +262,9 @@ func (p *peerBind) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) 
 		if c.relay && blocked {
 			continue // our socket cannot reach the relay
 		}
+		if p.forceRelay && !c.relay {
+			continue
+		}
 		if c.relay || c.alive(now) {
 			outs = p.pingLocked(e, c.addr, false, now, outs)
 			continue

@@ -35,6 +35,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&forwards, "forward", "LOCAL=PEER:PORT, e.g. 127.0.0.1:9000=search:8080: a local listener whose connections go to a peer (repeatable)")
 	fs.Var(&exposes, "expose", "PORT or PORT=LOCAL, e.g. 8080 or 80=127.0.0.1:8080: overlay TCP port forwarded to a local service (repeatable)")
 	keyRotation := fs.Duration("key-rotation", overlay.DefaultKeyRotation, "replace the WireGuard key this often (0: never); 'agentnet node rotate' rotates now")
+	forceRelay := fs.Bool("force-relay", false, "never use direct paths: send everything through the relay (debugging, measuring the relay)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseWithConfig(fs, args); err != nil {
@@ -68,7 +69,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		KeyRotation: *keyRotation,
 		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
-		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen,
+		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen, ForceRelay: *forceRelay,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
 			Forwards: forwards, Exposes: exposes},
 	})
