@@ -23,6 +23,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/relay"
 )
 
 // setup is one way of carrying TCP from a client to a server in this
@@ -143,6 +144,7 @@ func listenPort(d *device.Device) (int, error) {
 // temp dir and a reusable join token.
 type agentnetNet struct {
 	dir   string
+	relay *relay.Server // on 127.0.0.1, relaying to loopback peers (bench only)
 	coord *coordinator.Coordinator
 	admin *coordinator.AdminClient
 	token string
@@ -154,12 +156,20 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 	if err != nil {
 		return nil, err
 	}
-	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log.With("c", "coord"), RateLimits: benchNoLimits})
+	rl, err := relay.New(ctx, relay.Config{Name: "bench-relay", Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "relay"),
+		AllowLoopback: true, BandwidthPerUser: -1, MaxAllocationsPerUser: 64, Logger: log.With("c", "relay")})
 	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start relay: %w", err)
+	}
+	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log.With("c", "coord"),
+		RateLimits: benchNoLimits, Relays: []relay.Cred{rl.Cred()}})
+	if err != nil {
+		rl.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start coordinator: %w", err)
 	}
-	n := &agentnetNet{dir: dir, coord: c, admin: coordinator.NewAdminClient(c.AdminCred()), log: log}
+	n := &agentnetNet{dir: dir, relay: rl, coord: c, admin: coordinator.NewAdminClient(c.AdminCred()), log: log}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tok, err := n.admin.CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:bench"}})
@@ -173,6 +183,7 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 
 func (n *agentnetNet) close() {
 	n.coord.Close()
+	n.relay.Close()
 	os.RemoveAll(n.dir)
 }
 
@@ -188,9 +199,14 @@ func (n *agentnetNet) nodeConfig(name string) overlay.Config {
 }
 
 func (n *agentnetNet) startNode(ctx context.Context, name string) (*overlay.Node, error) {
+	return n.startNodeConfig(ctx, n.nodeConfig(name))
+}
+
+func (n *agentnetNet) startNodeConfig(ctx context.Context, cfg overlay.Config) (*overlay.Node, error) {
+	name := cfg.Name
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	nd, err := overlay.New(ctx, n.nodeConfig(name))
+	nd, err := overlay.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start node %s: %w", name, err)
 	}
@@ -249,4 +265,56 @@ func newAgentnetDirect(ctx context.Context, an *agentnetNet) (*setup, error) {
 		dial:   func(ctx context.Context) (net.Conn, error) { return a.Dial(ctx, "tcp", dst) },
 		close:  func() { ln.Close(); cleanup() },
 	}, nil
+}
+
+// newAgentnetRelay: two agentnet nodes in netstack mode that send
+// everything through the TURN relay of an (overlay.Config.ForceRelay on
+// both, so both directions are relayed), over 127.0.0.1.
+func newAgentnetRelay(ctx context.Context, an *agentnetNet) (*setup, error) {
+	var nodes [2]*overlay.Node
+	for i, name := range []string{"relay-a", "relay-b"} {
+		cfg := an.nodeConfig(name)
+		cfg.ForceRelay = true
+		nd, err := an.startNodeConfig(ctx, cfg)
+		if err != nil {
+			if i == 1 {
+				nodes[0].Close()
+			}
+			return nil, err
+		}
+		nodes[i] = nd
+	}
+	a, b := nodes[0], nodes[1]
+	cleanup := func() { a.Close(); b.Close() }
+	// Both sides must be on the relay path before measuring.
+	deadline := time.Now().Add(20 * time.Second)
+	for !onRelay(a, "relay-b") || !onRelay(b, "relay-a") {
+		if time.Now().After(deadline) {
+			cleanup()
+			return nil, errors.New("nodes not on the relay path within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ln, err := b.Listen("tcp", fmt.Sprintf(":%d", benchPort))
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	dst := netip.AddrPortFrom(b.Self().IPv4, benchPort).String()
+	return &setup{
+		name:   SetupAgentnetRelay,
+		target: dst,
+		ln:     ln,
+		dial:   func(ctx context.Context) (net.Conn, error) { return a.Dial(ctx, "tcp", dst) },
+		close:  func() { ln.Close(); cleanup() },
+	}, nil
+}
+
+func onRelay(n *overlay.Node, peer string) bool {
+	for _, p := range n.Status().Peers {
+		if p.Name == peer && p.Path != nil && p.Path.Kind == "relay" {
+			return true
+		}
+	}
+	return false
 }

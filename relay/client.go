@@ -151,7 +151,12 @@ func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin
 		if server.Addr().Is6() {
 			la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
-		return net.ListenUDP("udp", net.UDPAddrFromAddrPort(la))
+		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(la))
+		if err != nil {
+			return nil, err
+		}
+		tuneUDP(uc) // relayed bursts arrive here: the default ~200 KiB drops them
+		return uc, nil
 	case netmap.TransportTCP:
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", server.String())
