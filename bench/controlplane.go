@@ -46,7 +46,8 @@ const (
 // http.Transport; it speaks HTTP/1.1, one TCP connection per stream, until
 // the coordinator's HTTP/2 stream deadline is fixed (see cpHTTP2).
 //
-// For N = 1,000 and 5,000 (Quick: 200 and 500), setup "controlplane-N":
+// For N = 1,000 by default (Options.Scales, e.g. 1,000 and 5,000, for more;
+// Quick: 200 and 500), setup "controlplane-N":
 //   - join_s: time for N nodes to enroll, cpJoinConcurrency at a time;
 //   - coord_cpu_s: coordinator CPU time during that join;
 //   - streams_up_s: time until all N streams have delivered their first map;
@@ -72,9 +73,12 @@ const (
 // Serials must not go backwards on any stream.
 func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 	o = o.withDefaults()
-	scales := []int{1000, 5000}
+	scales := []int{1000}
 	if o.Quick {
 		scales = []int{200, 500}
+	}
+	if len(o.Scales) > 0 {
+		scales = o.Scales
 	}
 	raiseNoFile()
 	bin, binNote, cleanup := coordinatorBinary(ctx, o)

@@ -33,6 +33,7 @@ type Options struct {
 	Quick    bool          // a fast smoke run: 1 rep, short durations, smaller scales
 	Reps     int           // repetitions per measurement; 0 means the suite's default
 	Duration time.Duration // per throughput repetition; 0 means the suite's default
+	Scales   []int         // control-plane node counts; nil means the suite's default (1,000; Quick: 200 and 500)
 	Out      io.Writer     // progress lines (may be nil)
 	Logger   *slog.Logger  // logs of the systems under test (may be nil: discarded)
 }

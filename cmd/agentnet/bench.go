@@ -5,18 +5,22 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentnet/agentnet/bench"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--only dataplane|controlplane|dns]",
+	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--scales N,N] [--only dataplane|controlplane|dns]",
 		"Measure agentnet side by side with its baselines, in this process on 127.0.0.1 only.\n"+
 			"dataplane: TCP throughput (1 and 4 streams), 1-byte round-trip latency, connect time and\n"+
-			"CPU per GiB over plain loopback TCP, bare wireguard-go (stock tun/netstack) and two agentnet\n"+
-			"nodes; agentnet's time to first byte of a new node; the memory of a node process idle and\n"+
-			"with 100 and 1,000 peers. controlplane and dns: the coordinator and the built-in resolver.\n"+
+			"CPU per GiB over plain loopback TCP, bare wireguard-go (stock tun/netstack), two agentnet\n"+
+			"nodes direct and through the relay, and (as root) two TUN-mode nodes in network namespaces\n"+
+			"against the bare veth; agentnet's time to first byte of a new node; the memory of a node\n"+
+			"process idle and with 100 and 1,000 peers. controlplane and dns: the coordinator and the\n"+
+			"built-in resolver.\n"+
 			"Setups alternate in every repetition; results are medians with min and max.\n"+
 			"Progress goes to stderr, the table (or JSON with --json) to stdout. A full run takes a few\n"+
 			"minutes, --quick under a minute.", stderr)
@@ -24,6 +28,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "print a JSON list of {setup,metric,unit,median,min,max,n} instead of a table")
 	reps := fs.Int("reps", 0, "repetitions of every measurement (default: 5, or 1 with --quick)")
 	dur := fs.Duration("duration", 0, "length of each throughput run (default: 3s, or 1s with --quick)")
+	scales := fs.String("scales", "", "control-plane node counts, comma-separated, e.g. 1000,5000 (default: 1000, or 200,500 with --quick; 5000 takes several minutes more)")
 	only := fs.String("only", "", "run one area only: dataplane, controlplane or dns (default: all)")
 	level := fs.String("log-level", "error", "log level of the components under test: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
@@ -57,7 +62,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		bench.Binary = exe
 	}
 	start := time.Now()
-	rs, runErr := bench.Run(ctx, bench.Options{Quick: *quick, Reps: *reps, Duration: *dur, Out: stderr, Logger: log}, suites...)
+	var scaleList []int
+	for _, f := range strings.Split(*scales, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 2 || v > 100000 {
+			return fmt.Errorf("%w: --scales: %q is not a node count (2..100000)", errUsage, f)
+		}
+		scaleList = append(scaleList, v)
+	}
+	rs, runErr := bench.Run(ctx, bench.Options{Quick: *quick, Reps: *reps, Duration: *dur, Scales: scaleList, Out: stderr, Logger: log}, suites...)
 	fmt.Fprintf(stderr, "bench: done in %v\n", time.Since(start).Round(time.Second))
 	if *asJSON {
 		if err := bench.PrintJSON(stdout, rs); err != nil {
