@@ -3,6 +3,7 @@ package coordinator
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // benchCoordinator returns a Coordinator with just what mapFor reads: a
 // snapshot of peers+1 nodes (the first is "self") and a signing key. No
 // store, no listener.
-func benchCoordinator(b *testing.B, peers int) (*Coordinator, string) {
+func benchCoordinator(b testing.TB, peers int) (*Coordinator, string) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		b.Fatal(err)
@@ -47,7 +48,7 @@ func benchCoordinator(b *testing.B, peers int) (*Coordinator, string) {
 			c.streams[nodes[i].DID] = &stream{did: nodes[i].DID}
 		}
 	}
-	c.snap.Store(&snapshot{serial: 42, nodes: nodes})
+	c.snap.Store(&snapshot{serial: 42, nodes: nodes, enc: make([]nodeEnc, len(nodes))})
 	return c, nodes[0].DID
 }
 
@@ -103,5 +104,33 @@ func BenchmarkSignVerifyMap(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestAssembledMapPayload: the map mapFor assembles from cached node
+// encodings is one valid JSON object that decodes to the map json.Marshal
+// of the same netmap.Map would give, and re-encodes byte for byte.
+func TestAssembledMapPayload(t *testing.T) {
+	c, self := benchCoordinator(t, 7)
+	signed, node, err := c.mapFor(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(signed.Payload) {
+		t.Fatalf("payload is not valid JSON: %s", signed.Payload)
+	}
+	m, err := signed.Verify(c.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Self.DID != self || node.DID != self || len(m.Peers) != 7 || m.Serial != 42 || m.Filter == nil {
+		t.Fatalf("decoded map: self %s, %d peers, serial %d, filter %v", m.Self.DID, len(m.Peers), m.Serial, m.Filter)
+	}
+	again, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != string(signed.Payload) {
+		t.Fatalf("assembled payload differs from json.Marshal of the decoded map:\n%s\n%s", signed.Payload, again)
 	}
 }

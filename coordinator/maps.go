@@ -1,12 +1,15 @@
 package coordinator
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -23,6 +26,47 @@ type snapshot struct {
 
 	ixOnce sync.Once
 	ix     *policy.Index // positions are those of nodes
+
+	// enc caches each node's JSON encoding, offline and online, built by
+	// the first map that needs it: a fan-out then encodes every node once,
+	// not once per map it appears in (N² encodings for N nodes).
+	enc []nodeEnc
+}
+
+type nodeEnc struct {
+	once [2]sync.Once
+	b    [2][]byte
+}
+
+// encoded returns node i's JSON with Online set to online.
+func (s *snapshot) encoded(i int, online bool) ([]byte, error) {
+	k := 0
+	if online {
+		k = 1
+	}
+	e := &s.enc[i]
+	var err error
+	e.once[k].Do(func() {
+		n := s.nodes[i]
+		n.Online = online
+		e.b[k], err = json.Marshal(n)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e.b[k], nil
+}
+
+// mapHead is the part of netmap.Map before Self, encoded with the same
+// field names; mapFor appends self, peers, relays and filter to it.
+type mapHead struct {
+	ProtocolVersion int          `json:"protocol_version"`
+	Serial          uint64       `json:"serial"`
+	Issued          time.Time    `json:"issued"`
+	Domain          string       `json:"domain"`
+	DNSIP           netip.Addr   `json:"dns_ip"`
+	Prefix4         netip.Prefix `json:"prefix4"`
+	Prefix6         netip.Prefix `json:"prefix6"`
 }
 
 // errNodeGone means a map was asked for a node that is no longer enrolled.
@@ -54,6 +98,7 @@ func (c *Coordinator) refreshSnapshot() error {
 	}
 	s.policy = c.policyFor(rec, ok, c.snap.Load())
 	slices.SortFunc(s.nodes, func(a, b netmap.Node) int { return strings.Compare(a.Name, b.Name) })
+	s.enc = make([]nodeEnc, len(s.nodes))
 	if cur := c.snap.Load(); cur == nil || s.serial >= cur.serial {
 		c.snap.Store(&s)
 	}
@@ -85,7 +130,7 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 	}
 	ix := s.index(c)
 	reach := ix.Reachable(self)
-	m := &netmap.Map{
+	head := mapHead{
 		ProtocolVersion: netmap.ProtocolVersion,
 		Serial:          s.serial,
 		Issued:          c.now().UTC(),
@@ -93,24 +138,69 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		DNSIP:           netmap.DefaultDNSIP,
 		Prefix4:         c.prefix4,
 		Prefix6:         c.ula,
-		Peers:           make([]netmap.Node, 0, reach.Len()),
-		Filter:          ix.Filter(self),
 	}
+	// Which nodes, and their live Online state, under c.mu; the JSON is
+	// assembled outside it from the snapshot's cached node encodings.
+	type pick struct {
+		i      int
+		online bool
+	}
+	picks := make([]pick, 0, reach.Len()+1)
 	c.mu.Lock()
 	for i, n := range s.nodes {
-		if i == self {
-			_, n.Online = c.streams[n.DID]
-			m.Self = n
-		} else if len(n.Endpoints) > 0 && reach.Has(i) {
-			_, n.Online = c.streams[n.DID]
-			m.Peers = append(m.Peers, n)
+		if i == self || len(n.Endpoints) > 0 && reach.Has(i) {
+			_, online := c.streams[n.DID]
+			picks = append(picks, pick{i, online})
 		}
 	}
 	c.mu.Unlock()
-	m.Relays = c.relaysFor(m.Self.Name, m.Issued)
-	signed, err := netmap.Sign(c.signKey, m)
-	if err != nil {
-		return nil, netmap.Node{}, fmt.Errorf("coordinator: sign map: %w", err)
+	selfNode := s.nodes[self]
+	var selfJSON []byte
+	peers := make([][]byte, 0, len(picks))
+	size := 0
+	for _, p := range picks {
+		b, err := s.encoded(p.i, p.online)
+		if err != nil {
+			return nil, netmap.Node{}, fmt.Errorf("coordinator: encode node: %w", err)
+		}
+		if p.i == self {
+			selfJSON, selfNode.Online = b, p.online
+			continue
+		}
+		peers = append(peers, b)
+		size += len(b) + 1
 	}
-	return signed, m.Self, nil
+	relays := c.relaysFor(selfNode.Name, head.Issued)
+	hb, err := json.Marshal(head)
+	if err != nil {
+		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
+	}
+	tail, err := json.Marshal(struct {
+		Relays []netmap.Relay  `json:"relays,omitempty"`
+		Filter *netmap.Filter `json:"filter,omitempty"`
+	}{relays, ix.Filter(self)})
+	if err != nil {
+		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
+	}
+	// {head…,"self":…,"peers":[…],tail…} — the same JSON object as
+	// json.Marshal(netmap.Map) would give, without re-encoding every peer.
+	payload := make([]byte, 0, len(hb)+len(selfJSON)+size+len(tail)+32)
+	payload = append(payload, hb[:len(hb)-1]...)
+	payload = append(payload, `,"self":`...)
+	payload = append(payload, selfJSON...)
+	payload = append(payload, `,"peers":[`...)
+	for i, b := range peers {
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = append(payload, b...)
+	}
+	payload = append(payload, ']')
+	if len(tail) > 2 { // more than "{}"
+		payload = append(payload, ',')
+		payload = append(payload, tail[1:]...)
+	} else {
+		payload = append(payload, '}')
+	}
+	return netmap.SignPayload(c.signKey, payload), selfNode, nil
 }
