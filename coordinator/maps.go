@@ -176,7 +176,7 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
 	}
 	tail, err := json.Marshal(struct {
-		Relays []netmap.Relay  `json:"relays,omitempty"`
+		Relays []netmap.Relay `json:"relays,omitempty"`
 		Filter *netmap.Filter `json:"filter,omitempty"`
 	}{relays, ix.Filter(self)})
 	if err != nil {
