@@ -85,7 +85,8 @@ type BindStats struct {
 
 // Bind is agentnet's conn.Bind: one UDP socket on BindConfig.ListenAddr
 // with batched reads and writes (recvmmsg/sendmmsg on Linux, plus UDP
-// GSO/GRO where the kernel has them; one datagram per call elsewhere).
+// GSO/GRO where the kernel has them; one datagram per call elsewhere), or
+// a caller's BindConfig.PacketConn (one datagram per call, no offloads).
 //
 // Concurrency: Send may be called from any number of goroutines; each
 // ReceiveFunc from one goroutine at a time (as wireguard-go does). Open,
