@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -59,6 +60,16 @@ type BindConfig struct {
 	SocketBuffer int
 	// Logger is optional, default slog.Default().
 	Logger *slog.Logger
+	// PacketConn is optional, default nil: a real UDP socket on ListenAddr.
+	// When set, Open uses it instead of opening a socket (ListenAddr,
+	// SocketBuffer and SetMark do not apply), for tests and custom
+	// transports such as pion's vnet; batching and GSO/GRO are off on it:
+	// one datagram per receive call, one WriteTo per packet, and SendTTL
+	// sends with the default TTL. Its addresses must be *net.UDPAddr. The
+	// Bind never closes it, because wireguard-go closes and re-opens its
+	// Bind (device Up): Close sets a past read deadline to end blocked
+	// reads and Open clears it. Whoever created it closes it.
+	PacketConn net.PacketConn
 }
 
 // BindStats are cumulative counters since NewBind.
@@ -74,7 +85,8 @@ type BindStats struct {
 
 // Bind is agentnet's conn.Bind: one UDP socket on BindConfig.ListenAddr
 // with batched reads and writes (recvmmsg/sendmmsg on Linux, plus UDP
-// GSO/GRO where the kernel has them; one datagram per call elsewhere).
+// GSO/GRO where the kernel has them; one datagram per call elsewhere), or
+// a caller's BindConfig.PacketConn (one datagram per call, no offloads).
 //
 // Concurrency: Send may be called from any number of goroutines; each
 // ReceiveFunc from one goroutine at a time (as wireguard-go does). Open,
@@ -153,6 +165,7 @@ type bindBatchConn interface {
 // bindSocket is one opened socket. Its fields are fixed at Open except the
 // offload switches, which only ever go from on to off.
 type bindSocket struct {
+	pc     net.PacketConn // BindConfig.PacketConn; then uc and bc are nil (bind_packetconn.go)
 	uc     *net.UDPConn
 	bc     bindBatchConn
 	local  netip.AddrPort
@@ -167,6 +180,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	defer b.mu.Unlock()
 	if b.sock.Load() != nil {
 		return nil, 0, conn.ErrBindAlreadyOpen
+	}
+	if b.cfg.PacketConn != nil {
+		return b.openPacketConn()
 	}
 	la := b.cfg.ListenAddr
 	if !la.IsValid() {
@@ -222,6 +238,9 @@ func (b *Bind) Close() error {
 	if s == nil {
 		return nil
 	}
+	if s.pc != nil {
+		return s.pc.SetReadDeadline(time.Now()) // not ours to close; see BindConfig.PacketConn
+	}
 	return s.uc.Close()
 }
 
@@ -233,7 +252,7 @@ func (b *Bind) SetMark(mark uint32) error {
 	b.mark = mark
 	p, ok := any(b).(bindPlatform)
 	s := b.sock.Load()
-	if !ok || s == nil {
+	if !ok || s == nil || s.pc != nil {
 		return nil
 	}
 	if err := p.setSocketMark(s.uc, mark); err != nil {
@@ -305,6 +324,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if len(bufs) > bindBatchSize {
 		b.txErrors.Add(1)
 		return fmt.Errorf("overlay: bind: send batch of %d exceeds %d", len(bufs), bindBatchSize)
+	}
+	if s.pc != nil {
+		return b.sendPacketConn(s, bufs, e)
 	}
 	dst := e.dst
 	if s.v4only && !dst.Addr().Is4() {

@@ -19,6 +19,8 @@ import (
 // itself had sent to us would leave an unreplied conntrack entry there, and
 // Linux would then give the peer's own packets to us a different, random
 // public port (the conntrack clash); see probe.go.
+//
+// On a BindConfig.PacketConn (no IP header of ours) it is a plain send.
 func (b *Bind) SendTTL(pkt []byte, dst netip.AddrPort, ttl int) error {
 	s := b.sock.Load()
 	if s == nil {
@@ -26,6 +28,9 @@ func (b *Bind) SendTTL(pkt []byte, dst netip.AddrPort, ttl int) error {
 	}
 	if ttl < 1 || ttl > 255 {
 		return errors.New("overlay: bind: TTL out of range")
+	}
+	if s.pc != nil {
+		return b.sendPacketConn(s, [][]byte{pkt}, newUDPEndpoint(dst)) // no TTL on a custom transport
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	var oob []byte

@@ -39,6 +39,16 @@ type Config struct {
 	// ListenAddr is the node's UDP socket. Optional, default 0.0.0.0:0. A
 	// specific IP means only that IP is advertised to peers.
 	ListenAddr netip.AddrPort
+	// PacketConn carries the node's WireGuard, disco and STUN traffic
+	// instead of a UDP socket on ListenAddr (BindConfig.PacketConn), for
+	// tests and custom transports such as pion's vnet. Optional; default
+	// nil: a real UDP socket on ListenAddr. The node owns it from New on
+	// and closes it on Close (or when New fails). With it the node makes no
+	// TURN allocation (relay.Allocate dials real sockets, which must never
+	// see this transport's addresses) but still asks the map's relays'
+	// UDP addresses for its mapped address (STUN) through it; it
+	// advertises its local address only when bound to a specific IP.
+	PacketConn net.PacketConn
 	// DNSListen is a host address ("127.0.0.1:5301") where the built-in DNS
 	// also answers, over UDP and TCP. Optional, default off. Inside the
 	// overlay it always answers at netmap.DefaultDNSIP:53.
@@ -132,6 +142,9 @@ type Node struct {
 // the local API, and keeps following the coordinator in the background.
 func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.StateDir == "" {
+		if cfg.PacketConn != nil {
+			cfg.PacketConn.Close()
+		}
 		return nil, errors.New("overlay: Config.StateDir is required (--state DIR)")
 	}
 	if cfg.MTU == 0 {
@@ -150,6 +163,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		if cfg.PacketConn != nil {
+			cfg.PacketConn.Close()
+		}
 		return nil, fmt.Errorf("overlay: create state dir: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer)}
@@ -281,7 +297,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *n
 		n.log.Info("already enrolled; ignoring the join token", "state", dir)
 	}
 	n.ctl = newControlClient(st.CoordinatorURL, st.CoordinatorPin, st.identity())
-	n.bind = NewBind(BindConfig{ListenAddr: n.cfg.ListenAddr, Logger: n.log})
+	n.bind = NewBind(BindConfig{ListenAddr: n.cfg.ListenAddr, PacketConn: n.cfg.PacketConn, Logger: n.log})
 	if _, _, err := n.bind.Open(0); err != nil {
 		return nil, nil, nil, fmt.Errorf("overlay: open UDP socket %s: %w", n.cfg.ListenAddr, err)
 	}
@@ -368,6 +384,9 @@ func (n *Node) endpoints() []netip.AddrPort {
 	la := n.bind.LocalAddr()
 	if !la.Addr().IsUnspecified() {
 		return []netip.AddrPort{la}
+	}
+	if n.cfg.PacketConn != nil {
+		return nil // the host's interfaces are not that transport's addresses
 	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -588,6 +607,9 @@ func (n *Node) Close() error {
 	}
 	if n.plane != nil {
 		n.plane.Close() // kernel mode: removes the device, its addresses and routes
+	}
+	if n.cfg.PacketConn != nil {
+		n.cfg.PacketConn.Close() // after the bind: it only unblocks its readers
 	}
 	if n.ctl != nil {
 		n.ctl.close()

@@ -279,6 +279,10 @@ func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 		if e.disco != nil && e.round > len(quickRounds) {
 			e.reason = "no direct probe answered and the peer has no relay address; sending to its first endpoint"
 		}
+	case len(e.cands) > 0 && e.disco != nil && e.round <= len(quickRounds) && now.Sub(e.roundStart) < 5*time.Second:
+		e.reason = "probing direct candidates; the peer has no relay address"
+	case len(e.cands) > 0:
+		e.reason = fmt.Sprintf("no direct probe answered and the peer has no relay address (candidates: %s)", strings.Join(e.directCands(), ", "))
 	default:
 		e.reason = "peer has no candidates"
 	}

@@ -149,9 +149,14 @@ func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 // relayLoop keeps our allocation (allocate, watch, re-allocate with
 // backoff), permits peers' IPs on it, and checks our mapped address with
 // STUN every stunEvery. Owner: Node (n.wg); it ends with n.ctx.
+//
+// With Config.PacketConn there is no allocation, only STUN through that
+// conn: relay.Allocate dials real sockets, and a custom transport's
+// addresses (vnet's in tests) must never be sent to on the real network.
 func (n *Node) relayLoop() {
 	defer n.wg.Done()
 	const stunEvery = 20 * time.Second
+	canAllocate := n.cfg.PacketConn == nil
 	var (
 		a        *relay.Allocation
 		dead     <-chan struct{}
@@ -193,7 +198,7 @@ func (n *Node) relayLoop() {
 			stunNext = time.Time{}
 		}
 		now := time.Now()
-		if a == nil && len(relays) > 0 && !now.Before(retryAt) {
+		if canAllocate && a == nil && len(relays) > 0 && !now.Before(retryAt) {
 			a = n.allocate(relays[0])
 			if a == nil {
 				attempt++
