@@ -60,6 +60,19 @@ func (a *AdminClient) CreateToken(ctx context.Context, req netmap.CreateTokenReq
 	return resp, err
 }
 
+// Tokens lists every join token (no secrets), newest first.
+func (a *AdminClient) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var out []TokenInfo
+	err := a.do(ctx, http.MethodGet, netmap.PathAdminTokens, nil, &out)
+	return out, err
+}
+
+// RevokeToken revokes join token id: later enrollments with it are
+// refused; nodes it enrolled keep working (revoke those with RevokeNode).
+func (a *AdminClient) RevokeToken(ctx context.Context, id string) error {
+	return a.do(ctx, http.MethodDelete, netmap.PathAdminTokens+"/"+url.PathEscape(id), nil, nil)
+}
+
 // Nodes lists every enrolled node, sorted by name.
 func (a *AdminClient) Nodes(ctx context.Context) ([]netmap.Node, error) {
 	var nodes []netmap.Node

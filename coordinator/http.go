@@ -56,6 +56,8 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("GET "+netmap.PathAdminAudit, c.serve(c.admin(c.handleAuditTail)))
 	mux.Handle("POST "+netmap.PathProbe, c.serve(c.handleProbe))
 	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
+	mux.Handle("GET "+netmap.PathAdminTokens, c.serve(c.admin(c.handleListTokens)))
+	mux.Handle("DELETE "+netmap.PathAdminTokens+"/{id}", c.serve(c.admin(c.handleRevokeToken)))
 	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
 	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
 	c.policyRoutes(mux)

@@ -161,3 +161,45 @@ func redeemToken(tx Tx, tok netmap.Token, did string, now time.Time) (TokenRecor
 	rec.LastUsedBy = did
 	return rec, tx.PutToken(rec)
 }
+
+// TokenInfo is a join token as the admin API lists it: everything but the
+// secret's hash.
+type TokenInfo struct {
+	ID       string    `json:"id"`
+	Tags     []string  `json:"tags,omitempty"`
+	Reusable bool      `json:"reusable"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	Uses     int       `json:"uses"`
+	Revoked  bool      `json:"revoked,omitempty"`
+	NodeTTL  string    `json:"node_ttl,omitempty"`
+}
+
+// handleListTokens serves GET netmap.PathAdminTokens: every token, newest
+// first, without secrets.
+func (c *Coordinator) handleListTokens(w http.ResponseWriter, r *http.Request) error {
+	recs, err := c.listTokens()
+	if err != nil {
+		return err
+	}
+	out := make([]TokenInfo, 0, len(recs))
+	for _, t := range recs {
+		ti := TokenInfo{ID: t.ID, Tags: t.Tags, Reusable: t.Reusable, Created: t.Created, Expires: t.Expires, Uses: t.Uses, Revoked: t.Revoked}
+		if t.NodeTTL > 0 {
+			ti.NodeTTL = t.NodeTTL.String()
+		}
+		out = append(out, ti)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleRevokeToken serves DELETE netmap.PathAdminTokens/{id}: later
+// enrollments with the token are refused; nodes it enrolled stay.
+func (c *Coordinator) handleRevokeToken(w http.ResponseWriter, r *http.Request) error {
+	if err := c.revokeToken(r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
@@ -81,13 +83,20 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	return c.Close()
 }
 
+const tokenUsage = "Usage: agentnet token create --admin FILE [--tags tag:a,tag:b] [--reusable] [--ttl 1h] [--node-ttl 720h]\n" +
+	"       agentnet token list --admin FILE [--json]\n" +
+	"       agentnet token revoke ID --admin FILE"
+
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "list" || args[0] == "revoke") {
+		return runTokenAdmin(ctx, args[0], args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(stdout, "Usage: agentnet token create --admin FILE [--tags tag:a,tag:b] [--reusable] [--ttl 1h] [--node-ttl 720h]")
+			fmt.Fprintln(stdout, tokenUsage)
 			return nil
 		}
-		return fmt.Errorf("%w: usage: agentnet token create --admin FILE [flags]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, tokenUsage)
 	}
 	fs := newFlags("token create", "token create --admin FILE [flags]",
 		"Create a join token and print it (only the token, on stdout). The token alone lets a node join:\n"+
@@ -121,5 +130,53 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintln(stdout, resp.Token)
+	return nil
+}
+
+// runTokenAdmin is 'agentnet token list' and 'agentnet token revoke ID'.
+func runTokenAdmin(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
+	help := "List join tokens (never their secrets): id, tags, reusable, uses, expiry, revoked."
+	if verb == "revoke" {
+		help = "Revoke join token ID (from 'agentnet token list'): later enrollments with it are refused.\n" +
+			"Nodes it already enrolled keep working; cut one off with 'agentnet node revoke NAME'."
+	}
+	fs := newFlags("token "+verb, "token "+verb+map[string]string{"list": " --admin FILE [--json]", "revoke": " ID --admin FILE"}[verb], help, stderr)
+	admin := fs.String("admin", "", "admin credential file written by the coordinator (required)")
+	asJSON := fs.Bool("json", false, "print JSON (list)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if *admin == "" {
+		return fmt.Errorf("%w: --admin FILE is required", errUsage)
+	}
+	if verb == "revoke" && len(pos) != 1 || verb == "list" && len(pos) != 0 {
+		return fmt.Errorf("%w: %s", errUsage, tokenUsage)
+	}
+	cred, err := coordinator.LoadAdminCred(*admin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ac := coordinator.NewAdminClient(cred)
+	if verb == "revoke" {
+		if err := ac.RevokeToken(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "token %s revoked: new enrollments with it are refused\n", pos[0])
+		return nil
+	}
+	toks, err := ac.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(toks)
+	}
+	fmt.Fprintf(stdout, "%-18s %-9s %-5s %-20s %-8s %s\n", "ID", "REUSABLE", "USES", "EXPIRES", "REVOKED", "TAGS")
+	for _, t := range toks {
+		fmt.Fprintf(stdout, "%-18s %-9v %-5d %-20s %-8v %s\n", t.ID, t.Reusable, t.Uses, t.Expires.Format(time.DateTime), t.Revoked, strings.Join(t.Tags, ","))
+	}
 	return nil
 }
