@@ -126,6 +126,9 @@ type Coordinator struct {
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
 
+	flipMu      sync.Mutex // guards flipPending (stream.go changedSoon)
+	flipPending bool
+
 	mu       sync.Mutex // guards the fields below
 	streams  map[string]*stream
 	inflight int

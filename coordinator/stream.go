@@ -204,7 +204,38 @@ func (c *Coordinator) touch(did string) error {
 	if err != nil {
 		return err
 	}
-	return c.changed()
+	c.changedSoon()
+	return nil
+}
+
+// onlineDebounce is how long online/offline flips are gathered before one
+// fan-out publishes them all. Each flip is a change every open stream gets
+// a new map for; when many nodes connect at once (a coordinator restart, a
+// fleet rolling out) one fan-out per flip made stream set-up O(N²) in map
+// builds. A node's own map never waits: Online is read live when a map is
+// built.
+const onlineDebounce = 250 * time.Millisecond
+
+// changedSoon publishes committed online flips within onlineDebounce: the
+// first flip arms a timer, later ones ride along.
+func (c *Coordinator) changedSoon() {
+	c.flipMu.Lock()
+	defer c.flipMu.Unlock()
+	if c.flipPending {
+		return
+	}
+	c.flipPending = true
+	time.AfterFunc(onlineDebounce, func() {
+		c.flipMu.Lock()
+		c.flipPending = false
+		c.flipMu.Unlock()
+		if c.baseCtx.Err() != nil {
+			return // closing: no more fan-out
+		}
+		if err := c.changed(); err != nil && !errors.Is(err, ErrStoreClosed) {
+			c.log.Error("coordinator: publish online changes", "err", err)
+		}
+	})
 }
 
 // kick ends the stream of did, if any.
