@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -92,7 +93,7 @@ func (c *Coordinator) initAdminCred() error {
 			return nil
 		}
 		b, _ := json.MarshalIndent(c.cred, "", "  ")
-		return writeFileAtomic(c.credPath, append(b, '\n'), 0o600)
+		return atomicfile.Write(c.credPath, append(b, '\n'), 0o600)
 	})
 }
 

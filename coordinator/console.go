@@ -229,7 +229,7 @@ func (con *console) refused(r *http.Request, code, reason string) {
 	c.stats.refuse(code)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	c.audit.RecordLimited(AuditRequestRefused, host, code, "path", r.URL.Path, "reason", reason)
-	if c.limiter.allow(host+"||"+code, c.now()) {
+	if c.limiter.Allow(host+"||"+code, c.now()) {
 		c.log.Warn("coordinator: console request refused", "reason", reason, "path", r.URL.Path, "endpoint", r.RemoteAddr)
 	} else {
 		c.stats.logsSuppressed.Add(1)

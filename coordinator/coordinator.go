@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
 )
@@ -113,7 +114,7 @@ type Coordinator struct {
 
 	audit   *Audit // DataDir/audit.jsonl
 	stats   counters
-	limiter logLimiter
+	limiter logthrottle.Limiter
 	probes  probeLimiter
 	console *console // nil unless Config.Console
 	metrics *metrics // Config.MetricsListen; nil when off; set before serving
@@ -197,7 +198,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		prefix4:   cfg.Prefix4,
 		credPath:  filepath.Join(cfg.DataDir, fileCred),
 		streams:   make(map[string]*stream),
-		limiter:   logLimiter{interval: 10 * time.Second},
+		limiter:   logthrottle.Limiter{Interval: 10 * time.Second},
 		limits:    limits,
 		serveDone: make(chan struct{}),
 	}

@@ -142,7 +142,7 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.status < 500 {
 		c.audit.RecordLimited(AuditRequestRefused, host, ae.code, "status", ae.status, "path", r.URL.Path, "claimed_node", node, "reason", ae.msg)
 	}
-	if level == slog.LevelError || c.limiter.allow(host+"|"+node+"|"+ae.code, c.now()) {
+	if level == slog.LevelError || c.limiter.Allow(host+"|"+node+"|"+ae.code, c.now()) {
 		c.log.Log(r.Context(), level, "coordinator: request refused",
 			"node", node, "reason", ae.code, "err", ae.Error(), "path", r.URL.Path, "endpoint", r.RemoteAddr, "status", ae.status)
 	} else {

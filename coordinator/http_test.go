@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
@@ -152,13 +151,5 @@ func TestUpdateLimits(t *testing.T) {
 	status, _, er := n.do(http.MethodPost, netmap.PathUpdate, body, nil)
 	if status != http.StatusBadRequest || !strings.Contains(er.Error, "at most 16") {
 		t.Fatalf("17 endpoints: %d %q, want 400 at most 16", status, er.Error)
-	}
-}
-
-func TestRefusalLogRateLimit(t *testing.T) {
-	l := logLimiter{interval: time.Second}
-	now := time.Unix(100, 0)
-	if !l.allow("k", now) || l.allow("k", now.Add(500*time.Millisecond)) || !l.allow("other", now) || !l.allow("k", now.Add(2*time.Second)) {
-		t.Fatal("limiter does not allow one line per key per interval")
 	}
 }

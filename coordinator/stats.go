@@ -4,7 +4,6 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Stats is a snapshot of the coordinator's counters.
@@ -72,28 +71,4 @@ func (c *Coordinator) Stats() Stats {
 		ProbesSent:     s.probesSent.Load(),
 		ProbesDropped:  s.probesDropped.Load(),
 	}
-}
-
-// logLimiter lets one log line per key through per interval, so a client
-// hammering the API cannot flood the log. Refusals are counted regardless.
-type logLimiter struct {
-	interval time.Duration
-	mu       sync.Mutex // guards last
-	last     map[string]time.Time
-}
-
-// maxLimiterKeys bounds the limiter's memory; when full it starts over.
-const maxLimiterKeys = 4096
-
-func (l *logLimiter) allow(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval && now.Sub(t) >= 0 {
-		return false
-	}
-	if l.last == nil || len(l.last) >= maxLimiterKeys {
-		l.last = make(map[string]time.Time)
-	}
-	l.last[key] = now
-	return true
 }

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/agentnet/agentnet/internal/atomicfile"
 )
 
 // Files in Config.DataDir.
@@ -47,7 +49,7 @@ func loadOrCreateKey(path string, gen func() (crypto.Signer, error)) (crypto.Sig
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: encode %s: %w", path, err)
 		}
-		if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, err
 		}
 		return k, nil
@@ -178,7 +180,7 @@ func loadOrCreateCert(dir string, names certNames, now time.Time) (tls.Certifica
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("coordinator: create certificate: %w", err)
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		return tls.Certificate{}, nil, err
 	}
 	c, err := x509.ParseCertificate(der)
@@ -191,33 +193,4 @@ func loadOrCreateCert(dir string, names certNames, now time.Time) (tls.Certifica
 func samePublicKey(c *x509.Certificate, k crypto.Signer) bool {
 	pub, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pub.Equal(k.Public())
-}
-
-// writeFileAtomic writes b to path via a temporary file and rename, so a
-// crash never leaves a truncated key or credential behind.
-func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("coordinator: write %s: %w", path, err)
-	}
-	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/agentnet/agentnet/internal/atomicfile"
 )
 
 // Host resolver takeover for --accept-dns. The original contents are kept
@@ -26,7 +28,7 @@ func acceptDNS(stateDir, dnsIP, domain string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", resolvConf, err)
 	}
-	if err := writeFileAtomic(backup, old); err != nil {
+	if err := atomicfile.Write(backup, old, 0o600); err != nil {
 		return fmt.Errorf("back up %s: %w", resolvConf, err)
 	}
 	conf := fmt.Sprintf("# written by agentnet --accept-dns; the original is in %s\nnameserver %s\nsearch %s\n", backup, dnsIP, domain)

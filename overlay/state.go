@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -124,7 +125,7 @@ func saveState(dir string, s *nodeState) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, stateFile), b)
+	return atomicfile.Write(filepath.Join(dir, stateFile), b, 0o600)
 }
 
 // loadCachedMap returns the cached map only if it verifies with key.
@@ -149,31 +150,5 @@ func saveCachedMap(dir string, s *netmap.Signed) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, mapFile), b)
-}
-
-// writeFileAtomic writes via a temporary file and rename, so a crash never
-// leaves a half-written state file.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(filepath.Join(dir, mapFile), b, 0o600)
 }

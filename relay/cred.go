@@ -11,11 +11,11 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -140,7 +140,7 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		secret := make([]byte, secretLen)
 		_, _ = rand.Read(secret)
-		if err := writeFileAtomic(path, []byte(base64.StdEncoding.EncodeToString(secret)+"\n")); err != nil {
+		if err := atomicfile.Write(path, []byte(base64.StdEncoding.EncodeToString(secret)+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("relay: write secret: %w", err)
 		}
 		return secret, nil
@@ -153,29 +153,4 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 		return nil, fmt.Errorf("relay: secret file %s must hold base64 of at least %d bytes (e.g. 'head -c32 /dev/urandom | base64'); delete it to have one generated", path, MinSecretLen)
 	}
 	return secret, nil
-}
-
-// writeFileAtomic writes b to path (0600) via a temporary file and rename.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

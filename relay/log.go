@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"time"
 
 	"github.com/pion/logging"
 )
@@ -48,27 +46,3 @@ func (l pionLogger) Warn(m string)             { l.emit(m) }
 func (l pionLogger) Warnf(f string, a ...any)  { l.emitf(f, a...) }
 func (l pionLogger) Error(m string)            { l.emit(m) }
 func (l pionLogger) Errorf(f string, a ...any) { l.emitf(f, a...) }
-
-// logLimiter lets one log line per key through per interval, so a client
-// hammering the relay cannot flood the log. Refusals are counted regardless.
-type logLimiter struct {
-	interval time.Duration
-	mu       sync.Mutex // guards last
-	last     map[string]time.Time
-}
-
-// maxLimiterKeys bounds the limiter's memory; when full it starts over.
-const maxLimiterKeys = 4096
-
-func (l *logLimiter) allow(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval && now.Sub(t) >= 0 {
-		return false
-	}
-	if l.last == nil || len(l.last) >= maxLimiterKeys {
-		l.last = make(map[string]time.Time)
-	}
-	l.last[key] = now
-	return true
-}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"github.com/agentnet/agentnet/internal/atomicfile"
+	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
 
@@ -110,7 +112,7 @@ type Server struct {
 	credPath string
 
 	stats   counters
-	limiter logLimiter
+	limiter logthrottle.Limiter
 	wg      sync.WaitGroup // relayed sockets, TCP/TLS connections, the STUN alt loop
 
 	closeOnce sync.Once
@@ -173,7 +175,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		publicIP:    cfg.PublicIP.Unmap(),
 		ownIPs:      make(map[netip.Addr]bool),
 		listenPorts: make(map[uint16]bool),
-		limiter:     logLimiter{interval: 10 * time.Second},
+		limiter:     logthrottle.Limiter{Interval: 10 * time.Second},
 		allocs:      make(map[uint16]*relayConn),
 		users:       make(map[string]*user),
 	}
@@ -296,7 +298,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(s.credPath, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(s.credPath, append(b, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("relay: write %s: %w", s.credPath, err)
 	}
 
@@ -405,7 +407,7 @@ func (s *Server) refuse(reason string, attrs ...any) {
 	if len(attrs) >= 2 {
 		key += "|" + fmt.Sprint(attrs[1])
 	}
-	if !s.limiter.allow(key, s.now()) {
+	if !s.limiter.Allow(key, s.now()) {
 		s.stats.logsSuppressed.Add(1)
 		return
 	}

@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"os"
 	"time"
+
+	"github.com/agentnet/agentnet/internal/atomicfile"
 )
 
 // certValidity is long because nodes trust the pin, not the dates.
@@ -30,10 +32,10 @@ func loadOrCreateCert(keyPath, crtPath, name string, now time.Time) (tls.Certifi
 		if keyPEM, crtPEM, err = newCert(name, now); err != nil {
 			return tls.Certificate{}, nil, fmt.Errorf("relay: create TLS certificate: %w", err)
 		}
-		if err := writeFileAtomic(keyPath, keyPEM); err != nil {
+		if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 			return tls.Certificate{}, nil, fmt.Errorf("relay: write TLS key: %w", err)
 		}
-		if err := writeFileAtomic(crtPath, crtPEM); err != nil {
+		if err := atomicfile.Write(crtPath, crtPEM, 0o600); err != nil {
 			return tls.Certificate{}, nil, fmt.Errorf("relay: write TLS certificate: %w", err)
 		}
 	} else if kerr != nil || cerr != nil {
