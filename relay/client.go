@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -97,7 +96,13 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		Username:       cfg.Relay.Username,
 		Password:       cfg.Relay.Password,
 		Conn:           a.base,
-		LoggerFactory:  clientPionLogs{log: a.log, onRefreshFail: a.markDead},
+		LoggerFactory: pionLogs{log: a.log, client: true, onWarn: func(msg string) bool {
+			if strings.Contains(msg, "Failed to refresh allocation") {
+				a.markDead(errors.New(msg))
+				return true
+			}
+			return false
+		}},
 	})
 	if err != nil {
 		base.Close()
@@ -296,45 +301,4 @@ func (c *watchedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		c.onErr(err)
 	}
 	return n, from, err
-}
-
-// clientPionLogs routes pion's logs into slog at Debug (its warnings at Warn)
-// and notices failed refreshes, which pion only logs.
-type clientPionLogs struct {
-	log           *slog.Logger
-	onRefreshFail func(error)
-}
-
-func (f clientPionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return clientPionLogger{f: f, log: f.log.With("component", "turn-"+scope)}
-}
-
-type clientPionLogger struct {
-	f   clientPionLogs
-	log *slog.Logger
-}
-
-func (l clientPionLogger) Trace(string)          {}
-func (l clientPionLogger) Tracef(string, ...any) {}
-func (l clientPionLogger) Debug(msg string)      { l.log.Debug(msg) }
-func (l clientPionLogger) Debugf(format string, args ...any) {
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug(fmt.Sprintf(format, args...))
-	}
-}
-func (l clientPionLogger) Info(msg string)                  { l.log.Debug(msg) }
-func (l clientPionLogger) Infof(format string, args ...any) { l.Debugf(format, args...) }
-func (l clientPionLogger) Warn(msg string)                  { l.warn(msg) }
-func (l clientPionLogger) Warnf(format string, args ...any) { l.warn(fmt.Sprintf(format, args...)) }
-func (l clientPionLogger) Error(msg string)                 { l.log.Warn(msg) }
-func (l clientPionLogger) Errorf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...))
-}
-
-func (l clientPionLogger) warn(msg string) {
-	if strings.Contains(msg, "Failed to refresh allocation") {
-		l.f.onRefreshFail(errors.New(msg))
-		return
-	}
-	l.log.Warn(msg)
 }

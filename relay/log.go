@@ -8,41 +8,62 @@ import (
 	"github.com/pion/logging"
 )
 
-// pionLogs routes pion/turn's own logs into the relay's slog.Logger. pion
-// logs per packet (including remote input), so everything it says goes to
-// Debug; the relay logs its own decisions (refusals, allocations) itself.
-type pionLogs struct{ log *slog.Logger }
+// pionLogs routes pion/turn's own logs (server and client) into slog.
+// pion logs per packet, including remote input, so on the server
+// everything it says goes to Debug; the relay logs its own decisions
+// (refusals, allocations) itself. A client's warnings and errors are about
+// its own allocation and go to Warn; onWarn sees each of them first and
+// may take it (returning true), e.g. to notice a failed refresh that pion
+// only logs.
+type pionLogs struct {
+	log    *slog.Logger
+	client bool
+	onWarn func(msg string) bool // optional
+}
 
 func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log, scope: scope}
+	return pionLogger{f: f, scope: scope}
 }
 
 type pionLogger struct {
-	log   *slog.Logger
+	f     pionLogs
 	scope string
 }
 
-func (l pionLogger) emit(msg string) {
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug("relay: pion", "scope", l.scope, "msg", msg)
+func (l pionLogger) emit(level slog.Level, msg string) {
+	l.f.log.Log(context.Background(), level, "relay: pion", "scope", l.scope, "msg", msg)
+}
+
+func (l pionLogger) debug(msg string) {
+	if l.f.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.emit(slog.LevelDebug, msg)
 	}
 }
 
-func (l pionLogger) emitf(format string, args ...any) {
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug("relay: pion", "scope", l.scope, "msg", fmt.Sprintf(format, args...))
+func (l pionLogger) debugf(format string, args ...any) {
+	if l.f.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.emit(slog.LevelDebug, fmt.Sprintf(format, args...))
 	}
 }
 
-func (l pionLogger) Trace(string)          {}
-func (l pionLogger) Tracef(string, ...any) {}
-func (l pionLogger) Debug(m string)        { l.emit(m) }
-func (l pionLogger) Debugf(f string, a ...any) {
-	l.emitf(f, a...)
+func (l pionLogger) warn(msg string) {
+	if l.f.onWarn != nil && l.f.onWarn(msg) {
+		return
+	}
+	if l.f.client {
+		l.emit(slog.LevelWarn, msg)
+		return
+	}
+	l.debug(msg)
 }
-func (l pionLogger) Info(m string)             { l.emit(m) }
-func (l pionLogger) Infof(f string, a ...any)  { l.emitf(f, a...) }
-func (l pionLogger) Warn(m string)             { l.emit(m) }
-func (l pionLogger) Warnf(f string, a ...any)  { l.emitf(f, a...) }
-func (l pionLogger) Error(m string)            { l.emit(m) }
-func (l pionLogger) Errorf(f string, a ...any) { l.emitf(f, a...) }
+
+func (l pionLogger) Trace(string)              {}
+func (l pionLogger) Tracef(string, ...any)     {}
+func (l pionLogger) Debug(m string)            { l.debug(m) }
+func (l pionLogger) Debugf(f string, a ...any) { l.debugf(f, a...) }
+func (l pionLogger) Info(m string)             { l.debug(m) }
+func (l pionLogger) Infof(f string, a ...any)  { l.debugf(f, a...) }
+func (l pionLogger) Warn(m string)             { l.warn(m) }
+func (l pionLogger) Warnf(f string, a ...any)  { l.warn(fmt.Sprintf(f, a...)) }
+func (l pionLogger) Error(m string)            { l.warn(m) }
+func (l pionLogger) Errorf(f string, a ...any) { l.warn(fmt.Sprintf(f, a...)) }

@@ -285,7 +285,7 @@ func DialTURN(ctx context.Context, a netmap.RelayAddr, pin, username, password s
 		Username:       username,
 		Password:       password,
 		Realm:          Realm,
-		LoggerFactory:  pionLogs{log},
+		LoggerFactory:  pionLogs{log: log},
 	})
 	if err != nil {
 		pc.Close()

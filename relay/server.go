@@ -305,7 +305,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.turn, err = turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: pcs,
 		ListenerConfigs:   lcs,
-		LoggerFactory:     pionLogs{s.log},
+		LoggerFactory:     pionLogs{log: s.log},
 		Realm:             Realm,
 		AuthHandler:       s.auth,
 		QuotaHandler:      s.quota,
