@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -170,7 +169,7 @@ func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin
 		}
 		return turn.NewSTUNConn(c), nil
 	case netmap.TransportTLS:
-		d := tls.Dialer{Config: pinnedConfig(pin)}
+		d := tls.Dialer{Config: netmap.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
 		c, err := d.DialContext(ctx, "tcp", server.String())
 		if err != nil {
 			return nil, err
@@ -181,26 +180,9 @@ func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin
 }
 
 // ErrPinMismatch means a relay's TLS certificate is not the pinned one.
+// The relay's certificate is self-signed; TLS trusts exactly the pin that
+// comes in the signed map (netmap.PinnedTLSConfigFor).
 var ErrPinMismatch = errors.New("relay certificate does not match the pin")
-
-// pinnedConfig trusts exactly the relay certificate with the given SPKI pin
-// (its certificate is self-signed; the pin comes in the signed map).
-func pinnedConfig(pin string) *tls.Config {
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // replaced by the pin check below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
-			}
-			got := netmap.CertPin(cs.PeerCertificates[0])
-			if subtle.ConstantTimeCompare([]byte(got), []byte(pin)) != 1 {
-				return fmt.Errorf("%w: got %s, want %s", ErrPinMismatch, got, pin)
-			}
-			return nil
-		},
-	}
-}
 
 // RelayedAddr is the UDP address on the relay that forwards to this node.
 func (a *Allocation) RelayedAddr() netip.AddrPort { return a.relayed }

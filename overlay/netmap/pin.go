@@ -28,16 +28,23 @@ func CertPin(cert *x509.Certificate) string {
 // name or CA it has: the coordinator's certificate is self-signed and the pin
 // reached the client out of band (join token or admin.cred).
 func PinnedTLSConfig(pin string) *tls.Config {
+	return PinnedTLSConfigFor(pin, ErrPinMismatch, "; check the token or admin.cred is for this coordinator")
+}
+
+// PinnedTLSConfigFor is PinnedTLSConfig for any self-signed server (a
+// relay's TLS listener too): a certificate other than pin fails the
+// handshake with an error wrapping mismatch, followed by hint.
+func PinnedTLSConfigFor(pin string, mismatch error, hint string) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // replaced by the pin check below
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
+				return fmt.Errorf("%w: no certificate presented", mismatch)
 			}
 			got := CertPin(cs.PeerCertificates[0])
 			if subtle.ConstantTimeCompare([]byte(got), []byte(pin)) != 1 {
-				return fmt.Errorf("%w: got %s, want %s; check the token or admin.cred is for this coordinator", ErrPinMismatch, got, pin)
+				return fmt.Errorf("%w: got %s, want %s%s", mismatch, got, pin, hint)
 			}
 			return nil
 		},
