@@ -269,7 +269,7 @@ func DialTURN(ctx context.Context, a netmap.RelayAddr, pin, username, password s
 		if pin == "" {
 			return nil, fmt.Errorf("relay: tls %v: no TLS pin in the map", a.Addr)
 		}
-		td := tls.Dialer{NetDialer: &d, Config: netmap.PinnedTLSConfig(pin)}
+		td := tls.Dialer{NetDialer: &d, Config: netmap.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
 		c, err := td.DialContext(ctx, "tcp", a.Addr.String())
 		if err != nil {
 			return nil, fmt.Errorf("relay: connect tls %v: %w", a.Addr, err)
