@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 )
@@ -44,44 +45,21 @@ func (l *lockedBuf) String() string {
 // line. The node refuses each with an error that says what was wrong,
 // keeps its last good map and keeps reaching its peer.
 func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
-	n := overlaytest.New(t)
-	logs := &lockedBuf{}
-	cfg := n.NodeConfig("alpha")
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a := n.StartNodeConfig(cfg)
-	b := n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	n, a, _, logs := twoNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := a.Ping(ctx, "bravo"); err != nil {
 		t.Fatalf("ping before: %v", err)
 	}
 
-	coordDir := filepath.Join(n.Dir, "coord")
-	cert, err := tls.LoadX509KeyPair(filepath.Join(coordDir, "tls.crt"), filepath.Join(coordDir, "tls.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := strings.TrimPrefix(n.Coord.URL(), "https://")
-	n.StopCoordinator()
+	seat := stopCoordinator(t, n)
 	before := a.Map() // the last good map: no other can arrive now
-	var ln net.Listener
-	for range 50 { // the port may linger briefly after Close
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("take over the coordinator's address: %v", err)
-	}
 	var (
 		mu      sync.Mutex
 		updates = map[string]int{} // per node: the answers go in order for each
 		streams atomic.Int32
 	)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	seat.serve(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case netmap.PathUpdate:
 			mu.Lock()
@@ -102,10 +80,7 @@ func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
 		default:
 			http.NotFound(w, r)
 		}
-	})}
-	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
-	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
+	})
 
 	deadline := time.Now().Add(20 * time.Second)
 	for streams.Load() == 0 || !strings.Contains(logs.String(), "line longer than") {
@@ -129,4 +104,63 @@ func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
 	if _, err := a.Ping(ctx, "bravo"); err != nil {
 		t.Fatalf("ping after the hostile answers: %v", err)
 	}
+}
+
+// twoNodes starts alpha (its Warn logs captured) and bravo and waits until
+// they know each other.
+func twoNodes(t *testing.T) (n *overlaytest.Net, a, b *overlay.Node, logs *lockedBuf) {
+	t.Helper()
+	n = overlaytest.New(t)
+	logs = &lockedBuf{}
+	cfg := n.NodeConfig("alpha")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a = n.StartNodeConfig(cfg)
+	b = n.StartNode("bravo")
+	overlaytest.WaitPeers(t, a, b)
+	return n, a, b, logs
+}
+
+// coordinatorSeat is the address and TLS certificate of a stopped
+// coordinator: whoever serves there with that certificate passes the
+// nodes' pin check.
+type coordinatorSeat struct {
+	addr string
+	cert tls.Certificate
+}
+
+// stopCoordinator stops n's coordinator and returns its seat.
+func stopCoordinator(t *testing.T, n *overlaytest.Net) coordinatorSeat {
+	t.Helper()
+	coordDir := filepath.Join(n.Dir, "coord")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(coordDir, "tls.crt"), filepath.Join(coordDir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seat := coordinatorSeat{addr: strings.TrimPrefix(n.Coord.URL(), "https://"), cert: cert}
+	n.StopCoordinator()
+	return seat
+}
+
+// serve runs h at the seat, speaking the control protocol's version
+// header, until the test ends.
+func (s coordinatorSeat) serve(t *testing.T, h http.HandlerFunc) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may linger briefly after Close
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("take over the coordinator's address: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		h(w, r)
+	})}
+	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{s.cert}}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
 }

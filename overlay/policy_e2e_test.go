@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -180,23 +177,11 @@ tests:
 // maps with a different key. The node refuses every map it sends (newer
 // serial, fewer peers), keeps its last good map and its peer.
 func TestImpostorCoordinator(t *testing.T) {
-	n := overlaytest.New(t)
-	logs := &lockedBuf{}
-	cfg := n.NodeConfig("alpha")
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a := n.StartNodeConfig(cfg)
-	b := n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	n, a, _, logs := twoNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	coordDir := filepath.Join(n.Dir, "coord")
-	cert, err := tls.LoadX509KeyPair(filepath.Join(coordDir, "tls.crt"), filepath.Join(coordDir, "tls.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := strings.TrimPrefix(n.Coord.URL(), "https://")
-	n.StopCoordinator()
+	seat := stopCoordinator(t, n)
 	before := a.Map()
 
 	_, evil, _ := ed25519.GenerateKey(rand.Reader)
@@ -207,19 +192,8 @@ func TestImpostorCoordinator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener
-	for range 50 {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("take over the coordinator's address: %v", err)
-	}
 	var served atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	seat.serve(t, func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
 		switch r.URL.Path {
 		case netmap.PathUpdate:
@@ -233,10 +207,7 @@ func TestImpostorCoordinator(t *testing.T) {
 		default:
 			http.NotFound(w, r)
 		}
-	})}
-	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
-	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
+	})
 
 	deadline := time.Now().Add(20 * time.Second)
 	for a.Status().MapsRefused == 0 {
