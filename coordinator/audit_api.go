@@ -84,16 +84,9 @@ func remoteHost(r *http.Request) string {
 // handleReport takes a node's batch of security events and writes them as
 // one node_report record.
 func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
-	self, err := c.authNode(r, body)
-	if err != nil {
-		return err
-	}
 	var req netmap.ReportRequest
-	if err := decodeStrict(body, &req); err != nil {
+	self, err := c.nodeRequest(w, r, &req)
+	if err != nil {
 		return err
 	}
 	if err := checkReport(&req); err != nil {

@@ -37,6 +37,23 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (netmap.Node, error
 	return n, nil
 }
 
+// nodeRequest reads a node-signed request, authenticates it (authNode) and
+// decodes its body strictly into req.
+func (c *Coordinator) nodeRequest(w http.ResponseWriter, r *http.Request, req any) (netmap.Node, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return netmap.Node{}, err
+	}
+	self, err := c.authNode(r, body)
+	if err != nil {
+		return netmap.Node{}, err
+	}
+	if err := decodeStrict(body, req); err != nil {
+		return netmap.Node{}, err
+	}
+	return self, nil
+}
+
 func errNotEnrolled() error {
 	return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "node not enrolled; join with a token")
 }
@@ -45,16 +62,9 @@ func errNotEnrolled() error {
 // change to every stream and answers with the caller's signed map. An
 // update that changes nothing bumps nothing.
 func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
-	self, err := c.authNode(r, body)
-	if err != nil {
-		return err
-	}
 	var req netmap.UpdateRequest
-	if err := decodeStrict(body, &req); err != nil {
+	self, err := c.nodeRequest(w, r, &req)
+	if err != nil {
 		return err
 	}
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {

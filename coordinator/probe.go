@@ -54,16 +54,9 @@ func (l *probeLimiter) allow(did string, now time.Time) bool {
 // signed; answers 204 once both probe messages are queued (or dropped and
 // counted when a side has no stream or a full queue).
 func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r)
-	if err != nil {
-		return err
-	}
-	self, err := c.authNode(r, body)
-	if err != nil {
-		return err
-	}
 	var req netmap.ProbeRequest
-	if err := decodeStrict(body, &req); err != nil {
+	self, err := c.nodeRequest(w, r, &req)
+	if err != nil {
 		return err
 	}
 	if !c.probes.allow(self.DID, c.now()) {
