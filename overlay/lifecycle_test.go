@@ -25,10 +25,6 @@ import (
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 )
 
-func hasPeer(name string) func(*netmap.Map) bool {
-	return func(m *netmap.Map) bool { _, ok := m.Peer(name); return ok }
-}
-
 func lacksPeer(name string) func(*netmap.Map) bool {
 	return func(m *netmap.Map) bool { _, ok := m.Peer(name); return !ok }
 }
