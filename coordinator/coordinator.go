@@ -94,7 +94,7 @@ type Coordinator struct {
 	cfg      Config
 	log      *slog.Logger
 	now      func() time.Time
-	store    Store
+	store    *trackedStore
 	signKey  ed25519.PrivateKey
 	prefix4  netip.Prefix
 	ula      netip.Prefix
@@ -126,6 +126,7 @@ type Coordinator struct {
 	// Lock order: snapMu before mu; no store call while holding mu.
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
+	idOf   map[string]uint32 // stable node ids (snapshot.go); guarded by snapMu
 
 	flipMu      sync.Mutex // guards flipPending (stream.go changedSoon)
 	flipPending bool
@@ -198,16 +199,18 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		prefix4:   cfg.Prefix4,
 		credPath:  filepath.Join(cfg.DataDir, fileCred),
 		streams:   make(map[string]*stream),
+		idOf:      make(map[string]uint32),
 		limiter:   logthrottle.Limiter{Interval: 10 * time.Second},
 		limits:    limits,
 		serveDone: make(chan struct{}),
 	}
-	c.store = cfg.Store
-	if c.store == nil {
-		if c.store, err = OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
+	store := cfg.Store
+	if store == nil {
+		if store, err = OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
 			return nil, err
 		}
 	}
+	c.store = newTrackedStore(store)
 	defer func() {
 		if err != nil {
 			if c.ln != nil {

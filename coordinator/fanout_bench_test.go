@@ -48,7 +48,7 @@ func benchCoordinator(b testing.TB, peers int) (*Coordinator, string) {
 			c.streams[nodes[i].DID] = &stream{did: nodes[i].DID}
 		}
 	}
-	c.snap.Store(&snapshot{serial: 42, nodes: nodes, enc: make([]nodeEnc, len(nodes))})
+	c.snap.Store(testSnapshot(c, 42, nodes))
 	return c, nodes[0].DID
 }
 
@@ -133,4 +133,22 @@ func TestAssembledMapPayload(t *testing.T) {
 	if string(again) != string(signed.Payload) {
 		t.Fatalf("assembled payload differs from json.Marshal of the decoded map:\n%s\n%s", signed.Payload, again)
 	}
+}
+
+// testSnapshot is the snapshot a full refresh would make of nodes (sorted
+// by name) at serial.
+func testSnapshot(c *Coordinator, serial uint64, nodes []netmap.Node) *snapshot {
+	if c.idOf == nil {
+		c.idOf = map[string]uint32{}
+	}
+	s := &snapshot{gen: 1, serial: serial, nodes: nodes, ids: make([]uint32, len(nodes)), enc: make([]*nodeEnc, len(nodes))}
+	for i, n := range nodes {
+		s.ids[i] = c.nodeID(s, n.DID)
+		s.enc[i] = &nodeEnc{}
+	}
+	s.pos = make([]int32, len(s.dids))
+	for i, id := range s.ids {
+		s.pos[id] = int32(i)
+	}
+	return s
 }

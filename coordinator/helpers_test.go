@@ -245,11 +245,26 @@ type testStream struct {
 	msgs chan netmap.StreamMessage
 	done chan struct{}
 	once sync.Once
+	// cur is the map the stream has built (waitMap): its last whole map
+	// with the deltas since applied; maps and deltas count what came.
+	cur          *netmap.Map
+	maps, deltas int
 }
 
 func (n *testNode) openStream(key ed25519.PublicKey) *testStream {
 	n.t.Helper()
-	resp, err := n.hc.Do(n.request(http.MethodGet, netmap.PathStream, nil, nil))
+	return n.openStreamWith(key, nil)
+}
+
+// openDeltaStream opens a stream asking for deltas after the first map.
+func (n *testNode) openDeltaStream(key ed25519.PublicKey) *testStream {
+	n.t.Helper()
+	return n.openStreamWith(key, func(r *http.Request) { r.Header.Set(netmap.HeaderStreamDeltas, "1") })
+}
+
+func (n *testNode) openStreamWith(key ed25519.PublicKey, mod func(*http.Request)) *testStream {
+	n.t.Helper()
+	resp, err := n.hc.Do(n.request(http.MethodGet, netmap.PathStream, nil, mod))
 	if err != nil {
 		n.t.Fatalf("open stream: %v", err)
 	}
@@ -291,11 +306,27 @@ func (s *testStream) waitMap(d time.Duration, what string, ok func(*netmap.Map) 
 			if !open {
 				s.t.Fatalf("stream ended while waiting for %s", what)
 			}
-			if msg.Type != "map" {
+			switch msg.Type {
+			case netmap.MsgMap:
+				s.cur = verify(s.t, msg.Map, s.key)
+				s.maps++
+			case netmap.MsgDelta:
+				if s.cur == nil {
+					s.t.Fatal("delta before the first map")
+				}
+				d, err := msg.Delta.VerifyDelta(s.key)
+				if err != nil {
+					s.t.Fatalf("delta does not verify: %v", err)
+				}
+				if s.cur, err = s.cur.Apply(d); err != nil {
+					s.t.Fatalf("delta does not apply: %v", err)
+				}
+				s.deltas++
+			default:
 				continue
 			}
-			if m := verify(s.t, msg.Map, s.key); ok(m) {
-				return m
+			if ok(s.cur) {
+				return s.cur
 			}
 		case <-timeout:
 			s.t.Fatalf("no map with %s within %v", what, d)

@@ -1,61 +1,17 @@
 package coordinator
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
-
-// snapshot is the committed node set and policy at one serial, read by every
-// map build without touching the store. It is replaced, never modified; the
-// policy compiled against its nodes is built once, by the first map build
-// that needs it, and shared by all (so fan-out compiles once per serial).
-type snapshot struct {
-	serial uint64
-	nodes  []netmap.Node // sorted by name; Online not set
-	policy *policyState  // nil: the built-in default
-
-	ixOnce sync.Once
-	ix     *policy.Index // positions are those of nodes
-
-	// enc caches each node's JSON encoding, offline and online, built by
-	// the first map that needs it: a fan-out then encodes every node once,
-	// not once per map it appears in (N² encodings for N nodes).
-	enc []nodeEnc
-}
-
-type nodeEnc struct {
-	once [2]sync.Once
-	b    [2][]byte
-}
-
-// encoded returns node i's JSON with Online set to online.
-func (s *snapshot) encoded(i int, online bool) ([]byte, error) {
-	k := 0
-	if online {
-		k = 1
-	}
-	e := &s.enc[i]
-	var err error
-	e.once[k].Do(func() {
-		n := s.nodes[i]
-		n.Online = online
-		e.b[k], err = json.Marshal(n)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return e.b[k], nil
-}
 
 // mapHead is the part of netmap.Map before Self, encoded with the same
 // field names; mapFor appends self, peers, relays and filter to it.
@@ -71,39 +27,6 @@ type mapHead struct {
 
 // errNodeGone means a map was asked for a node that is no longer enrolled.
 var errNodeGone = errors.New("node removed")
-
-// refreshSnapshot reloads the node set from the store. Refreshes are
-// serialised and never go back to an older serial, so concurrent mutations
-// cannot leave a stale snapshot in place.
-func (c *Coordinator) refreshSnapshot() error {
-	c.snapMu.Lock()
-	defer c.snapMu.Unlock()
-	var (
-		s   snapshot
-		rec PolicyRecord
-		ok  bool
-	)
-	err := c.store.View(func(tx Tx) (err error) {
-		if s.serial, err = tx.Serial(); err != nil {
-			return err
-		}
-		if s.nodes, err = tx.Nodes(); err != nil {
-			return err
-		}
-		rec, ok, err = tx.Policy(0)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.policy = c.policyFor(rec, ok, c.snap.Load())
-	slices.SortFunc(s.nodes, func(a, b netmap.Node) int { return strings.Compare(a.Name, b.Name) })
-	s.enc = make([]nodeEnc, len(s.nodes))
-	if cur := c.snap.Load(); cur == nil || s.serial >= cur.serial {
-		c.snap.Store(&s)
-	}
-	return nil
-}
 
 // changed publishes a committed mutation: refresh the snapshot, then wake
 // every stream.
@@ -123,8 +46,14 @@ func (c *Coordinator) changed() error {
 // only from then on means no peer starts a handshake towards a node that
 // would drop it, and no peer caches a map in which it is unreachable.
 func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
+	return c.mapForView(did, nil)
+}
+
+// mapForView is mapFor that also records in v (if not nil) what the map
+// holds, for the deltas that follow it on a stream.
+func (c *Coordinator) mapForView(did string, v *streamView) (*netmap.Signed, netmap.Node, error) {
 	s := c.snap.Load()
-	self := slices.IndexFunc(s.nodes, func(n netmap.Node) bool { return n.DID == did })
+	self := s.position(did)
 	if self < 0 {
 		return nil, netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "node not enrolled; join with a token").with(errNodeGone)
 	}
@@ -148,7 +77,7 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 	picks := make([]pick, 0, reach.Len()+1)
 	c.mu.Lock()
 	for i, n := range s.nodes {
-		if i == self || len(n.Endpoints) > 0 && reach.Has(i) {
+		if i == self || listed(s, reach, self, i) {
 			_, online := c.streams[n.DID]
 			picks = append(picks, pick{i, online})
 		}
@@ -170,21 +99,19 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		peers = append(peers, b)
 		size += len(b) + 1
 	}
-	relays := c.relaysFor(selfNode.Name, head.Issued)
 	hb, err := json.Marshal(head)
 	if err != nil {
 		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
 	}
-	tail, err := json.Marshal(struct {
-		Relays []netmap.Relay `json:"relays,omitempty"`
-		Filter *netmap.Filter `json:"filter,omitempty"`
-	}{relays, ix.Filter(self)})
+	relays := c.relaysFor(selfNode.Name, head.Issued)
+	rb, fb, err := tailJSON(relays, ix.Filter(self))
 	if err != nil {
-		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
+		return nil, netmap.Node{}, err
 	}
-	// {head…,"self":…,"peers":[…],tail…} — the same JSON object as
-	// json.Marshal(netmap.Map) would give, without re-encoding every peer.
-	payload := make([]byte, 0, len(hb)+len(selfJSON)+size+len(tail)+32)
+	// {head…,"self":…,"peers":[…],"relays":…,"filter":…} — the same JSON
+	// object as json.Marshal(netmap.Map) would give, without re-encoding
+	// every peer.
+	payload := make([]byte, 0, len(hb)+len(selfJSON)+size+len(rb)+len(fb)+64)
 	payload = append(payload, hb[:len(hb)-1]...)
 	payload = append(payload, `,"self":`...)
 	payload = append(payload, selfJSON...)
@@ -196,11 +123,42 @@ func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
 		payload = append(payload, b...)
 	}
 	payload = append(payload, ']')
-	if len(tail) > 2 { // more than "{}"
-		payload = append(payload, ',')
-		payload = append(payload, tail[1:]...)
-	} else {
-		payload = append(payload, '}')
+	if len(relays) > 0 {
+		payload = append(payload, `,"relays":`...)
+		payload = append(payload, rb...)
+	}
+	payload = append(payload, `,"filter":`...)
+	payload = append(payload, fb...)
+	payload = append(payload, '}')
+	if v != nil {
+		v.gen, v.serial, v.policy, v.self = s.gen, s.serial, s.policy, s.ids[self]
+		v.sent = v.sent[:0]
+		for _, p := range picks {
+			v.sent = setBit(v.sent, s.ids[p.i])
+		}
+		v.relays, v.filter = sha256.Sum256(rb), sha256.Sum256(fb)
+		v.mapBytes, v.deltaBytes = len(payload), 0
 	}
 	return netmap.SignPayload(c.signKey, payload), selfNode, nil
+}
+
+// listed reports whether node i appears in the map of node self: the
+// policy lets them talk and it has published an endpoint.
+func listed(s *snapshot, reach policy.Set, self, i int) bool {
+	return i != self && len(s.nodes[i].Endpoints) > 0 && reach.Has(i)
+}
+
+// tailJSON encodes a map's relays (an empty list as [], which a delta needs
+// to say "none") and filter.
+func tailJSON(relays []netmap.Relay, f *netmap.Filter) (rb, fb []byte, err error) {
+	if relays == nil {
+		relays = []netmap.Relay{}
+	}
+	if rb, err = json.Marshal(relays); err != nil {
+		return nil, nil, fmt.Errorf("coordinator: encode relays: %w", err)
+	}
+	if fb, err = json.Marshal(f); err != nil {
+		return nil, nil, fmt.Errorf("coordinator: encode filter: %w", err)
+	}
+	return rb, fb, nil
 }

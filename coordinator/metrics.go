@@ -35,7 +35,7 @@ type coordCollector struct {
 	c *Coordinator
 
 	requests, refused, enrollments, updates, tokensCreated, nodesDeleted *prometheus.Desc
-	pushes, keepalives, coalesced, nodes, online                         *prometheus.Desc
+	pushes, deltas, keepalives, coalesced, nodes, online                 *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*coordCollector)(nil)
@@ -53,6 +53,7 @@ func newCoordCollector(c *Coordinator) *coordCollector {
 		tokensCreated: d("agentnet_coordinator_tokens_created_total", "Join tokens created."),
 		nodesDeleted:  d("agentnet_coordinator_nodes_deleted_total", "Nodes removed by an admin."),
 		pushes:        d("agentnet_coordinator_netmap_pushes_total", "Signed network maps written to node streams."),
+		deltas:        d("agentnet_coordinator_netmap_deltas_total", "Signed network map deltas written to node streams (nodes that asked for deltas get one per change after their first map)."),
 		keepalives:    d("agentnet_coordinator_stream_keepalives_total", "Keepalives written to node streams."),
 		coalesced:     d("agentnet_coordinator_netmap_changes_coalesced_total", "Change notifications merged into one already pending for a stream."),
 		nodes:         d("agentnet_coordinator_nodes", "Enrolled nodes."),
@@ -64,7 +65,7 @@ func newCoordCollector(c *Coordinator) *coordCollector {
 func (cc *coordCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		cc.requests, cc.refused, cc.enrollments, cc.updates, cc.tokensCreated, cc.nodesDeleted,
-		cc.pushes, cc.keepalives, cc.coalesced, cc.nodes, cc.online,
+		cc.pushes, cc.deltas, cc.keepalives, cc.coalesced, cc.nodes, cc.online,
 	} {
 		ch <- d
 	}
@@ -95,6 +96,7 @@ func (cc *coordCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(cc.tokensCreated, s.TokensCreated)
 	counter(cc.nodesDeleted, s.NodesDeleted)
 	counter(cc.pushes, s.MapsSent)
+	counter(cc.deltas, s.DeltasSent)
 	counter(cc.keepalives, s.Keepalives)
 	counter(cc.coalesced, s.Coalesced)
 	if snap := c.snap.Load(); snap != nil {

@@ -15,7 +15,8 @@ type Stats struct {
 	Updates        uint64            // accepted UpdateRequests
 	TokensCreated  uint64
 	NodesDeleted   uint64
-	MapsSent       uint64 // maps written to streams
+	MapsSent       uint64 // whole maps written to streams
+	DeltasSent     uint64 // map deltas written to streams
 	Keepalives     uint64 // keepalives written to streams
 	Coalesced      uint64 // change notifications merged into one already pending
 	StreamsOpen    int64  // streams open now
@@ -28,7 +29,7 @@ type Stats struct {
 // counters are the live values behind Stats.
 type counters struct {
 	requests, enrolled, reenrolled, updates, tokensCreated, nodesDeleted atomic.Uint64
-	mapsSent, keepalives, coalesced, logsSuppressed                      atomic.Uint64
+	mapsSent, deltasSent, keepalives, coalesced, logsSuppressed          atomic.Uint64
 	streamsOpen                                                          atomic.Int64
 	probesAccepted, probesSent, probesDropped                            atomic.Uint64
 
@@ -63,6 +64,7 @@ func (c *Coordinator) Stats() Stats {
 		TokensCreated:  s.tokensCreated.Load(),
 		NodesDeleted:   s.nodesDeleted.Load(),
 		MapsSent:       s.mapsSent.Load(),
+		DeltasSent:     s.deltasSent.Load(),
 		Keepalives:     s.keepalives.Load(),
 		Coalesced:      s.coalesced.Load(),
 		StreamsOpen:    s.streamsOpen.Load(),

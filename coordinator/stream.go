@@ -72,7 +72,9 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	// credExp is when the relay credentials of the last map sent expire
 	// (read before the map is built: never later than the map's).
 	credExp := relayExpiry(c.now())
-	signed, _, err := c.mapFor(self.DID)
+	deltas := r.Header.Get(netmap.HeaderStreamDeltas) == "1"
+	var view streamView
+	first, err := c.streamMessage(self.DID, &view, deltas)
 	if err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	}
 	log := c.log.With("node", self.Name)
 	log.Debug("coordinator: stream open")
-	if err := send(netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}); err != nil {
+	if err := send(*first); err != nil {
 		log.Debug("coordinator: stream write failed", "err", err)
 		return nil
 	}
@@ -137,7 +139,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 		case <-s.wake:
 			since = s.changedAt.Swap(nil) // the map built next includes every change up to now
 			exp := relayExpiry(c.now())
-			signed, _, err := c.mapFor(self.DID)
+			msg, err := c.streamMessage(self.DID, &view, deltas)
 			if errors.Is(err, errNodeGone) {
 				log.Debug("coordinator: stream closed", "reason", "node removed")
 				return nil
@@ -145,11 +147,19 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 				log.Error("coordinator: build map", "err", err)
 				return nil
 			}
-			if err := send(netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}); err != nil {
+			if msg == nil {
+				credExp = exp
+				continue // nothing in this node's map changed
+			}
+			if err := send(*msg); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}
-			c.stats.mapsSent.Add(1)
+			if msg.Type == netmap.MsgDelta {
+				c.stats.deltasSent.Add(1)
+			} else {
+				c.stats.mapsSent.Add(1)
+			}
 			c.observePush(since)
 			credExp = exp
 		}

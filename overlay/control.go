@@ -201,15 +201,17 @@ func (c *controlClient) probe(ctx context.Context, req netmap.ProbeRequest) erro
 	return nil
 }
 
-// streamMaps opens the netmap stream and calls onMap for every map until the
-// stream ends, ctx is done, or the coordinator is silent for 3 keepalives.
-func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signed), onProbe func(*netmap.Probe)) error {
+// streamMaps opens the netmap stream, asking for deltas, and calls onMap for
+// every map and delta message until the stream ends, onMap fails, ctx is
+// done, or the coordinator is silent for 3 keepalives.
+func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.StreamMessage) error, onProbe func(*netmap.Probe)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := c.newRequest(ctx, http.MethodGet, netmap.PathStream, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set(netmap.HeaderStreamDeltas, "1")
 	resp, err := c.stream.Do(req)
 	if err != nil {
 		return fmt.Errorf("control: open netmap stream: %w", err)
@@ -234,8 +236,10 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signe
 		}
 		idle.Reset(3 * netmap.StreamKeepalive)
 		switch {
-		case msg.Type == netmap.MsgMap:
-			onMap(msg.Map)
+		case msg.Type == netmap.MsgMap || msg.Type == netmap.MsgDelta:
+			if err := onMap(msg); err != nil {
+				return fmt.Errorf("control: netmap stream: %w", err)
+			}
 		case msg.Type == netmap.MsgProbe && msg.Probe != nil && onProbe != nil:
 			onProbe(msg.Probe)
 		}
@@ -246,9 +250,9 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Signe
 var errGarbled = errors.New("garbled netmap stream message")
 
 // readStreamMessage reads and decodes one line of the netmap stream (at
-// most max bytes). A map message always carries a map; other types
-// (keepalives, and types newer than this node) are returned for the
-// caller to ignore.
+// most max bytes). A map message always carries a map, a delta message a
+// delta; other types (keepalives, and types newer than this node) are
+// returned for the caller to ignore.
 func readStreamMessage(r *bufio.Reader, max int) (*netmap.StreamMessage, error) {
 	line, err := readLine(r, max)
 	if err != nil {
@@ -260,6 +264,9 @@ func readStreamMessage(r *bufio.Reader, max int) (*netmap.StreamMessage, error) 
 	}
 	if msg.Type == netmap.MsgMap && msg.Map == nil {
 		return nil, fmt.Errorf("%w: map message without a map", errGarbled)
+	}
+	if msg.Type == netmap.MsgDelta && msg.Delta == nil {
+		return nil, fmt.Errorf("%w: delta message without a delta", errGarbled)
 	}
 	return &msg, nil
 }

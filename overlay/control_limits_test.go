@@ -83,7 +83,7 @@ func TestControlStreamLimits(t *testing.T) {
 			w.Write(good)
 		})
 		maps := 0
-		err := cl.streamMaps(ctx, func(*netmap.Signed) { maps++ }, nil)
+		err := cl.streamMaps(ctx, func(*netmap.StreamMessage) error { maps++; return nil }, nil)
 		if !errors.Is(err, errGarbled) || !strings.Contains(err.Error(), c.want) || maps != 1 {
 			t.Errorf("%s stream line: %v after %d maps, want %q after 1", c.name, err, maps, c.want)
 		}

@@ -8,7 +8,7 @@ import (
 
 // DeliverMapForTest hands a map to the node as if the coordinator's stream
 // had sent it.
-func (n *Node) DeliverMapForTest(s *netmap.Signed) { n.onSignedMap(s) }
+func (n *Node) DeliverMapForTest(s *netmap.Signed) { n.onSignedMap(&signedMap{Signed: *s}) }
 
 // SetRelaysForTest makes the node use rs instead of its map's relays.
 func (n *Node) SetRelaysForTest(rs []netmap.Relay) {

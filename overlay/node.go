@@ -267,7 +267,7 @@ func (n *Node) start(ctx context.Context) error {
 
 // loadOrEnroll returns the node's state and a verified map, enrolling with
 // the token on first start.
-func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *netmap.Map, error) {
+func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netmap.Map, error) {
 	dir := n.cfg.StateDir
 	st, ok, err := loadState(dir)
 	if err != nil {
@@ -334,7 +334,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *netmap.Signed, *n
 		return nil, nil, nil, fmt.Errorf("overlay: save state: %w", err)
 	}
 	n.log.Info("enrolled", "node", resp.Node.Name, "did", resp.Node.DID, "ipv4", resp.Node.IPv4, "coordinator", netmap.Fingerprint(resp.CoordinatorKey))
-	return st, resp.Map, m, nil
+	return st, &signedMap{Signed: *resp.Map}, m, nil
 }
 
 // enrollRetry enrolls, retrying transient failures (coordinator down) with
@@ -452,30 +452,64 @@ func (n *Node) followOnce() error {
 	if err := n.publish(); err != nil {
 		return err
 	}
-	return n.ctl.streamMaps(n.ctx, func(s *netmap.Signed) {
+	// The map this stream has built: its first whole map and the deltas
+	// since. A delta applies to it, not to whatever map the node holds
+	// (an update response may have brought a newer one meanwhile).
+	var (
+		held    *signedMap
+		heldMap *netmap.Map
+	)
+	return n.ctl.streamMaps(n.ctx, func(msg *netmap.StreamMessage) error {
 		n.setConnected(true)
-		n.onSignedMap(s)
+		if msg.Type == netmap.MsgMap {
+			held, heldMap = n.onSignedMap(&signedMap{Signed: *msg.Map})
+			return nil
+		}
+		if heldMap == nil {
+			n.mapsRefused.Add(1)
+			return errors.New("netmap delta before any map on this stream; reopening it")
+		}
+		d, err := msg.Delta.VerifyDelta(n.state.CoordinatorKey)
+		if err != nil {
+			n.mapsRefused.Add(1)
+			n.log.Error("refusing network map delta", "reason", "bad signature", "err", err)
+			return fmt.Errorf("refused a netmap delta (%w); reopening the stream for a whole map", err)
+		}
+		m, err := heldMap.Apply(d)
+		if err != nil {
+			n.mapsRefused.Add(1)
+			n.log.Error("refusing network map delta", "err", err)
+			return fmt.Errorf("refused a netmap delta (%w); reopening the stream for a whole map", err)
+		}
+		held, heldMap = held.withDelta(msg.Delta), m
+		if err := n.applyMap(held, m); err != nil {
+			n.mapsRefused.Add(1)
+			n.log.Error("refusing network map", "err", err)
+		}
+		return nil
 	}, n.onProbe)
 }
 
 // onSignedMap verifies and applies a map from the coordinator; a map that
-// fails verification is refused and logged, never applied.
-func (n *Node) onSignedMap(s *netmap.Signed) {
-	m, err := s.Verify(n.state.CoordinatorKey)
+// fails verification is refused and logged, never applied. It returns the
+// map if it verified (nil otherwise).
+func (n *Node) onSignedMap(s *signedMap) (*signedMap, *netmap.Map) {
+	m, err := s.open(n.state.CoordinatorKey)
 	if err != nil {
 		n.mapsRefused.Add(1)
 		n.log.Error("refusing network map", "reason", "bad signature", "err", err)
-		return
+		return nil, nil
 	}
 	if err := n.applyMap(s, m); err != nil {
 		n.mapsRefused.Add(1)
 		n.log.Error("refusing network map", "err", err)
 	}
+	return s, m
 }
 
 // applyMap installs a verified map: WireGuard peers (diffed), DNS records,
 // and the on-disk cache. Maps older than the current one are ignored.
-func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
+func (n *Node) applyMap(s *signedMap, m *netmap.Map) error {
 	did := netmap.DID(n.state.identity().Public().(ed25519.PublicKey))
 	if m.Self.DID != did {
 		return fmt.Errorf("map is for %s, not this node (%s)", m.Self.DID, did)

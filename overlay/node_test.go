@@ -279,21 +279,36 @@ func TestCoordinatorDown(t *testing.T) {
 	echoOnce(t, a2, "bravo:7000", "restarted from cache")
 }
 
+// cachedMapFile is the node's netmap.json: a whole signed map and the
+// signed deltas applied to it since.
+type cachedMapFile struct {
+	netmap.Signed
+	Deltas []*netmap.Signed `json:"deltas,omitempty"`
+}
+
 func TestCachedMapTamperRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		mangle func(s *netmap.Signed, peerIP string)
+		mangle func(c *cachedMapFile, peerIP string)
 	}{
-		{"tampered payload", func(s *netmap.Signed, peerIP string) {
-			// Redirect a peer's address: a lying cache.
-			s.Payload = bytes.Replace(s.Payload, []byte(peerIP), []byte("100.96.9.9"), 1)
+		{"tampered payload", func(c *cachedMapFile, peerIP string) {
+			// Redirect a peer's address, in the map or the delta that
+			// brought the peer: a lying cache.
+			parts := append([]*netmap.Signed{&c.Signed}, c.Deltas...)
+			for _, s := range parts {
+				if bytes.Contains(s.Payload, []byte(peerIP)) {
+					s.Payload = bytes.Replace(s.Payload, []byte(peerIP), []byte("100.96.9.9"), 1)
+					return
+				}
+			}
+			t.Fatalf("no part of the cached map lists %s", peerIP)
 		}},
-		{"signed by another coordinator", func(s *netmap.Signed, _ string) {
+		{"signed by another coordinator", func(c *cachedMapFile, _ string) {
 			_, other, _ := ed25519.GenerateKey(nil)
 			var m netmap.Map
-			json.Unmarshal(s.Payload, &m)
+			json.Unmarshal(c.Payload, &m)
 			resigned, _ := netmap.Sign(other, &m)
-			*s = *resigned
+			c.Signed = *resigned
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -308,12 +323,12 @@ func TestCachedMapTamperRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var s netmap.Signed
-			if err := json.Unmarshal(raw, &s); err != nil {
+			var c cachedMapFile
+			if err := json.Unmarshal(raw, &c); err != nil {
 				t.Fatal(err)
 			}
-			tc.mangle(&s, b.Self().IPv4.String())
-			raw, _ = json.Marshal(s)
+			tc.mangle(&c, b.Self().IPv4.String())
+			raw, _ = json.Marshal(c)
 			os.WriteFile(path, raw, 0o600)
 
 			cfg := n.NodeConfig("alpha")

@@ -107,7 +107,7 @@ func (n *Node) publish() error {
 		return err
 	}
 	n.paths.lastEPs, n.paths.lastRel = eps, rel
-	n.onSignedMap(signed)
+	n.onSignedMap(&signedMap{Signed: *signed})
 	return nil
 }
 

@@ -112,7 +112,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	if err != nil {
 		log.Error("rotate: could not save the new key; a restart resumes with it from wg_next", "err", err)
 	}
-	n.onSignedMap(signed)
+	n.onSignedMap(&signedMap{Signed: *signed})
 	if !sleepCtx(n.ctx, rekeySettle) {
 		n.pbind.endRekey(false)
 		return oldFP, newFP, nil

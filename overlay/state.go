@@ -128,24 +128,58 @@ func saveState(dir string, s *nodeState) error {
 	return atomicfile.Write(filepath.Join(dir, stateFile), b, 0o600)
 }
 
-// loadCachedMap returns the cached map only if it verifies with key.
-func loadCachedMap(dir string, key ed25519.PublicKey) (*netmap.Signed, *netmap.Map, error) {
+// signedMap is a network map as the node holds and caches it: the last
+// whole signed map and the signed deltas of its netmap stream applied to it
+// since, oldest first. Every part verifies with the coordinator key; the
+// coordinator sends a whole map again once the deltas outgrow it.
+type signedMap struct {
+	netmap.Signed                  // the whole map
+	Deltas        []*netmap.Signed `json:"deltas,omitempty"`
+}
+
+// open verifies the map and every delta with key and returns the map they
+// make.
+func (s *signedMap) open(key ed25519.PublicKey) (*netmap.Map, error) {
+	m, err := s.Verify(key)
+	if err != nil {
+		return nil, err
+	}
+	for i, sd := range s.Deltas {
+		d, err := sd.VerifyDelta(key)
+		if err != nil {
+			return nil, fmt.Errorf("delta %d: %w", i+1, err)
+		}
+		if m, err = m.Apply(d); err != nil {
+			return nil, fmt.Errorf("delta %d: %w", i+1, err)
+		}
+	}
+	return m, nil
+}
+
+// withDelta returns s with one more delta (s itself is not changed).
+func (s *signedMap) withDelta(d *netmap.Signed) *signedMap {
+	return &signedMap{Signed: s.Signed, Deltas: append(s.Deltas[:len(s.Deltas):len(s.Deltas)], d)}
+}
+
+// loadCachedMap returns the cached map only if it, and every delta cached
+// with it, verifies with key.
+func loadCachedMap(dir string, key ed25519.PublicKey) (*signedMap, *netmap.Map, error) {
 	b, err := os.ReadFile(filepath.Join(dir, mapFile))
 	if err != nil {
 		return nil, nil, err
 	}
-	var s netmap.Signed
+	var s signedMap
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, nil, fmt.Errorf("cached network map is damaged: %w", err)
 	}
-	m, err := s.Verify(key)
+	m, err := s.open(key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cached network map refused: %w", err)
 	}
 	return &s, m, nil
 }
 
-func saveCachedMap(dir string, s *netmap.Signed) error {
+func saveCachedMap(dir string, s *signedMap) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err

@@ -46,11 +46,13 @@ type UpdateRequest struct {
 }
 
 // StreamMessage is one line (JSON, newline-terminated) of the netmap
-// stream. The coordinator sends a Map first, then one on every change, and
-// a keepalive every StreamKeepalive.
+// stream. The coordinator sends a Map first, then on every change a Map or,
+// when the node asked for them (HeaderStreamDeltas), a Delta from the
+// previous one; and a keepalive every StreamKeepalive.
 type StreamMessage struct {
-	Type  string  `json:"type"` // MsgMap, MsgKeepalive or MsgProbe
+	Type  string  `json:"type"` // MsgMap, MsgDelta, MsgKeepalive or MsgProbe
 	Map   *Signed `json:"map,omitempty"`
+	Delta *Signed `json:"delta,omitempty"` // a signed Delta (MsgDelta)
 	Probe *Probe  `json:"probe,omitempty"`
 }
 
