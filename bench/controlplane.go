@@ -40,7 +40,9 @@ const (
 // ControlPlane measures the coordinator with simulated nodes: real control
 // clients without a data plane. Each has its own Ed25519 identity and X25519
 // WireGuard key, enrolls over pinned HTTPS (netmap.PathEnroll, signed), then
-// holds the netmap stream (netmap.PathStream) open. Nodes enroll with an
+// holds the netmap stream (netmap.PathStream) open, asking for deltas as
+// agentnet nodes do (the first message is a whole map, each change after it
+// a delta). Nodes enroll with an
 // endpoint (127.0.0.1:port, never used) because the coordinator lists only
 // nodes with endpoints as peers. All clients share one
 // http.Transport; it speaks HTTP/1.1, one TCP connection per stream, until
@@ -54,10 +56,10 @@ const (
 //   - coord_rss_mib: coordinator resident memory with N streams up;
 //   - fanout_p50_ms / fanout_p99_ms: with all streams up and quiet, one more
 //     node enrolls; from that enrollment's HTTP response to each stream
-//     receiving the first map that lists it, over the N streams;
+//     receiving the first map or delta that lists it, over the N streams;
 //   - revoke_p50_ms / revoke_p99_ms (smallest N only): admin DeleteNode of
 //     one node; from the DELETE's response to each remaining stream
-//     receiving the first map without it.
+//     receiving the first map without it or delta removing it.
 //
 // The coordinator runs as a separate process (the agentnet binary: Binary,
 // $AGENTNET_BIN, or built with "go build") so its RSS and CPU are its own;
@@ -66,9 +68,9 @@ const (
 // coordinator share the machine's cores either way.
 //
 // Every stream's first map is verified (signature with the coordinator key,
-// Self is the node). Maps matching a probe are timestamped when their line
-// has been read, before any decoding; up to cpVerifySample of them per
-// probe are verified afterwards (verifying every 1.5 MB map of 5,000 nodes
+// Self is the node). Maps and deltas matching a probe are timestamped when
+// their line has been read, before any decoding; up to cpVerifySample of
+// them per probe are verified afterwards (verifying every 1.5 MB map of 5,000 nodes
 // in the same process would measure the clients, not the coordinator).
 // Serials must not go backwards on any stream.
 func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
@@ -262,6 +264,8 @@ func newSimNode(idx int, name string) (*simNode, error) {
 	return &simNode{idx: idx, name: name, key: key, wgKey: netmap.WGKeyString(pub)}, nil
 }
 
+func (n *simNode) did() string { return netmap.DID(n.key.Public().(ed25519.PublicKey)) }
+
 // cpClient is the shared control client of all simulated nodes.
 type cpClient struct {
 	base string
@@ -347,18 +351,19 @@ func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*netma
 type cpProbe struct {
 	needle  []byte // `"name":"x"` inside a map payload
 	present bool   // match maps that list needle (join) or lack it (revoke)
+	did     string // the node's DID: a delta removing it matches a revoke probe
 	skip    int    // stream index that does not take part (-1: none)
 
 	recv      []atomic.Int64 // per stream: unix ns of the matching map, 0 = not yet
-	kept      []*netmap.Signed
+	kept      []*netmap.StreamMessage
 	remaining atomic.Int64
 	done      chan struct{}
 }
 
-func newProbe(n int, name string, present bool, skip int) *cpProbe {
+func newProbe(n int, name, did string, present bool, skip int) *cpProbe {
 	p := &cpProbe{
-		needle: []byte(`"name":` + strconv.Quote(name)), present: present, skip: skip,
-		recv: make([]atomic.Int64, n), kept: make([]*netmap.Signed, n), done: make(chan struct{}),
+		needle: []byte(`"name":` + strconv.Quote(name)), present: present, did: did, skip: skip,
+		recv: make([]atomic.Int64, n), kept: make([]*netmap.StreamMessage, n), done: make(chan struct{}),
 	}
 	want := int64(n)
 	if skip >= 0 {
@@ -442,6 +447,7 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 		signal(err)
 		return
 	}
+	req.Header.Set(netmap.HeaderStreamDeltas, "1")
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		signal(fmt.Errorf("open stream %s: %w", n.name, err))
@@ -470,21 +476,26 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 			return // EOF on Close, kick on revoke, or ctx cancelled
 		}
 		now := time.Now().UnixNano()
-		if !bytes.HasPrefix(line, []byte(`{"type":"map"`)) {
+		isMap := bytes.HasPrefix(line, []byte(`{"type":"map"`))
+		if !isMap && !bytes.HasPrefix(line, []byte(`{"type":"delta"`)) {
 			continue // keepalive
 		}
 		st.lastMap.Store(now)
 		p := st.probe.Load()
 		if upSent && (p == nil || p == done || p.skip == n.idx) {
-			continue // nothing to learn from this map: skip decoding it
+			continue // nothing to learn from this message: skip decoding it
 		}
 		var msg netmap.StreamMessage
-		if err := json.Unmarshal(line, &msg); err != nil || msg.Map == nil {
+		if err := json.Unmarshal(line, &msg); err != nil || isMap && msg.Map == nil || !isMap && msg.Delta == nil {
 			st.badMaps.Add(1)
 			signal(fmt.Errorf("stream %s: bad message: %v", n.name, err))
 			continue
 		}
-		serial, ok := payloadSerial(msg.Map.Payload)
+		signed := msg.Map
+		if !isMap {
+			signed = msg.Delta
+		}
+		serial, ok := payloadSerial(signed.Payload)
 		if !ok || serial < lastSerial {
 			st.badMaps.Add(1)
 		}
@@ -500,17 +511,35 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 			signal(err)
 			continue
 		}
-		if bytes.Contains(msg.Map.Payload, p.needle) != p.present {
+		if !p.matches(isMap, signed.Payload) {
 			continue
 		}
 		done = p
 		if n.idx%st.keepMod == 0 {
-			p.kept[n.idx] = msg.Map
+			p.kept[n.idx] = &msg
 		}
 		if p.recv[n.idx].CompareAndSwap(0, now) && p.remaining.Add(-1) == 0 {
 			close(p.done)
 		}
 	}
+}
+
+// matches reports whether a map or delta payload carries the probe's
+// change: for a join, the node listed (a map) or upserted (a delta); for
+// a revoke, a map without it or a delta removing its DID.
+func (p *cpProbe) matches(isMap bool, payload []byte) bool {
+	if isMap || p.present {
+		return bytes.Contains(payload, p.needle) == p.present
+	}
+	i := bytes.Index(payload, []byte(`"remove":[`))
+	if i < 0 {
+		return false
+	}
+	rm := payload[i:]
+	if j := bytes.IndexByte(rm, ']'); j >= 0 {
+		rm = rm[:j]
+	}
+	return bytes.Contains(rm, []byte(strconv.Quote(p.did)))
 }
 
 // cpReadLine reads one newline-terminated line into buf.
@@ -623,7 +652,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 	if be := (*cpBudgetError)(nil); errors.As(err, &be) && ctx.Err() == nil {
 		// Not an error of the harness: the coordinator cannot bring this
 		// many streams up in the budget. Report how far it got.
-		note := fmt.Sprintf("only %d of %d streams up after %v (each stream open re-sends every open stream its full map); fan-out not measured", upN, n, cpStreamBudget)
+		note := fmt.Sprintf("only %d of %d streams up after %v (each stream's first map holds every node); fan-out not measured", upN, n, cpStreamBudget)
 		o.Progressf("controlplane N=%d: %s", n, note)
 		r := Summarize(setup, "streams_up_s", "s", nil)
 		r.Note = note
@@ -649,7 +678,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 
 	// Fan-out of one join.
 	extra := nodes[n]
-	p := newProbe(n, extra.name, true, -1)
+	p := newProbe(n, extra.name, extra.did(), true, -1)
 	st.arm(p)
 	er, err := cl.enroll(ctx, extra, tok.Token)
 	if err != nil {
@@ -669,7 +698,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 			return out, err
 		}
 		victim := nodes[0]
-		p := newProbe(n, victim.name, false, victim.idx)
+		p := newProbe(n, victim.name, victim.did(), false, victim.idx)
 		st.arm(p)
 		if err := admin.DeleteNode(ctx, victim.name); err != nil {
 			return out, err
@@ -808,13 +837,9 @@ func cpProbeWait(ctx context.Context, st *cpState, p *cpProbe, t0 time.Time, cha
 			continue // stream lost before it got the change
 		}
 		lat = append(lat, max(0, float64(at-t0.UnixNano())/1e6))
-		if s := p.kept[i]; s != nil {
-			m, err := s.Verify(st.coordKey)
-			if err != nil {
+		if msg := p.kept[i]; msg != nil {
+			if err := p.check(st.coordKey, msg, name, minSerial); err != nil {
 				return nil, fmt.Errorf("stream %d: %w", i, err)
-			}
-			if _, ok := m.Peer(name); ok != p.present || m.Serial < minSerial {
-				return nil, fmt.Errorf("stream %d: map serial %d does not reflect the change to %s", i, m.Serial, name)
 			}
 		}
 	}
@@ -823,6 +848,34 @@ func cpProbeWait(ctx context.Context, st *cpState, p *cpProbe, t0 time.Time, cha
 		return nil, errors.New("every stream was lost")
 	}
 	return lat, nil
+}
+
+// check verifies a kept map or delta and that it carries the change.
+func (p *cpProbe) check(key ed25519.PublicKey, msg *netmap.StreamMessage, name string, minSerial uint64) error {
+	if msg.Map != nil {
+		m, err := msg.Map.Verify(key)
+		if err != nil {
+			return err
+		}
+		if _, ok := m.Peer(name); ok != p.present || m.Serial < minSerial {
+			return fmt.Errorf("map serial %d does not reflect the change to %s", m.Serial, name)
+		}
+		return nil
+	}
+	d, err := msg.Delta.VerifyDelta(key)
+	if err != nil {
+		return err
+	}
+	ok := false
+	if p.present {
+		ok = slices.ContainsFunc(d.Upsert, func(n netmap.Node) bool { return n.Name == name })
+	} else {
+		ok = slices.Contains(d.Remove, p.did)
+	}
+	if !ok || d.Serial < minSerial {
+		return fmt.Errorf("delta serial %d does not carry the change to %s", d.Serial, name)
+	}
+	return nil
 }
 
 func cpLatencyRows(setup, what string, lat []float64, st *cpState) []Result {
