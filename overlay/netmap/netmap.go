@@ -77,13 +77,20 @@ func SignPayload(key ed25519.PrivateKey, payload []byte) *Signed {
 	return &Signed{Payload: payload, Sig: ed25519.Sign(key, append([]byte(netmapSigContext), payload...))}
 }
 
+// VerifySignature reports whether s is a map signed with the coordinator
+// key, without decoding it.
+func VerifySignature(coordinator ed25519.PublicKey, s *Signed) bool {
+	return s != nil && len(coordinator) == ed25519.PublicKeySize &&
+		ed25519.Verify(coordinator, append([]byte(netmapSigContext), s.Payload...), s.Sig)
+}
+
 // Verify checks the signature with the coordinator's public key and decodes
 // the map. A map that fails is never decoded.
 func (s *Signed) Verify(coordinator ed25519.PublicKey) (*Map, error) {
 	if s == nil || len(coordinator) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("netmap: %w: missing map or coordinator key", ErrBadSignature)
 	}
-	if !ed25519.Verify(coordinator, append([]byte(netmapSigContext), s.Payload...), s.Sig) {
+	if !VerifySignature(coordinator, s) {
 		return nil, fmt.Errorf("netmap: %w: network map not signed by coordinator %s", ErrBadSignature, Fingerprint(coordinator))
 	}
 	var m Map
