@@ -331,9 +331,12 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if pa == nil || p.hold {
 		e.parked = append(e.parked[:0], bufs[0]...)
 		e.parkedAt = time.Now()
-		if p.hold {
-			e.initSent = e.parkedAt // it goes out at endRekey: it counts for the tie-break now
-		}
+		// A parked initiation goes out with the path (or at endRekey): it
+		// counts for the tie-break now. Otherwise the peer's initiation,
+		// arriving (or redelivered) before ours leaves, would replace our
+		// handshake state and void the response to ours: both sides then
+		// wait for the 5 s retry.
+		e.initSent = e.parkedAt
 		p.mu.Unlock()
 		if pa == nil {
 			p.noPath.Add(1)

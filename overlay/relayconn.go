@@ -92,9 +92,13 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 			// peer's first packet through the relay): wireguard-go finds
 			// the peer by decrypting it and answers along the peer's own
 			// path (roaming is off, so this endpoint is never adopted).
-			// Anything else unattributable is dropped.
+			// If the sender is not a peer yet (it joined a moment ago and
+			// our map has not caught up) it is remembered and delivered
+			// again once the map names that address (flush), as on the
+			// UDP socket. Anything else unattributable is dropped.
 			if msgType(b) == wgMsgInitiation {
 				ep = newUDPEndpoint(src)
+				p.rememberLocked(src, b)
 			} else {
 				drop = true
 			}
