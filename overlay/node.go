@@ -130,7 +130,9 @@ type Node struct {
 	testRelays []netmap.Relay // tests: relays used instead of the map's
 	mapWait    chan struct{}  // closed and replaced whenever a map is applied
 	nm         *netmap.Map
-	peers      map[[32]byte]wgPeer
+	peers      map[[32]byte]wgPeer // every map peer
+	active     map[[32]byte]wgPeer // the peers configured in wireguard-go (lazywg.go)
+	lazy       *lazyWG
 	connected  bool // netmap stream is up
 	lastMap    time.Time
 	closed     bool
@@ -210,12 +212,18 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.wgPub = pub
+	n.lazy = &lazyWG{activate: n.activatePeer}
+	if err := n.lazy.setKey(priv); err != nil {
+		return fmt.Errorf("overlay: wireguard key: %w", err)
+	}
 	n.pbind = newPeerBind(n.bind, pub, n.log)
 	n.pbind.forceRelay = n.cfg.ForceRelay
+	n.pbind.lazy = n.lazy
 	if err := n.setupPaths(); err != nil {
 		return err
 	}
 	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
+	n.filter.lazy = n.lazy
 	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
 	// Paths are ours: wireguard-go must never replace a peer's endpoint
 	// with a packet's source address.
@@ -229,6 +237,8 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("overlay: wireguard up: %w", err)
 	}
+	n.wg.Add(1)
+	go n.activator()
 	if err := n.startDNS(m); err != nil {
 		return err
 	}
@@ -511,13 +521,15 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 	// Paths first: a new peer's first initiation then finds its path.
 	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, netmap.DefaultPrefix4}, n.log))
 	n.kickRelay()
-	if diff := wgDiff(n.peers, peers); diff != "" {
+	active := n.activeFor(peers)
+	if diff := wgDiff(n.active, active); diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
 		if err := n.dev.IpcSet(diff); err != nil {
 			return fmt.Errorf("configure wireguard peers: %w", err)
 		}
 	}
-	n.peers = peers
+	n.peers, n.active = peers, active
+	n.lazy.setPeers(peers, active)
 	n.pbind.flush()
 	for _, d := range n.dns {
 		d.SetRecords(recs)
