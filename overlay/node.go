@@ -121,6 +121,7 @@ type Node struct {
 	wg     sync.WaitGroup // control loop
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
+	freeMem     chan struct{} // asks memoryLoop to return freed memory; cap 1
 
 	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mu
 
@@ -170,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("overlay: create state dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer)}
+	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -237,8 +238,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("overlay: wireguard up: %w", err)
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.activator()
+	go n.memoryLoop()
 	if err := n.startDNS(m); err != nil {
 		return err
 	}
@@ -546,6 +548,9 @@ func (n *Node) applyMap(s *netmap.Signed, m *netmap.Map) error {
 	n.mapWait = make(chan struct{})
 	n.lastMap = time.Now()
 	n.log.Debug("applied network map", "serial", m.Serial, "peers", len(m.Peers))
+	if len(m.Peers) >= freeMemoryMinPeers {
+		n.wantFreeMemory()
+	}
 	return nil
 }
 
