@@ -35,6 +35,18 @@ func agentnetBinary(ctx context.Context, dir string) (string, error) {
 	return out, nil
 }
 
+// RSS measures only the resident memory of a node process, idle and with
+// 100 and 1,000 peers (Quick: 100), the last rows of DataPlane; about a
+// minute instead of DataPlane's five.
+func RSS(ctx context.Context, o Options) ([]Result, error) {
+	o = o.withDefaults()
+	rs, err := measureRSS(ctx, o, dpParamsFor(o))
+	if err != nil {
+		err = fmt.Errorf("rss: %w", err)
+	}
+	return rs, err
+}
+
 // measureRSS runs `agentnet node` (netstack mode, 127.0.0.1:0) as its own
 // process against an in-process coordinator and reads its VmRSS once it
 // follows the map and has settled: with no peers, then with the map grown

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/agentnet/agentnet/overlay/netmap"
 )
@@ -32,3 +33,13 @@ func (n *Node) DropDirectForTest(drop func(netip.AddrPort) bool) {
 // DeliverProbeForTest hands the node a MsgProbe as if the coordinator's
 // stream had sent it.
 func (n *Node) DeliverProbeForTest(p *netmap.Probe) { n.onProbe(p) }
+
+// ConfiguredPeersForTest is the number of peers configured in the node's
+// wireguard-go device (lazywg.go), read through UAPI.
+func (n *Node) ConfiguredPeersForTest() int {
+	s, err := n.dev.IpcGet()
+	if err != nil {
+		return -1
+	}
+	return strings.Count(s, "public_key=")
+}

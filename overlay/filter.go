@@ -143,6 +143,10 @@ type filterDevice struct {
 	rejectBufs [][]byte
 
 	stats filterStats
+
+	// lazy configures a peer in wireguard-go on its first outbound packet
+	// (lazywg.go); nil: every peer is configured. Set before use.
+	lazy *lazyWG
 }
 
 // filterStats are the filter's own counters (rule counters live in
@@ -236,6 +240,7 @@ func (f *filterDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	}
 	rs, now := f.ruleSet(), f.clock()
 	var p pktInfo
+	var last netip.Addr
 	for i := range n {
 		if sizes[i] <= 0 {
 			continue
@@ -243,6 +248,11 @@ func (f *filterDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		pkt := bufs[i][offset : offset+sizes[i]]
 		if !f.check(dirOut, pkt, rs, now, &p) {
 			sizes[i] = 0
+			continue
+		}
+		if dst := p.dst(); dst != last { // batches mostly go to one peer
+			f.lazy.outbound(dst)
+			last = dst
 		}
 	}
 	return n, err

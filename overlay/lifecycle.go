@@ -79,12 +79,13 @@ func (n *Node) refuse(r netmap.ErrorResponse) {
 	n.refused = &r
 	n.log.Error("coordinator refused this node for good; dropping all peers and stopping",
 		"reason", r.Code, "err", r.Error)
-	if diff := wgDiff(n.peers, nil); diff != "" {
+	if diff := wgDiff(n.active, nil); diff != "" {
 		if err := n.dev.IpcSet(diff); err != nil {
 			n.log.Error("could not remove wireguard peers", "err", err)
 		}
 	}
-	n.peers = map[[32]byte]wgPeer{}
+	n.peers, n.active = map[[32]byte]wgPeer{}, map[[32]byte]wgPeer{}
+	n.lazy.setPeers(nil, nil)
 	n.pbind.setPeers(nil)
 	if n.nm != nil {
 		m := *n.nm

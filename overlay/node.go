@@ -121,6 +121,7 @@ type Node struct {
 	wg     sync.WaitGroup // control loop
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
+	freeMem     chan struct{} // asks memoryLoop to return freed memory; cap 1
 
 	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mu
 
@@ -130,7 +131,9 @@ type Node struct {
 	testRelays []netmap.Relay // tests: relays used instead of the map's
 	mapWait    chan struct{}  // closed and replaced whenever a map is applied
 	nm         *netmap.Map
-	peers      map[[32]byte]wgPeer
+	peers      map[[32]byte]wgPeer // every map peer
+	active     map[[32]byte]wgPeer // the peers configured in wireguard-go (lazywg.go)
+	lazy       *lazyWG
 	connected  bool // netmap stream is up
 	lastMap    time.Time
 	closed     bool
@@ -168,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("overlay: create state dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer)}
+	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -210,12 +213,18 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.wgPub = pub
+	n.lazy = &lazyWG{activate: n.activatePeer}
+	if err := n.lazy.setKey(priv); err != nil {
+		return fmt.Errorf("overlay: wireguard key: %w", err)
+	}
 	n.pbind = newPeerBind(n.bind, pub, n.log)
 	n.pbind.forceRelay = n.cfg.ForceRelay
+	n.pbind.lazy = n.lazy
 	if err := n.setupPaths(); err != nil {
 		return err
 	}
 	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
+	n.filter.lazy = n.lazy
 	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
 	// Paths are ours: wireguard-go must never replace a peer's endpoint
 	// with a packet's source address.
@@ -229,6 +238,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("overlay: wireguard up: %w", err)
 	}
+	n.wg.Add(2)
+	go n.activator()
+	go n.memoryLoop()
 	if err := n.startDNS(m); err != nil {
 		return err
 	}
@@ -545,13 +557,15 @@ func (n *Node) applyMap(s *signedMap, m *netmap.Map) error {
 	// Paths first: a new peer's first initiation then finds its path.
 	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, netmap.DefaultPrefix4}, n.log))
 	n.kickRelay()
-	if diff := wgDiff(n.peers, peers); diff != "" {
+	active := n.activeFor(peers)
+	if diff := wgDiff(n.active, active); diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
 		if err := n.dev.IpcSet(diff); err != nil {
 			return fmt.Errorf("configure wireguard peers: %w", err)
 		}
 	}
-	n.peers = peers
+	n.peers, n.active = peers, active
+	n.lazy.setPeers(peers, active)
 	n.pbind.flush()
 	for _, d := range n.dns {
 		d.SetRecords(recs)
@@ -568,6 +582,9 @@ func (n *Node) applyMap(s *signedMap, m *netmap.Map) error {
 	n.mapWait = make(chan struct{})
 	n.lastMap = time.Now()
 	n.log.Debug("applied network map", "serial", m.Serial, "peers", len(m.Peers))
+	if len(m.Peers) >= freeMemoryMinPeers {
+		n.wantFreeMemory()
+	}
 	return nil
 }
 

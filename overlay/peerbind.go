@@ -76,6 +76,7 @@ type peerBind struct {
 	onPathLost func()                                    // a verified direct path died; optional
 	testDrop   atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
 	forceRelay bool                                      // Config.ForceRelay: never choose or probe a direct path; set before Open
+	lazy       *lazyWG                                   // lazily configured peers (lazywg.go); nil: all are configured
 
 	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
 	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded
@@ -94,7 +95,12 @@ type peerBind struct {
 	// strangers holds the latest initiation from each unknown address.
 	strangers map[netip.AddrPort]stranger
 	inject    chan injected // initiations to deliver again; bounded
-	done      chan struct{} // closed by Close: ends the inject receive func
+	// lazyQ holds initiations from peers wireguard-go does not have yet,
+	// for the node's activator (lazywg.go), which configures the peer and
+	// then passes them to inject; bounded, drops counted in lazyDrops.
+	lazyQ chan injected
+	// done is closed by Close: it ends the inject receive function.
+	done chan struct{}
 	// hold parks every outgoing initiation while this node's WireGuard
 	// key is being rotated (rotate.go: beginRekey/endRekey).
 	hold bool
@@ -106,6 +112,7 @@ type peerBind struct {
 	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
 	tieDropped  atomic.Uint64 // initiations dropped by the tie-break
 	redelivered atomic.Uint64 // strangers' initiations delivered again
+	lazyDrops   atomic.Uint64 // initiations from unconfigured peers dropped: lazyQ full
 
 	probesSent      atomic.Uint64 // disco pings sent
 	pongsRecv       atomic.Uint64 // disco pings answered
@@ -139,7 +146,7 @@ func newPeerBind(b *Bind, self [32]byte, log *slog.Logger) *peerBind {
 	return &peerBind{Bind: b, self: self, log: log, now: time.Now, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
 		byDisco: map[[32]byte]*peerEndpoint{}, byIndex: map[uint32]*peerEndpoint{}, stunTx: map[[12]byte]stunReq{},
 		mapped: map[string]netip.AddrPort{}, denied: map[string]time.Time{},
-		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16),
+		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16), lazyQ: make(chan injected, 64),
 		allocRx: make(chan allocPkt, allocQueue), wake: make(chan struct{}, 1)}
 }
 
@@ -262,10 +269,7 @@ func (p *peerBind) flush() {
 		}
 		delete(p.strangers, ap)
 		if now.Sub(st.at) < wgRekeyTimeout {
-			select {
-			case p.inject <- injected{st.pkt, e}:
-			default: // full: wireguard-go's retry will do
-			}
+			p.redeliver(injected{st.pkt, e})
 		}
 	}
 	for _, e := range p.byKey {
@@ -288,6 +292,55 @@ func (p *peerBind) flush() {
 		if p.sendPath([][]byte{f.pkt}, f.pa) == nil {
 			p.parkedSent.Add(1)
 			p.log.Debug("sent parked initiation", "endpoint", f.pa.addr)
+		}
+	}
+}
+
+// redeliver queues in for the inject receive function, through the
+// node's activator when wireguard-go does not have the peer yet. It never
+// blocks: when full, wireguard-go's retry will do.
+func (p *peerBind) redeliver(in injected) {
+	q := p.inject
+	if p.lazy.needs(in.ep.key) {
+		q = p.lazyQ
+	}
+	select {
+	case q <- in:
+	default:
+		if q == p.lazyQ {
+			p.lazyDrops.Add(1)
+		}
+	}
+}
+
+// lazyInitLocked takes initiation b out of the batch (the caller zeroes
+// its size) when it comes from a map peer wireguard-go does not have yet:
+// e if its path is known, else the key read out of b. It returns the
+// delivery to queue on lazyQ, ok false if b should go on as it is.
+func (p *peerBind) lazyInitLocked(e *peerEndpoint, b []byte) (injected, bool) {
+	if p.lazy == nil || msgType(b) != wgMsgInitiation {
+		return injected{}, false
+	}
+	if e == nil {
+		k, ok := p.lazy.initiator(b)
+		if !ok {
+			return injected{}, false
+		}
+		e = p.endpointLocked(k)
+	}
+	if !p.lazy.needs(e.key) {
+		return injected{}, false
+	}
+	return injected{pkt: append([]byte(nil), b...), ep: e}, true
+}
+
+// queueLazy hands wants to the activator (never blocks; drops counted).
+func (p *peerBind) queueLazy(wants []injected) {
+	for _, w := range wants {
+		select {
+		case p.lazyQ <- w:
+		default:
+			p.lazyDrops.Add(1)
 		}
 	}
 }
@@ -459,6 +512,7 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			return n, err
 		}
 		var outs []discoOut
+		var wants []injected
 		mappedChanged := false
 		now := p.now()
 		p.mu.Lock()
@@ -484,6 +538,11 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			if e == nil {
 				e = p.attributeLocked(b, src, false, now)
 			}
+			if w, ok := p.lazyInitLocked(e, b); ok {
+				sizes[i] = 0 // delivered again once the peer is configured
+				wants = append(wants, w)
+				continue
+			}
 			if e == nil {
 				// Unknown path: wireguard-go roams to the raw address if
 				// the sender is a known peer; remember initiations in
@@ -503,6 +562,7 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		p.mu.Unlock()
+		p.queueLazy(wants)
 		if len(outs) > 0 || p.flushWanted.Load() {
 			p.sendOuts(outs)
 		}

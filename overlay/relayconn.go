@@ -82,6 +82,11 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 		if e == nil {
 			e = p.attributeLocked(b, src, true, now)
 		}
+		if w, ok := p.lazyInitLocked(e, b); ok {
+			p.mu.Unlock()
+			p.queueLazy([]injected{w})
+			continue
+		}
 		var ep conn.Endpoint = e
 		if e != nil {
 			p.handshakeAnsweredLocked(e, b)

@@ -86,6 +86,9 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 		n.abortRotation(oldPriv, oldPub)
 		return oldFP, newFP, fmt.Errorf("overlay: rotate: set wireguard key: %w", err)
 	}
+	if err := n.lazy.setKey([32]byte(k.Bytes())); err != nil {
+		n.log.Error("rotate: initiations to the new key cannot be read", "err", err)
+	}
 	signed, err := n.ctl.update(ctx, n.updateRequest(netmap.WGKeyString(newPub)))
 	if err != nil {
 		n.abortRotation(oldPriv, oldPub)
@@ -102,12 +105,16 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 		p.keepalive = keepaliveFor(newPub, key)
 		peers[key] = p
 	}
-	if diff := wgDiff(n.peers, peers); diff != "" {
+	active := make(map[[32]byte]wgPeer, len(n.active))
+	for key := range n.active {
+		active[key] = peers[key]
+	}
+	if diff := wgDiff(n.active, active); diff != "" {
 		if err := n.dev.IpcSet(diff); err != nil {
 			log.Error("rotate: reconfigure keepalives", "err", err)
 		}
 	}
-	n.peers = peers
+	n.peers, n.active = peers, active
 	n.mu.Unlock()
 	if err != nil {
 		log.Error("rotate: could not save the new key; a restart resumes with it from wg_next", "err", err)
@@ -128,6 +135,8 @@ func (n *Node) abortRotation(oldPriv []byte, oldPub [32]byte) {
 	if err := n.dev.IpcSet("private_key=" + hex.EncodeToString(oldPriv) + "\n"); err != nil {
 		n.log.Error("rotate: could not restore the old wireguard key", "err", err)
 	}
+	// Cannot fail: the key was in use a moment ago.
+	_ = n.lazy.setKey([32]byte(oldPriv))
 	n.pbind.endRekey(false) // held initiations used the discarded key
 	n.mu.Lock()
 	n.state.WGNext = nil

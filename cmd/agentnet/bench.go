@@ -13,14 +13,14 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--scales N,N] [--only dataplane|controlplane|dns]",
+	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--scales N,N] [--only dataplane|controlplane|dns|rss]",
 		"Measure agentnet side by side with its baselines, in this process on 127.0.0.1 only.\n"+
 			"dataplane: TCP throughput (1 and 4 streams), 1-byte round-trip latency, connect time and\n"+
 			"CPU per GiB over plain loopback TCP, bare wireguard-go (stock tun/netstack), two agentnet\n"+
 			"nodes direct and through the relay, and (as root) two TUN-mode nodes in network namespaces\n"+
 			"against the bare veth; agentnet's time to first byte of a new node; the memory of a node\n"+
 			"process idle and with 100 and 1,000 peers. controlplane and dns: the coordinator and the\n"+
-			"built-in resolver.\n"+
+			"built-in resolver. rss: only the node-process memory rows of dataplane (about a minute).\n"+
 			"Setups alternate in every repetition; results are medians with min and max.\n"+
 			"Progress goes to stderr, the table (or JSON with --json) to stdout. A full run takes a few\n"+
 			"minutes, --quick under a minute.", stderr)
@@ -29,7 +29,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reps := fs.Int("reps", 0, "repetitions of every measurement (default: 5, or 1 with --quick)")
 	dur := fs.Duration("duration", 0, "length of each throughput run (default: 3s, or 1s with --quick)")
 	scales := fs.String("scales", "", "control-plane node counts, comma-separated, e.g. 1000,5000 (default: 1000, or 200,500 with --quick; 5000 takes several minutes more)")
-	only := fs.String("only", "", "run one area only: dataplane, controlplane or dns (default: all)")
+	only := fs.String("only", "", "run one area only: dataplane, controlplane, dns or rss (default: the first three; rss is part of dataplane)")
 	level := fs.String("log-level", "error", "log level of the components under test: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -43,15 +43,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	all := []struct {
 		name  string
 		suite bench.Suite
-	}{{"dataplane", bench.DataPlane}, {"controlplane", bench.ControlPlane}, {"dns", bench.DNS}}
+	}{{"dataplane", bench.DataPlane}, {"controlplane", bench.ControlPlane}, {"dns", bench.DNS}, {"rss", bench.RSS}}
 	var suites []bench.Suite
 	for _, s := range all {
-		if *only == "" || *only == s.name {
+		if (*only == "" && s.name != "rss") || *only == s.name {
 			suites = append(suites, s.suite)
 		}
 	}
 	if len(suites) == 0 {
-		return fmt.Errorf("%w: --only %q: use dataplane, controlplane or dns", errUsage, *only)
+		return fmt.Errorf("%w: --only %q: use dataplane, controlplane, dns or rss", errUsage, *only)
 	}
 	log, err := newLogger(stderr, *level)
 	if err != nil {
