@@ -69,8 +69,7 @@ func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*ne
 	}
 	ix := s.index(c)
 	reach := ix.Reachable(self)
-	issued := c.now().UTC()
-	relays := c.relaysFor(s.nodes[self].Name, issued)
+	relays := c.relaysFor(s.nodes[self].Name, c.now())
 	rb, fb, err := tailJSON(relays, ix.Filter(self))
 	if err != nil {
 		return nil, err
@@ -110,7 +109,7 @@ func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*ne
 		Base            uint64 `json:"base"`
 		Serial          uint64 `json:"serial"`
 		Issued          any    `json:"issued"`
-	}{netmap.ProtocolVersion, v.serial, s.serial, issued})
+	}{netmap.ProtocolVersion, v.serial, s.serial, s.made})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: encode delta: %w", err)
 	}
@@ -163,7 +162,7 @@ func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*ne
 	}
 	v.gen, v.serial, v.relays, v.filter = s.gen, s.serial, rsum, fsum
 	v.deltaBytes += len(p)
-	return &netmap.StreamMessage{Type: netmap.MsgDelta, Delta: netmap.SignDeltaPayload(c.signKey, p)}, nil
+	return &netmap.StreamMessage{Type: netmap.MsgDelta, Delta: s.signDelta(c, p)}, nil
 }
 
 // wholeMap is a map message, recorded in v.
@@ -173,4 +172,18 @@ func (c *Coordinator) wholeMap(did string, v *streamView) (*netmap.StreamMessage
 		return nil, err
 	}
 	return &netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}, nil
+}
+
+// signDelta signs payload, or returns the signature another stream already
+// made of the same bytes from this snapshot.
+func (s *snapshot) signDelta(c *Coordinator, payload []byte) *netmap.Signed {
+	if s.deltas == nil {
+		return netmap.SignDeltaPayload(c.signKey, payload)
+	}
+	sum := sha256.Sum256(payload)
+	if d, ok := s.deltas.Load(sum); ok {
+		return d.(*netmap.Signed)
+	}
+	d, _ := s.deltas.LoadOrStore(sum, netmap.SignDeltaPayload(c.signKey, payload))
+	return d.(*netmap.Signed)
 }

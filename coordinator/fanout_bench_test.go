@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +152,43 @@ func testSnapshot(c *Coordinator, serial uint64, nodes []netmap.Node) *snapshot 
 		s.pos[id] = int32(i)
 	}
 	return s
+}
+
+// BenchmarkStreamDelta measures what every open stream does per change once
+// it has its first map: build and sign the delta of one changed peer.
+func BenchmarkStreamDelta(b *testing.B) {
+	for _, peers := range []int{1000, 5000} {
+		for _, shared := range []bool{false, true} {
+			b.Run(fmt.Sprintf("peers=%d/shared=%v", peers, shared), func(b *testing.B) {
+				c, self := benchCoordinator(b, peers)
+				var v streamView
+				if _, err := c.streamMessage(self, &v, true); err != nil {
+					b.Fatal(err)
+				}
+				// The next generation: one peer changed.
+				s0 := c.snap.Load()
+				id := s0.ids[peers/2]
+				s1 := &snapshot{gen: s0.gen + 1, serial: s0.serial + 1, nodes: s0.nodes, ids: s0.ids, pos: s0.pos, dids: s0.dids,
+					log: []nodeChange{{s0.gen + 1, id}}, logFrom: s0.gen, policy: s0.policy, made: time.Now(), deltas: new(sync.Map),
+					enc: append([]*nodeEnc(nil), s0.enc...)}
+				s1.enc[peers/2] = &nodeEnc{}
+				c.snap.Store(s1)
+				b.ReportAllocs()
+				var size int
+				for b.Loop() {
+					if !shared {
+						s1.deltas = new(sync.Map) // every stream signs its own
+					}
+					w := v
+					w.sent = append([]uint64(nil), v.sent...)
+					msg, err := c.streamMessage(self, &w, true)
+					if err != nil || msg == nil || msg.Type != netmap.MsgDelta {
+						b.Fatalf("%v %v", msg, err)
+					}
+					size = len(msg.Delta.Payload)
+				}
+				b.ReportMetric(float64(size), "bytes/delta")
+			})
+		}
+	}
 }

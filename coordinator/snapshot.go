@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
 	"github.com/agentnet/agentnet/overlay/netmap"
@@ -37,6 +38,12 @@ type snapshot struct {
 	log     []nodeChange
 	logFrom uint64
 	policy  *policyState // nil: the built-in default
+	made    time.Time    // when the refresh made it: the Issued time of its deltas
+
+	// deltas holds the deltas signed from this snapshot, by the SHA-256 of
+	// their payload: streams at the same serial with the same change (the
+	// usual fan-out) share one Ed25519 signature instead of one each.
+	deltas *sync.Map
 
 	ixOnce sync.Once
 	ix     *policy.Index // positions are those of nodes
@@ -215,7 +222,7 @@ func (c *Coordinator) refreshSnapshot() error {
 		c.store.giveBack(dirty)
 		return err
 	}
-	s := &snapshot{serial: serial, gen: 1}
+	s := &snapshot{serial: serial, gen: 1, made: c.now().UTC(), deltas: new(sync.Map)}
 	if cur != nil {
 		s.gen, s.dids, s.log, s.logFrom = cur.gen+1, cur.dids, cur.log, cur.logFrom
 	}
