@@ -32,6 +32,9 @@ const (
 	MetricRSS1000Peers = "rss_1000peers_mib"
 )
 
+// DataPlaneSetups are the names Options.Setups picks from.
+var DataPlaneSetups = []string{SetupLoopback, SetupWGRaw, SetupAgentnetDirect, SetupAgentnetRelay, SetupVeth, SetupAgentnetTUN}
+
 // DataPlaneMetrics are measured for every in-process setup.
 var DataPlaneMetrics = []string{MetricTCP1, MetricTCP4, MetricRTTP50, MetricRTTP99, MetricConnect, MetricCPU}
 
@@ -79,26 +82,37 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 			s.close()
 		}
 	}()
-	if s, err := newLoopback(); err != nil {
-		fail("loopback", err)
-	} else {
-		setups = append(setups, s)
+	if o.wants(SetupLoopback) {
+		if s, err := newLoopback(); err != nil {
+			fail("loopback", err)
+		} else {
+			setups = append(setups, s)
+		}
 	}
-	if s, err := newWGRaw(); err != nil {
-		fail("wg-raw", err)
-	} else {
-		setups = append(setups, s)
+	if o.wants(SetupWGRaw) {
+		if s, err := newWGRaw(); err != nil {
+			fail("wg-raw", err)
+		} else {
+			setups = append(setups, s)
+		}
 	}
-	an, err := newAgentnetNet(ctx, o.Logger)
-	if err != nil {
-		fail("agentnet", err)
-	} else {
-		defer an.close()
+	var an *agentnetNet
+	if o.wants(SetupAgentnetDirect) || o.wants(SetupAgentnetRelay) {
+		var err error
+		if an, err = newAgentnetNet(ctx, o.Logger); err != nil {
+			fail("agentnet", err)
+		} else {
+			defer an.close()
+		}
+	}
+	if an != nil && o.wants(SetupAgentnetDirect) {
 		if s, err := newAgentnetDirect(ctx, an); err != nil {
 			fail("agentnet-direct", err)
 		} else {
 			setups = append(setups, s)
 		}
+	}
+	if an != nil && o.wants(SetupAgentnetRelay) {
 		if s, err := newAgentnetRelay(ctx, an); err != nil {
 			fail("agentnet-relay", err)
 		} else {
@@ -110,15 +124,23 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 	}
 	var tunNote string
 	var tunLab *tunLab
-	if ts, err := startTUNSetups(ctx, o); err != nil {
+	if !o.wants(SetupVeth) && !o.wants(SetupAgentnetTUN) {
+		tunNote = "not measured: not in --setups"
+	} else if ts, err := startTUNSetups(ctx, o); err != nil {
 		tunNote = "not measured: " + err.Error()
 		if !errors.Is(err, errNeedsRoot) {
 			fail("agentnet-tun", err)
 		}
 	} else {
 		tunLab = ts.lab
-		defer tunLab.close()                  // idempotent; normally closed below
-		setups = append(setups, ts.setups...) // they serve themselves
+		defer tunLab.close() // idempotent; normally closed below
+		for _, s := range ts.setups {
+			if o.wants(s.name) {
+				setups = append(setups, s) // they serve themselves
+			} else {
+				s.close()
+			}
+		}
 	}
 	ready := setups[:0:0]
 	for _, s := range setups {
@@ -172,7 +194,7 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 
-	if direct := findSetup(setups, SetupAgentnetDirect); an != nil && direct != nil {
+	if direct := findSetup(setups, SetupAgentnetDirect); an != nil && direct != nil && o.Setups == nil {
 		var ttfb []float64
 		for rep := range p.reps {
 			ms, err := timeToFirstByte(ctx, an, direct, rep)
@@ -196,13 +218,15 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 		tunLab.close()
 	}
 
-	rss, err := measureRSS(ctx, o, p)
-	rs = append(rs, rss...)
-	if err != nil {
-		fail("rss", err)
+	if o.Setups == nil {
+		rss, err := measureRSS(ctx, o, p)
+		rs = append(rs, rss...)
+		if err != nil {
+			fail("rss", err)
+		}
 	}
 
-	if tunNote != "" {
+	if tunNote != "" && o.wants(SetupAgentnetTUN) {
 		rs = append(rs, Result{Setup: SetupAgentnetTUN, Metric: MetricTCP1, Unit: "Mbit/s", Note: tunNote})
 	}
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 )
@@ -34,6 +35,7 @@ type Options struct {
 	Reps     int           // repetitions per measurement; 0 means the suite's default
 	Duration time.Duration // per throughput repetition; 0 means the suite's default
 	Scales   []int         // control-plane node counts; nil means the suite's default (1,000; Quick: 200 and 500)
+	Setups   []string      // data-plane setups to measure (Setup* names); nil means all, with TTFB and memory
 	Out      io.Writer     // progress lines (may be nil)
 	Logger   *slog.Logger  // logs of the systems under test (may be nil: discarded)
 }
@@ -97,6 +99,11 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
+}
+
+// wants reports whether the data-plane setup name is to be measured.
+func (o Options) wants(name string) bool {
+	return o.Setups == nil || slices.Contains(o.Setups, name)
 }
 
 // Progressf writes one progress line to o.Out (if set).

@@ -39,8 +39,9 @@ type AllocConfig struct {
 // address on the relay whose traffic reaches this node over Transport.
 //
 // Concurrency: WriteTo, Permit and ReadFrom may be called concurrently;
-// ReadFrom from one goroutine at a time. Close makes blocked and later
-// ReadFrom calls return net.ErrClosed. The allocation and its permissions
+// ReadFrom from one goroutine at a time. Close ends the receive loop and
+// waits for it, and makes blocked and later ReadFrom calls return
+// net.ErrClosed. The allocation and its permissions
 // are refreshed in the background (pion/turn's timers); Dead is closed
 // when the relay can no longer be reached (stream closed, or a refresh
 // failed), after which the caller should Close and allocate again.
@@ -51,7 +52,24 @@ type Allocation struct {
 	conn      net.PacketConn // relayed conn: payloads to and from peers
 	base      net.PacketConn // socket or stream towards the relay
 	relayed   netip.AddrPort
+	server    netip.AddrPort // where the relay's frames come from (UDP)
 	log       *slog.Logger
+
+	// The receive side (inbound.go): readLoop fills rx from free,
+	// ReadFrom hands out cur and returns it to free.
+	batch     *udpBatch // UDP only
+	readMsgs  int       // messages per read
+	readBuf   int       // bytes per message
+	chans     atomic.Pointer[channelFinder]
+	rx, free  chan *rxBatch
+	loopDone  chan struct{} // closed when readLoop returned
+	closing   chan struct{} // closed by Close (and a failed Allocate)
+	pending   atomic.Bool   // readLoop holds packets it could not queue
+	readErr   error         // why readLoop returned; read after loopDone
+	cur       *rxBatch      // only ReadFrom
+	curI      int
+	rxDrops   atomic.Uint64
+	rxForeign atomic.Uint64 // UDP datagrams not from the relay
 
 	closed   atomic.Bool
 	deadOnce sync.Once
@@ -83,7 +101,8 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	a := &Allocation{relay: cfg.Relay, transport: cfg.Transport, dead: make(chan struct{}),
-		log: cfg.Logger.With("relay", cfg.Relay.Name, "endpoint", server, "transport", cfg.Transport)}
+		server: netip.AddrPortFrom(server.Addr().Unmap(), server.Port()),
+		log:    cfg.Logger.With("relay", cfg.Relay.Name, "endpoint", server, "transport", cfg.Transport)}
 	base, err := dialRelay(ctx, cfg.Transport, server, cfg.Relay.TLSPin)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s (%s %s): %w", cfg.Relay.Name, cfg.Transport, server, err)
@@ -107,11 +126,8 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		base.Close()
 		return nil, fmt.Errorf("relay: %s: %w", cfg.Relay.Name, err)
 	}
-	if err := a.client.Listen(); err != nil {
-		a.client.Close()
-		base.Close()
-		return nil, fmt.Errorf("relay: %s: %w", cfg.Relay.Name, err)
-	}
+	uc, _ := base.(*net.UDPConn)
+	a.startReading(uc) // instead of a.client.Listen
 	type result struct {
 		pc  net.PacketConn
 		err error
@@ -130,8 +146,10 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 	}
 	if err != nil {
 		a.closed.Store(true)
+		close(a.closing)
 		a.client.Close()
-		base.Close() // ends the transaction if it is still waiting
+		base.Close() // ends the transaction if it is still waiting, and readLoop
+		<-a.loopDone
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %v (%s blocked?)", cfg.Timeout, cfg.Transport)
 		}
@@ -142,6 +160,12 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		a.Close()
 		return nil, fmt.Errorf("relay: allocate on %s: relayed address %v is not UDP", cfg.Relay.Name, a.conn.LocalAddr())
 	}
+	f, ok := a.conn.(channelFinder)
+	if !ok {
+		a.Close()
+		return nil, fmt.Errorf("relay: allocate on %s: pion's relayed conn %T has no channel table", cfg.Relay.Name, a.conn)
+	}
+	a.chans.Store(&f)
 	ap := ua.AddrPort()
 	a.relayed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	a.log.Debug("relay allocation", "path", a.relayed)
@@ -218,24 +242,6 @@ func (a *Allocation) WriteTo(p []byte, to netip.AddrPort) error {
 	return nil
 }
 
-// ReadFrom reads one packet a peer sent to the relayed address, and the
-// peer's address as the relay saw it.
-func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
-	n, from, err := a.conn.ReadFrom(p)
-	if err != nil {
-		if a.closed.Load() {
-			return 0, netip.AddrPort{}, net.ErrClosed
-		}
-		return 0, netip.AddrPort{}, fmt.Errorf("relay: read from %s: %w", a.relay.Name, err)
-	}
-	ua, ok := from.(*net.UDPAddr)
-	if !ok {
-		return 0, netip.AddrPort{}, fmt.Errorf("relay: read from %s: peer address %v is not UDP", a.relay.Name, from)
-	}
-	ap := ua.AddrPort()
-	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
-
 // Permit lets the given IPs send to the relayed address before this node
 // has sent to them (CreatePermission, RFC 5766 §9). Permissions are per
 // IP and refreshed in the background.
@@ -262,11 +268,14 @@ func (a *Allocation) Close() error {
 	if a.closed.Swap(true) {
 		return nil
 	}
+	close(a.closing)
 	if a.conn != nil {
 		_ = a.conn.Close()
 	}
 	a.client.Close()
-	return a.base.Close()
+	err := a.base.Close()
+	<-a.loopDone
+	return err
 }
 
 // watchedConn reports read errors of the connection towards the relay (a

@@ -117,12 +117,23 @@ type user struct {
 // allocation's goroutine and writes it from the listener's read loop; both
 // pass through here so that every packet is judged by peerRefusal, charged
 // to the node's bandwidth limit and counted.
+//
+// Reads are batched (batchReader). The frames pion's allocation goroutine
+// then sends the client on the main UDP socket (turnSocket.WriteTo) are
+// gathered in w and sent together just before the next read would block,
+// so a burst from a peer crosses the relay in a few system calls.
 type relayConn struct {
 	*net.UDPConn
 	s         *Server
 	port      uint16
+	r         *batchReader         // only pion's allocation goroutine
 	user      atomic.Pointer[user] // set by onAllocationCreated
 	closeOnce sync.Once
+
+	wmu       sync.Mutex // guards the fields below
+	gathering bool       // from a batch read to the flush before the next read
+	w         batchWriter
+	client    netip.AddrPort // the client's address on UDP (s.clients); zero on TCP/TLS
 }
 
 // WriteTo sends a client's packet to a peer.
@@ -146,19 +157,53 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 // ReadFrom returns the next packet from a peer within the node's bandwidth
-// limit; packets over it are dropped and counted.
+// limit; packets over it are dropped and counted. Before it would block
+// on the socket it sends the frames gathered for the client.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.UDPConn.ReadFromUDPAddrPort(p)
-		if err != nil {
-			return n, nil, err
+		fresh := !c.r.buffered()
+		if fresh {
+			c.flush()
 		}
-		if u := c.user.Load(); u != nil && u.lim != nil && !u.lim.AllowN(c.s.now(), n) {
+		d, from, err := c.r.next()
+		if err != nil {
+			return 0, nil, err
+		}
+		if fresh {
+			c.wmu.Lock()
+			c.gathering = true
+			c.wmu.Unlock()
+		}
+		if u := c.user.Load(); u != nil && u.lim != nil && !u.lim.AllowN(c.s.now(), len(d)) {
 			c.s.stats.bandwidthDrops.Add(1)
 			continue
 		}
-		c.s.stats.bytesFromPeers.Add(uint64(n))
-		return n, net.UDPAddrFromAddrPort(from), nil
+		c.s.stats.bytesFromPeers.Add(uint64(len(d)))
+		return copy(p, d), from, nil
+	}
+}
+
+// queue adds a frame for the client to the batch being gathered; false
+// means there is none (send it now).
+func (c *relayConn) queue(p []byte, to *net.UDPAddr) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.gathering || c.w.b == nil {
+		return false
+	}
+	if err := c.w.add(p, to); err != nil {
+		c.s.stats.clientSendErrors.Add(1)
+	}
+	return true
+}
+
+// flush sends the gathered frames and ends gathering.
+func (c *relayConn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.gathering = false
+	if err := c.w.flush(); err != nil {
+		c.s.stats.clientSendErrors.Add(1)
 	}
 }
 
@@ -167,6 +212,16 @@ func (c *relayConn) Close() error {
 	err := c.UDPConn.Close()
 	c.closeOnce.Do(func() {
 		s := c.s
+		c.wmu.Lock()
+		client := c.client
+		c.wmu.Unlock()
+		if client.IsValid() {
+			s.clientsMu.Lock()
+			if s.clients[client] == c {
+				delete(s.clients, client)
+			}
+			s.clientsMu.Unlock()
+		}
 		s.mu.Lock()
 		delete(s.allocs, c.port)
 		if u := c.user.Load(); u != nil {
@@ -195,7 +250,8 @@ func (g relayAddrs) AllocatePacketConn(network string, requestedPort int) (net.P
 	}
 	tuneUDP(uc)
 	port := uint16(uc.LocalAddr().(*net.UDPAddr).Port)
-	c := &relayConn{UDPConn: uc, s: s, port: port}
+	c := &relayConn{UDPConn: uc, s: s, port: port, w: batchWriter{b: s.udpOut}}
+	c.r = newBatchReader(newUDPBatch(uc, true), func() { s.stats.truncated.Add(1) })
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -239,6 +295,16 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, proto, username, _ string,
 		s.stats.allocations.Add(1)
 	}
 	s.mu.Unlock()
+	if src, ok := src.(*net.UDPAddr); ok && c != nil && proto == "UDP" {
+		ap := src.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		c.wmu.Lock()
+		c.client = ap
+		c.wmu.Unlock()
+		s.clientsMu.Lock()
+		s.clients[ap] = c
+		s.clientsMu.Unlock()
+	}
 	s.stats.allocationsTotal.Add(1)
 	s.log.Debug("relay: allocation", "node", name, "endpoint", src.String(), "path", proto, "relay", ua.Port)
 }
@@ -263,4 +329,38 @@ func (s *Server) quota(username, _ string, src net.Addr) bool {
 		return false
 	}
 	return true
+}
+
+// turnSocket is the main UDP socket as pion sees it. The frames pion's
+// allocation goroutine relays to its client (ChannelData, RFC 8656 §12.4,
+// and Data indications, §11.4) join that allocation's gathered batch
+// (relayConn.queue); everything else is written at once.
+type turnSocket struct {
+	*net.UDPConn
+	s *Server
+}
+
+func (t turnSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && isRelayedFrame(p) {
+		if c := t.s.clientConn(ua.AddrPort()); c != nil && c.queue(p, ua) {
+			return len(p), nil
+		}
+	}
+	return t.UDPConn.WriteTo(p, addr)
+}
+
+// isRelayedFrame reports whether p is a ChannelData message (channel
+// numbers 0x4000-0x7FFF: first bits 01) or a Data indication (STUN type
+// 0x0017).
+func isRelayedFrame(p []byte) bool {
+	return len(p) >= 4 && (p[0]&0xC0 == 0x40 || len(p) >= 20 && p[0] == 0x00 && p[1] == 0x17)
+}
+
+// clientConn returns the allocation of the UDP client at ap, if any.
+func (s *Server) clientConn(ap netip.AddrPort) *relayConn {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s.clientsMu.RLock()
+	c := s.clients[ap]
+	s.clientsMu.RUnlock()
+	return c
 }

@@ -105,6 +105,7 @@ type Server struct {
 
 	turn     *turn.Server
 	udp      *net.UDPConn
+	udpOut   *udpBatch // batched sends on udp to clients (relayConn.queue); nil on IPv6
 	alt      *net.UDPConn
 	tcp      *trackedListener
 	tlsLn    *trackedListener
@@ -116,6 +117,9 @@ type Server struct {
 	wg      sync.WaitGroup // relayed sockets, TCP/TLS connections, the STUN alt loop
 
 	closeOnce sync.Once
+
+	clientsMu sync.RWMutex                  // guards clients
+	clients   map[netip.AddrPort]*relayConn // UDP allocations by client address
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -178,6 +182,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		limiter:     logthrottle.Limiter{Interval: 10 * time.Second},
 		allocs:      make(map[uint16]*relayConn),
 		users:       make(map[string]*user),
+		clients:     make(map[netip.AddrPort]*relayConn),
 	}
 	if !s.publicIP.IsValid() {
 		if listenIP.IsUnspecified() {
@@ -220,8 +225,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	tuneUDP(s.udp)
+	if listenIP.Is4() {
+		s.udpOut = newUDPBatch(s.udp, false)
+	}
 	s.tcp.s = s
-	pcs = append(pcs, turn.PacketConnConfig{PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+	pcs = append(pcs, turn.PacketConnConfig{PacketConn: turnSocket{UDPConn: s.udp, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 	lcs = append(lcs, turn.ListenerConfig{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 	port := s.udp.LocalAddr().(*net.UDPAddr).Port
 	s.cred = Cred{
@@ -462,6 +470,8 @@ type Stats struct {
 	BytesToPeers     uint64            // relayed from clients to peers
 	BytesFromPeers   uint64            // relayed from peers to clients
 	STUNAltAnswered  uint64            // binding requests answered on the STUN alt port
+	PeerTruncated    uint64            // datagrams from peers too large for a relayed socket's buffer, dropped
+	ClientSendErrors uint64            // failed batched sends of relayed frames to clients
 	LogsSuppressed   uint64            // refusal log lines rate-limited away
 }
 
@@ -470,6 +480,7 @@ type counters struct {
 	allocationsTotal             atomic.Uint64
 	bytesToPeers, bytesFromPeers atomic.Uint64
 	bandwidthDrops               atomic.Uint64
+	truncated, clientSendErrors  atomic.Uint64 // oversized datagrams from peers; failed sends to clients
 	stunAlt, logsSuppressed      atomic.Uint64
 
 	mu      sync.Mutex // guards refused
@@ -504,6 +515,8 @@ func (s *Server) Stats() Stats {
 		BytesToPeers:     c.bytesToPeers.Load(),
 		BytesFromPeers:   c.bytesFromPeers.Load(),
 		STUNAltAnswered:  c.stunAlt.Load(),
+		PeerTruncated:    c.truncated.Load(),
+		ClientSendErrors: c.clientSendErrors.Load(),
 		LogsSuppressed:   c.logsSuppressed.Load(),
 	}
 }

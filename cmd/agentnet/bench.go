@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--scales N,N] [--only dataplane|controlplane|dns|rss]",
+	fs := newFlags("bench", "bench [--quick] [--json] [--reps N] [--duration D] [--scales N,N] [--only dataplane|controlplane|dns|rss] [--setups S,S]",
 		"Measure agentnet side by side with its baselines, in this process on 127.0.0.1 only.\n"+
 			"dataplane: TCP throughput (1 and 4 streams), 1-byte round-trip latency, connect time and\n"+
 			"CPU per GiB over plain loopback TCP, bare wireguard-go (stock tun/netstack), two agentnet\n"+
@@ -30,6 +31,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dur := fs.Duration("duration", 0, "length of each throughput run (default: 3s, or 1s with --quick)")
 	scales := fs.String("scales", "", "control-plane node counts, comma-separated, e.g. 1000,5000 (default: 1000, or 200,500 with --quick; 5000 takes several minutes more)")
 	only := fs.String("only", "", "run one area only: dataplane, controlplane, dns or rss (default: the first three; rss is part of dataplane)")
+	setupList := fs.String("setups", "", "dataplane: measure only these setups, comma-separated, e.g. agentnet-direct,agentnet-relay\n"+
+		"(of loopback, wg-raw, agentnet-direct, agentnet-relay, veth, agentnet-tun; default: all, with TTFB and memory)")
 	level := fs.String("log-level", "error", "log level of the components under test: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -73,7 +76,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		scaleList = append(scaleList, v)
 	}
-	rs, runErr := bench.Run(ctx, bench.Options{Quick: *quick, Reps: *reps, Duration: *dur, Scales: scaleList, Out: stderr, Logger: log}, suites...)
+	var setups []string
+	for _, f := range strings.Split(*setupList, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if !slices.Contains(bench.DataPlaneSetups, f) {
+			return fmt.Errorf("%w: --setups: %q is not a data-plane setup (%s)", errUsage, f, strings.Join(bench.DataPlaneSetups, ", "))
+		}
+		setups = append(setups, f)
+	}
+	rs, runErr := bench.Run(ctx, bench.Options{Quick: *quick, Reps: *reps, Duration: *dur, Scales: scaleList, Setups: setups, Out: stderr, Logger: log}, suites...)
 	fmt.Fprintf(stderr, "bench: done in %v\n", time.Since(start).Round(time.Second))
 	if *asJSON {
 		if err := bench.PrintJSON(stdout, rs); err != nil {

@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// oobSize holds one UDP_GRO or UDP_SEGMENT control message.
+var oobSize = unix.CmsgSpace(4)
+
+// udpOffload reports whether UDP_SEGMENT (GSO) is available on uc and,
+// with wantGRO, turns on UDP GRO if the kernel confirms it (kernels before
+// 5.12 accept UDP_GRO but cannot read it back; it stays off there).
+func udpOffload(uc *net.UDPConn, wantGRO bool) (gso, gro bool) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	_ = rc.Control(func(fd uintptr) {
+		s := int(fd)
+		_, err := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		gso = err == nil
+		if wantGRO && unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil {
+			v, err := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO)
+			gro = err == nil && v == 1
+			if !gro {
+				_ = unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 0)
+			}
+		}
+	})
+	return gso, gro
+}
+
+// appendGSO appends a UDP_SEGMENT control message carrying segSize (a
+// native-endian u16) to oob.
+func appendGSO(oob []byte, segSize uint16) []byte {
+	start := len(oob)
+	oob = append(oob, make([]byte, unix.CmsgSpace(2))...)
+	c := oob[start:]
+	h := unix.Cmsghdr{Level: unix.SOL_UDP, Type: unix.UDP_SEGMENT}
+	h.SetLen(unix.CmsgLen(2))
+	copy(c, unsafe.Slice((*byte)(unsafe.Pointer(&h)), unix.SizeofCmsghdr))
+	binary.NativeEndian.PutUint16(c[unix.CmsgLen(0):], segSize)
+	return oob
+}
+
+// groSize returns the segment size of a coalesced read (the UDP_GRO
+// control message, a native-endian int, see udp_cmsg_recv), 0 if none.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO {
+			switch {
+			case len(data) >= 4:
+				return int(binary.NativeEndian.Uint32(data))
+			case len(data) >= 2:
+				return int(binary.NativeEndian.Uint16(data))
+			}
+		}
+		oob = rest
+	}
+	return 0
+}
+
+func truncated(flags int) bool { return flags&unix.MSG_TRUNC != 0 }
