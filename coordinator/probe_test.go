@@ -63,8 +63,17 @@ func TestProbeReachesBothStreams(t *testing.T) {
 	if p := sb.waitProbe(time.Second); p.Generation <= pb.Generation {
 		t.Errorf("second probe generation %d, want > %d", p.Generation, pb.Generation)
 	}
-	if st := h.c.Stats(); st.ProbesAccepted != 2 || st.ProbesSent != 4 {
-		t.Errorf("stats: accepted %d sent %d, want 2 and 4", st.ProbesAccepted, st.ProbesSent)
+	sa.waitProbe(time.Second)
+	// A probe is counted once its write returns, which may be just after
+	// the client has read it.
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+		st := h.c.Stats()
+		if st.ProbesAccepted == 2 && st.ProbesSent == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats: accepted %d sent %d, want 2 and 4", st.ProbesAccepted, st.ProbesSent)
+		}
 	}
 }
 

@@ -251,7 +251,7 @@ func (p *peerBind) udpBlocked() bool {
 // longer than the 30 s UDP conntrack timeout) still get through.
 const (
 	prePunchTTL  = 2
-	prePunchLead = 400 * time.Millisecond
+	prePunchLead = time.Second
 )
 
 // roundLocked pings every candidate of e once: relayed addresses at once,
