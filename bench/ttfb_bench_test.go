@@ -11,7 +11,9 @@ import (
 
 // BenchmarkTTFB starts b.N fresh nodes one after another against a running
 // direct setup and reports the median and worst time to first byte (the
-// ttfb_ms row of the data-plane run, many samples).
+// ttfb_ms row of the data-plane run, many samples). With
+// AGENTNET_TTFB_LOG=FILE every component logs there at debug level, with a
+// line at each start and end, to trace a slow start.
 func BenchmarkTTFB(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -21,23 +23,10 @@ func BenchmarkTTFB(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
+		b.Cleanup(func() { f.Close() }) // after the nodes (cleanups run last-in first-out)
 		logh = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
-	an, err := newAgentnetNet(ctx, slog.New(logh))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer an.close()
-	direct, err := newAgentnetDirect(ctx, an)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer direct.close()
-	go dpServe(direct.ln)
-	if err := echoOnce(ctx, direct); err != nil {
-		b.Fatal(err)
-	}
+	an, direct := startBenchSetup(b, ctx, slog.New(logh), newAgentnetDirect)
 	var ms []float64
 	rep := 0
 	for b.Loop() {
