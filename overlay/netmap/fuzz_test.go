@@ -2,6 +2,7 @@ package netmap
 
 import (
 	"bytes"
+	"encoding/json"
 	"crypto/ed25519"
 	"errors"
 	"net/http"
@@ -148,6 +149,50 @@ func FuzzVerifyRequest(f *testing.F) {
 		}
 		if signer != did || !pub.Equal(key.Public()) {
 			t.Fatalf("VerifyRequest named signer %s, want %s", signer, did)
+		}
+	})
+}
+
+// FuzzDeltaApply: any delta JSON either fails to decode or Map.Apply
+// refuses it with an error or gives a map whose peers are sorted by name,
+// unique by DID, never Self, at the delta's serial; the base map is never
+// changed.
+func FuzzDeltaApply(f *testing.F) {
+	base := &Map{Serial: 5, Self: Node{Name: "self", DID: "did:key:self"},
+		Peers: []Node{{Name: "a", DID: "did:key:a"}, {Name: "c", DID: "did:key:c"}}}
+	f.Add([]byte(`{"base":5,"serial":6,"upsert":[{"name":"b","did":"did:key:b"}],"remove":["did:key:a"]}`))
+	f.Add([]byte(`{"base":5,"serial":5}`))
+	f.Add([]byte(`{"base":5,"serial":9,"self":{"name":"self","did":"did:key:self"},"relays":[],"filter":{"inbound":[],"outbound":[]}}`))
+	f.Add([]byte(`{"base":5,"serial":6,"upsert":[{"name":"a","did":"did:key:c"},{"name":"z","did":"did:key:c"}]}`))
+	f.Add([]byte(`{"base":4,"serial":6}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var d Delta
+		if json.Unmarshal(b, &d) != nil {
+			return
+		}
+		before, _ := json.Marshal(base)
+		got, err := base.Apply(&d)
+		if after, _ := json.Marshal(base); !bytes.Equal(before, after) {
+			t.Fatalf("Apply changed the base map")
+		}
+		if err != nil {
+			if got != nil {
+				t.Fatalf("Apply returned a map with error %v", err)
+			}
+			return
+		}
+		if got.Serial != d.Serial || got.Self.DID != base.Self.DID {
+			t.Fatalf("serial %d (delta %d), self %q", got.Serial, d.Serial, got.Self.DID)
+		}
+		seen := map[string]bool{}
+		for i, p := range got.Peers {
+			if i > 0 && got.Peers[i-1].Name > p.Name {
+				t.Fatalf("peers not sorted: %q before %q", got.Peers[i-1].Name, p.Name)
+			}
+			if seen[p.DID] || p.DID == base.Self.DID {
+				t.Fatalf("peer %q twice or self", p.DID)
+			}
+			seen[p.DID] = true
 		}
 	})
 }
