@@ -2,8 +2,8 @@ package netmap
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/netip"
