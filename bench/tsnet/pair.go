@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"tailscale.com/ipn/store/mem"
@@ -38,31 +39,31 @@ func startPair(ctx context.Context, controlURL, dir string, logf logger.Logf) (_
 			p.close()
 		}
 	}()
+	// Both come up at once: with DERP only, each waits out netcheck's 3 s
+	// UDP timeout before it reports Running.
+	p.a, p.b = newNode(controlURL, dir, "a", logf), newNode(controlURL, dir, "b", logf)
 	var ipB netip.Addr
-	for i, name := range []string{"a", "b"} {
-		s := &tsnet.Server{
-			Dir:        filepath.Join(dir, name),
-			Hostname:   "bench-" + name,
-			ControlURL: controlURL,
-			Store:      new(mem.Store),
-			Ephemeral:  true,
-			Logf:       logf,
-			UserLogf:   logf,
-		}
-		if i == 0 {
-			p.a = s
-		} else {
-			p.b = s
-		}
-		st, err := s.Up(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("node %s: up: %w", name, err)
-		}
-		for _, ip := range st.TailscaleIPs {
-			if ip.Is4() {
-				ipB = ip
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, s := range []*tsnet.Server{p.a, p.b} {
+		wg.Go(func() {
+			st, err := s.Up(ctx)
+			if err != nil {
+				errs[i] = fmt.Errorf("node %s: up: %w", s.Hostname, err)
+				return
 			}
-		}
+			if i == 1 {
+				for _, ip := range st.TailscaleIPs {
+					if ip.Is4() {
+						ipB = ip
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	if !ipB.IsValid() {
 		return nil, errors.New("node b: no Tailscale IPv4 address")
@@ -73,6 +74,20 @@ func startPair(ctx context.Context, controlURL, dir string, logf logger.Logf) (_
 	}
 	go bench.Serve(p.ln)
 	return p, nil
+}
+
+// newNode is an ephemeral node with in-memory state and its files in
+// dir/name.
+func newNode(controlURL, dir, name string, logf logger.Logf) *tsnet.Server {
+	return &tsnet.Server{
+		Dir:        filepath.Join(dir, name),
+		Hostname:   "bench-" + name,
+		ControlURL: controlURL,
+		Store:      new(mem.Store),
+		Ephemeral:  true,
+		Logf:       logf,
+		UserLogf:   logf,
+	}
 }
 
 func (p *pair) dial(ctx context.Context) (net.Conn, error) {
