@@ -112,7 +112,7 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 	var tsnetNote string
 	if o.TSNet != "" {
 		o.Progressf("dataplane: building bench/tsnet in %s", o.TSNet)
-		if t, err := buildTSNet(ctx, o.TSNet); err != nil {
+		if t, err := buildTSNet(ctx, o, o.TSNet); err != nil {
 			tsnetNote = "not measured: " + err.Error()
 			fail("tsnet", err)
 		} else {

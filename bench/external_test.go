@@ -65,7 +65,7 @@ func fakeTSNet(t *testing.T, stdout, stderr string, rc int) *tsnetProgram {
 	if err := os.WriteFile(bin, []byte(script), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return &tsnetProgram{dir: dir, bin: bin}
+	return &tsnetProgram{dir: dir, bin: bin, progressf: t.Logf}
 }
 
 // TestTSNetMerge checks how one run of the tsnet program becomes samples of
@@ -110,7 +110,7 @@ func TestTSNetMerge(t *testing.T) {
 }
 
 func TestBuildTSNetMissing(t *testing.T) {
-	_, err := buildTSNet(context.Background(), t.TempDir())
+	_, err := buildTSNet(context.Background(), Options{}, t.TempDir())
 	if !errors.Is(err, ErrNoTSNetModule) {
 		t.Errorf("buildTSNet(empty dir) = %v, want ErrNoTSNetModule", err)
 	}

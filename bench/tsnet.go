@@ -22,14 +22,15 @@ var ErrNoTSNetModule = errors.New("not the bench/tsnet module")
 
 // tsnetProgram is the built bench/tsnet program and the temp dir it sits in.
 type tsnetProgram struct {
-	dir, bin string
+	dir, bin  string
+	progressf func(format string, args ...any) // Options.Progressf
 }
 
 // buildTSNet builds the bench/tsnet module in dir once (go build, so one
 // compile and link per bench run, then one process per setup and
 // repetition). The first build downloads tailscale.com through the module
 // proxy and compiles it: a minute or two.
-func buildTSNet(ctx context.Context, dir string) (*tsnetProgram, error) {
+func buildTSNet(ctx context.Context, o Options, dir string) (*tsnetProgram, error) {
 	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
 		return nil, fmt.Errorf("tsnet: %s: %w (run from the agentnet repository, or pass its bench/tsnet directory)", dir, ErrNoTSNetModule)
 	}
@@ -44,20 +45,27 @@ func buildTSNet(ctx context.Context, dir string) (*tsnetProgram, error) {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("tsnet: go build in %s (needs the Go module proxy the first time): %v: %s", dir, err, bytes.TrimSpace(b))
 	}
-	return &tsnetProgram{dir: tmp, bin: bin}, nil
+	return &tsnetProgram{dir: tmp, bin: bin, progressf: o.Progressf}, nil
 }
 
 func (t *tsnetProgram) close() { os.RemoveAll(t.dir) }
 
 // setup is the named setup of the program (SetupTSNet or SetupTSNetDERP):
 // every repetition runs the program once, which starts its own control
-// server, DERP server and two nodes, measures, and prints the samples.
+// server, DERP server and two nodes, measures, and prints the samples. A
+// run that fails is reported and run once more with a fresh process (a
+// connection reset in tsnet's 4-stream run was seen once in ten runs).
 func (t *tsnetProgram) setup(name string) *setup {
 	return &setup{
 		name:  name,
 		close: func() {},
 		run: func(ctx context.Context, p dpParams, add func(setup, metric string, v float64)) error {
-			return t.runOnce(ctx, name, p, add)
+			err := t.runOnce(ctx, name, p, add)
+			if err != nil && ctx.Err() == nil {
+				t.progressf("dataplane: %s: %v; once more with a fresh process", name, err)
+				err = t.runOnce(ctx, name, p, add)
+			}
+			return err
 		},
 	}
 }
