@@ -19,6 +19,8 @@ const (
 	SetupVeth           = "veth"            // kernel TCP between two network namespaces over a veth pair: the ceiling for agentnet-tun
 	SetupAgentnetTUN    = "agentnet-tun"    // two agentnet node processes in kernel TUN mode, one per namespace, over that veth
 	SetupAgentnetRelay  = "agentnet-relay"  // two agentnet nodes whose traffic all goes through our TURN relay (pion/turn), over 127.0.0.1
+	SetupTSNet          = "tsnet"           // two Tailscale tsnet nodes, direct over 127.0.0.1 (bench/tsnet, Options.TSNet)
+	SetupTSNetDERP      = "tsnet-derp"      // two tsnet nodes, every packet through a local DERP server (bench/tsnet)
 
 	MetricTCP1         = "tcp_1stream_mbps"
 	MetricTCP4         = "tcp_4stream_mbps"
@@ -63,7 +65,9 @@ func dpParamsFor(o Options) dpParams {
 
 // DataPlane measures TCP between two endpoints in this process over
 // loopback, bare wireguard-go and two agentnet nodes, alternating the setups
-// in every repetition; then agentnet's time to first byte for a new node
+// in every repetition (with Options.TSNet also two tsnet nodes, direct and
+// through DERP, one bench/tsnet process per repetition); then agentnet's
+// time to first byte for a new node
 // and the resident memory of a node process (the agentnet binary, see
 // Binary) idle and with 100 and 1,000 peers in its map.
 func DataPlane(ctx context.Context, o Options) ([]Result, error) {
@@ -119,8 +123,21 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 			setups = append(setups, s)
 		}
 	}
+	var tsnetNote string
+	if o.TSNet != "" {
+		o.Progressf("dataplane: building bench/tsnet in %s", o.TSNet)
+		if t, err := buildTSNet(ctx, o, o.TSNet); err != nil {
+			tsnetNote = "not measured: " + err.Error()
+			fail("tsnet", err)
+		} else {
+			defer t.close()
+			setups = append(setups, t.setup(SetupTSNet), t.setup(SetupTSNetDERP))
+		}
+	}
 	for _, s := range setups {
-		go dpServe(s.ln)
+		if s.ln != nil {
+			go dpServe(s.ln)
+		}
 	}
 	var tunNote string
 	var tunLab *tunLab
@@ -144,6 +161,10 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 	}
 	ready := setups[:0:0]
 	for _, s := range setups {
+		if s.run != nil { // checks its path itself
+			ready = append(ready, s)
+			continue
+		}
 		if err := echoOnce(ctx, s); err != nil {
 			fail(s.name+": first round trip", err)
 			s.close()
@@ -185,11 +206,10 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 				rep+1, p.reps, s.name, last(m[MetricTCP1]), last(m[MetricTCP4]), last(m[MetricRTTP50]), last(m[MetricConnect]))
 		}
 	}
-	units := map[string]string{MetricTCP1: "Mbit/s", MetricTCP4: "Mbit/s", MetricRTTP50: "us", MetricRTTP99: "us", MetricConnect: "ms", MetricCPU: "CPU-s/GiB"}
 	for _, s := range setups {
 		for _, metric := range DataPlaneMetrics {
 			if v := samples[s.name][metric]; len(v) > 0 {
-				rs = append(rs, Summarize(s.name, metric, units[metric], v))
+				rs = append(rs, Summarize(s.name, metric, metricUnit(metric), v))
 			}
 		}
 	}
@@ -228,6 +248,9 @@ func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 
 	if tunNote != "" && o.wants(SetupAgentnetTUN) {
 		rs = append(rs, Result{Setup: SetupAgentnetTUN, Metric: MetricTCP1, Unit: "Mbit/s", Note: tunNote})
+	}
+	if tsnetNote != "" {
+		rs = append(rs, Result{Setup: SetupTSNet, Metric: MetricTCP1, Unit: "Mbit/s", Note: tsnetNote})
 	}
 
 	return rs, errors.Join(errs...)
@@ -291,6 +314,9 @@ func last(v []float64) float64 {
 
 // measureSetup takes one sample of every DataPlaneMetric over s.
 func measureSetup(ctx context.Context, s *setup, p dpParams, add func(setup, metric string, v float64)) error {
+	if s.run != nil {
+		return s.run(ctx, p, add)
+	}
 	mbps, bytes, cpu, err := throughput(ctx, s, 1, p.dur)
 	if err != nil {
 		return fmt.Errorf("1 stream: %w", err)

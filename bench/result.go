@@ -38,6 +38,10 @@ type Options struct {
 	Setups   []string      // data-plane setups to measure (Setup* names); nil means all, with TTFB and memory
 	Out      io.Writer     // progress lines (may be nil)
 	Logger   *slog.Logger  // logs of the systems under test (may be nil: discarded)
+	// TSNet is optional: the directory of the bench/tsnet module. If set,
+	// DataPlane builds it and adds the tsnet and tsnet-derp setups (one run
+	// of that program per setup and repetition). Default: off.
+	TSNet string
 }
 
 // Suite measures one area and returns its rows.

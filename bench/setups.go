@@ -37,6 +37,9 @@ type setup struct {
 	// cpu is optional: the CPU seconds so far of everything that carries
 	// this setup's traffic. Default: this process's (cpuSeconds).
 	cpu func() float64
+	// run is optional: a setup measured by another process (bench/tsnet)
+	// takes one repetition's samples with it; dial and ln are nil then.
+	run func(ctx context.Context, p dpParams, add func(setup, metric string, v float64)) error
 }
 
 // benchPort is the server port inside the tunnels.

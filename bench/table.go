@@ -48,7 +48,7 @@ func PrintTable(w io.Writer, rs []Result) {
 	}
 	tw.Flush()
 	if cpu {
-		notes = append(notes, MetricCPU+": CPU seconds (user+system) during the 1-stream run per GiB moved: getrusage of this whole process, where both ends (and for wg-raw/agentnet-direct both WireGuard devices) run; for veth/agentnet-tun plus the node and coordinator processes (/proc/PID/stat), kernel work in softirq context is charged to whoever was running")
+		notes = append(notes, MetricCPU+": CPU seconds (user+system) during the 1-stream run per GiB moved: getrusage of this whole process, where both ends (and for wg-raw/agentnet-direct both WireGuard devices) run; for veth/agentnet-tun plus the node and coordinator processes (/proc/PID/stat); for tsnet/tsnet-derp the bench/tsnet process (both nodes, the DERP and control servers), kernel work in softirq context is charged to whoever was running")
 	}
 	for i, n := range notes {
 		fmt.Fprintf(w, "[%d] %s\n", i+1, n)
