@@ -28,7 +28,7 @@ import (
 // possible). Not covered: both peers UDP-blocked; they have no path.
 
 // allocQueue bounds packets from the allocation waiting for wireguard-go.
-const allocQueue = 512
+const allocQueue = 4096
 
 // allocPkt is a packet from the allocation and the endpoint it is handed
 // to wireguard-go with.

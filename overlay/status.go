@@ -159,6 +159,7 @@ func (n *Node) pathStats() PathStats {
 	}
 	if a := p.alloc.Load(); a != nil {
 		ps.Relay, ps.RelayTransport, ps.Relayed = a.Relay().Name, a.Transport(), a.RelayedAddr().String()
+		ps.RelayRxDrops += a.Dropped() // the allocation's own receive drops
 	}
 	return ps
 }

@@ -25,8 +25,8 @@ const (
 	// rxQueue bounds the batches read but not yet handed to ReadFrom.
 	// With the one ReadFrom holds and the one being filled, at most
 	// rxQueue+2 batches exist (made as needed); when all are full,
-	// relayed packets are dropped and counted.
-	rxQueue = 2
+	// readLoop waits and the socket's receive buffer holds the rest.
+	rxQueue = 8
 	// rxBatchBytes is one batch's buffer: several reads go into it
 	// while ReadFrom is busy.
 	rxBatchBytes = 256 << 10
@@ -87,32 +87,51 @@ func (a *Allocation) room(b *rxBatch) bool {
 
 // readLoop reads the connection to the relay until it fails or is closed.
 // Reads go into the batch being filled, which is handed to ReadFrom as
-// soon as the queue has room. When every batch is full it reads into a
-// spare one: its responses still reach pion, its payloads are dropped.
+// soon as the queue has room. When the batch is full and the queue too,
+// it waits for ReadFrom instead of reading on: what arrives meanwhile
+// waits in the socket's receive buffer (7 MiB, as overlay.Bind's), which
+// absorbs a burst that the batches (a few hundred KiB) could not. Reading
+// on into a throwaway batch dropped whole bursts whenever ReadFrom's
+// goroutine was descheduled for a few milliseconds, and TCP over the relay
+// stalled for seconds recovering from them.
 func (a *Allocation) readLoop() {
 	defer close(a.loopDone)
 	var msg stun.Message
-	spare := a.newBatch()
 	var cur *rxBatch
 	made := 0
 	for {
+		if cur != nil && !a.room(cur) {
+			// Full: hand it over, waiting for ReadFrom if need be.
+			a.pending.Store(true)
+			select {
+			case a.rx <- cur:
+				cur = nil
+				a.pending.Store(false)
+			case <-a.closing:
+				a.readErr = net.ErrClosed
+				return
+			}
+		}
 		if cur == nil {
 			select {
 			case cur = <-a.free:
-				cur.buf, cur.pkts = cur.buf[:0], cur.pkts[:0]
 			default:
 				if made < rxQueue+2 {
 					cur = a.newBatch()
 					made++
+				} else {
+					// Every batch is queued or with ReadFrom: wait for one.
+					select {
+					case cur = <-a.free:
+					case <-a.closing:
+						a.readErr = net.ErrClosed
+						return
+					}
 				}
 			}
+			cur.buf, cur.pkts = cur.buf[:0], cur.pkts[:0]
 		}
-		b := cur
-		if b == nil || !a.room(b) {
-			b = spare
-			b.buf, b.pkts = b.buf[:0], b.pkts[:0]
-		}
-		err := a.read(b, &msg)
+		err := a.read(cur, &msg)
 		if errors.Is(err, os.ErrDeadlineExceeded) && !a.closed.Load() {
 			// ReadFrom's kick: it has room for cur (UDP only).
 			_ = a.batch.uc.SetReadDeadline(time.Time{})
@@ -125,10 +144,7 @@ func (a *Allocation) readLoop() {
 			}
 			return
 		}
-		if b == spare {
-			a.rxDrops.Add(uint64(len(b.pkts)))
-		}
-		if cur != nil && len(cur.pkts) > 0 {
+		if len(cur.pkts) > 0 {
 			a.pending.Store(true) // before trying: see ReadFrom
 			if a.batch == nil {
 				// TCP/TLS: a read cannot be interrupted without
@@ -307,6 +323,6 @@ func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 	return copy(p, pk.b), pk.from, nil
 }
 
-// Dropped counts relayed packets dropped on receive: ReadFrom not keeping
-// up (every batch taken), malformed frames, unknown channels.
+// Dropped counts relayed packets dropped on receive: truncated reads,
+// malformed frames, unknown channels.
 func (a *Allocation) Dropped() uint64 { return a.rxDrops.Load() }
