@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +120,9 @@ func TestCloseWithActiveConnections(t *testing.T) {
 	// Every client sees its connection end.
 	for i, c := range clients {
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, err := io.ReadAll(c); err != nil {
+		// An end is EOF or, when the server closed with data unread or
+		// in flight, a reset; a timeout means Close left it open.
+		if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("client %d: not closed by Close: %v", i, err)
 		}
 		c.Close()
