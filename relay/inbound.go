@@ -11,6 +11,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"golang.org/x/net/ipv4"
+
+	"github.com/agentnet/agentnet/internal/udpgso"
 )
 
 // The receive side of an Allocation. pion/turn's client reads the
@@ -75,7 +77,7 @@ func (a *Allocation) newBatch() *rxBatch {
 	b := &rxBatch{buf: make([]byte, 0, rxBatchBytes), msgs: make([]ipv4.Message, a.readMsgs)}
 	for i := range b.msgs {
 		b.msgs[i].Buffers = [][]byte{nil}
-		b.msgs[i].OOB = make([]byte, oobSize)
+		b.msgs[i].OOB = make([]byte, udpgso.OOBSize)
 	}
 	return b
 }
@@ -209,7 +211,7 @@ func (a *Allocation) read(b *rxBatch, msg *stun.Message) error {
 // frames and handles each.
 func (a *Allocation) parse(b *rxBatch, m *ipv4.Message, msg *stun.Message) {
 	buf := m.Buffers[0][:m.N]
-	if truncated(m.Flags) {
+	if udpgso.Truncated(m.Flags) {
 		a.rxDrops.Add(1)
 		return
 	}
@@ -221,7 +223,7 @@ func (a *Allocation) parse(b *rxBatch, m *ipv4.Message, msg *stun.Message) {
 		}
 	}
 	seg := len(buf)
-	if g := groSize(m.OOB[:m.NN]); g > 0 {
+	if g := udpgso.GROSize(m.OOB[:m.NN]); g > 0 {
 		seg = g
 	}
 	for off := 0; off < len(buf); off += seg {

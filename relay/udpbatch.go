@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/agentnet/agentnet/internal/udpgso"
 )
 
 // Batched UDP I/O for the relay's data path. The two hot legs of a relayed
@@ -59,7 +61,7 @@ func newUDPBatch(uc *net.UDPConn, gro bool) *udpBatch {
 	} else {
 		b.bc = ipv4.NewPacketConn(uc)
 	}
-	tx, rx := udpOffload(uc, gro)
+	tx, rx := udpgso.Enable(uc, gro)
 	b.gro = rx
 	b.gso.Store(tx)
 	return b
@@ -86,7 +88,7 @@ func newBatchReader(b *udpBatch, drop func()) *batchReader {
 	r := &batchReader{b: b, drop: drop, msgs: make([]ipv4.Message, count)}
 	for i := range r.msgs {
 		r.msgs[i].Buffers = [][]byte{make([]byte, size)}
-		r.msgs[i].OOB = make([]byte, oobSize)
+		r.msgs[i].OOB = make([]byte, udpgso.OOBSize)
 	}
 	return r
 }
@@ -97,10 +99,10 @@ func (r *batchReader) buffered() bool {
 	for r.mi < r.n {
 		m := &r.msgs[r.mi]
 		_, ok := m.Addr.(*net.UDPAddr)
-		if ok && r.off < m.N && !truncated(m.Flags) {
+		if ok && r.off < m.N && !udpgso.Truncated(m.Flags) {
 			return true
 		}
-		if truncated(m.Flags) && r.drop != nil {
+		if udpgso.Truncated(m.Flags) && r.drop != nil {
 			r.drop()
 		}
 		r.mi++
@@ -128,7 +130,7 @@ func (r *batchReader) next() ([]byte, *net.UDPAddr, error) {
 	m := &r.msgs[r.mi]
 	buf := m.Buffers[0][:m.N]
 	seg := len(buf)
-	if g := groSize(m.OOB[:m.NN]); g > 0 {
+	if g := udpgso.GROSize(m.OOB[:m.NN]); g > 0 {
 		seg = g
 	}
 	end := min(r.off+seg, len(buf))
@@ -228,13 +230,13 @@ func (w *batchWriter) send(gso bool) error {
 	if gso {
 		// Each message's control data is its own slice of w.oob, which is
 		// sized up front so that appends do not move it.
-		if cap(w.oob) < ng*oobSize {
-			w.oob = make([]byte, 0, maxWriteFrames*oobSize)
+		if cap(w.oob) < ng*udpgso.OOBSize {
+			w.oob = make([]byte, 0, maxWriteFrames*udpgso.OOBSize)
 		}
 		for i, g := range groups[:ng] {
 			if g.segs > 1 {
 				start := len(w.oob)
-				w.oob = appendGSO(w.oob, uint16(g.seg))
+				w.oob = udpgso.AppendSegment(w.oob, uint16(g.seg))
 				w.msgs[i].OOB = w.oob[start:len(w.oob):len(w.oob)]
 			}
 		}

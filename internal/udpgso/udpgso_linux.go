@@ -1,4 +1,4 @@
-package relay
+package udpgso
 
 import (
 	"encoding/binary"
@@ -8,13 +8,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// oobSize holds one UDP_GRO or UDP_SEGMENT control message.
-var oobSize = unix.CmsgSpace(4)
+// OOBSize holds one UDP_GRO or UDP_SEGMENT control message.
+var OOBSize = unix.CmsgSpace(4)
 
-// udpOffload reports whether UDP_SEGMENT (GSO) is available on uc and,
-// with wantGRO, turns on UDP GRO if the kernel confirms it (kernels before
-// 5.12 accept UDP_GRO but cannot read it back; it stays off there).
-func udpOffload(uc *net.UDPConn, wantGRO bool) (gso, gro bool) {
+// segmentSpace is the room one UDP_SEGMENT control message takes.
+var segmentSpace = unix.CmsgSpace(2)
+
+// Enable reports whether UDP_SEGMENT (GSO) is available on uc and, with
+// wantGRO, turns on UDP GRO if the kernel confirms it. Kernels before 5.12
+// accept UDP_GRO but cannot read it back; GRO is turned off again there,
+// so no coalesced read surprises a receive path that does not expect one.
+func Enable(uc *net.UDPConn, wantGRO bool) (gso, gro bool) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return false, false
@@ -34,11 +38,15 @@ func udpOffload(uc *net.UDPConn, wantGRO bool) (gso, gro bool) {
 	return gso, gro
 }
 
-// appendGSO appends a UDP_SEGMENT control message carrying segSize (a
+// SegmentSpace is the capacity AppendSegment needs beyond len(oob) to
+// append without allocating.
+func SegmentSpace() int { return segmentSpace }
+
+// AppendSegment appends a UDP_SEGMENT control message carrying segSize (a
 // native-endian u16) to oob.
-func appendGSO(oob []byte, segSize uint16) []byte {
+func AppendSegment(oob []byte, segSize uint16) []byte {
 	start := len(oob)
-	oob = append(oob, make([]byte, unix.CmsgSpace(2))...)
+	oob = append(oob, make([]byte, segmentSpace)...)
 	c := oob[start:]
 	h := unix.Cmsghdr{Level: unix.SOL_UDP, Type: unix.UDP_SEGMENT}
 	h.SetLen(unix.CmsgLen(2))
@@ -47,9 +55,9 @@ func appendGSO(oob []byte, segSize uint16) []byte {
 	return oob
 }
 
-// groSize returns the segment size of a coalesced read (the UDP_GRO
+// GROSize returns the segment size of a coalesced read (the UDP_GRO
 // control message, a native-endian int, see udp_cmsg_recv), 0 if none.
-func groSize(oob []byte) int {
+func GROSize(oob []byte) int {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
@@ -68,4 +76,5 @@ func groSize(oob []byte) int {
 	return 0
 }
 
-func truncated(flags int) bool { return flags&unix.MSG_TRUNC != 0 }
+// Truncated reports MSG_TRUNC in a received message's flags.
+func Truncated(flags int) bool { return flags&unix.MSG_TRUNC != 0 }
