@@ -97,6 +97,20 @@ func (h *harness) token(req netmap.CreateTokenRequest) string {
 	return resp.Token
 }
 
+// waitStats waits up to a second for the coordinator's counters to satisfy
+// ok: a message is counted once its write returns, which may be just after
+// the client has read it.
+func (h *harness) waitStats(what string, ok func(Stats) bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for st := h.c.Stats(); !ok(st); st = h.c.Stats() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("stats: not %s within 1s: %+v", what, st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (h *harness) nodeCount() int {
 	h.t.Helper()
 	nodes, err := h.admin.Nodes(context.Background())

@@ -64,17 +64,7 @@ func TestProbeReachesBothStreams(t *testing.T) {
 		t.Errorf("second probe generation %d, want > %d", p.Generation, pb.Generation)
 	}
 	sa.waitProbe(time.Second)
-	// A probe is counted once its write returns, which may be just after
-	// the client has read it.
-	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
-		st := h.c.Stats()
-		if st.ProbesAccepted == 2 && st.ProbesSent == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats: accepted %d sent %d, want 2 and 4", st.ProbesAccepted, st.ProbesSent)
-		}
-	}
+	h.waitStats("2 probes accepted and 4 sent", func(st Stats) bool { return st.ProbesAccepted == 2 && st.ProbesSent == 4 })
 }
 
 func TestProbeRefusals(t *testing.T) {
