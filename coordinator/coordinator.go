@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -240,7 +241,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		c.url = "https://" + c.ln.Addr().String()
 	}
 	u, err := url.Parse(c.url)
-	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+	if err != nil || !strings.HasPrefix(c.url, "https://") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return nil, fmt.Errorf("coordinator: URL %q is not https://host:port", c.url)
 	}
 	cert, leaf, err := loadOrCreateCert(cfg.DataDir, sanNames(listenAP.Addr(), u.Hostname()), c.now())

@@ -78,7 +78,9 @@ func ParseToken(s string) (Token, error) {
 	}
 	u, err := url.Parse(t.URL)
 	switch {
-	case err != nil || u.Scheme != "https" || u.Host == "":
+	case err != nil || u.Scheme != "https" || u.Host == "" || !strings.HasPrefix(t.URL, "https://"):
+		// url.Parse lowercases the scheme; the token's own text must be
+		// canonical too (found by FuzzParseToken: "httpS://…").
 		return t, fmt.Errorf("%w: coordinator URL %q is not https://host:port", ErrBadToken, t.URL)
 	case !strings.HasPrefix(t.Pin, PinPrefix):
 		return t, fmt.Errorf("%w: certificate pin missing", ErrBadToken)
