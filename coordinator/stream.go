@@ -248,10 +248,15 @@ func (c *Coordinator) changedSoon() {
 	})
 }
 
-// kick ends the stream of did, if any.
+// kick ends the stream of did, if any, because the node is gone (revoked,
+// expired or removed). The stream is taken out of the set here, so its
+// handler's detach has no online flip to store: the response ends without
+// waiting for a write transaction, which under load could hold it open for
+// over a second after the node lost its place in every map.
 func (c *Coordinator) kick(did string) {
 	c.mu.Lock()
 	s := c.streams[did]
+	delete(c.streams, did)
 	c.mu.Unlock()
 	if s != nil {
 		s.end()
