@@ -111,6 +111,11 @@ func TestSTUNBothPorts(t *testing.T) {
 		if tls && s.STUNAlt().Port() != addrOf(t, s, netmap.TransportTLS).Addr.Port() {
 			t.Errorf("STUN alt %v is not the TLS port %v", s.STUNAlt(), addrOf(t, s, netmap.TransportTLS).Addr)
 		}
+		// The counter follows the answer's send, which the client may read
+		// first: wait for it.
+		for deadline := time.Now().Add(2 * time.Second); s.Stats().STUNAltAnswered < 1 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if n := s.Stats().STUNAltAnswered; n != 1 {
 			t.Errorf("STUNAltAnswered = %d, want 1", n)
 		}
