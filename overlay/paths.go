@@ -58,7 +58,7 @@ func directPath(ap netip.AddrPort, verified bool) *path {
 const (
 	pathTimeout     = 5 * time.Second  // a path without a pong for this long is dead
 	activePingEvery = 2 * time.Second  // pings on the path in use
-	slowRoundEvery  = 35 * time.Second // > the 30 s UDP conntrack timeout, see probe.go
+	slowRoundEvery  = 40 * time.Second // > the 30 s UDP conntrack timeout plus a round's span, see probe.go
 	pingExpiry      = 10 * time.Second
 	maxLearned      = 8 // learned (peer-reflexive) candidates kept per peer
 )

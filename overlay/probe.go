@@ -29,8 +29,14 @@ import (
 // Conntrack clash: on Linux NAT a probe reaching the peer's router before
 // the peer has punched out leaves a conntrack entry there, and the peer's
 // own outbound packets then get another (random) port. Probing that port
-// over and over would keep the entry alive forever; rounds ≥ 35 s apart let
-// it expire (30 s UDP timeout) between rounds. And a ping arriving from an
+// over and over would keep the entry alive forever; rounds 40 s apart let
+// it expire (30 s UDP timeout) between rounds. The next slow round is timed
+// from the last quick round, whose pings go on for another prePunchLead,
+// and each side's rounds start when the coordinator's MsgProbe or the
+// peer's call-me-maybe reaches it: under load the two sides' last pings
+// can lie seconds apart. 35 s left 4 s for that and under CI load two
+// rounds in a row still met an entry the other side had just refreshed;
+// 40 s leaves 9 s. And a ping arriving from an
 // unknown source that opens as peer P's is P's new mapping: it becomes a
 // candidate (peer-reflexive) and gets a pong at once.
 //
@@ -247,7 +253,7 @@ func (p *peerBind) udpBlocked() bool {
 // push, MsgProbe, call-me-maybe), so each side's full ping finds the other
 // NAT already expecting it. A candidate on our own LAN answers the
 // pre-punch itself. TTL 2 passes one NAT (the host's own router); behind
-// nested NATs the pre-punch dies too early and the slow rounds (35 s apart,
+// nested NATs the pre-punch dies too early and the slow rounds (40 s apart,
 // longer than the 30 s UDP conntrack timeout) still get through.
 const (
 	prePunchTTL  = 2
