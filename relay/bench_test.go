@@ -70,11 +70,7 @@ func BenchmarkRelayServer(b *testing.B) {
 	s := startRelay(b, func(c *Config) { c.AllowLoopback = true; c.BandwidthPerUser = -1 })
 	a := dial(b, s, netmap.TransportUDP, "a")
 	allocate(b, a)
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peer.Close()
+	peer := loopbackUDP(b)
 	tuneUDP(peer)
 	// The first packet to a peer creates the permission and binds channel
 	// 0x4000 (pion's first channel number).

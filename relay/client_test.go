@@ -36,11 +36,7 @@ func TestAllocateTransports(t *testing.T) {
 			if a.Transport() != tr || a.Relay().Name != "fixture" || !a.RelayedAddr().IsValid() {
 				t.Fatalf("allocation: transport %s relay %s relayed %v", a.Transport(), a.Relay().Name, a.RelayedAddr())
 			}
-			peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
+			peer := loopbackUDP(t)
 			peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 			// The peer may send first once permitted.
 			if err := a.Permit(peerAP.Addr()); err != nil {

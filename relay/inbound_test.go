@@ -21,11 +21,7 @@ import (
 func TestAllocationBurst(t *testing.T) {
 	fx := startTURNFixture(t)
 	a := testAlloc(t, fx.relay, netmap.TransportUDP)
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	peer := loopbackUDP(t)
 	tuneUDP(peer)
 	peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := a.Permit(peerAP.Addr()); err != nil {
@@ -81,11 +77,7 @@ func TestAllocationBurst(t *testing.T) {
 func TestAllocationIgnoresForeign(t *testing.T) {
 	fx := startTURNFixture(t)
 	a := testAlloc(t, fx.relay, netmap.TransportUDP)
-	evil, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer evil.Close()
+	evil := loopbackUDP(t)
 	to := a.base.LocalAddr().(*net.UDPAddr)
 	to.IP = net.IPv4(127, 0, 0, 1)
 	chData := []byte{0x40, 0x00, 0x00, 0x04, 'e', 'v', 'i', 'l'}
@@ -145,11 +137,7 @@ func FuzzAllocationFrame(f *testing.F) {
 	if m, err := stun.Build(stun.TransactionID, stun.BindingSuccess); err == nil {
 		f.Add(m.Raw)
 	}
-	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer uc.Close()
+	uc := loopbackUDP(f)
 	client, err := turn.NewClient(&turn.ClientConfig{Conn: uc, LoggerFactory: pionLogs{log: slog.New(slog.DiscardHandler), client: true}})
 	if err != nil {
 		f.Fatal(err)

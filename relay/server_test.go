@@ -89,11 +89,7 @@ func TestSTUNBothPorts(t *testing.T) {
 				c.TLSListen = ""
 			}
 		})
-		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer uc.Close()
+		uc := loopbackUDP(t)
 		self := uc.LocalAddr().(*net.UDPAddr).AddrPort()
 		main := addrOf(t, s, netmap.TransportUDP).Addr
 		if s.STUNAlt() == main || !s.STUNAlt().IsValid() {
@@ -272,11 +268,7 @@ func exchange(t testing.TB, a *TURNConn, aAddr netip.AddrPort, b *TURNConn, bAdd
 // listenPeer is a plain UDP socket standing in for a peer the relay must
 // not reach; got reports whether anything arrived.
 func listenPeer(t testing.TB) (netip.AddrPort, func() bool) {
-	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { uc.Close() })
+	uc := loopbackUDP(t)
 	return uc.LocalAddr().(*net.UDPAddr).AddrPort(), func() bool {
 		uc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		_, _, err := uc.ReadFrom(make([]byte, 100))

@@ -13,11 +13,7 @@ import (
 // datagram.
 func TestBatchWriterReader(t *testing.T) {
 	listen := func() *net.UDPConn {
-		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { uc.Close() })
+		uc := loopbackUDP(t)
 		tuneUDP(uc)
 		return uc
 	}
@@ -69,4 +65,15 @@ func TestBatchWriterReader(t *testing.T) {
 		n, err := plainDst.Read(buf)
 		return buf[:n], err
 	})
+}
+
+// loopbackUDP is a UDP socket on 127.0.0.1, closed when the test ends.
+func loopbackUDP(tb testing.TB) *net.UDPConn {
+	tb.Helper()
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { uc.Close() })
+	return uc
 }
