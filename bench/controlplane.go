@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Control-plane parameters.
@@ -39,8 +39,8 @@ const (
 
 // ControlPlane measures the coordinator with simulated nodes: real control
 // clients without a data plane. Each has its own Ed25519 identity and X25519
-// WireGuard key, enrolls over pinned HTTPS (netmap.PathEnroll, signed), then
-// holds the netmap stream (netmap.PathStream) open, asking for deltas as
+// WireGuard key, enrolls over pinned HTTPS (wire.PathEnroll, signed), then
+// holds the netmap stream (wire.PathStream) open, asking for deltas as
 // agentnet nodes do (the first message is a whole map, each change after it
 // a delta). Nodes enroll with an
 // endpoint (127.0.0.1:port, never used) because the coordinator lists only
@@ -261,10 +261,10 @@ func newSimNode(idx int, name string) (*simNode, error) {
 	}
 	var pub [32]byte
 	copy(pub[:], wg.PublicKey().Bytes())
-	return &simNode{idx: idx, name: name, key: key, wgKey: netmap.WGKeyString(pub)}, nil
+	return &simNode{idx: idx, name: name, key: key, wgKey: wire.WGKeyString(pub)}, nil
 }
 
-func (n *simNode) did() string { return netmap.DID(n.key.Public().(ed25519.PublicKey)) }
+func (n *simNode) did() string { return wire.DID(n.key.Public().(ed25519.PublicKey)) }
 
 // cpClient is the shared control client of all simulated nodes.
 type cpClient struct {
@@ -283,7 +283,7 @@ const cpHTTP2 = false
 
 func newCPClient(cred coordinator.AdminCred) *cpClient {
 	tr := &http.Transport{
-		TLSClientConfig:     netmap.PinnedTLSConfig(cred.Pin),
+		TLSClientConfig:     wire.PinnedTLSConfig(cred.Pin),
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   cpHTTP2, // needed for h2 with a custom TLS config
 		MaxIdleConns:        cpJoinConcurrency,
@@ -302,18 +302,18 @@ func (c *cpClient) request(ctx context.Context, n *simNode, method, path string,
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	netmap.SignRequest(req, n.key, body, time.Now())
+	wire.SignRequest(req, n.key, body, time.Now())
 	return req, nil
 }
 
 // enroll enrolls n with token and returns the coordinator's answer.
-func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*netmap.EnrollResponse, error) {
-	body, err := json.Marshal(netmap.EnrollRequest{
-		ProtocolVersion: netmap.ProtocolVersion, Token: token, Name: n.name, WGKey: n.wgKey,
+func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*wire.EnrollResponse, error) {
+	body, err := json.Marshal(wire.EnrollRequest{
+		ProtocolVersion: wire.ProtocolVersion, Token: token, Name: n.name, WGKey: n.wgKey,
 		// The coordinator lists a node as a peer only once it has
 		// endpoints. A real node publishes them with its first update;
 		// here they come with the enrollment, so a join is one change.
@@ -323,7 +323,7 @@ func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*netma
 	if err != nil {
 		return nil, err
 	}
-	req, err := c.request(ctx, n, http.MethodPost, netmap.PathEnroll, body)
+	req, err := c.request(ctx, n, http.MethodPost, wire.PathEnroll, body)
 	if err != nil {
 		return nil, err
 	}
@@ -332,14 +332,14 @@ func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*netma
 		return nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, netmap.MaxStreamLine))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxStreamLine))
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("enroll %s: %s: %s", n.name, resp.Status, bytes.TrimSpace(b))
 	}
-	var er netmap.EnrollResponse
+	var er wire.EnrollResponse
 	if err := json.Unmarshal(b, &er); err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", n.name, err)
 	}
@@ -355,7 +355,7 @@ type cpProbe struct {
 	skip    int    // stream index that does not take part (-1: none)
 
 	recv      []atomic.Int64 // per stream: unix ns of the matching map, 0 = not yet
-	kept      []*netmap.StreamMessage
+	kept      []*wire.StreamMessage
 	remaining atomic.Int64
 	done      chan struct{}
 }
@@ -363,7 +363,7 @@ type cpProbe struct {
 func newProbe(n int, name, did string, present bool, skip int) *cpProbe {
 	p := &cpProbe{
 		needle: []byte(`"name":` + strconv.Quote(name)), present: present, did: did, skip: skip,
-		recv: make([]atomic.Int64, n), kept: make([]*netmap.StreamMessage, n), done: make(chan struct{}),
+		recv: make([]atomic.Int64, n), kept: make([]*wire.StreamMessage, n), done: make(chan struct{}),
 	}
 	want := int64(n)
 	if skip >= 0 {
@@ -442,12 +442,12 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 			up <- err
 		}
 	}
-	req, err := c.request(ctx, n, http.MethodGet, netmap.PathStream, nil)
+	req, err := c.request(ctx, n, http.MethodGet, wire.PathStream, nil)
 	if err != nil {
 		signal(err)
 		return
 	}
-	req.Header.Set(netmap.HeaderStreamDeltas, "1")
+	req.Header.Set(wire.HeaderStreamDeltas, "1")
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		signal(fmt.Errorf("open stream %s: %w", n.name, err))
@@ -485,7 +485,7 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 		if upSent && (p == nil || p == done || p.skip == n.idx) {
 			continue // nothing to learn from this message: skip decoding it
 		}
-		var msg netmap.StreamMessage
+		var msg wire.StreamMessage
 		if err := json.Unmarshal(line, &msg); err != nil || isMap && msg.Map == nil || !isMap && msg.Delta == nil {
 			st.badMaps.Add(1)
 			signal(fmt.Errorf("stream %s: bad message: %v", n.name, err))
@@ -543,18 +543,18 @@ func (p *cpProbe) matches(isMap bool, payload []byte) bool {
 // checkFirstMap verifies a stream's first map and that it is for name. It
 // decodes only Self: decoding every peer of every first map would measure
 // the simulated clients, not the coordinator.
-func checkFirstMap(key ed25519.PublicKey, s *netmap.Signed, name string) error {
+func checkFirstMap(key ed25519.PublicKey, s *wire.Signed, name string) error {
 	if s == nil {
 		return errors.New("first message is not a map")
 	}
-	if !netmap.VerifySignature(key, s) {
-		return fmt.Errorf("first map of %s: %w", name, netmap.ErrBadSignature)
+	if !wire.VerifySignature(key, s) {
+		return fmt.Errorf("first map of %s: %w", name, wire.ErrBadSignature)
 	}
 	i := bytes.Index(s.Payload, []byte(`"self":`))
 	if i < 0 {
 		return fmt.Errorf("first map of %s has no self", name)
 	}
-	var self netmap.Node
+	var self wire.Node
 	if err := json.NewDecoder(bytes.NewReader(s.Payload[i+len(`"self":`):])).Decode(&self); err != nil {
 		return fmt.Errorf("first map of %s: self: %w", name, err)
 	}
@@ -569,8 +569,8 @@ func cpReadLine(r *bufio.Reader, buf []byte) ([]byte, error) {
 	for {
 		frag, err := r.ReadSlice('\n')
 		buf = append(buf, frag...)
-		if len(buf) > netmap.MaxStreamLine {
-			return nil, fmt.Errorf("stream line longer than %d bytes", netmap.MaxStreamLine)
+		if len(buf) > wire.MaxStreamLine {
+			return nil, fmt.Errorf("stream line longer than %d bytes", wire.MaxStreamLine)
 		}
 		if err == nil {
 			return buf, nil
@@ -582,7 +582,7 @@ func cpReadLine(r *bufio.Reader, buf []byte) ([]byte, error) {
 }
 
 // payloadSerial reads the top-level serial of a map payload without
-// decoding the whole map (netmap.Map marshals protocol_version, then serial).
+// decoding the whole map (wire.Map marshals protocol_version, then serial).
 func payloadSerial(payload []byte) (uint64, bool) {
 	i := bytes.Index(payload, []byte(`"serial":`))
 	if i < 0 {
@@ -622,7 +622,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 	}()
 
 	admin := coordinator.NewAdminClient(co.cred)
-	tok, err := admin.CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true, TTLSeconds: 6 * 3600})
+	tok, err := admin.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 6 * 3600})
 	if err != nil {
 		return nil, err
 	}
@@ -829,7 +829,7 @@ func cpWaitQuiet(ctx context.Context, st *cpState) error {
 // kept maps, clears the probe and returns the latencies from t0 in ms,
 // sorted. A stream that got the map before t0 (the coordinator notifies
 // before it answers the request) counts 0.
-func cpProbeWait(ctx context.Context, st *cpState, p *cpProbe, t0 time.Time, changeMap *netmap.Signed) ([]float64, error) {
+func cpProbeWait(ctx context.Context, st *cpState, p *cpProbe, t0 time.Time, changeMap *wire.Signed) ([]float64, error) {
 	defer st.probe.Store(nil)
 	select {
 	case <-p.done:
@@ -873,7 +873,7 @@ func cpProbeWait(ctx context.Context, st *cpState, p *cpProbe, t0 time.Time, cha
 }
 
 // check verifies a kept map or delta and that it carries the change.
-func (p *cpProbe) check(key ed25519.PublicKey, msg *netmap.StreamMessage, name string, minSerial uint64) error {
+func (p *cpProbe) check(key ed25519.PublicKey, msg *wire.StreamMessage, name string, minSerial uint64) error {
 	if msg.Map != nil {
 		m, err := msg.Map.Verify(key)
 		if err != nil {
@@ -890,7 +890,7 @@ func (p *cpProbe) check(key ed25519.PublicKey, msg *netmap.StreamMessage, name s
 	}
 	ok := false
 	if p.present {
-		ok = slices.ContainsFunc(d.Upsert, func(n netmap.Node) bool { return n.Name == name })
+		ok = slices.ContainsFunc(d.Upsert, func(n wire.Node) bool { return n.Name == name })
 	} else {
 		ok = slices.Contains(d.Remove, p.did)
 	}

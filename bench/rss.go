@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Binary is the agentnet binary whose node process DataPlane measures for
@@ -187,7 +187,7 @@ func nodeRSS(ctx context.Context, an *agentnetNet, bin, name string, peers int) 
 	return vmRSS(cmd.Process.Pid)
 }
 
-func online(nodes []netmap.Node, name string) bool {
+func online(nodes []wire.Node, name string) bool {
 	for _, n := range nodes {
 		if n.Name == name {
 			return n.Online

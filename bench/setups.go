@@ -22,8 +22,8 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // setup is one way of carrying TCP from a client to a server in this
@@ -175,7 +175,7 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 	n := &agentnetNet{dir: dir, relay: rl, coord: c, admin: coordinator.NewAdminClient(c.AdminCred()), log: log}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	tok, err := n.admin.CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:bench"}})
+	tok, err := n.admin.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:bench"}})
 	if err != nil {
 		n.close()
 		return nil, fmt.Errorf("create token: %w", err)

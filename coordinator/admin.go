@@ -15,7 +15,7 @@ import (
 	"strings"
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // AdminCred is the content of admin.cred (JSON, mode 0600): everything the
@@ -53,8 +53,8 @@ func LoadAdminCred(path string) (AdminCred, error) {
 	if !strings.HasPrefix(c.URL, "https://") {
 		return c, fmt.Errorf("coordinator: admin credential %s: url %q is not https", path, c.URL)
 	}
-	if !strings.HasPrefix(c.Pin, netmap.PinPrefix) {
-		return c, fmt.Errorf("coordinator: admin credential %s: pin %q does not start with %q", path, c.Pin, netmap.PinPrefix)
+	if !strings.HasPrefix(c.Pin, wire.PinPrefix) {
+		return c, fmt.Errorf("coordinator: admin credential %s: pin %q does not start with %q", path, c.Pin, wire.PinPrefix)
 	}
 	return c, nil
 }
@@ -82,7 +82,7 @@ func (c *Coordinator) initAdminCred() error {
 			if stored != nil {
 				c.log.Warn("coordinator: admin.cred missing or not matching; issuing a new admin secret", "path", c.credPath)
 			}
-			secret = netmap.NewSecret()
+			secret = wire.NewSecret()
 		}
 		c.adminSum = sha256.Sum256([]byte(secret))
 		if err := tx.PutMeta(metaAdminSum, []byte(hex.EncodeToString(c.adminSum[:]))); err != nil {
@@ -103,11 +103,11 @@ func (c *Coordinator) initAdminCred() error {
 // nor its length leaks through timing.
 func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 	return c.limited(c.limits.admin, "admin", func(w http.ResponseWriter, r *http.Request) error {
-		got, ok := strings.CutPrefix(r.Header.Get(netmap.HeaderAdmin), "Bearer ")
+		got, ok := strings.CutPrefix(r.Header.Get(wire.HeaderAdmin), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
 			c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
-			return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
+			return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
 		}
 		return h(w, r)
 	})
@@ -115,7 +115,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 
 // handleNodes lists every node, sorted by name, with live Online state.
 func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error {
-	var nodes []netmap.Node
+	var nodes []wire.Node
 	if err := c.store.View(func(tx Tx) (err error) {
 		nodes, err = tx.Nodes()
 		return err
@@ -127,9 +127,9 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error 
 		_, nodes[i].Online = c.streams[nodes[i].DID]
 	}
 	c.mu.Unlock()
-	slices.SortFunc(nodes, func(a, b netmap.Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(nodes, func(a, b wire.Node) int { return strings.Compare(a.Name, b.Name) })
 	if nodes == nil {
-		nodes = []netmap.Node{}
+		nodes = []wire.Node{}
 	}
 	writeJSON(w, http.StatusOK, nodes)
 	return nil
@@ -147,7 +147,7 @@ func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) e
 			return err
 		}
 		if !ok {
-			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+			return refuse(http.StatusNotFound, wire.CodeNotFound, "no node named %q", name)
 		}
 		did = owner
 		if err := tx.DeleteNode(did); err != nil {

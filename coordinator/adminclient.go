@@ -12,14 +12,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // APIError is a refusal returned by the coordinator API: the HTTP status
-// and the netmap.ErrorResponse it carried. Callers decide on Code.
+// and the wire.ErrorResponse it carried. Callers decide on Code.
 type APIError struct {
 	Status  int
-	Code    string // a netmap.Code* value
+	Code    string // a wire.Code* value
 	Message string
 }
 
@@ -45,7 +45,7 @@ func NewAdminClient(cred AdminCred) *AdminClient {
 		hc: &http.Client{
 			Timeout: adminTimeout,
 			Transport: &http.Transport{
-				TLSClientConfig:   netmap.PinnedTLSConfig(cred.Pin),
+				TLSClientConfig:   wire.PinnedTLSConfig(cred.Pin),
 				DisableKeepAlives: true,
 				ForceAttemptHTTP2: true,
 			},
@@ -54,51 +54,51 @@ func NewAdminClient(cred AdminCred) *AdminClient {
 }
 
 // CreateToken asks for a join token.
-func (a *AdminClient) CreateToken(ctx context.Context, req netmap.CreateTokenRequest) (netmap.CreateTokenResponse, error) {
-	var resp netmap.CreateTokenResponse
-	err := a.do(ctx, http.MethodPost, netmap.PathAdminTokens, req, &resp)
+func (a *AdminClient) CreateToken(ctx context.Context, req wire.CreateTokenRequest) (wire.CreateTokenResponse, error) {
+	var resp wire.CreateTokenResponse
+	err := a.do(ctx, http.MethodPost, wire.PathAdminTokens, req, &resp)
 	return resp, err
 }
 
 // Tokens lists every join token (no secrets), newest first.
 func (a *AdminClient) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	var out []TokenInfo
-	err := a.do(ctx, http.MethodGet, netmap.PathAdminTokens, nil, &out)
+	err := a.do(ctx, http.MethodGet, wire.PathAdminTokens, nil, &out)
 	return out, err
 }
 
 // RevokeToken revokes join token id: later enrollments with it are
 // refused; nodes it enrolled keep working (revoke those with RevokeNode).
 func (a *AdminClient) RevokeToken(ctx context.Context, id string) error {
-	return a.do(ctx, http.MethodDelete, netmap.PathAdminTokens+"/"+url.PathEscape(id), nil, nil)
+	return a.do(ctx, http.MethodDelete, wire.PathAdminTokens+"/"+url.PathEscape(id), nil, nil)
 }
 
 // Nodes lists every enrolled node, sorted by name.
-func (a *AdminClient) Nodes(ctx context.Context) ([]netmap.Node, error) {
-	var nodes []netmap.Node
-	err := a.do(ctx, http.MethodGet, netmap.PathAdminNodes, nil, &nodes)
+func (a *AdminClient) Nodes(ctx context.Context) ([]wire.Node, error) {
+	var nodes []wire.Node
+	err := a.do(ctx, http.MethodGet, wire.PathAdminNodes, nil, &nodes)
 	return nodes, err
 }
 
 // DeleteNode removes the named node: it leaves the network, every peer gets
 // a map without it, and its stream is ended.
 func (a *AdminClient) DeleteNode(ctx context.Context, name string) error {
-	return a.do(ctx, http.MethodDelete, netmap.PathAdminNodes+"/"+url.PathEscape(name), nil, nil)
+	return a.do(ctx, http.MethodDelete, wire.PathAdminNodes+"/"+url.PathEscape(name), nil, nil)
 }
 
 // RevokeNode revokes the named node for good: its stream ends, every peer
 // gets a map without it, and its identity and WireGuard keys are refused
 // from then on. It returns the revocation record.
-func (a *AdminClient) RevokeNode(ctx context.Context, name, reason string) (netmap.Revocation, error) {
-	var rec netmap.Revocation
-	err := a.do(ctx, http.MethodPost, netmap.PathAdminNodes+"/"+url.PathEscape(name)+netmap.PathAdminRevoke, netmap.RevokeRequest{Reason: reason}, &rec)
+func (a *AdminClient) RevokeNode(ctx context.Context, name, reason string) (wire.Revocation, error) {
+	var rec wire.Revocation
+	err := a.do(ctx, http.MethodPost, wire.PathAdminNodes+"/"+url.PathEscape(name)+wire.PathAdminRevoke, wire.RevokeRequest{Reason: reason}, &rec)
 	return rec, err
 }
 
 // Revocations lists revoked and expired identities, newest first.
-func (a *AdminClient) Revocations(ctx context.Context) ([]netmap.Revocation, error) {
-	var recs []netmap.Revocation
-	err := a.do(ctx, http.MethodGet, netmap.PathAdminRevocations, nil, &recs)
+func (a *AdminClient) Revocations(ctx context.Context) ([]wire.Revocation, error) {
+	var recs []wire.Revocation
+	err := a.do(ctx, http.MethodGet, wire.PathAdminRevocations, nil, &recs)
 	return recs, err
 }
 
@@ -115,8 +115,8 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 	if err != nil {
 		return fmt.Errorf("coordinator: %s %s: %w", method, path, err)
 	}
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
-	req.Header.Set(netmap.HeaderAdmin, "Bearer "+a.cred.Secret)
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
+	req.Header.Set(wire.HeaderAdmin, "Bearer "+a.cred.Secret)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -125,14 +125,14 @@ func (a *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("coordinator: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, netmap.MaxStreamLine))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxStreamLine))
 	if err != nil {
 		return fmt.Errorf("coordinator: %s %s: read response: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var er netmap.ErrorResponse
+		var er wire.ErrorResponse
 		if json.Unmarshal(b, &er) != nil || er.Code == "" {
-			return &APIError{Status: resp.StatusCode, Code: netmap.CodeInternal, Message: strings.TrimSpace(string(b))}
+			return &APIError{Status: resp.StatusCode, Code: wire.CodeInternal, Message: strings.TrimSpace(string(b))}
 		}
 		return &APIError{Status: resp.StatusCode, Code: er.Code, Message: er.Error}
 	}

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // The audit log is an append-only JSONL file, DataDir/audit.jsonl (0600),
@@ -26,7 +26,7 @@ import (
 // breaks the chain at that line; every CheckpointEvery records or
 // CheckpointInterval a checkpoint record signs the head hash with the
 // coordinator's map-signing key, so rewriting the whole chain after an edit
-// is caught too unless the rewriter holds netmap.key.
+// is caught too unless the rewriter holds wire.key.
 //
 // Line format (the hash covers exactly the bytes that were written):
 //
@@ -426,7 +426,7 @@ func (a *Audit) checkpointLocked() {
 	d := checkpointDetails{
 		HeadSeq: a.seq,
 		Head:    a.head,
-		Key:     netmap.Fingerprint(a.cfg.Key.Public().(ed25519.PublicKey)),
+		Key:     wire.Fingerprint(a.cfg.Key.Public().(ed25519.PublicKey)),
 		Sig:     base64.RawURLEncoding.EncodeToString(ed25519.Sign(a.cfg.Key, checkpointMessage(a.seq, a.head))),
 	}
 	a.appendLocked(AuditRecord{Kind: AuditCheckpoint, Details: map[string]any{
@@ -525,7 +525,7 @@ func (a *Audit) Head() (uint64, string) {
 }
 
 // LoadAuditKey returns the public key that verifies the audit checkpoints
-// of the coordinator in dataDir (the map-signing key, netmap.key). It never
+// of the coordinator in dataDir (the map-signing key, wire.key). It never
 // creates a key.
 func LoadAuditKey(dataDir string) (ed25519.PublicKey, error) {
 	path := dataDir + string(os.PathSeparator) + fileSignKey

@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
-// Node reports (netmap.PathReport) and the admin audit API
-// (netmap.PathAdminAudit).
+// Node reports (wire.PathReport) and the admin audit API
+// (wire.PathAdminAudit).
 
 // Node report limits: a token bucket per node of reportBurst reports,
 // refilled at one per reportEvery. At most maxReportFieldLen bytes per
@@ -32,7 +32,7 @@ const (
 	maxAuditWait      = 25 * time.Second // below the admin client's 30 s timeout
 )
 
-// AuditPage is the answer of netmap.PathAdminAudit: raw audit lines (exactly
+// AuditPage is the answer of wire.PathAdminAudit: raw audit lines (exactly
 // as in the file, so a client can check their hashes) and the newest seq.
 type AuditPage struct {
 	Records []json.RawMessage `json:"records"`
@@ -84,7 +84,7 @@ func remoteHost(r *http.Request) string {
 // handleReport takes a node's batch of security events and writes them as
 // one node_report record.
 func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error {
-	var req netmap.ReportRequest
+	var req wire.ReportRequest
 	self, err := c.nodeRequest(w, r, &req)
 	if err != nil {
 		return err
@@ -93,7 +93,7 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	if !c.audit.reports.allow(self.DID, c.now()) {
-		return refuse(http.StatusTooManyRequests, netmap.CodeRateLimited,
+		return refuse(http.StatusTooManyRequests, wire.CodeRateLimited,
 			"node %s sends reports too often (at most %d in a burst, then one per %v); keep the events and send them later", self.Name, reportBurst, reportEvery)
 	}
 	if len(req.Events) == 0 && req.Dropped == 0 {
@@ -103,11 +103,11 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 	var denied, up, down uint64
 	for _, e := range req.Events {
 		switch e.Kind {
-		case netmap.ReportDenial:
+		case wire.ReportDenial:
 			denied += max(e.Count, 1)
-		case netmap.ReportChannelUp:
+		case wire.ReportChannelUp:
 			up++
-		case netmap.ReportChannelDown:
+		case wire.ReportChannelDown:
 			down++
 		}
 	}
@@ -118,26 +118,26 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 }
 
 // checkReport bounds what a node may put in a report.
-func checkReport(req *netmap.ReportRequest) error {
-	if len(req.Events) > netmap.MaxReportEvents {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d events in one report, at most %d", len(req.Events), netmap.MaxReportEvents)
+func checkReport(req *wire.ReportRequest) error {
+	if len(req.Events) > wire.MaxReportEvents {
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d events in one report, at most %d", len(req.Events), wire.MaxReportEvents)
 	}
 	for i, e := range req.Events {
 		switch e.Kind {
-		case netmap.ReportDenial, netmap.ReportChannelUp, netmap.ReportChannelDown:
+		case wire.ReportDenial, wire.ReportChannelUp, wire.ReportChannelDown:
 		default:
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "event %d: unknown kind %.40q", i, e.Kind)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "event %d: unknown kind %.40q", i, e.Kind)
 		}
 		for _, s := range []string{e.Peer, e.Dir, e.Proto, e.Rule, e.Reason, e.Path} {
 			if len(s) > maxReportFieldLen {
-				return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "event %d: a field is longer than %d bytes", i, maxReportFieldLen)
+				return refuse(http.StatusBadRequest, wire.CodeBadRequest, "event %d: a field is longer than %d bytes", i, maxReportFieldLen)
 			}
 		}
 	}
 	return nil
 }
 
-// handleAuditTail serves GET netmap.PathAdminAudit?n=&after=&wait=.
+// handleAuditTail serves GET wire.PathAdminAudit?n=&after=&wait=.
 func (c *Coordinator) handleAuditTail(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	n, after, hasAfter, wait, err := parseTailQuery(q)
@@ -166,7 +166,7 @@ func (c *Coordinator) handleAuditTail(w http.ResponseWriter, r *http.Request) er
 		case <-deadline:
 			deadline = nil
 		case <-ctx.Done():
-			return refuse(http.StatusServiceUnavailable, netmap.CodeInternal, "coordinator is shutting down")
+			return refuse(http.StatusServiceUnavailable, wire.CodeInternal, "coordinator is shutting down")
 		}
 	}
 }
@@ -174,20 +174,20 @@ func (c *Coordinator) handleAuditTail(w http.ResponseWriter, r *http.Request) er
 func parseTailQuery(q url.Values) (n int, after uint64, hasAfter bool, wait time.Duration, err error) {
 	n = 20
 	if s := q.Get("n"); s != "" {
-		if n, err = strconv.Atoi(s); err != nil || n < 1 || n > netmap.MaxAuditPage {
-			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "n=%.20q: want 1..%d", s, netmap.MaxAuditPage)
+		if n, err = strconv.Atoi(s); err != nil || n < 1 || n > wire.MaxAuditPage {
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, wire.CodeBadRequest, "n=%.20q: want 1..%d", s, wire.MaxAuditPage)
 		}
 	}
 	if s := q.Get("after"); s != "" {
 		if after, err = strconv.ParseUint(s, 10, 64); err != nil {
-			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "after=%.20q is not a seq", s)
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, wire.CodeBadRequest, "after=%.20q is not a seq", s)
 		}
 		hasAfter = true
 	}
 	if s := q.Get("wait"); s != "" {
 		secs, err := strconv.Atoi(s)
 		if err != nil || secs < 0 || time.Duration(secs)*time.Second > maxAuditWait {
-			return 0, 0, false, 0, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "wait=%.20q: want 0..%d seconds", s, int(maxAuditWait/time.Second))
+			return 0, 0, false, 0, refuse(http.StatusBadRequest, wire.CodeBadRequest, "wait=%.20q: want 0..%d seconds", s, int(maxAuditWait/time.Second))
 		}
 		wait = time.Duration(secs) * time.Second
 	}
@@ -262,7 +262,7 @@ func readAuditRange(path string, first, last uint64) ([]json.RawMessage, error) 
 }
 
 // Audit returns audit records through the admin API: see
-// netmap.PathAdminAudit. wait > 0 with hasAfter holds the call until a
+// wire.PathAdminAudit. wait > 0 with hasAfter holds the call until a
 // record newer than after exists or wait (at most 25 s) passes.
 func (a *AdminClient) Audit(ctx context.Context, n int, after uint64, hasAfter bool, wait time.Duration) (AuditPage, error) {
 	q := url.Values{"n": {strconv.Itoa(n)}}
@@ -273,6 +273,6 @@ func (a *AdminClient) Audit(ctx context.Context, n int, after uint64, hasAfter b
 		q.Set("wait", strconv.Itoa(int(wait/time.Second)))
 	}
 	var page AuditPage
-	err := a.do(ctx, http.MethodGet, netmap.PathAdminAudit+"?"+q.Encode(), nil, &page)
+	err := a.do(ctx, http.MethodGet, wire.PathAdminAudit+"?"+q.Encode(), nil, &page)
 	return page, err
 }

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func newKey(t *testing.T) ed25519.PrivateKey {
@@ -323,7 +323,7 @@ func TestAuditRefusalAggregation(t *testing.T) {
 func TestAuditBrokenLogRefusesStart(t *testing.T) {
 	h := newHarness(t, nil)
 	dir := h.cfg.DataDir
-	h.token(netmap.CreateTokenRequest{})
+	h.token(wire.CreateTokenRequest{})
 	if err := h.c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestAuditBrokenLogRefusesStart(t *testing.T) {
 // API) by kind.
 func auditKinds(t *testing.T, h *harness) map[string][]AuditRecord {
 	t.Helper()
-	page, err := h.admin.Audit(context.Background(), netmap.MaxAuditPage, 0, true, 0)
+	page, err := h.admin.Audit(context.Background(), wire.MaxAuditPage, 0, true, 0)
 	if err != nil {
 		t.Fatalf("Audit: %v", err)
 	}
@@ -383,10 +383,10 @@ func auditKinds(t *testing.T, h *harness) map[string][]AuditRecord {
 
 func TestAuditCoordinatorEvents(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Tags: []string{"tag:a"}})
+	tok := h.token(wire.CreateTokenRequest{Tags: []string{"tag:a"}})
 	n := newTestNode(t, h.c)
 	n.enroll(tok, "alpha")
-	pt, err := netmap.ParseToken(tok)
+	pt, err := wire.ParseToken(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,29 +427,29 @@ func TestAuditCoordinatorEvents(t *testing.T) {
 func TestAuditReportEndpoint(t *testing.T) {
 	h := newHarness(t, nil)
 	n := newTestNode(t, h.c)
-	n.enroll(h.token(netmap.CreateTokenRequest{}), "beta")
-	report := netmap.ReportRequest{Dropped: 3, Events: []netmap.ReportEvent{
-		{Kind: netmap.ReportDenial, Peer: "alpha", Dir: "in", Proto: "tcp", Rule: "default-deny", Count: 7},
-		{Kind: netmap.ReportChannelUp, Peer: "alpha", Path: "direct"},
+	n.enroll(h.token(wire.CreateTokenRequest{}), "beta")
+	report := wire.ReportRequest{Dropped: 3, Events: []wire.ReportEvent{
+		{Kind: wire.ReportDenial, Peer: "alpha", Dir: "in", Proto: "tcp", Rule: "default-deny", Count: 7},
+		{Kind: wire.ReportChannelUp, Peer: "alpha", Path: "direct"},
 	}}
-	if status, b, _ := n.do(http.MethodPost, netmap.PathReport, mustJSON(t, report), nil); status != http.StatusNoContent {
+	if status, b, _ := n.do(http.MethodPost, wire.PathReport, mustJSON(t, report), nil); status != http.StatusNoContent {
 		t.Fatalf("report: %d %s", status, b)
 	}
 	// Unknown kinds, oversized batches and unsigned requests are refused.
-	for name, body := range map[string]netmap.ReportRequest{
-		"kind":  {Events: []netmap.ReportEvent{{Kind: "rm -rf"}}},
-		"many":  {Events: make([]netmap.ReportEvent, netmap.MaxReportEvents+1)},
-		"field": {Events: []netmap.ReportEvent{{Kind: netmap.ReportDenial, Rule: strings.Repeat("x", 200)}}},
+	for name, body := range map[string]wire.ReportRequest{
+		"kind":  {Events: []wire.ReportEvent{{Kind: "rm -rf"}}},
+		"many":  {Events: make([]wire.ReportEvent, wire.MaxReportEvents+1)},
+		"field": {Events: []wire.ReportEvent{{Kind: wire.ReportDenial, Rule: strings.Repeat("x", 200)}}},
 	} {
-		if status, _, er := n.do(http.MethodPost, netmap.PathReport, mustJSON(t, body), nil); status != http.StatusBadRequest {
+		if status, _, er := n.do(http.MethodPost, wire.PathReport, mustJSON(t, body), nil); status != http.StatusBadRequest {
 			t.Errorf("%s: status %d %+v, want 400", name, status, er)
 		}
 	}
 	// The burst is limited per node.
 	limited := 0
 	for range reportBurst + 5 {
-		if status, _, er := n.do(http.MethodPost, netmap.PathReport, mustJSON(t, netmap.ReportRequest{}), nil); status == http.StatusTooManyRequests {
-			if er.Code != netmap.CodeRateLimited {
+		if status, _, er := n.do(http.MethodPost, wire.PathReport, mustJSON(t, wire.ReportRequest{}), nil); status == http.StatusTooManyRequests {
+			if er.Code != wire.CodeRateLimited {
 				t.Errorf("429 with code %q", er.Code)
 			}
 			limited++
@@ -470,7 +470,7 @@ func TestAuditReportEndpoint(t *testing.T) {
 
 func TestAuditTailFollow(t *testing.T) {
 	h := newHarness(t, nil)
-	h.token(netmap.CreateTokenRequest{})
+	h.token(wire.CreateTokenRequest{})
 	page, err := h.admin.Audit(context.Background(), 20, 0, false, 0)
 	if err != nil || len(page.Records) != 1 || page.HeadSeq != 1 {
 		t.Fatalf("tail: %v %+v", err, page)
@@ -485,7 +485,7 @@ func TestAuditTailFollow(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond) // the long poll is waiting
 	start := time.Now()
-	h.token(netmap.CreateTokenRequest{})
+	h.token(wire.CreateTokenRequest{})
 	select {
 	case p := <-got:
 		if len(p.Records) != 1 || p.HeadSeq != 2 {

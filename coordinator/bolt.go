@@ -11,12 +11,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Bucket names of the bbolt store. Values are JSON except where noted.
 var (
-	bucketNodes  = []byte("nodes")  // DID → netmap.Node (Online is never stored)
+	bucketNodes  = []byte("nodes")  // DID → wire.Node (Online is never stored)
 	bucketNames  = []byte("names")  // name → DID
 	bucketIPs    = []byte("ips")    // 4- or 16-byte address → DID
 	bucketTokens = []byte("tokens") // token id → TokenRecord
@@ -77,8 +77,8 @@ func mapClosed(err error) error {
 
 type boltTx struct{ tx *bolt.Tx }
 
-func (t boltTx) Node(did string) (netmap.Node, bool, error) {
-	var n netmap.Node
+func (t boltTx) Node(did string) (wire.Node, bool, error) {
+	var n wire.Node
 	v := t.tx.Bucket(bucketNodes).Get([]byte(did))
 	if v == nil {
 		return n, false, nil
@@ -89,10 +89,10 @@ func (t boltTx) Node(did string) (netmap.Node, bool, error) {
 	return n, true, nil
 }
 
-func (t boltTx) Nodes() ([]netmap.Node, error) {
-	var out []netmap.Node
+func (t boltTx) Nodes() ([]wire.Node, error) {
+	var out []wire.Node
 	err := t.tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
-		var n netmap.Node
+		var n wire.Node
 		if err := json.Unmarshal(v, &n); err != nil {
 			return fmt.Errorf("store: decode node %s: %w", k, err)
 		}
@@ -102,7 +102,7 @@ func (t boltTx) Nodes() ([]netmap.Node, error) {
 	return out, err
 }
 
-func (t boltTx) PutNode(n netmap.Node) error {
+func (t boltTx) PutNode(n wire.Node) error {
 	if n.DID == "" || n.Name == "" || !n.IPv4.IsValid() || !n.IPv6.IsValid() {
 		return fmt.Errorf("store: node %q/%q lacks DID, name or address", n.Name, n.DID)
 	}
@@ -135,7 +135,7 @@ func (t boltTx) PutNode(n netmap.Node) error {
 }
 
 // unindex removes the index entries of n that still point at n.
-func (t boltTx) unindex(n netmap.Node) error {
+func (t boltTx) unindex(n wire.Node) error {
 	names, ips := t.tx.Bucket(bucketNames), t.tx.Bucket(bucketIPs)
 	if string(names.Get([]byte(n.Name))) == n.DID {
 		if err := names.Delete([]byte(n.Name)); err != nil {

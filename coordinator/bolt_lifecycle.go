@@ -5,17 +5,17 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Buckets of the node lifecycle (revocation, expiry, key rotation).
 var (
-	bucketRevoked     = []byte("revoked")      // DID → netmap.Revocation
+	bucketRevoked     = []byte("revoked")      // DID → wire.Revocation
 	bucketRetiredKeys = []byte("retired_keys") // base64 WireGuard key → RetiredKey
 )
 
-func (t boltTx) Revocation(did string) (netmap.Revocation, bool, error) {
-	var r netmap.Revocation
+func (t boltTx) Revocation(did string) (wire.Revocation, bool, error) {
+	var r wire.Revocation
 	v := t.tx.Bucket(bucketRevoked).Get([]byte(did))
 	if v == nil {
 		return r, false, nil
@@ -26,7 +26,7 @@ func (t boltTx) Revocation(did string) (netmap.Revocation, bool, error) {
 	return r, true, nil
 }
 
-func (t boltTx) PutRevocation(r netmap.Revocation) error {
+func (t boltTx) PutRevocation(r wire.Revocation) error {
 	if r.Node.DID == "" || r.State == "" {
 		return errors.New("store: revocation lacks DID or state")
 	}
@@ -37,10 +37,10 @@ func (t boltTx) PutRevocation(r netmap.Revocation) error {
 	return t.tx.Bucket(bucketRevoked).Put([]byte(r.Node.DID), v)
 }
 
-func (t boltTx) Revocations() ([]netmap.Revocation, error) {
-	var out []netmap.Revocation
+func (t boltTx) Revocations() ([]wire.Revocation, error) {
+	var out []wire.Revocation
 	err := t.tx.Bucket(bucketRevoked).ForEach(func(k, v []byte) error {
-		var r netmap.Revocation
+		var r wire.Revocation
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("store: decode revocation %s: %w", k, err)
 		}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // chromiumPath is Debian's chromium; the browser test skips without it.
@@ -36,7 +36,7 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	start := time.Now()
 	h := newConsoleHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true, Tags: []string{"tag:demo"}})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true, Tags: []string{"tag:demo"}})
 	for i, name := range []string{"alpha", "bravo", "charlie"} {
 		n := newTestNode(t, h.c)
 		n.enroll(tok, name)

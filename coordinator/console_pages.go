@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // pageData is what every console template gets. Page-specific fields are
@@ -25,7 +25,7 @@ type pageData struct {
 
 	Agents   []agentRow
 	Tokens   []tokenRow
-	NewToken *netmap.CreateTokenResponse
+	NewToken *wire.CreateTokenResponse
 	Form     tokenForm
 	Graph    graphView
 	Feature  string
@@ -35,7 +35,7 @@ type pageData struct {
 }
 
 type agentRow struct {
-	netmap.Node
+	wire.Node
 	Version string // control protocol version last seen, or "-"
 }
 
@@ -56,7 +56,7 @@ func (con *console) render(w http.ResponseWriter, r *http.Request, status int, p
 	if s := sessionOf(r); s != nil {
 		d.CSRF, d.Authed = s.csrf, true
 	}
-	d.Protocol = netmap.ProtocolVersion
+	d.Protocol = wire.ProtocolVersion
 	var buf bytes.Buffer
 	t := con.pages[page]
 	if t == nil {
@@ -84,10 +84,10 @@ func consoleTime(t time.Time) string {
 }
 
 // liveNodes returns the snapshot's nodes (sorted by name) with live Online.
-func (con *console) liveNodes() []netmap.Node {
+func (con *console) liveNodes() []wire.Node {
 	c := con.c
 	s := c.snap.Load()
-	nodes := make([]netmap.Node, len(s.nodes))
+	nodes := make([]wire.Node, len(s.nodes))
 	copy(nodes, s.nodes)
 	c.mu.Lock()
 	for i := range nodes {
@@ -151,7 +151,7 @@ func (con *console) tokensPage(w http.ResponseWriter, r *http.Request, status in
 // this response only (never stored, never in a URL).
 func (con *console) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	f := tokenForm{Tags: r.PostFormValue("tags"), TTL: strings.TrimSpace(r.PostFormValue("ttl")), Reusable: r.PostFormValue("reusable") != ""}
-	req := netmap.CreateTokenRequest{Reusable: f.Reusable}
+	req := wire.CreateTokenRequest{Reusable: f.Reusable}
 	for _, t := range strings.FieldsFunc(f.Tags, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' }) {
 		req.Tags = append(req.Tags, t)
 	}
@@ -216,13 +216,13 @@ func (con *console) handleNotYet(feature string) http.HandlerFunc {
 func (con *console) watchVersions(api http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case netmap.PathEnroll, netmap.PathUpdate, netmap.PathStream:
+		case wire.PathEnroll, wire.PathUpdate, wire.PathStream:
 		default:
 			api.ServeHTTP(w, r)
 			return
 		}
-		did := r.Header.Get(netmap.HeaderNode)
-		v, err := strconv.Atoi(r.Header.Get(netmap.HeaderProtocol))
+		did := r.Header.Get(wire.HeaderNode)
+		v, err := strconv.Atoi(r.Header.Get(wire.HeaderProtocol))
 		if did == "" || err != nil {
 			api.ServeHTTP(w, r)
 			return
@@ -287,7 +287,7 @@ type graphPath struct {
 // maxGraphOnline bounds the pairs drawn (n² lines are unreadable anyway).
 const maxGraphOnline = 64
 
-func newGraph(nodes []netmap.Node) graph {
+func newGraph(nodes []wire.Node) graph {
 	g := graph{Nodes: make([]graphNode, 0, len(nodes)), Paths: []graphPath{}}
 	var online []string
 	for _, n := range nodes {

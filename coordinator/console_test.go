@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // consoleClient is a browser stand-in: a cookie jar, the pinned TLS config,
@@ -45,7 +45,7 @@ func newConsoleClient(t *testing.T, h *harness) *consoleClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(h.c.Pin())}
+	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(h.c.Pin())}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &consoleClient{t: t, h: h, base: h.c.URL(), hc: &http.Client{
 		Transport:     tr,
@@ -124,7 +124,7 @@ func (cc *consoleClient) createToken(form url.Values) (tok, id string) {
 		cc.t.Fatalf("no new token on the page: %s", body)
 	}
 	tok = html.UnescapeString(m[1])
-	t, err := netmap.ParseToken(tok)
+	t, err := wire.ParseToken(tok)
 	if err != nil {
 		cc.t.Fatalf("token from the page does not parse: %v", err)
 	}
@@ -175,9 +175,9 @@ func TestConsoleLoginRequired(t *testing.T) {
 	}
 	// The API is untouched: unknown paths still get its JSON 404.
 	req, _ := http.NewRequest(http.MethodGet, cc.base+"/v1/nope", nil)
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 	resp, body = cc.do(req)
-	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, netmap.CodeNotFound) {
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, wire.CodeNotFound) {
 		t.Errorf("API 404 = %d %s", resp.StatusCode, body)
 	}
 }
@@ -187,9 +187,9 @@ func TestConsoleDisabled(t *testing.T) {
 	cc := newConsoleClient(t, h)
 	for _, path := range []string{"/console/login", "/"} {
 		req, _ := http.NewRequest(http.MethodGet, cc.base+path, nil)
-		req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 		resp, body := cc.do(req)
-		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, netmap.CodeNotFound) {
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, wire.CodeNotFound) {
 			t.Errorf("GET %s with the console off: %d %s", path, resp.StatusCode, body)
 		}
 	}
@@ -404,10 +404,10 @@ func TestConsoleAgentsAndPlaceholders(t *testing.T) {
 	if _, body := cc.get("/console/agents"); !strings.Contains(body, `id="agents-empty"`) {
 		t.Error("empty agents page lacks its hint")
 	}
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true, Tags: []string{"tag:tools"}})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true, Tags: []string{"tag:tools"}})
 	a := newTestNode(t, h.c)
 	alpha := a.enroll(tok, "alpha").Node
-	a.openStream(h.c.PublicKey()).waitMap(5*time.Second, "alpha", func(*netmap.Map) bool { return true })
+	a.openStream(h.c.PublicKey()).waitMap(5*time.Second, "alpha", func(*wire.Map) bool { return true })
 	newTestNode(t, h.c).enroll(tok, "bravo")
 
 	resp, body := cc.get("/console/agents")
@@ -416,7 +416,7 @@ func TestConsoleAgentsAndPlaceholders(t *testing.T) {
 	}
 	row := regexp.MustCompile(`(?s)<tr data-name="alpha">.*?</tr>`).FindString(body)
 	for _, want := range []string{alpha.IPv4.String(), alpha.IPv6.String(), alpha.DID, "tag:tools", ">online<", ">now<",
-		"<td>" + strconv.Itoa(netmap.ProtocolVersion) + "</td>"} {
+		"<td>" + strconv.Itoa(wire.ProtocolVersion) + "</td>"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("alpha row lacks %q:\n%s", want, row)
 		}
@@ -540,7 +540,7 @@ func TestConsoleEvents(t *testing.T) {
 	es := cc.openEvents()
 	es.wait("the first snapshot", func(g graph) bool { return len(g.Nodes) == 0 && len(g.Paths) == 0 })
 
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a := newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	es.wait("alpha enrolled", func(g graph) bool { return len(g.Nodes) == 1 && !g.Nodes[0].Online })

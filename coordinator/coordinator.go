@@ -19,14 +19,14 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/internal/logthrottle"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Config configures a Coordinator. Zero optional fields take their default.
 type Config struct {
 	// DataDir is required. It is created (0700) if missing and holds
-	// coord.db (bbolt), tls.key/tls.crt, netmap.key (the map-signing key)
+	// coord.db (bbolt), tls.key/tls.crt, wire.key (the map-signing key)
 	// and admin.cred (0600). Restarting on the same DataDir keeps the
 	// certificate pin, signing key, ULA prefix, admin secret and all nodes.
 	DataDir string
@@ -37,12 +37,12 @@ type Config struct {
 	// tokens. Default "https://" + the actual listen address. Set it when
 	// listening on an unspecified address or behind a name.
 	URL string
-	// Prefix4 is optional: the IPv4 pool. Default netmap.DefaultPrefix4.
-	// Its network and broadcast addresses and netmap.DefaultDNSIP are never
+	// Prefix4 is optional: the IPv4 pool. Default wire.DefaultPrefix4.
+	// Its network and broadcast addresses and wire.DefaultDNSIP are never
 	// allocated. It cannot change once nodes are enrolled in DataDir.
 	Prefix4 netip.Prefix
 	// Domain is optional: the DNS suffix put into maps. Default
-	// netmap.DefaultDomain.
+	// wire.DefaultDomain.
 	Domain string
 	// DefaultTokenTTL is optional: the lifetime of a token created with
 	// TTLSeconds 0. Default 24h.
@@ -83,7 +83,7 @@ type Config struct {
 	// checkpoint cadence in this package's tests.
 	auditCheckpointEvery    int
 	auditCheckpointInterval time.Duration
-	// keepalive overrides netmap.StreamKeepalive in this package's tests.
+	// keepalive overrides wire.StreamKeepalive in this package's tests.
 	keepalive time.Duration
 	// writeTimeout overrides streamWriteTimeout in this package's tests.
 	writeTimeout time.Duration
@@ -157,13 +157,13 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		return nil, errors.New("coordinator: Config.Listen is required")
 	}
 	if !cfg.Prefix4.IsValid() {
-		cfg.Prefix4 = netmap.DefaultPrefix4
+		cfg.Prefix4 = wire.DefaultPrefix4
 	}
 	if err := checkPrefix4(cfg.Prefix4); err != nil {
 		return nil, err
 	}
 	if cfg.Domain == "" {
-		cfg.Domain = netmap.DefaultDomain
+		cfg.Domain = wire.DefaultDomain
 	}
 	if cfg.DefaultTokenTTL == 0 {
 		cfg.DefaultTokenTTL = 24 * time.Hour
@@ -183,7 +183,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		cfg.writeTimeout = streamWriteTimeout
 	}
 	if cfg.keepalive <= 0 {
-		cfg.keepalive = netmap.StreamKeepalive
+		cfg.keepalive = wire.StreamKeepalive
 	}
 	limits, err := newRateLimiters(cfg.RateLimits)
 	if err != nil {
@@ -248,7 +248,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.pin = netmap.CertPin(leaf)
+	c.pin = wire.CertPin(leaf)
 	if err := c.initAdminCred(); err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}()
 	c.startSweeper()
 	c.log.Info("coordinator: serving", "endpoint", c.ln.Addr().String(), "url", c.url, "pin", c.pin,
-		"key", netmap.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
+		"key", wire.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
 	return c, nil
 }
 
@@ -332,7 +332,7 @@ func (c *Coordinator) initMeta() (netip.Prefix, error) {
 // URL returns the coordinator's base URL.
 func (c *Coordinator) URL() string { return c.url }
 
-// Pin returns the pin (netmap.CertPin) of the coordinator's certificate.
+// Pin returns the pin (wire.CertPin) of the coordinator's certificate.
 func (c *Coordinator) Pin() string { return c.pin }
 
 // PublicKey returns the Ed25519 key that verifies the maps it signs.

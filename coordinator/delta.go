@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // streamView is what one netmap stream has sent its node: enough to send
-// the next change as a netmap.Delta. A stream of N nodes' map costs the
+// the next change as a wire.Delta. A stream of N nodes' map costs the
 // coordinator N bits here plus two hashes.
 type streamView struct {
 	gen    uint64       // snapshot generation of the last map or delta sent; 0: none yet
@@ -48,7 +48,7 @@ func hasBit(b []uint64, id uint32) bool {
 // A whole map replaces the delta when the policy changed, the stream fell
 // behind the change log, or the change is over half the map. nil: nothing
 // in this node's map changed.
-func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*netmap.StreamMessage, error) {
+func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*wire.StreamMessage, error) {
 	if !deltas || v.gen == 0 {
 		return c.wholeMap(did, v)
 	}
@@ -109,11 +109,11 @@ func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*ne
 		Base            uint64 `json:"base"`
 		Serial          uint64 `json:"serial"`
 		Issued          any    `json:"issued"`
-	}{netmap.ProtocolVersion, v.serial, s.serial, s.made})
+	}{wire.ProtocolVersion, v.serial, s.serial, s.made})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: encode delta: %w", err)
 	}
-	// The JSON object json.Marshal(netmap.Delta) would give, assembled from
+	// The JSON object json.Marshal(wire.Delta) would give, assembled from
 	// the snapshot's cached node encodings.
 	p := append(make([]byte, 0, 256+len(rb)+len(fb)+400*len(ups)), head[:len(head)-1]...)
 	if selfUp >= 0 {
@@ -162,28 +162,28 @@ func (c *Coordinator) streamMessage(did string, v *streamView, deltas bool) (*ne
 	}
 	v.gen, v.serial, v.relays, v.filter = s.gen, s.serial, rsum, fsum
 	v.deltaBytes += len(p)
-	return &netmap.StreamMessage{Type: netmap.MsgDelta, Delta: s.signDelta(c, p)}, nil
+	return &wire.StreamMessage{Type: wire.MsgDelta, Delta: s.signDelta(c, p)}, nil
 }
 
 // wholeMap is a map message, recorded in v.
-func (c *Coordinator) wholeMap(did string, v *streamView) (*netmap.StreamMessage, error) {
+func (c *Coordinator) wholeMap(did string, v *streamView) (*wire.StreamMessage, error) {
 	signed, _, err := c.mapForView(did, v)
 	if err != nil {
 		return nil, err
 	}
-	return &netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}, nil
+	return &wire.StreamMessage{Type: wire.MsgMap, Map: signed}, nil
 }
 
 // signDelta signs payload, or returns the signature another stream already
 // made of the same bytes from this snapshot.
-func (s *snapshot) signDelta(c *Coordinator, payload []byte) *netmap.Signed {
+func (s *snapshot) signDelta(c *Coordinator, payload []byte) *wire.Signed {
 	if s.deltas == nil {
-		return netmap.SignDeltaPayload(c.signKey, payload)
+		return wire.SignDeltaPayload(c.signKey, payload)
 	}
 	sum := sha256.Sum256(payload)
 	if d, ok := s.deltas.Load(sum); ok {
-		return d.(*netmap.Signed)
+		return d.(*wire.Signed)
 	}
-	d, _ := s.deltas.LoadOrStore(sum, netmap.SignDeltaPayload(c.signKey, payload))
-	return d.(*netmap.Signed)
+	d, _ := s.deltas.LoadOrStore(sum, wire.SignDeltaPayload(c.signKey, payload))
+	return d.(*wire.Signed)
 }

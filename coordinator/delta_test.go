@@ -8,17 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // wholeMapNow is the map a node would get built from scratch now, decoded.
-func wholeMapNow(t *testing.T, c *Coordinator, did string) *netmap.Map {
+func wholeMapNow(t *testing.T, c *Coordinator, did string) *wire.Map {
 	t.Helper()
 	s, _, err := c.mapFor(did)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m netmap.Map
+	var m wire.Map
 	if err := json.Unmarshal(s.Payload, &m); err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func wholeMapNow(t *testing.T, c *Coordinator, did string) *netmap.Map {
 
 // sameMap compares two maps but for Issued and Serial (a change that
 // leaves a node's map as it was sends it nothing, so its serial stays).
-func sameMap(a, b *netmap.Map) bool {
+func sameMap(a, b *wire.Map) bool {
 	x, y := *a, *b
 	x.Issued, y.Issued = time.Time{}, time.Time{}
 	x.Serial, y.Serial = 0, 0
@@ -47,8 +47,8 @@ func sameMap(a, b *netmap.Map) bool {
 func TestStreamDeltasMatchWholeMaps(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
-	planTok := h.token(netmap.CreateTokenRequest{Reusable: true, Tags: []string{"tag:planning"}})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
+	planTok := h.token(wire.CreateTokenRequest{Reusable: true, Tags: []string{"tag:planning"}})
 	nodes := map[string]*testNode{}
 	enroll := func(name, token string) *testNode {
 		n := newTestNode(t, h.c)
@@ -66,7 +66,7 @@ func TestStreamDeltasMatchWholeMaps(t *testing.T) {
 		t.Helper()
 		m := s.cur
 		if m == nil || !sameMap(m, wholeMapNow(t, h.c, nodes["planner"].did)) {
-			m = s.waitMap(5*time.Second, what, func(m *netmap.Map) bool {
+			m = s.waitMap(5*time.Second, what, func(m *wire.Map) bool {
 				return sameMap(m, wholeMapNow(t, h.c, nodes["planner"].did))
 			})
 		}
@@ -131,16 +131,16 @@ func TestStreamDeltasMatchWholeMaps(t *testing.T) {
 // naming its DID.
 func TestStreamDeltasRevocation(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	s := a.openDeltaStream(h.c.PublicKey())
-	s.waitMap(5*time.Second, "bravo", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return ok })
+	s.waitMap(5*time.Second, "bravo", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return ok })
 	if _, err := h.admin.RevokeNode(context.Background(), "bravo", "test"); err != nil {
 		t.Fatal(err)
 	}
-	s.waitMap(5*time.Second, "bravo gone", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return !ok })
+	s.waitMap(5*time.Second, "bravo gone", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return !ok })
 	if s.deltas == 0 {
 		t.Errorf("revocation came as a whole map; want a delta")
 	}
@@ -151,7 +151,7 @@ func TestStreamDeltasRevocation(t *testing.T) {
 // the last one and carries the rest over, encodings included.
 func TestSnapshotIncremental(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	for _, name := range []string{"delta", "alpha", "charlie"} {
 		newTestNode(t, h.c).enroll(tok, name)
 	}

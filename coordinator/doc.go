@@ -4,7 +4,7 @@
 // node its own signed network map over a long-lived stream.
 //
 // The coordinator never carries agent traffic and never imports wireguard-go
-// or gVisor; everything it shares with nodes is in overlay/netmap.
+// or gVisor; everything it shares with nodes is in wire.
 //
 // Trust: the server certificate is self-signed and reaches clients as a pin
 // (netmap.CertPin) inside a join token or admin.cred. Nodes authenticate

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // maxEndpoints bounds the endpoints a node may publish.
@@ -27,7 +27,7 @@ func validName(name string) bool {
 }
 
 // handleEnroll enrolls a node. The request is signed by the identity key it
-// enrolls (netmap.VerifyRequest), which proves possession of the key named
+// enrolls (wire.VerifyRequest), which proves possession of the key named
 // by HeaderNode.
 //
 // A known identity re-enrolls without a token (any token sent is ignored):
@@ -43,9 +43,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	did, _, err := netmap.VerifyRequest(r, body, c.now())
+	did, _, err := wire.VerifyRequest(r, body, c.now())
 	if err != nil {
-		return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
+		return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "%v", err)
 	}
 	req, err := parseEnrollRequest(body)
 	if err != nil {
@@ -59,7 +59,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	}
 	now := c.now()
 	var (
-		node    netmap.Node
+		node    wire.Node
 		known   bool
 		tokenID string
 		oldKey  string
@@ -104,12 +104,12 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			_, err = tx.BumpSerial()
 			return err
 		}
-		tok, err := netmap.ParseToken(req.Token)
+		tok, err := wire.ParseToken(req.Token)
 		if err != nil {
-			return refuse(http.StatusBadRequest, netmap.CodeBadToken, "%v", err)
+			return refuse(http.StatusBadRequest, wire.CodeBadToken, "%v", err)
 		}
 		if !validName(req.Name) {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest,
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest,
 				"name %.70q is not a DNS label: use 1-63 lowercase letters, digits and '-', not starting or ending with '-'", req.Name)
 		}
 		rec, err := redeemToken(tx, tok, did, now)
@@ -120,7 +120,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		if _, taken, err := tx.NameOwner(req.Name); err != nil {
 			return err
 		} else if taken {
-			return refuse(http.StatusConflict, netmap.CodeNameTaken,
+			return refuse(http.StatusConflict, wire.CodeNameTaken,
 				"name %q is already taken by another node identity; choose another name (or remove that node with 'agentnet node rm %s')", req.Name, req.Name)
 		}
 		v4, v6, err := allocate(tx, c.prefix4, c.ula)
@@ -129,7 +129,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		} else if err != nil {
 			return err
 		}
-		node = netmap.Node{
+		node = wire.Node{
 			Name:      req.Name,
 			DID:       did,
 			WGKey:     req.WGKey,
@@ -177,7 +177,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, netmap.EnrollResponse{Node: self, CoordinatorKey: c.PublicKey(), Map: signed})
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Node: self, CoordinatorKey: c.PublicKey(), Map: signed})
 	return nil
 }
 
@@ -185,14 +185,14 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 // no unknown fields) and checks what does not depend on the store: protocol
 // version, WireGuard key and endpoints (normalised in place). The token and
 // name are checked in the transaction, only for a new identity.
-func parseEnrollRequest(body []byte) (netmap.EnrollRequest, error) {
-	var req netmap.EnrollRequest
+func parseEnrollRequest(body []byte) (wire.EnrollRequest, error) {
+	var req wire.EnrollRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return req, err
 	}
 	if req.ProtocolVersion != 0 {
-		if err := netmap.CheckVersion("node", req.ProtocolVersion); err != nil {
-			return req, refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+		if err := wire.CheckVersion("node", req.ProtocolVersion); err != nil {
+			return req, refuse(http.StatusBadRequest, wire.CodeVersion, "%v", err)
 		}
 	}
 	if err := checkWGAndEndpoints(req.WGKey, req.Endpoints); err != nil {
@@ -203,18 +203,18 @@ func parseEnrollRequest(body []byte) (netmap.EnrollRequest, error) {
 
 // checkWGAndEndpoints validates what a node reports about its data plane.
 func checkWGAndEndpoints(wgKey string, eps []netip.AddrPort) error {
-	if _, err := netmap.ParseWGKey(wgKey); err != nil {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%v", err)
+	if _, err := wire.ParseWGKey(wgKey); err != nil {
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%v", err)
 	}
 	if len(eps) > maxEndpoints {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d endpoints, at most %d", len(eps), maxEndpoints)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d endpoints, at most %d", len(eps), maxEndpoints)
 	}
 	for i, ep := range eps {
 		// Unmap before checking: ::ffff:0.0.0.0 is 0.0.0.0 (found by
 		// FuzzEnrollRequest). A zone means nothing to another host.
 		a := ep.Addr().Unmap()
 		if !ep.IsValid() || ep.Port() == 0 || a.IsUnspecified() || a.Zone() != "" {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "endpoint %d (%v) is not a usable address:port", i, ep)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "endpoint %d (%v) is not a usable address:port", i, ep)
 		}
 		eps[i] = netip.AddrPortFrom(a, ep.Port())
 	}

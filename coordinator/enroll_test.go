@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestEnrollHappyPath(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true, Tags: []string{"tag:web"}})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true, Tags: []string{"tag:web"}})
 	var nodes []*testNode
-	var resps []netmap.EnrollResponse
+	var resps []wire.EnrollResponse
 	for i := range 3 {
 		n := newTestNode(t, h.c)
 		resps = append(resps, n.enroll(tok, fmt.Sprintf("agent-%d", i)))
@@ -31,8 +31,8 @@ func TestEnrollHappyPath(t *testing.T) {
 		if n.DID != nodes[i].did {
 			t.Errorf("node %d DID = %s, want %s", i, n.DID, nodes[i].did)
 		}
-		if !netmap.DefaultPrefix4.Contains(n.IPv4) || seen4[n.IPv4] || n.IPv4 == netmap.DefaultDNSIP {
-			t.Errorf("node %d IPv4 %v not a distinct address in %v", i, n.IPv4, netmap.DefaultPrefix4)
+		if !wire.DefaultPrefix4.Contains(n.IPv4) || seen4[n.IPv4] || n.IPv4 == wire.DefaultDNSIP {
+			t.Errorf("node %d IPv4 %v not a distinct address in %v", i, n.IPv4, wire.DefaultPrefix4)
 		}
 		if !ula.Contains(n.IPv6) || seen6[n.IPv6] {
 			t.Errorf("node %d IPv6 %v not a distinct address in %v", i, n.IPv6, ula)
@@ -50,7 +50,7 @@ func TestEnrollHappyPath(t *testing.T) {
 	if m.Self.Name != "agent-2" || peerNames(m) != "agent-0,agent-1" {
 		t.Errorf("map self=%s peers=%s, want agent-2 with agent-0,agent-1", m.Self.Name, peerNames(m))
 	}
-	if m.Prefix6 != ula || m.Prefix4 != netmap.DefaultPrefix4 || m.DNSIP != netmap.DefaultDNSIP || m.Domain != netmap.DefaultDomain {
+	if m.Prefix6 != ula || m.Prefix4 != wire.DefaultPrefix4 || m.DNSIP != wire.DefaultDNSIP || m.Domain != wire.DefaultDomain {
 		t.Errorf("map address plan = %v %v %v %s", m.Prefix4, m.Prefix6, m.DNSIP, m.Domain)
 	}
 	// Everyone's current map lists the two others.
@@ -71,11 +71,11 @@ func TestEnrollHappyPath(t *testing.T) {
 func TestReenrollSameIdentity(t *testing.T) {
 	h := newHarness(t, nil)
 	n := newTestNode(t, h.c)
-	first := n.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
+	first := n.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 
 	// No token, another name asked, new WireGuard key: same name and
 	// addresses, new key.
-	n.wg = netmap.WGKeyString([32]byte{1, 2, 3})
+	n.wg = wire.WGKeyString([32]byte{1, 2, 3})
 	again := n.enroll("", "beta")
 	if again.Node.Name != "alpha" || again.Node.IPv4 != first.Node.IPv4 || again.Node.IPv6 != first.Node.IPv6 {
 		t.Errorf("re-enroll gave %s %v %v, want alpha %v %v", again.Node.Name, again.Node.IPv4, again.Node.IPv6, first.Node.IPv4, first.Node.IPv6)
@@ -94,10 +94,10 @@ func TestReenrollSameIdentity(t *testing.T) {
 func TestNameTaken(t *testing.T) {
 	h := newHarness(t, nil)
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
-	a.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
-	tok := h.token(netmap.CreateTokenRequest{})
+	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
+	tok := h.token(wire.CreateTokenRequest{})
 	_, status, er := b.tryEnroll(tok, "alpha")
-	if status != http.StatusConflict || er.Code != netmap.CodeNameTaken || !strings.Contains(er.Error, `"alpha" is already taken`) {
+	if status != http.StatusConflict || er.Code != wire.CodeNameTaken || !strings.Contains(er.Error, `"alpha" is already taken`) {
 		t.Fatalf("got %d %s %q, want 409 name_taken", status, er.Code, er.Error)
 	}
 	// The refusal rolled back the whole enrollment: the one-use token is
@@ -111,14 +111,14 @@ func TestNameTaken(t *testing.T) {
 func TestTokenRefusals(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now })
-	used := h.token(netmap.CreateTokenRequest{})
+	used := h.token(wire.CreateTokenRequest{})
 	newTestNode(t, h.c).enroll(used, "first")
-	expired := h.token(netmap.CreateTokenRequest{TTLSeconds: 60})
-	unknown, err := netmap.ParseToken(h.token(netmap.CreateTokenRequest{}))
+	expired := h.token(wire.CreateTokenRequest{TTLSeconds: 60})
+	unknown, err := wire.ParseToken(h.token(wire.CreateTokenRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown.Secret = netmap.NewSecret()
+	unknown.Secret = wire.NewSecret()
 
 	tests := []struct {
 		name    string
@@ -128,11 +128,11 @@ func TestTokenRefusals(t *testing.T) {
 		code    string
 		msg     string
 	}{
-		{"malformed", "agentnet-join-v1.!!!", 0, http.StatusBadRequest, netmap.CodeBadToken, "not base64url"},
-		{"empty", "", 0, http.StatusBadRequest, netmap.CodeBadToken, "empty"},
-		{"unknown secret", unknown.String(), 0, http.StatusUnauthorized, netmap.CodeBadToken, "not known to this coordinator"},
-		{"used one-use", used, 0, http.StatusUnauthorized, netmap.CodeTokenUsed, "already used"},
-		{"expired", expired, 2 * time.Minute, http.StatusUnauthorized, netmap.CodeTokenExpired, "expired at"},
+		{"malformed", "agentnet-join-v1.!!!", 0, http.StatusBadRequest, wire.CodeBadToken, "not base64url"},
+		{"empty", "", 0, http.StatusBadRequest, wire.CodeBadToken, "empty"},
+		{"unknown secret", unknown.String(), 0, http.StatusUnauthorized, wire.CodeBadToken, "not known to this coordinator"},
+		{"used one-use", used, 0, http.StatusUnauthorized, wire.CodeTokenUsed, "already used"},
+		{"expired", expired, 2 * time.Minute, http.StatusUnauthorized, wire.CodeTokenExpired, "expired at"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestTokenRefusals(t *testing.T) {
 
 func TestReusableToken(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	newTestNode(t, h.c).enroll(tok, "one")
 	newTestNode(t, h.c).enroll(tok, "two")
 	if h.nodeCount() != 2 {
@@ -169,22 +169,22 @@ func TestReusableToken(t *testing.T) {
 
 func TestCreateTokenValidation(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, req := range []netmap.CreateTokenRequest{
+	for _, req := range []wire.CreateTokenRequest{
 		{Tags: []string{"web"}},
 		{Tags: []string{"tag:Web"}},
 		{TTLSeconds: -1},
 	} {
 		_, err := h.admin.CreateToken(context.Background(), req)
 		var ae *APIError
-		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != netmap.CodeBadRequest {
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != wire.CodeBadRequest {
 			t.Errorf("CreateToken(%+v) = %v, want 400 bad_request", req, err)
 		}
 	}
-	resp, err := h.admin.CreateToken(context.Background(), netmap.CreateTokenRequest{TTLSeconds: 3600})
+	resp, err := h.admin.CreateToken(context.Background(), wire.CreateTokenRequest{TTLSeconds: 3600})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := netmap.ParseToken(resp.Token)
+	tok, err := wire.ParseToken(resp.Token)
 	if err != nil || tok.URL != h.c.URL() || tok.Pin != h.c.Pin() || tok.ID != resp.ID {
 		t.Fatalf("token %+v (%v) does not carry URL, pin and id", tok, err)
 	}
@@ -199,17 +199,17 @@ func TestWrongAdminSecret(t *testing.T) {
 	cred.Secret = "not-the-secret"
 	_, err := NewAdminClient(cred).Nodes(context.Background())
 	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || ae.Code != netmap.CodeUnauthorized {
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || ae.Code != wire.CodeUnauthorized {
 		t.Fatalf("Nodes with wrong secret = %v, want 401 unauthorized", err)
 	}
-	if h.c.Stats().Refused[netmap.CodeUnauthorized] != 1 || !strings.Contains(h.logs.String(), "admin secret missing or wrong") {
+	if h.c.Stats().Refused[wire.CodeUnauthorized] != 1 || !strings.Contains(h.logs.String(), "admin secret missing or wrong") {
 		t.Errorf("wrong admin secret not counted and logged: %v", h.c.Stats().Refused)
 	}
 }
 
 func TestPoolExhausted(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Prefix4 = netip.MustParsePrefix("10.9.0.0/30") })
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	newTestNode(t, h.c).enroll(tok, "a")
 	newTestNode(t, h.c).enroll(tok, "b")
 	_, status, er := newTestNode(t, h.c).tryEnroll(tok, "c")
@@ -223,25 +223,25 @@ func TestPoolExhausted(t *testing.T) {
 
 func TestDeleteNode(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	sa := a.openStream(h.c.PublicKey())
 	sb := b.openStream(h.c.PublicKey())
-	sa.waitMap(time.Second, "bravo", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return ok })
+	sa.waitMap(time.Second, "bravo", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return ok })
 
 	if err := h.admin.DeleteNode(context.Background(), "bravo"); err != nil {
 		t.Fatalf("DeleteNode: %v", err)
 	}
-	sa.waitMap(time.Second, "bravo gone", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return !ok })
+	sa.waitMap(time.Second, "bravo gone", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return !ok })
 	sb.waitEnd(time.Second)
 	var ae *APIError
-	if err := h.admin.DeleteNode(context.Background(), "bravo"); !errors.As(err, &ae) || ae.Code != netmap.CodeNotFound {
+	if err := h.admin.DeleteNode(context.Background(), "bravo"); !errors.As(err, &ae) || ae.Code != wire.CodeNotFound {
 		t.Errorf("second DeleteNode = %v, want not_found", err)
 	}
 	// The removed identity is no longer enrolled; its name is free again.
-	if status, _, er := b.do(http.MethodPost, netmap.PathUpdate, mustJSON(t, netmap.UpdateRequest{WGKey: b.wg}), nil); status != http.StatusUnauthorized || !strings.Contains(er.Error, "not enrolled") {
+	if status, _, er := b.do(http.MethodPost, wire.PathUpdate, mustJSON(t, wire.UpdateRequest{WGKey: b.wg}), nil); status != http.StatusUnauthorized || !strings.Contains(er.Error, "not enrolled") {
 		t.Errorf("update after removal: %d %q, want 401 not enrolled", status, er.Error)
 	}
 	newTestNode(t, h.c).enroll(tok, "bravo")

@@ -7,14 +7,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Node identity expiry. A join token created with a node TTL
-// (netmap.CreateTokenRequest.NodeTTLSeconds) gives the nodes it enrolls an
-// expiry (netmap.Node.Expires). Once Config.Now passes it the node is
-// retired exactly like a revocation, with state netmap.StateExpired: its
-// requests are refused with netmap.CodeNodeExpired and every map drops it.
+// (wire.CreateTokenRequest.NodeTTLSeconds) gives the nodes it enrolls an
+// expiry (wire.Node.Expires). Once Config.Now passes it the node is
+// retired exactly like a revocation, with state wire.StateExpired: its
+// requests are refused with wire.CodeNodeExpired and every map drops it.
 //
 // Two paths get there, whichever comes first: the sweeper below checks the
 // snapshot every expirySweepInterval (so peers lose an expired node within
@@ -30,7 +30,7 @@ const expirySweepInterval = time.Second
 var errExpireFirst = errors.New("node identity expired")
 
 // expired reports whether n's identity has expired at now.
-func expired(n netmap.Node, now time.Time) bool {
+func expired(n wire.Node, now time.Time) bool {
 	return !n.Expires.IsZero() && !now.Before(n.Expires)
 }
 
@@ -74,7 +74,7 @@ func (c *Coordinator) sweepExpired() {
 		if !expired(n, now) {
 			continue
 		}
-		if err := c.expire(n.DID); err != nil && !isRefusal(err, netmap.CodeNodeExpired) && !errors.Is(err, ErrStoreClosed) {
+		if err := c.expire(n.DID); err != nil && !isRefusal(err, wire.CodeNodeExpired) && !errors.Is(err, ErrStoreClosed) {
 			c.log.Error("coordinator: expire node", "node", n.Name, "err", err)
 		}
 	}
@@ -90,7 +90,7 @@ func isRefusal(err error, code string) bool {
 // node that is gone or not expired (the clock or record changed) is left
 // alone; the refusal it gets then is whatever refuseGone says.
 func (c *Coordinator) expire(did string) error {
-	var rec netmap.Revocation
+	var rec wire.Revocation
 	var done bool
 	err := c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(did)
@@ -101,9 +101,9 @@ func (c *Coordinator) expire(did string) error {
 			return c.refuseGone(tx, did)
 		}
 		if !expired(n, c.now()) {
-			return refuse(http.StatusServiceUnavailable, netmap.CodeInternal, "node %s expiry changed while expiring it; retry", n.Name)
+			return refuse(http.StatusServiceUnavailable, wire.CodeInternal, "node %s expiry changed while expiring it; retry", n.Name)
 		}
-		rec, err = retireNode(tx, n, netmap.StateExpired, "identity expired at "+n.Expires.UTC().Format(time.RFC3339), c.now())
+		rec, err = retireNode(tx, n, wire.StateExpired, "identity expired at "+n.Expires.UTC().Format(time.RFC3339), c.now())
 		done = err == nil
 		return err
 	})
@@ -123,16 +123,16 @@ func (c *Coordinator) expire(did string) error {
 
 // handleRevocations lists revoked and expired identities, newest first.
 func (c *Coordinator) handleRevocations(w http.ResponseWriter, r *http.Request) error {
-	var recs []netmap.Revocation
+	var recs []wire.Revocation
 	if err := c.store.View(func(tx Tx) (err error) {
 		recs, err = tx.Revocations()
 		return err
 	}); err != nil {
 		return err
 	}
-	slices.SortFunc(recs, func(a, b netmap.Revocation) int { return b.At.Compare(a.At) })
+	slices.SortFunc(recs, func(a, b wire.Revocation) int { return b.At.Compare(a.At) })
 	if recs == nil {
-		recs = []netmap.Revocation{}
+		recs = []wire.Revocation{}
 	}
 	writeJSON(w, http.StatusOK, recs)
 	return nil

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // benchCoordinator returns a Coordinator with just what mapFor reads: a
@@ -22,23 +22,23 @@ func benchCoordinator(b testing.TB, peers int) (*Coordinator, string) {
 		b.Fatal(err)
 	}
 	c := &Coordinator{
-		cfg:     Config{Domain: netmap.DefaultDomain},
+		cfg:     Config{Domain: wire.DefaultDomain},
 		now:     time.Now,
 		signKey: key,
-		prefix4: netmap.DefaultPrefix4,
+		prefix4: wire.DefaultPrefix4,
 		ula:     netip.MustParsePrefix("fd12:3456:789a::/48"),
 		streams: make(map[string]*stream),
 	}
-	nodes := make([]netmap.Node, peers+1)
+	nodes := make([]wire.Node, peers+1)
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range nodes {
 		pub, _, _ := ed25519.GenerateKey(rand.Reader)
 		var wg [32]byte
 		copy(wg[:], pub)
-		nodes[i] = netmap.Node{
+		nodes[i] = wire.Node{
 			Name:      fmt.Sprintf("agent-%05d", i),
-			DID:       netmap.DID(pub),
-			WGKey:     netmap.WGKeyString(wg),
+			DID:       wire.DID(pub),
+			WGKey:     wire.WGKeyString(wg),
 			IPv4:      netip.AddrFrom4([4]byte{100, 96, byte(i >> 8), byte(i)}),
 			IPv6:      netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x12, 14: byte(i >> 8), 15: byte(i)}),
 			Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 51820)},
@@ -74,7 +74,7 @@ func BenchmarkBuildAndSignMap(b *testing.B) {
 	}
 }
 
-// BenchmarkSignVerifyMap measures netmap.Sign and Signed.Verify (which
+// BenchmarkSignVerifyMap measures wire.Sign and Signed.Verify (which
 // also decodes the map, as a node does) for a map with 100 and 1,000 peers.
 func BenchmarkSignVerifyMap(b *testing.B) {
 	for _, peers := range []int{100, 1000} {
@@ -91,7 +91,7 @@ func BenchmarkSignVerifyMap(b *testing.B) {
 			b.SetBytes(int64(len(signed.Payload)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := netmap.Sign(c.signKey, m); err != nil {
+				if _, err := wire.Sign(c.signKey, m); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -110,7 +110,7 @@ func BenchmarkSignVerifyMap(b *testing.B) {
 
 // TestAssembledMapPayload: the map mapFor assembles from cached node
 // encodings is one valid JSON object that decodes to the map json.Marshal
-// of the same netmap.Map would give, and re-encodes byte for byte.
+// of the same wire.Map would give, and re-encodes byte for byte.
 func TestAssembledMapPayload(t *testing.T) {
 	c, self := benchCoordinator(t, 7)
 	signed, node, err := c.mapFor(self)
@@ -138,7 +138,7 @@ func TestAssembledMapPayload(t *testing.T) {
 
 // testSnapshot is the snapshot a full refresh would make of nodes (sorted
 // by name) at serial.
-func testSnapshot(c *Coordinator, serial uint64, nodes []netmap.Node) *snapshot {
+func testSnapshot(c *Coordinator, serial uint64, nodes []wire.Node) *snapshot {
 	if c.idOf == nil {
 		c.idOf = map[string]uint32{}
 	}
@@ -182,7 +182,7 @@ func BenchmarkStreamDelta(b *testing.B) {
 					w := v
 					w.sent = append([]uint64(nil), v.sent...)
 					msg, err := c.streamMessage(self, &w, true)
-					if err != nil || msg == nil || msg.Type != netmap.MsgDelta {
+					if err != nil || msg == nil || msg.Type != wire.MsgDelta {
 						b.Fatalf("%v %v", msg, err)
 					}
 					size = len(msg.Delta.Payload)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // dnsLabel is validName's rule written independently, as an oracle.
@@ -17,8 +17,8 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // transaction makes): it never panics, refuses with a 4xx apiError, and
 // what it accepts is normalised and within bounds.
 func FuzzEnrollRequest(f *testing.F) {
-	wg := netmap.WGKeyString([32]byte{1, 2, 3})
-	tok := netmap.Token{URL: "https://127.0.0.1:8443", Pin: netmap.PinPrefix + "AAAA", ID: "id", Secret: strings.Repeat("s", 20)}.String()
+	wg := wire.WGKeyString([32]byte{1, 2, 3})
+	tok := wire.Token{URL: "https://127.0.0.1:8443", Pin: wire.PinPrefix + "AAAA", ID: "id", Secret: strings.Repeat("s", 20)}.String()
 	for _, seed := range []string{
 		`{"protocol_version":1,"token":"` + tok + `","name":"alpha","wg_key":"` + wg + `"}`,
 		`{"protocol_version":1,"name":"alpha","wg_key":"` + wg + `","endpoints":["127.0.0.1:5000","[::ffff:127.0.0.1]:1","[::1]:2"]}`,
@@ -40,15 +40,15 @@ func FuzzEnrollRequest(f *testing.F) {
 			if !errors.As(err, &ae) || ae.status < 400 || ae.status >= 500 {
 				t.Fatalf("refusal %v is not a 4xx apiError", err)
 			}
-			if ae.code != netmap.CodeBadRequest && ae.code != netmap.CodeVersion {
-				t.Fatalf("refusal code %q, want %s or %s", ae.code, netmap.CodeBadRequest, netmap.CodeVersion)
+			if ae.code != wire.CodeBadRequest && ae.code != wire.CodeVersion {
+				t.Fatalf("refusal code %q, want %s or %s", ae.code, wire.CodeBadRequest, wire.CodeVersion)
 			}
 			return
 		}
-		if _, err := netmap.ParseWGKey(req.WGKey); err != nil {
+		if _, err := wire.ParseWGKey(req.WGKey); err != nil {
 			t.Fatalf("accepted a bad WireGuard key %q", req.WGKey)
 		}
-		if req.ProtocolVersion != 0 && netmap.CheckVersion("node", req.ProtocolVersion) != nil {
+		if req.ProtocolVersion != 0 && wire.CheckVersion("node", req.ProtocolVersion) != nil {
 			t.Fatalf("accepted protocol version %d", req.ProtocolVersion)
 		}
 		if len(req.Endpoints) > maxEndpoints {
@@ -62,7 +62,7 @@ func FuzzEnrollRequest(f *testing.F) {
 		if validName(req.Name) != dnsLabel.MatchString(req.Name) {
 			t.Fatalf("validName(%q) = %v, the DNS label rule says %v", req.Name, validName(req.Name), !validName(req.Name))
 		}
-		if _, err := netmap.ParseToken(req.Token); err != nil && !errors.Is(err, netmap.ErrBadToken) {
+		if _, err := wire.ParseToken(req.Token); err != nil && !errors.Is(err, wire.ErrBadToken) {
 			t.Fatalf("token refusal %v is not ErrBadToken", err)
 		}
 	})

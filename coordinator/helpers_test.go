@@ -19,7 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -88,7 +88,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: NewAdminClient(c.AdminCred())}
 }
 
-func (h *harness) token(req netmap.CreateTokenRequest) string {
+func (h *harness) token(req wire.CreateTokenRequest) string {
 	h.t.Helper()
 	resp, err := h.admin.CreateToken(context.Background(), req)
 	if err != nil {
@@ -130,7 +130,7 @@ type testNode struct {
 	url  string
 	hc   *http.Client
 	now  func() time.Time
-	self netmap.Node
+	self wire.Node
 }
 
 func newTestNode(t *testing.T, c *Coordinator) *testNode {
@@ -138,13 +138,13 @@ func newTestNode(t *testing.T, c *Coordinator) *testNode {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	var wg [32]byte
 	rand.Read(wg[:])
-	tr := &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(c.Pin())}
+	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(c.Pin())}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testNode{
 		t:   t,
 		key: key,
-		did: netmap.DID(key.Public().(ed25519.PublicKey)),
-		wg:  netmap.WGKeyString(wg),
+		did: wire.DID(key.Public().(ed25519.PublicKey)),
+		wg:  wire.WGKeyString(wg),
 		url: c.URL(),
 		hc:  &http.Client{Transport: tr},
 		now: c.now,
@@ -157,8 +157,8 @@ func (n *testNode) request(method, path string, body []byte, mod func(*http.Requ
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	r.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
-	netmap.SignRequest(r, n.key, body, n.now())
+	r.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
+	wire.SignRequest(r, n.key, body, n.now())
 	if mod != nil {
 		mod(r)
 	}
@@ -167,7 +167,7 @@ func (n *testNode) request(method, path string, body []byte, mod func(*http.Requ
 
 // do sends a request and returns status and body; a non-2xx body is
 // decoded into the returned ErrorResponse.
-func (n *testNode) do(method, path string, body []byte, mod func(*http.Request)) (int, []byte, netmap.ErrorResponse) {
+func (n *testNode) do(method, path string, body []byte, mod func(*http.Request)) (int, []byte, wire.ErrorResponse) {
 	n.t.Helper()
 	resp, err := n.hc.Do(n.request(method, path, body, mod))
 	if err != nil {
@@ -175,10 +175,10 @@ func (n *testNode) do(method, path string, body []byte, mod func(*http.Request))
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if got := resp.Header.Get(netmap.HeaderProtocol); got != strconv.Itoa(netmap.ProtocolVersion) {
-		n.t.Errorf("%s %s: response %s header = %q", method, path, netmap.HeaderProtocol, got)
+	if got := resp.Header.Get(wire.HeaderProtocol); got != strconv.Itoa(wire.ProtocolVersion) {
+		n.t.Errorf("%s %s: response %s header = %q", method, path, wire.HeaderProtocol, got)
 	}
-	var er netmap.ErrorResponse
+	var er wire.ErrorResponse
 	if resp.StatusCode/100 != 2 {
 		if err := json.Unmarshal(b, &er); err != nil {
 			n.t.Errorf("%s %s: error body is not ErrorResponse JSON: %q", method, path, b)
@@ -197,12 +197,12 @@ func mustJSON(t *testing.T, v any) []byte {
 }
 
 // tryEnroll enrolls and returns the response or the refusal.
-func (n *testNode) tryEnroll(token, name string) (netmap.EnrollResponse, int, netmap.ErrorResponse) {
+func (n *testNode) tryEnroll(token, name string) (wire.EnrollResponse, int, wire.ErrorResponse) {
 	n.t.Helper()
-	req := netmap.EnrollRequest{ProtocolVersion: netmap.ProtocolVersion, Token: token, Name: name, WGKey: n.wg,
+	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: token, Name: name, WGKey: n.wg,
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:41641")}}
-	status, b, er := n.do(http.MethodPost, netmap.PathEnroll, mustJSON(n.t, req), nil)
-	var resp netmap.EnrollResponse
+	status, b, er := n.do(http.MethodPost, wire.PathEnroll, mustJSON(n.t, req), nil)
+	var resp wire.EnrollResponse
 	if status == http.StatusOK {
 		if err := json.Unmarshal(b, &resp); err != nil {
 			n.t.Fatalf("decode EnrollResponse: %v", err)
@@ -212,7 +212,7 @@ func (n *testNode) tryEnroll(token, name string) (netmap.EnrollResponse, int, ne
 	return resp, status, er
 }
 
-func (n *testNode) enroll(token, name string) netmap.EnrollResponse {
+func (n *testNode) enroll(token, name string) wire.EnrollResponse {
 	n.t.Helper()
 	resp, status, er := n.tryEnroll(token, name)
 	if status != http.StatusOK {
@@ -221,13 +221,13 @@ func (n *testNode) enroll(token, name string) netmap.EnrollResponse {
 	return resp
 }
 
-func (n *testNode) update(eps ...netip.AddrPort) *netmap.Map {
+func (n *testNode) update(eps ...netip.AddrPort) *wire.Map {
 	n.t.Helper()
-	status, b, er := n.do(http.MethodPost, netmap.PathUpdate, mustJSON(n.t, netmap.UpdateRequest{WGKey: n.wg, Endpoints: eps}), nil)
+	status, b, er := n.do(http.MethodPost, wire.PathUpdate, mustJSON(n.t, wire.UpdateRequest{WGKey: n.wg, Endpoints: eps}), nil)
 	if status != http.StatusOK {
 		n.t.Fatalf("update: %d %s: %s", status, er.Code, er.Error)
 	}
-	var s netmap.Signed
+	var s wire.Signed
 	if err := json.Unmarshal(b, &s); err != nil {
 		n.t.Fatal(err)
 	}
@@ -235,10 +235,10 @@ func (n *testNode) update(eps ...netip.AddrPort) *netmap.Map {
 }
 
 // verify checks a signed map against key (if non-nil) or just decodes it.
-func verify(t *testing.T, s *netmap.Signed, key ed25519.PublicKey) *netmap.Map {
+func verify(t *testing.T, s *wire.Signed, key ed25519.PublicKey) *wire.Map {
 	t.Helper()
 	if key == nil {
-		var m netmap.Map
+		var m wire.Map
 		if err := json.Unmarshal(s.Payload, &m); err != nil {
 			t.Fatal(err)
 		}
@@ -256,12 +256,12 @@ type testStream struct {
 	t    *testing.T
 	key  ed25519.PublicKey
 	resp *http.Response
-	msgs chan netmap.StreamMessage
+	msgs chan wire.StreamMessage
 	done chan struct{}
 	once sync.Once
 	// cur is the map the stream has built (waitMap): its last whole map
 	// with the deltas since applied; maps and deltas count what came.
-	cur          *netmap.Map
+	cur          *wire.Map
 	maps, deltas int
 }
 
@@ -273,12 +273,12 @@ func (n *testNode) openStream(key ed25519.PublicKey) *testStream {
 // openDeltaStream opens a stream asking for deltas after the first map.
 func (n *testNode) openDeltaStream(key ed25519.PublicKey) *testStream {
 	n.t.Helper()
-	return n.openStreamWith(key, func(r *http.Request) { r.Header.Set(netmap.HeaderStreamDeltas, "1") })
+	return n.openStreamWith(key, func(r *http.Request) { r.Header.Set(wire.HeaderStreamDeltas, "1") })
 }
 
 func (n *testNode) openStreamWith(key ed25519.PublicKey, mod func(*http.Request)) *testStream {
 	n.t.Helper()
-	resp, err := n.hc.Do(n.request(http.MethodGet, netmap.PathStream, nil, mod))
+	resp, err := n.hc.Do(n.request(http.MethodGet, wire.PathStream, nil, mod))
 	if err != nil {
 		n.t.Fatalf("open stream: %v", err)
 	}
@@ -287,14 +287,14 @@ func (n *testNode) openStreamWith(key ed25519.PublicKey, mod func(*http.Request)
 		resp.Body.Close()
 		n.t.Fatalf("open stream: %d %s", resp.StatusCode, b)
 	}
-	s := &testStream{t: n.t, key: key, resp: resp, msgs: make(chan netmap.StreamMessage, 256), done: make(chan struct{})}
+	s := &testStream{t: n.t, key: key, resp: resp, msgs: make(chan wire.StreamMessage, 256), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer close(s.msgs)
 		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), netmap.MaxStreamLine)
+		sc.Buffer(make([]byte, 64<<10), wire.MaxStreamLine)
 		for sc.Scan() {
-			var m netmap.StreamMessage
+			var m wire.StreamMessage
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 				return
 			}
@@ -311,7 +311,7 @@ func (s *testStream) close() {
 }
 
 // waitMap returns the first map satisfying ok within d, failing otherwise.
-func (s *testStream) waitMap(d time.Duration, what string, ok func(*netmap.Map) bool) *netmap.Map {
+func (s *testStream) waitMap(d time.Duration, what string, ok func(*wire.Map) bool) *wire.Map {
 	s.t.Helper()
 	timeout := time.After(d)
 	for {
@@ -321,10 +321,10 @@ func (s *testStream) waitMap(d time.Duration, what string, ok func(*netmap.Map) 
 				s.t.Fatalf("stream ended while waiting for %s", what)
 			}
 			switch msg.Type {
-			case netmap.MsgMap:
+			case wire.MsgMap:
 				s.cur = verify(s.t, msg.Map, s.key)
 				s.maps++
-			case netmap.MsgDelta:
+			case wire.MsgDelta:
 				if s.cur == nil {
 					s.t.Fatal("delta before the first map")
 				}
@@ -359,7 +359,7 @@ func (s *testStream) waitEnd(d time.Duration) {
 	}
 }
 
-func peerNames(m *netmap.Map) string {
+func peerNames(m *wire.Map) string {
 	var names []string
 	for _, p := range m.Peers {
 		names = append(names, p.Name)

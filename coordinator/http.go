@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // apiError is a refusal: an HTTP status, a netmap Code the client decides
@@ -49,37 +49,37 @@ const bodyReadTimeout = 30 * time.Second
 // routes builds the API mux. Every route goes through serve.
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST "+netmap.PathEnroll, c.serve(c.limited(c.limits.enroll, "enrollment", c.handleEnroll)))
-	mux.Handle("POST "+netmap.PathUpdate, c.serve(c.handleUpdate))
-	mux.Handle("GET "+netmap.PathStream, c.serve(c.handleStream))
-	mux.Handle("POST "+netmap.PathReport, c.serve(c.handleReport))
-	mux.Handle("GET "+netmap.PathAdminAudit, c.serve(c.admin(c.handleAuditTail)))
-	mux.Handle("POST "+netmap.PathProbe, c.serve(c.handleProbe))
-	mux.Handle("POST "+netmap.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
-	mux.Handle("GET "+netmap.PathAdminTokens, c.serve(c.admin(c.handleListTokens)))
-	mux.Handle("DELETE "+netmap.PathAdminTokens+"/{id}", c.serve(c.admin(c.handleRevokeToken)))
-	mux.Handle("GET "+netmap.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
-	mux.Handle("DELETE "+netmap.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
+	mux.Handle("POST "+wire.PathEnroll, c.serve(c.limited(c.limits.enroll, "enrollment", c.handleEnroll)))
+	mux.Handle("POST "+wire.PathUpdate, c.serve(c.handleUpdate))
+	mux.Handle("GET "+wire.PathStream, c.serve(c.handleStream))
+	mux.Handle("POST "+wire.PathReport, c.serve(c.handleReport))
+	mux.Handle("GET "+wire.PathAdminAudit, c.serve(c.admin(c.handleAuditTail)))
+	mux.Handle("POST "+wire.PathProbe, c.serve(c.handleProbe))
+	mux.Handle("POST "+wire.PathAdminTokens, c.serve(c.admin(c.handleCreateToken)))
+	mux.Handle("GET "+wire.PathAdminTokens, c.serve(c.admin(c.handleListTokens)))
+	mux.Handle("DELETE "+wire.PathAdminTokens+"/{id}", c.serve(c.admin(c.handleRevokeToken)))
+	mux.Handle("GET "+wire.PathAdminNodes, c.serve(c.admin(c.handleNodes)))
+	mux.Handle("DELETE "+wire.PathAdminNodes+"/{name}", c.serve(c.admin(c.handleDeleteNode)))
 	c.policyRoutes(mux)
-	mux.Handle("POST "+netmap.PathAdminNodes+"/{name}"+netmap.PathAdminRevoke, c.serve(c.admin(c.handleRevokeNode)))
-	mux.Handle("GET "+netmap.PathAdminRevocations, c.serve(c.admin(c.handleRevocations)))
+	mux.Handle("POST "+wire.PathAdminNodes+"/{name}"+wire.PathAdminRevoke, c.serve(c.admin(c.handleRevokeNode)))
+	mux.Handle("GET "+wire.PathAdminRevocations, c.serve(c.admin(c.handleRevocations)))
 	mux.Handle("/", c.serve(func(w http.ResponseWriter, r *http.Request) error {
-		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
+		return refuse(http.StatusNotFound, wire.CodeNotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	}))
 	return mux
 }
 
 // serve is the middleware every request passes: it tracks the request for
 // Close, stamps HeaderProtocol on the response, refuses a missing or
-// unsupported HeaderProtocol, bounds the body to netmap.MaxBodyBytes (a
+// unsupported HeaderProtocol, bounds the body to wire.MaxBodyBytes (a
 // declared larger body is refused before any handler runs, so endpoints
 // that read no body are bounded too), and turns a handler's error into
 // ErrorResponse JSON.
 func (c *Coordinator) serve(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		w.Header().Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 		if !c.enter() {
-			c.fail(w, r, refuse(http.StatusServiceUnavailable, netmap.CodeInternal, "coordinator is shutting down"))
+			c.fail(w, r, refuse(http.StatusServiceUnavailable, wire.CodeInternal, "coordinator is shutting down"))
 			return
 		}
 		defer c.leave()
@@ -88,12 +88,12 @@ func (c *Coordinator) serve(h handlerFunc) http.Handler {
 			c.fail(w, r, err)
 			return
 		}
-		if r.ContentLength > netmap.MaxBodyBytes {
-			c.fail(w, r, refuse(http.StatusRequestEntityTooLarge, netmap.CodeTooLarge,
-				"request body of %d bytes is larger than %d", r.ContentLength, netmap.MaxBodyBytes))
+		if r.ContentLength > wire.MaxBodyBytes {
+			c.fail(w, r, refuse(http.StatusRequestEntityTooLarge, wire.CodeTooLarge,
+				"request body of %d bytes is larger than %d", r.ContentLength, wire.MaxBodyBytes))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, netmap.MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, wire.MaxBodyBytes)
 		if err := h(w, r); err != nil {
 			c.fail(w, r, err)
 		}
@@ -101,20 +101,20 @@ func (c *Coordinator) serve(h handlerFunc) http.Handler {
 }
 
 func checkVersionHeader(r *http.Request) error {
-	h := r.Header.Get(netmap.HeaderProtocol)
+	h := r.Header.Get(wire.HeaderProtocol)
 	if h == "" {
-		return refuse(http.StatusBadRequest, netmap.CodeVersion,
+		return refuse(http.StatusBadRequest, wire.CodeVersion,
 			"request has no %s header; this coordinator speaks control protocol %d (accepts %d..%d); upgrade the client",
-			netmap.HeaderProtocol, netmap.ProtocolVersion, netmap.MinProtocolVersion, netmap.ProtocolVersion)
+			wire.HeaderProtocol, wire.ProtocolVersion, wire.MinProtocolVersion, wire.ProtocolVersion)
 	}
 	v, err := strconv.Atoi(h)
 	if err != nil {
-		return refuse(http.StatusBadRequest, netmap.CodeVersion,
+		return refuse(http.StatusBadRequest, wire.CodeVersion,
 			"%s header %.16q is not a number; this coordinator speaks control protocol %d",
-			netmap.HeaderProtocol, h, netmap.ProtocolVersion)
+			wire.HeaderProtocol, h, wire.ProtocolVersion)
 	}
-	if err := netmap.CheckVersion("client", v); err != nil {
-		return refuse(http.StatusBadRequest, netmap.CodeVersion, "%v", err)
+	if err := wire.CheckVersion("client", v); err != nil {
+		return refuse(http.StatusBadRequest, wire.CodeVersion, "%v", err)
 	}
 	return nil
 }
@@ -124,13 +124,13 @@ func checkVersionHeader(r *http.Request) error {
 func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		ae = &apiError{status: http.StatusInternalServerError, code: netmap.CodeInternal, msg: "internal error", cause: err}
+		ae = &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "internal error", cause: err}
 	}
 	if errors.Is(err, ErrStoreClosed) {
-		ae = &apiError{status: http.StatusServiceUnavailable, code: netmap.CodeInternal, msg: "coordinator is shutting down", cause: err}
+		ae = &apiError{status: http.StatusServiceUnavailable, code: wire.CodeInternal, msg: "coordinator is shutting down", cause: err}
 	}
 	c.stats.refuse(ae.code)
-	node := r.Header.Get(netmap.HeaderNode) // as claimed; may be unverified
+	node := r.Header.Get(wire.HeaderNode) // as claimed; may be unverified
 	if len(node) > 64 {
 		node = node[:64] + "…"
 	}
@@ -148,7 +148,7 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		c.stats.logsSuppressed.Add(1)
 	}
-	writeJSON(w, ae.status, netmap.ErrorResponse{Code: ae.code, Error: ae.msg, ProtocolVersion: netmap.ProtocolVersion})
+	writeJSON(w, ae.status, wire.ErrorResponse{Code: ae.code, Error: ae.msg, ProtocolVersion: wire.ProtocolVersion})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -168,9 +168,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, refuse(http.StatusRequestEntityTooLarge, netmap.CodeTooLarge, "request body larger than %d bytes", netmap.MaxBodyBytes)
+		return nil, refuse(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "request body larger than %d bytes", wire.MaxBodyBytes)
 	case err != nil:
-		return nil, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "read request body").with(err)
+		return nil, refuse(http.StatusBadRequest, wire.CodeBadRequest, "read request body").with(err)
 	}
 	return b, nil
 }
@@ -181,10 +181,10 @@ func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "bad JSON body: %v", err)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "bad JSON body: %v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "bad JSON body: trailing data after the object")
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "bad JSON body: trailing data after the object")
 	}
 	return nil
 }

@@ -8,15 +8,15 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // ErrNoAddresses means the IPv4 pool has no free address left.
 var ErrNoAddresses = errors.New("coordinator: no free overlay address left")
 
 // codeNoAddresses is the ErrorResponse code for an exhausted pool. It is
-// local until overlay/netmap grows a code for it.
-const codeNoAddresses = netmap.CodeNoAddresses
+// local until wire grows a code for it.
+const codeNoAddresses = wire.CodeNoAddresses
 
 // Address plan: every node gets one IPv4 from Prefix4 and the IPv6 with the
 // same host offset inside the coordinator's ULA /48 (RFC 4193), so the two
@@ -53,7 +53,7 @@ func hostOffset(p netip.Prefix, a netip.Addr) uint32 {
 
 // nextFree returns the first usable address of p after host offset last,
 // wrapping around once, and its offset. Network and broadcast addresses and
-// netmap.DefaultDNSIP are skipped, as is every address taken reports.
+// wire.DefaultDNSIP are skipped, as is every address taken reports.
 // Allocation is sequential so a freed address is reused only after the pool
 // wrapped, which keeps stale peers' caches from pointing at a new node.
 func nextFree(p netip.Prefix, last uint32, taken func(netip.Addr) (bool, error)) (netip.Addr, uint32, error) {
@@ -65,7 +65,7 @@ func nextFree(p netip.Prefix, last uint32, taken func(netip.Addr) (bool, error))
 			continue // network, broadcast
 		}
 		a := addrAt(p, off)
-		if a == netmap.DefaultDNSIP {
+		if a == wire.DefaultDNSIP {
 			continue
 		}
 		used, err := taken(a)

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestNextFree(t *testing.T) {
@@ -45,7 +45,7 @@ func TestNextFree(t *testing.T) {
 				if err != nil || got != a(tt.want[i]) {
 					t.Fatalf("allocation %d: got %v, %v; want %s", i, got, err, tt.want[i])
 				}
-				if got == netmap.DefaultDNSIP || addrAt(tt.prefix, off) != got {
+				if got == wire.DefaultDNSIP || addrAt(tt.prefix, off) != got {
 					t.Fatalf("allocation %d: offset %d does not match %v", i, off, got)
 				}
 				used[got] = true
@@ -60,7 +60,7 @@ func TestULATwin(t *testing.T) {
 	if ula.Bits() != 48 || ula.Addr().As16()[0] != 0xfd {
 		t.Fatalf("newULA = %v, want fdXX:XXXX:XXXX::/48", ula)
 	}
-	p4 := netmap.DefaultPrefix4
+	p4 := wire.DefaultPrefix4
 	v4 := netip.MustParseAddr("100.97.2.3")
 	off := hostOffset(p4, v4)
 	v6 := ula6(ula, off)

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestRestartKeepsState(t *testing.T) {
@@ -25,7 +25,7 @@ func TestRestartKeepsState(t *testing.T) {
 	}
 	listen := strings.TrimPrefix(c1.URL(), "https://")
 	admin := NewAdminClient(c1.AdminCred())
-	tok, err := admin.CreateToken(context.Background(), netmap.CreateTokenRequest{Reusable: true})
+	tok, err := admin.CreateToken(context.Background(), wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestCloseWithOpenStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := NewAdminClient(c.AdminCred()).CreateToken(context.Background(), netmap.CreateTokenRequest{Reusable: true})
+	tok, err := NewAdminClient(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestCloseWithOpenStreams(t *testing.T) {
 		n := newTestNode(t, c)
 		n.enroll(tok.Token, name)
 		s := n.openStream(c.PublicKey())
-		s.waitMap(time.Second, "own map", func(m *netmap.Map) bool { return m.Self.Name == name })
+		s.waitMap(time.Second, "own map", func(m *wire.Map) bool { return m.Self.Name == name })
 		streams = append(streams, s)
 	}
 	if c.Stats().StreamsOpen != 3 {
@@ -134,7 +134,7 @@ func TestAdminClientWrongPin(t *testing.T) {
 	cred := h.c.AdminCred()
 	cred.Pin = other.c.Pin()
 	_, err := NewAdminClient(cred).Nodes(context.Background())
-	if !errors.Is(err, netmap.ErrPinMismatch) {
+	if !errors.Is(err, wire.ErrPinMismatch) {
 		t.Fatalf("wrong pin: %v, want ErrPinMismatch", err)
 	}
 }
@@ -225,7 +225,7 @@ func TestNewConfigErrors(t *testing.T) {
 
 func TestPrefixChangeWithNodesRefused(t *testing.T) {
 	h := newHarness(t, nil)
-	newTestNode(t, h.c).enroll(h.token(netmap.CreateTokenRequest{}), "a")
+	newTestNode(t, h.c).enroll(h.token(wire.CreateTokenRequest{}), "a")
 	h.c.Close()
 	_, err := New(Config{DataDir: h.cfg.DataDir, Listen: "127.0.0.1:0", Prefix4: netip.MustParsePrefix("10.0.0.0/16")})
 	if err == nil || !strings.Contains(err.Error(), "cannot change") {

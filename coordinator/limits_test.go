@@ -10,22 +10,22 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // rawAdmin sends an admin request with the Authorization header exactly as
 // given ("" sends none) and returns the status and refusal.
-func rawAdmin(t *testing.T, h *harness, method, path, auth string, body io.Reader) (int, netmap.ErrorResponse) {
+func rawAdmin(t *testing.T, h *harness, method, path, auth string, body io.Reader) (int, wire.ErrorResponse) {
 	t.Helper()
 	req, err := http.NewRequest(method, h.c.URL()+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 	if auth != "" {
-		req.Header.Set(netmap.HeaderAdmin, auth)
+		req.Header.Set(wire.HeaderAdmin, auth)
 	}
-	tr := &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(h.c.Pin()), ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(h.c.Pin()), ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
@@ -33,7 +33,7 @@ func rawAdmin(t *testing.T, h *harness, method, path, auth string, body io.Reade
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var er netmap.ErrorResponse
+	var er wire.ErrorResponse
 	if resp.StatusCode/100 != 2 {
 		if err := json.Unmarshal(b, &er); err != nil {
 			t.Fatalf("%s %s: %d body is not ErrorResponse JSON: %q", method, path, resp.StatusCode, b)
@@ -66,14 +66,14 @@ func TestAdminSecretCompare(t *testing.T) {
 	}
 	wrong = append(wrong, secret, "bearer "+secret, "Basic "+secret, "Bearer  "+secret, "Bearer "+secret+" ", "")
 	for _, auth := range wrong {
-		if status, er := rawAdmin(t, h, http.MethodGet, netmap.PathAdminNodes, auth, nil); status != http.StatusUnauthorized || er.Code != netmap.CodeUnauthorized {
-			t.Fatalf("Authorization %q: %d %s, want 401 %s", auth, status, er.Code, netmap.CodeUnauthorized)
+		if status, er := rawAdmin(t, h, http.MethodGet, wire.PathAdminNodes, auth, nil); status != http.StatusUnauthorized || er.Code != wire.CodeUnauthorized {
+			t.Fatalf("Authorization %q: %d %s, want 401 %s", auth, status, er.Code, wire.CodeUnauthorized)
 		}
 	}
-	if got := h.c.Stats().Refused[netmap.CodeUnauthorized]; got != uint64(len(wrong)) {
+	if got := h.c.Stats().Refused[wire.CodeUnauthorized]; got != uint64(len(wrong)) {
 		t.Fatalf("Refused[unauthorized] = %d after %d wrong secrets", got, len(wrong))
 	}
-	if status, _ := rawAdmin(t, h, http.MethodGet, netmap.PathAdminNodes, "Bearer "+secret, nil); status != http.StatusOK {
+	if status, _ := rawAdmin(t, h, http.MethodGet, wire.PathAdminNodes, "Bearer "+secret, nil); status != http.StatusOK {
 		t.Fatalf("right secret: %d", status)
 	}
 	if strings.Contains(h.logs.String(), secret) {
@@ -92,20 +92,20 @@ type unsized struct{ io.Reader }
 func TestBodyLimits(t *testing.T) {
 	h := newHarness(t, nil)
 	n := newTestNode(t, h.c)
-	n.enroll(h.token(netmap.CreateTokenRequest{}), "n")
-	big := bytes.Repeat([]byte(" "), netmap.MaxBodyBytes+1)
+	n.enroll(h.token(wire.CreateTokenRequest{}), "n")
+	big := bytes.Repeat([]byte(" "), wire.MaxBodyBytes+1)
 	admin := "Bearer " + h.c.AdminCred().Secret
 	for _, e := range []struct {
 		method, path string
 		signed       bool // node-signed; else admin
 		reads        bool // the handler reads the body
 	}{
-		{http.MethodPost, netmap.PathEnroll, true, true},
-		{http.MethodPost, netmap.PathUpdate, true, true},
-		{http.MethodGet, netmap.PathStream, true, true},
-		{http.MethodPost, netmap.PathAdminTokens, false, true},
-		{http.MethodGet, netmap.PathAdminNodes, false, false},
-		{http.MethodDelete, netmap.PathAdminNodes + "/n", false, false},
+		{http.MethodPost, wire.PathEnroll, true, true},
+		{http.MethodPost, wire.PathUpdate, true, true},
+		{http.MethodGet, wire.PathStream, true, true},
+		{http.MethodPost, wire.PathAdminTokens, false, true},
+		{http.MethodGet, wire.PathAdminNodes, false, false},
+		{http.MethodDelete, wire.PathAdminNodes + "/n", false, false},
 	} {
 		for _, streamed := range []bool{false, true} {
 			if streamed && !e.reads {
@@ -117,7 +117,7 @@ func TestBodyLimits(t *testing.T) {
 				body = unsized{body}
 			}
 			var status int
-			var er netmap.ErrorResponse
+			var er wire.ErrorResponse
 			if e.signed {
 				req := n.request(e.method, e.path, big, nil)
 				req.Body, req.ContentLength = io.NopCloser(body), int64(len(big))
@@ -135,8 +135,8 @@ func TestBodyLimits(t *testing.T) {
 			} else {
 				status, er = rawAdmin(t, h, e.method, e.path, admin, body)
 			}
-			if status != http.StatusRequestEntityTooLarge || er.Code != netmap.CodeTooLarge || !strings.Contains(er.Error, strconv.Itoa(netmap.MaxBodyBytes)) {
-				t.Errorf("%s: %d %s %q, want 413 %s naming the limit", name, status, er.Code, er.Error, netmap.CodeTooLarge)
+			if status != http.StatusRequestEntityTooLarge || er.Code != wire.CodeTooLarge || !strings.Contains(er.Error, strconv.Itoa(wire.MaxBodyBytes)) {
+				t.Errorf("%s: %d %s %q, want 413 %s naming the limit", name, status, er.Code, er.Error, wire.CodeTooLarge)
 			}
 		}
 	}
@@ -144,8 +144,8 @@ func TestBodyLimits(t *testing.T) {
 		t.Fatalf("oversized requests changed the store: %d nodes", got)
 	}
 	// At the limit, the size is fine (the JSON is not).
-	if status, _, er := n.do(http.MethodPost, netmap.PathUpdate, bytes.Repeat([]byte(" "), netmap.MaxBodyBytes), nil); status != http.StatusBadRequest || er.Code != netmap.CodeBadRequest {
-		t.Fatalf("body of exactly MaxBodyBytes: %d %s, want 400 %s", status, er.Code, netmap.CodeBadRequest)
+	if status, _, er := n.do(http.MethodPost, wire.PathUpdate, bytes.Repeat([]byte(" "), wire.MaxBodyBytes), nil); status != http.StatusBadRequest || er.Code != wire.CodeBadRequest {
+		t.Fatalf("body of exactly MaxBodyBytes: %d %s, want 400 %s", status, er.Code, wire.CodeBadRequest)
 	}
 }
 

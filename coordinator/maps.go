@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
-// mapHead is the part of netmap.Map before Self, encoded with the same
+// mapHead is the part of wire.Map before Self, encoded with the same
 // field names; mapFor appends self, peers, relays and filter to it.
 type mapHead struct {
 	ProtocolVersion int          `json:"protocol_version"`
@@ -45,26 +45,26 @@ func (c *Coordinator) changed() error {
 // once its WireGuard device is up with its own peers configured. Listing it
 // only from then on means no peer starts a handshake towards a node that
 // would drop it, and no peer caches a map in which it is unreachable.
-func (c *Coordinator) mapFor(did string) (*netmap.Signed, netmap.Node, error) {
+func (c *Coordinator) mapFor(did string) (*wire.Signed, wire.Node, error) {
 	return c.mapForView(did, nil)
 }
 
 // mapForView is mapFor that also records in v (if not nil) what the map
 // holds, for the deltas that follow it on a stream.
-func (c *Coordinator) mapForView(did string, v *streamView) (*netmap.Signed, netmap.Node, error) {
+func (c *Coordinator) mapForView(did string, v *streamView) (*wire.Signed, wire.Node, error) {
 	s := c.snap.Load()
 	self := s.position(did)
 	if self < 0 {
-		return nil, netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "node not enrolled; join with a token").with(errNodeGone)
+		return nil, wire.Node{}, refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "node not enrolled; join with a token").with(errNodeGone)
 	}
 	ix := s.index(c)
 	reach := ix.Reachable(self)
 	head := mapHead{
-		ProtocolVersion: netmap.ProtocolVersion,
+		ProtocolVersion: wire.ProtocolVersion,
 		Serial:          s.serial,
 		Issued:          c.now().UTC(),
 		Domain:          c.cfg.Domain,
-		DNSIP:           netmap.DefaultDNSIP,
+		DNSIP:           wire.DefaultDNSIP,
 		Prefix4:         c.prefix4,
 		Prefix6:         c.ula,
 	}
@@ -90,7 +90,7 @@ func (c *Coordinator) mapForView(did string, v *streamView) (*netmap.Signed, net
 	for _, p := range picks {
 		b, err := s.encoded(p.i, p.online)
 		if err != nil {
-			return nil, netmap.Node{}, fmt.Errorf("coordinator: encode node: %w", err)
+			return nil, wire.Node{}, fmt.Errorf("coordinator: encode node: %w", err)
 		}
 		if p.i == self {
 			selfJSON, selfNode.Online = b, p.online
@@ -101,15 +101,15 @@ func (c *Coordinator) mapForView(did string, v *streamView) (*netmap.Signed, net
 	}
 	hb, err := json.Marshal(head)
 	if err != nil {
-		return nil, netmap.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
+		return nil, wire.Node{}, fmt.Errorf("coordinator: encode map: %w", err)
 	}
 	relays := c.relaysFor(selfNode.Name, head.Issued)
 	rb, fb, err := tailJSON(relays, ix.Filter(self))
 	if err != nil {
-		return nil, netmap.Node{}, err
+		return nil, wire.Node{}, err
 	}
 	// {head…,"self":…,"peers":[…],"relays":…,"filter":…} — the same JSON
-	// object as json.Marshal(netmap.Map) would give, without re-encoding
+	// object as json.Marshal(wire.Map) would give, without re-encoding
 	// every peer.
 	payload := make([]byte, 0, len(hb)+len(selfJSON)+size+len(rb)+len(fb)+64)
 	payload = append(payload, hb[:len(hb)-1]...)
@@ -139,7 +139,7 @@ func (c *Coordinator) mapForView(did string, v *streamView) (*netmap.Signed, net
 		v.relays, v.filter = sha256.Sum256(rb), sha256.Sum256(fb)
 		v.mapBytes, v.deltaBytes = len(payload), 0
 	}
-	return netmap.SignPayload(c.signKey, payload), selfNode, nil
+	return wire.SignPayload(c.signKey, payload), selfNode, nil
 }
 
 // listed reports whether node i appears in the map of node self: the
@@ -150,9 +150,9 @@ func listed(s *snapshot, reach policy.Set, self, i int) bool {
 
 // tailJSON encodes a map's relays (an empty list as [], which a delta needs
 // to say "none") and filter.
-func tailJSON(relays []netmap.Relay, f *netmap.Filter) (rb, fb []byte, err error) {
+func tailJSON(relays []wire.Relay, f *wire.Filter) (rb, fb []byte, err error) {
 	if relays == nil {
-		relays = []netmap.Relay{}
+		relays = []wire.Relay{}
 	}
 	if rb, err = json.Marshal(relays); err != nil {
 		return nil, nil, fmt.Errorf("coordinator: encode relays: %w", err)

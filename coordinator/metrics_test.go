@@ -8,7 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/agentnet/agentnet/internal/metricsserver/metricstest"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Shorthands for the shared scrape helpers.
@@ -70,15 +70,15 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	s := a.openStream(h.c.PublicKey())
-	s.waitMap(time.Second, "alpha with bravo", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return ok })
+	s.waitMap(time.Second, "alpha with bravo", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return ok })
 	ep := netip.MustParseAddrPort("198.51.100.7:51820")
 	b.update(ep)
-	s.waitMap(time.Second, "bravo's endpoint", func(m *netmap.Map) bool {
+	s.waitMap(time.Second, "bravo's endpoint", func(m *wire.Map) bool {
 		p, ok := m.Peer("bravo")
 		return ok && len(p.Endpoints) == 1
 	})

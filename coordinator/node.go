@@ -4,17 +4,17 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
-// authNode authenticates a node-signed request (netmap.VerifyRequest over
+// authNode authenticates a node-signed request (wire.VerifyRequest over
 // body) and returns the enrolled node it comes from.
-func (c *Coordinator) authNode(r *http.Request, body []byte) (netmap.Node, error) {
-	did, _, err := netmap.VerifyRequest(r, body, c.now())
+func (c *Coordinator) authNode(r *http.Request, body []byte) (wire.Node, error) {
+	did, _, err := wire.VerifyRequest(r, body, c.now())
 	if err != nil {
-		return netmap.Node{}, refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "%v", err)
+		return wire.Node{}, refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "%v", err)
 	}
-	var n netmap.Node
+	var n wire.Node
 	if err := c.store.View(func(tx Tx) error {
 		var ok bool
 		var err error
@@ -39,30 +39,30 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (netmap.Node, error
 
 // nodeRequest reads a node-signed request, authenticates it (authNode) and
 // decodes its body strictly into req.
-func (c *Coordinator) nodeRequest(w http.ResponseWriter, r *http.Request, req any) (netmap.Node, error) {
+func (c *Coordinator) nodeRequest(w http.ResponseWriter, r *http.Request, req any) (wire.Node, error) {
 	body, err := readBody(w, r)
 	if err != nil {
-		return netmap.Node{}, err
+		return wire.Node{}, err
 	}
 	self, err := c.authNode(r, body)
 	if err != nil {
-		return netmap.Node{}, err
+		return wire.Node{}, err
 	}
 	if err := decodeStrict(body, req); err != nil {
-		return netmap.Node{}, err
+		return wire.Node{}, err
 	}
 	return self, nil
 }
 
 func errNotEnrolled() error {
-	return refuse(http.StatusUnauthorized, netmap.CodeUnauthorized, "node not enrolled; join with a token")
+	return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "node not enrolled; join with a token")
 }
 
 // handleUpdate stores a node's new WireGuard key and endpoints, pushes the
 // change to every stream and answers with the caller's signed map. An
 // update that changes nothing bumps nothing.
 func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error {
-	var req netmap.UpdateRequest
+	var req wire.UpdateRequest
 	self, err := c.nodeRequest(w, r, &req)
 	if err != nil {
 		return err
@@ -75,7 +75,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 	}
 	changed := false
 	var rotated bool
-	var updated netmap.Node
+	var updated wire.Node
 	err = c.store.Update(func(tx Tx) error {
 		n, ok, err := tx.Node(self.DID)
 		if err != nil {
@@ -133,9 +133,9 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 }
 
 func wgFingerprint(s string) string {
-	k, err := netmap.ParseWGKey(s)
+	k, err := wire.ParseWGKey(s)
 	if err != nil {
 		return "invalid"
 	}
-	return netmap.Fingerprint(k[:])
+	return wire.Fingerprint(k[:])
 }

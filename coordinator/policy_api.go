@@ -12,14 +12,14 @@ import (
 	"strings"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Admin API paths of the policy (all need the admin secret).
 const (
 	PathAdminPolicy    = "/v1/admin/policy"     // PUT PolicySetRequest → PolicySetResponse; GET [?version=N] → PolicyRecord
 	PathAdminPolicyWhy = "/v1/admin/policy/why" // POST WhyRequest → WhyResponse
-	// PUT PathAdminNodes/{name}/tags with SetTagsRequest → netmap.Node.
+	// PUT PathAdminNodes/{name}/tags with SetTagsRequest → wire.Node.
 	pathNodeTagsSuffix = "/tags"
 )
 
@@ -132,7 +132,7 @@ func (c *Coordinator) policyRoutes(mux *http.ServeMux) {
 	mux.Handle("PUT "+PathAdminPolicy, c.serve(c.admin(c.handleSetPolicy)))
 	mux.Handle("GET "+PathAdminPolicy, c.serve(c.admin(c.handleGetPolicy)))
 	mux.Handle("POST "+PathAdminPolicyWhy, c.serve(c.admin(c.handleWhy)))
-	mux.Handle("PUT "+netmap.PathAdminNodes+"/{name}"+pathNodeTagsSuffix, c.serve(c.admin(c.handleSetTags)))
+	mux.Handle("PUT "+wire.PathAdminNodes+"/{name}"+pathNodeTagsSuffix, c.serve(c.admin(c.handleSetTags)))
 }
 
 // logDefaultPolicy tells the operator, at start, that the allow-all
@@ -166,7 +166,7 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 		req.By = "admin"
 	}
 	if len(req.Source) > 200 || len(req.By) > 200 {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "source and by are at most 200 bytes")
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "source and by are at most 200 bytes")
 	}
 	p, err := policy.Parse(req.Source, []byte(req.Text))
 	if err != nil {
@@ -214,7 +214,7 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) er
 	if q := r.URL.Query().Get("version"); q != "" {
 		var err error
 		if v, err = strconv.ParseUint(q, 10, 64); err != nil {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "version %.20q is not a number", q)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "version %.20q is not a number", q)
 		}
 		if v == 0 {
 			writeJSON(w, http.StatusOK, PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy})
@@ -233,7 +233,7 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) er
 	}
 	switch {
 	case !ok && v != 0:
-		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no policy version %d", v)
+		return refuse(http.StatusNotFound, wire.CodeNotFound, "no policy version %d", v)
 	case !ok:
 		rec = PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
 	}
@@ -258,17 +258,17 @@ func (c *Coordinator) handleWhy(w http.ResponseWriter, r *http.Request) error {
 	switch req.Proto {
 	case policy.ProtoTCP, policy.ProtoUDP:
 		if req.Port == 0 {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%s needs a port (1-65535)", req.Proto)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%s needs a port (1-65535)", req.Proto)
 		}
 	case policy.ProtoICMP:
 		req.Port = 0
 	default:
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "proto %.20q: want tcp, udp or icmp", req.Proto)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "proto %.20q: want tcp, udp or icmp", req.Proto)
 	}
 	s := c.snap.Load()
 	d, err := s.index(c).Decide(req.From, req.To, req.Proto, req.Port)
 	if errors.Is(err, policy.ErrUnknownNode) {
-		return refuse(http.StatusNotFound, netmap.CodeNotFound, "%v; list nodes with the admin API or the console", err)
+		return refuse(http.StatusNotFound, wire.CodeNotFound, "%v; list nodes with the admin API or the console", err)
 	} else if err != nil {
 		return err
 	}
@@ -294,11 +294,11 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if len(req.Tags) > maxTags {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
 	}
 	for _, t := range req.Tags {
 		if !validTag(t) {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
 		}
 	}
 	tags := slices.Compact(slices.Sorted(slices.Values(req.Tags)))
@@ -306,7 +306,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 		tags = nil
 	}
 	var (
-		n       netmap.Node
+		n       wire.Node
 		changed bool
 		old     []string
 	)
@@ -316,10 +316,10 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		if !ok {
-			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+			return refuse(http.StatusNotFound, wire.CodeNotFound, "no node named %q", name)
 		}
 		if n, ok, err = tx.Node(did); err != nil || !ok {
-			return cmpErr(err, refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name))
+			return cmpErr(err, refuse(http.StatusNotFound, wire.CodeNotFound, "no node named %q", name))
 		}
 		if slices.Equal(n.Tags, tags) {
 			return nil

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 const planPolicy = `groups:
@@ -38,7 +38,7 @@ func newPolicyNet(t *testing.T) *policyNet {
 	h := newHarness(t, nil)
 	pn := &policyNet{harness: h, nodes: map[string]*testNode{}, streams: map[string]*testStream{}}
 	for _, n := range []struct{ name, tag string }{{"planner", "tag:planning"}, {"search", ""}, {"writer", ""}} {
-		req := netmap.CreateTokenRequest{}
+		req := wire.CreateTokenRequest{}
 		if n.tag != "" {
 			req.Tags = []string{n.tag}
 		}
@@ -67,15 +67,15 @@ func TestPolicyDefaultAllowsAll(t *testing.T) {
 	if err != nil || rec.Version != 0 || rec.Text != policy.DefaultText {
 		t.Fatalf("GetPolicy: %+v %v", rec, err)
 	}
-	m := pn.streams["planner"].waitMap(5*time.Second, "both peers", func(m *netmap.Map) bool { return peerNames(m) == "search,writer" })
-	want := []netmap.FilterRule{{Rule: "allow-all", Peers: []string{pn.c.prefix4.String(), pn.c.ula.String()}}}
+	m := pn.streams["planner"].waitMap(5*time.Second, "both peers", func(m *wire.Map) bool { return peerNames(m) == "search,writer" })
+	want := []wire.FilterRule{{Rule: "allow-all", Peers: []string{pn.c.prefix4.String(), pn.c.ula.String()}}}
 	if m.Filter == nil || m.Filter.PolicyVersion != 0 || !equalRules(m.Filter.Inbound, want) || !equalRules(m.Filter.Outbound, want) {
 		t.Fatalf("default filter: %+v", m.Filter)
 	}
 }
 
-func equalRules(a, b []netmap.FilterRule) bool {
-	return slices.EqualFunc(a, b, func(x, y netmap.FilterRule) bool {
+func equalRules(a, b []wire.FilterRule) bool {
+	return slices.EqualFunc(a, b, func(x, y wire.FilterRule) bool {
 		return x.Rule == y.Rule && slices.Equal(x.Peers, y.Peers) && slices.Equal(x.Protos, y.Protos) && slices.Equal(x.Ports, y.Ports)
 	})
 }
@@ -90,14 +90,14 @@ func TestPolicySetPrunesMapsAndCompilesFilters(t *testing.T) {
 	if resp.Version != 1 || resp.Rules != 1 || resp.Passed != 2 || len(resp.Skipped) != 0 {
 		t.Errorf("SetPolicy response %+v", resp)
 	}
-	v1 := func(m *netmap.Map) bool { return m.Filter != nil && m.Filter.PolicyVersion == 1 }
+	v1 := func(m *wire.Map) bool { return m.Filter != nil && m.Filter.PolicyVersion == 1 }
 
 	pm := pn.streams["planner"].waitMap(5*time.Second, "policy v1", v1)
 	if got := peerNames(pm); got != "search" {
 		t.Errorf("planner's peers = %q, want only search", got)
 	}
-	wantOut := []netmap.FilterRule{
-		{Rule: "planners-to-search", Peers: pn.addrs("search"), Protos: []string{"tcp"}, Ports: []netmap.PortRange{{First: 8080, Last: 8080}}},
+	wantOut := []wire.FilterRule{
+		{Rule: "planners-to-search", Peers: pn.addrs("search"), Protos: []string{"tcp"}, Ports: []wire.PortRange{{First: 8080, Last: 8080}}},
 		{Rule: "planners-to-search", Peers: pn.addrs("search"), Protos: []string{"icmp"}},
 	}
 	if len(pm.Filter.Inbound) != 0 || !equalRules(pm.Filter.Outbound, wantOut) {
@@ -245,18 +245,18 @@ func TestSetTagsPushesMaps(t *testing.T) {
 	if _, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: planPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	pn.streams["writer"].waitMap(5*time.Second, "policy v1 with no peers", func(m *netmap.Map) bool {
+	pn.streams["writer"].waitMap(5*time.Second, "policy v1 with no peers", func(m *wire.Map) bool {
 		return m.Filter != nil && m.Filter.PolicyVersion == 1 && len(m.Peers) == 0
 	})
 	n, err := pn.admin.SetNodeTags(ctx, "writer", []string{"tag:planning", "tag:x", "tag:planning"})
 	if err != nil || !slices.Equal(n.Tags, []string{"tag:planning", "tag:x"}) {
 		t.Fatalf("SetNodeTags: %+v %v", n, err)
 	}
-	wm := pn.streams["writer"].waitMap(5*time.Second, "search as a peer", func(m *netmap.Map) bool { return peerNames(m) == "search" })
+	wm := pn.streams["writer"].waitMap(5*time.Second, "search as a peer", func(m *wire.Map) bool { return peerNames(m) == "search" })
 	if len(wm.Filter.Outbound) != 2 || !slices.Equal(wm.Filter.Outbound[0].Peers, pn.addrs("search")) || !slices.Equal(wm.Self.Tags, n.Tags) {
 		t.Errorf("writer's map after tagging: self tags %v filter %+v", wm.Self.Tags, wm.Filter)
 	}
-	sm := pn.streams["search"].waitMap(5*time.Second, "writer as a peer", func(m *netmap.Map) bool {
+	sm := pn.streams["search"].waitMap(5*time.Second, "writer as a peer", func(m *wire.Map) bool {
 		return m.Filter.PolicyVersion == 1 && peerNames(m) == "planner,writer"
 	})
 	if len(sm.Filter.Inbound) != 2 || !slices.Equal(sm.Filter.Inbound[0].Peers, slices.Concat(pn.addrs("planner"), pn.addrs("writer"))) {
@@ -267,7 +267,7 @@ func TestSetTagsPushesMaps(t *testing.T) {
 	if _, err := pn.admin.SetNodeTags(ctx, "writer", nil); err != nil {
 		t.Fatal(err)
 	}
-	pn.streams["search"].waitMap(5*time.Second, "writer gone", func(m *netmap.Map) bool { return peerNames(m) == "planner" })
+	pn.streams["search"].waitMap(5*time.Second, "writer gone", func(m *wire.Map) bool { return peerNames(m) == "planner" })
 
 	var ae *APIError
 	if _, err := pn.admin.SetNodeTags(ctx, "writer", []string{"Planning"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
@@ -320,7 +320,7 @@ func TestStoredPolicyThatNoLongerParsesFailsClosed(t *testing.T) {
 		t.Errorf("no error log for the broken stored policy:\n%s", h.logs.String())
 	}
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a.enroll(tok, "a")
 	resp := b.enroll(tok, "b")
 	m := verify(t, resp.Map, h.c.PublicKey())

@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // SetPolicy submits a policy document. A refusal is an *APIError with Code
@@ -39,11 +39,11 @@ func (a *AdminClient) Why(ctx context.Context, req WhyRequest) (WhyResponse, err
 
 // SetNodeTags replaces the tags of the named node and returns the node.
 // Every node gets a new map compiled with them.
-func (a *AdminClient) SetNodeTags(ctx context.Context, name string, tags []string) (netmap.Node, error) {
+func (a *AdminClient) SetNodeTags(ctx context.Context, name string, tags []string) (wire.Node, error) {
 	if tags == nil {
 		tags = []string{}
 	}
-	var n netmap.Node
-	err := a.do(ctx, http.MethodPut, netmap.PathAdminNodes+"/"+url.PathEscape(name)+pathNodeTagsSuffix, SetTagsRequest{Tags: tags}, &n)
+	var n wire.Node
+	err := a.do(ctx, http.MethodPut, wire.PathAdminNodes+"/"+url.PathEscape(name)+pathNodeTagsSuffix, SetTagsRequest{Tags: tags}, &n)
 	return n, err
 }

@@ -8,10 +8,10 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
-// Path probes (netmap.PathProbe): a node asks the coordinator to have a
+// Path probes (wire.PathProbe): a node asks the coordinator to have a
 // peer probe paths towards it now. Both receive a MsgProbe with the other's
 // current endpoints and relayed addresses and the same delay, so their
 // first probes cross in flight and open both NATs (hole punching).
@@ -50,22 +50,22 @@ func (l *probeLimiter) allow(did string, now time.Time) bool {
 	return lim.AllowN(now, 1)
 }
 
-// handleProbe serves netmap.PathProbe: body netmap.ProbeRequest, node
+// handleProbe serves wire.PathProbe: body wire.ProbeRequest, node
 // signed; answers 204 once both probe messages are queued (or dropped and
 // counted when a side has no stream or a full queue).
 func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error {
-	var req netmap.ProbeRequest
+	var req wire.ProbeRequest
 	self, err := c.nodeRequest(w, r, &req)
 	if err != nil {
 		return err
 	}
 	if !c.probes.allow(self.DID, c.now()) {
-		return refuse(http.StatusTooManyRequests, netmap.CodeRateLimited, "more than %d probe requests per second; slow down", probeRate)
+		return refuse(http.StatusTooManyRequests, wire.CodeRateLimited, "more than %d probe requests per second; slow down", probeRate)
 	}
 	if req.Peer == self.Name {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "cannot probe yourself")
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "cannot probe yourself")
 	}
-	var me, peer netmap.Node
+	var me, peer wire.Node
 	var foundMe, foundPeer bool
 	var meIdx, peerIdx int
 	snap := c.snap.Load()
@@ -83,7 +83,7 @@ func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error 
 		foundPeer = false
 	}
 	if !foundPeer {
-		return refuse(http.StatusNotFound, netmap.CodeNotFound, "no peer named %.70q; check the name in 'agentnet status'", req.Peer)
+		return refuse(http.StatusNotFound, wire.CodeNotFound, "no peer named %.70q; check the name in 'agentnet status'", req.Peer)
 	}
 	if !foundMe {
 		return errNotEnrolled()
@@ -97,15 +97,15 @@ func (c *Coordinator) handleProbe(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func probeAbout(n netmap.Node, gen uint64) netmap.Probe {
-	return netmap.Probe{
+func probeAbout(n wire.Node, gen uint64) wire.Probe {
+	return wire.Probe{
 		Peer: n.Name, WGKey: n.WGKey, Endpoints: n.Endpoints, Relayed: n.Relayed,
 		DelayMS: probeDelay, Generation: gen,
 	}
 }
 
 // pushProbe queues p on did's stream without blocking.
-func (c *Coordinator) pushProbe(did string, p netmap.Probe) {
+func (c *Coordinator) pushProbe(did string, p wire.Probe) {
 	c.mu.Lock()
 	s := c.streams[did]
 	c.mu.Unlock()

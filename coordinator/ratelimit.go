@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Per-source rate limits on the endpoints an attacker can hammer without
@@ -259,7 +259,7 @@ func (c *Coordinator) limited(l *sourceLimiter, class string, h handlerFunc) han
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if ok, wait := l.allow(sourceOf(r), c.now()); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
-			return refuse(http.StatusTooManyRequests, netmap.CodeRateLimited,
+			return refuse(http.StatusTooManyRequests, wire.CodeRateLimited,
 				"too many %s requests from %s; retry in %s s", class, sourceOf(r).Addr(), retryAfter(wait))
 		}
 		return h(w, r)
@@ -281,7 +281,7 @@ func (con *console) limitedLogin(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Retry-After", retryAfter(wait))
-		con.refused(r, netmap.CodeRateLimited, "too many login attempts")
+		con.refused(r, wire.CodeRateLimited, "too many login attempts")
 		con.render(w, r, http.StatusTooManyRequests, "login.html", pageData{Title: "Log in",
 			Error: "Too many login attempts from your address. Wait " + retryAfter(wait) + " s and try again."})
 	}

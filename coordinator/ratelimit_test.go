@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // fromSource makes n's requests come from the loopback address src
@@ -33,18 +33,18 @@ func (n *testNode) fromSource(src string) *testNode {
 func TestEnrollRateLimit(t *testing.T) {
 	clock := &fakeClock{t: time.Now()} // frozen: no refill during the burst
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now; c.MetricsListen = "127.0.0.1:0" })
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	burst := DefaultEnrollLimit.Burst
 	for i := range burst {
 		newTestNode(t, h.c).enroll(tok, fmt.Sprintf("n%d", i))
 	}
 	_, status, er := newTestNode(t, h.c).tryEnroll(tok, "over")
-	if status != http.StatusTooManyRequests || er.Code != netmap.CodeRateLimited {
-		t.Fatalf("enrollment %d from one source: %d %s, want 429 %s", burst+1, status, er.Code, netmap.CodeRateLimited)
+	if status != http.StatusTooManyRequests || er.Code != wire.CodeRateLimited {
+		t.Fatalf("enrollment %d from one source: %d %s, want 429 %s", burst+1, status, er.Code, wire.CodeRateLimited)
 	}
 	// Retry-After is whole seconds: 1/5 s rounds up to 1.
 	n := newTestNode(t, h.c)
-	resp, err := n.hc.Do(n.request(http.MethodPost, netmap.PathEnroll, []byte(`{}`), nil))
+	resp, err := n.hc.Do(n.request(http.MethodPost, wire.PathEnroll, []byte(`{}`), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +65,14 @@ func TestEnrollRateLimit(t *testing.T) {
 	if _, status, er := newTestNode(t, h.c).tryEnroll(tok, "later"); status != http.StatusOK {
 		t.Fatalf("enrollment after a second: %d %s", status, er.Code)
 	}
-	if got := h.c.Stats().Refused[netmap.CodeRateLimited]; got != 2 {
-		t.Fatalf("Refused[%s] = %d, want 2", netmap.CodeRateLimited, got)
+	if got := h.c.Stats().Refused[wire.CodeRateLimited]; got != 2 {
+		t.Fatalf("Refused[%s] = %d, want 2", wire.CodeRateLimited, got)
 	}
 	fams := scrapeMetrics(t, h.c.MetricsAddr())
-	if v, _ := metricValue(fams, "agentnet_coordinator_requests_refused_total", "code", netmap.CodeRateLimited); v != 2 {
-		t.Fatalf("requests_refused_total{code=%q} = %v, want 2", netmap.CodeRateLimited, v)
+	if v, _ := metricValue(fams, "agentnet_coordinator_requests_refused_total", "code", wire.CodeRateLimited); v != 2 {
+		t.Fatalf("requests_refused_total{code=%q} = %v, want 2", wire.CodeRateLimited, v)
 	}
-	if !strings.Contains(h.logs.String(), "reason="+netmap.CodeRateLimited) {
+	if !strings.Contains(h.logs.String(), "reason="+wire.CodeRateLimited) {
 		t.Fatalf("rate-limited refusal not logged:\n%s", h.logs)
 	}
 }
@@ -94,15 +94,15 @@ func TestAdminRateLimit(t *testing.T) {
 		}
 	}
 	_, err := h.admin.Nodes(context.Background())
-	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != netmap.CodeRateLimited {
-		t.Fatalf("right secret over the limit: %v, want 429 %s", err, netmap.CodeRateLimited)
+	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != wire.CodeRateLimited {
+		t.Fatalf("right secret over the limit: %v, want 429 %s", err, wire.CodeRateLimited)
 	}
 	clock.Add(time.Second)
 	if _, err := h.admin.Nodes(context.Background()); err != nil {
 		t.Fatalf("right secret after a second: %v", err)
 	}
 	st := h.c.Stats()
-	if st.Refused[netmap.CodeUnauthorized] != 3 || st.Refused[netmap.CodeRateLimited] != 1 {
+	if st.Refused[wire.CodeUnauthorized] != 3 || st.Refused[wire.CodeRateLimited] != 1 {
 		t.Fatalf("refused %v, want 3 unauthorized and 1 rate_limited", st.Refused)
 	}
 }
@@ -123,8 +123,8 @@ func TestConsoleLoginRateLimit(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" || !strings.Contains(body, "Too many login attempts") {
 		t.Fatalf("login over the limit: %d Retry-After %q, want 429 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if got := h.c.Stats().Refused[netmap.CodeRateLimited]; got != 1 {
-		t.Fatalf("Refused[%s] = %d, want 1", netmap.CodeRateLimited, got)
+	if got := h.c.Stats().Refused[wire.CodeRateLimited]; got != 1 {
+		t.Fatalf("Refused[%s] = %d, want 1", wire.CodeRateLimited, got)
 	}
 	clock.Add(time.Second)
 	cc.login()

@@ -7,8 +7,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Relay credentials in maps (TURN REST scheme, see relay.Credentials).
@@ -47,12 +47,12 @@ func relayExpiry(now time.Time) time.Time {
 }
 
 // relaysFor returns every configured relay with a credential for node.
-func (c *Coordinator) relaysFor(node string, now time.Time) []netmap.Relay {
+func (c *Coordinator) relaysFor(node string, now time.Time) []wire.Relay {
 	if len(c.cfg.Relays) == 0 {
 		return nil
 	}
 	base := now.Truncate(time.Hour)
-	out := make([]netmap.Relay, 0, len(c.cfg.Relays))
+	out := make([]wire.Relay, 0, len(c.cfg.Relays))
 	for _, r := range c.cfg.Relays {
 		out = append(out, r.Relay(node, relayCredTTL, base))
 	}
@@ -64,15 +64,15 @@ func (c *Coordinator) relaysFor(node string, now time.Time) []netmap.Relay {
 func checkDisco(disco string, relayed []netip.AddrPort) error {
 	if disco != "" {
 		if b, err := base64.StdEncoding.DecodeString(disco); err != nil || len(b) != 32 {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "disco_key %.12q is not 32 bytes of base64", disco)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "disco_key %.12q is not 32 bytes of base64", disco)
 		}
 	}
 	if len(relayed) > maxRelayed {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d relayed addresses, at most %d", len(relayed), maxRelayed)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d relayed addresses, at most %d", len(relayed), maxRelayed)
 	}
 	for i, ap := range relayed {
 		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
-			return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "relayed address %d (%v) is not a usable address:port", i, ap)
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "relayed address %d (%v) is not a usable address:port", i, ap)
 		}
 		relayed[i] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func startRelay(t *testing.T) *relay.Server {
@@ -38,7 +38,7 @@ func TestMapsCarryRelayCredentials(t *testing.T) {
 	}
 	h := newHarness(t, func(c *Config) { c.Relays = []relay.Cred{cred} })
 	a := newTestNode(t, h.c)
-	resp := a.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
+	resp := a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 	m := verify(t, resp.Map, h.c.PublicKey())
 	if len(m.Relays) != 1 {
 		t.Fatalf("map relays = %+v, want one", m.Relays)
@@ -99,11 +99,11 @@ func TestRelayCredentialsRefreshed(t *testing.T) {
 		c.keepalive = 50 * time.Millisecond
 	})
 	a := newTestNode(t, h.c)
-	a.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
+	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 	s := a.openStream(h.c.PublicKey())
-	first := s.waitMap(time.Second, "first map", func(m *netmap.Map) bool { return len(m.Relays) == 1 })
+	first := s.waitMap(time.Second, "first map", func(m *wire.Map) bool { return len(m.Relays) == 1 })
 	clock.Add(13 * time.Hour)
-	next := s.waitMap(2*time.Second, "fresh credentials", func(m *netmap.Map) bool {
+	next := s.waitMap(2*time.Second, "fresh credentials", func(m *wire.Map) bool {
 		return len(m.Relays) == 1 && m.Relays[0].Expires.After(first.Relays[0].Expires)
 	})
 	if want := clock.Now().Truncate(time.Hour).Add(24 * time.Hour); !next.Relays[0].Expires.Equal(want) {
@@ -111,15 +111,15 @@ func TestRelayCredentialsRefreshed(t *testing.T) {
 	}
 }
 
-func (n *testNode) postUpdate(req netmap.UpdateRequest) (int, netmap.ErrorResponse) {
+func (n *testNode) postUpdate(req wire.UpdateRequest) (int, wire.ErrorResponse) {
 	n.t.Helper()
-	status, _, er := n.do(http.MethodPost, netmap.PathUpdate, mustJSON(n.t, req), nil)
+	status, _, er := n.do(http.MethodPost, wire.PathUpdate, mustJSON(n.t, req), nil)
 	return status, er
 }
 
 func TestDiscoKeyAndRelayedStored(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
@@ -127,18 +127,18 @@ func TestDiscoKeyAndRelayedStored(t *testing.T) {
 	disco := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	relayed := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.2:50000")}
 	ep := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:51820")}
-	if st, er := b.postUpdate(netmap.UpdateRequest{WGKey: b.wg, DiscoKey: disco, Endpoints: ep, Relayed: relayed}); st != http.StatusOK {
+	if st, er := b.postUpdate(wire.UpdateRequest{WGKey: b.wg, DiscoKey: disco, Endpoints: ep, Relayed: relayed}); st != http.StatusOK {
 		t.Fatalf("update: %d %+v", st, er)
 	}
-	s.waitMap(time.Second, "bravo's disco key and relayed address", func(m *netmap.Map) bool {
+	s.waitMap(time.Second, "bravo's disco key and relayed address", func(m *wire.Map) bool {
 		p, ok := m.Peer("bravo")
 		return ok && p.DiscoKey == disco && len(p.Relayed) == 1 && p.Relayed[0] == relayed[0]
 	})
 	// An update without a disco key keeps the stored one.
-	if st, _ := b.postUpdate(netmap.UpdateRequest{WGKey: b.wg, Endpoints: ep}); st != http.StatusOK {
+	if st, _ := b.postUpdate(wire.UpdateRequest{WGKey: b.wg, Endpoints: ep}); st != http.StatusOK {
 		t.Fatal(st)
 	}
-	s.waitMap(time.Second, "bravo without relayed", func(m *netmap.Map) bool {
+	s.waitMap(time.Second, "bravo without relayed", func(m *wire.Map) bool {
 		p, ok := m.Peer("bravo")
 		return ok && p.DiscoKey == disco && len(p.Relayed) == 0
 	})
@@ -147,7 +147,7 @@ func TestDiscoKeyAndRelayedStored(t *testing.T) {
 	for i := range many {
 		many[i] = netip.AddrPortFrom(netip.MustParseAddr("203.0.113.2"), uint16(1000+i))
 	}
-	for name, req := range map[string]netmap.UpdateRequest{
+	for name, req := range map[string]wire.UpdateRequest{
 		"short disco":     {WGKey: b.wg, DiscoKey: base64.StdEncoding.EncodeToString(make([]byte, 16))},
 		"not base64":      {WGKey: b.wg, DiscoKey: "!!!"},
 		"too many":        {WGKey: b.wg, Relayed: many},
@@ -155,15 +155,15 @@ func TestDiscoKeyAndRelayedStored(t *testing.T) {
 		"unspecified":     {WGKey: b.wg, Relayed: []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:3478")}},
 		"invalid relayed": {WGKey: b.wg, Relayed: []netip.AddrPort{{}}},
 	} {
-		if st, er := b.postUpdate(req); st != http.StatusBadRequest || er.Code != netmap.CodeBadRequest {
+		if st, er := b.postUpdate(req); st != http.StatusBadRequest || er.Code != wire.CodeBadRequest {
 			t.Errorf("%s: %d %+v, want 400 bad_request", name, st, er)
 		}
 	}
 	// Enrollment carries the disco key too.
 	c := newTestNode(t, h.c)
-	req := netmap.EnrollRequest{ProtocolVersion: netmap.ProtocolVersion, Token: tok, Name: "charlie", WGKey: c.wg, DiscoKey: disco}
-	st, body, er := c.do(http.MethodPost, netmap.PathEnroll, mustJSON(t, req), nil)
-	var resp netmap.EnrollResponse
+	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: tok, Name: "charlie", WGKey: c.wg, DiscoKey: disco}
+	st, body, er := c.do(http.MethodPost, wire.PathEnroll, mustJSON(t, req), nil)
+	var resp wire.EnrollResponse
 	if st != http.StatusOK || json.Unmarshal(body, &resp) != nil || resp.Node.DiscoKey != disco {
 		t.Fatalf("enroll with disco key: %d %+v %+v", st, er, resp.Node)
 	}

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // The node lifecycle: revocation by an admin, identity expiry (expiry.go)
@@ -15,11 +15,11 @@ import (
 // record moves to the revocations bucket (with every WireGuard key it ever
 // used), its name and addresses are freed, and the serial is bumped, so
 // every peer's next map lacks it. From then on:
-//   - its requests are refused with netmap.CodeNodeRevoked or
-//     netmap.CodeNodeExpired (authNode, handleEnroll), even with a valid
+//   - its requests are refused with wire.CodeNodeRevoked or
+//     wire.CodeNodeExpired (authNode, handleEnroll), even with a valid
 //     join token: an identity never comes back;
 //   - its WireGuard keys are refused in every enrollment and update, from
-//     any identity (netmap.CodeKeyRetired), as are keys a node rotated away.
+//     any identity (wire.CodeKeyRetired), as are keys a node rotated away.
 //
 // Revoking a join token (tokens.go) only stops new enrollments with it:
 // nodes it already enrolled are unaffected unless revoked themselves.
@@ -34,14 +34,14 @@ func (c *Coordinator) handleRevokeNode(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	var req netmap.RevokeRequest
+	var req wire.RevokeRequest
 	if len(body) > 0 {
 		if err := decodeStrict(body, &req); err != nil {
 			return err
 		}
 	}
 	if len(req.Reason) > maxReasonLen {
-		return refuse(http.StatusBadRequest, netmap.CodeBadRequest, "reason is %d bytes, at most %d", len(req.Reason), maxReasonLen)
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "reason is %d bytes, at most %d", len(req.Reason), maxReasonLen)
 	}
 	rec, err := c.revokeNode(r.PathValue("name"), req.Reason)
 	if err != nil {
@@ -52,24 +52,24 @@ func (c *Coordinator) handleRevokeNode(w http.ResponseWriter, r *http.Request) e
 }
 
 // revokeNode revokes the node called name and pushes the change.
-func (c *Coordinator) revokeNode(name, reason string) (netmap.Revocation, error) {
-	var rec netmap.Revocation
+func (c *Coordinator) revokeNode(name, reason string) (wire.Revocation, error) {
+	var rec wire.Revocation
 	err := c.store.Update(func(tx Tx) error {
 		did, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+			return refuse(http.StatusNotFound, wire.CodeNotFound, "no node named %q", name)
 		}
 		n, ok, err := tx.Node(did)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no node named %q", name)
+			return refuse(http.StatusNotFound, wire.CodeNotFound, "no node named %q", name)
 		}
-		rec, err = retireNode(tx, n, netmap.StateRevoked, reason, c.now())
+		rec, err = retireNode(tx, n, wire.StateRevoked, reason, c.now())
 		return err
 	})
 	if err != nil {
@@ -87,8 +87,8 @@ func (c *Coordinator) revokeNode(name, reason string) (netmap.Revocation, error)
 // StateExpired) inside tx: the revocation record is stored, every key it
 // used is marked with state, the node and its indexes are deleted and the
 // serial is bumped.
-func retireNode(tx Tx, n netmap.Node, state, reason string, now time.Time) (netmap.Revocation, error) {
-	rec := netmap.Revocation{Node: n, State: state, Reason: reason, At: now}
+func retireNode(tx Tx, n wire.Node, state, reason string, now time.Time) (wire.Revocation, error) {
+	rec := wire.Revocation{Node: n, State: state, Reason: reason, At: now}
 	rec.Node.Online = false
 	old, err := tx.RetiredKeysOf(n.DID)
 	if err != nil {
@@ -126,9 +126,9 @@ func (c *Coordinator) refuseGone(tx Tx, did string) error {
 	return refuseRevoked(rec)
 }
 
-func refuseRevoked(rec netmap.Revocation) *apiError {
-	if rec.State == netmap.StateExpired {
-		return refuse(http.StatusForbidden, netmap.CodeNodeExpired,
+func refuseRevoked(rec wire.Revocation) *apiError {
+	if rec.State == wire.StateExpired {
+		return refuse(http.StatusForbidden, wire.CodeNodeExpired,
 			"node %s: its identity expired at %s (the join token's node TTL) and was dropped from the network; "+
 				"re-enroll with a new join token and a new state dir: agentnet node --token TOKEN --state NEWDIR",
 			rec.Node.Name, rec.Node.Expires.UTC().Format(time.RFC3339))
@@ -137,7 +137,7 @@ func refuseRevoked(rec netmap.Revocation) *apiError {
 	if rec.Reason != "" {
 		why = " (reason: " + rec.Reason + ")"
 	}
-	return refuse(http.StatusForbidden, netmap.CodeNodeRevoked,
+	return refuse(http.StatusForbidden, wire.CodeNodeRevoked,
 		"node %s was revoked by an admin at %s%s; this identity can never rejoin: "+
 			"re-enroll with a new identity and a new join token: agentnet node --token TOKEN --state NEWDIR",
 		rec.Node.Name, rec.At.UTC().Format(time.RFC3339), why)
@@ -152,14 +152,14 @@ func (c *Coordinator) checkWGKeyUsable(tx Tx, wgKey string) error {
 	if err != nil || !ok {
 		return err
 	}
-	return refuse(http.StatusForbidden, netmap.CodeKeyRetired,
+	return refuse(http.StatusForbidden, wire.CodeKeyRetired,
 		"WireGuard key %s was %s at %s and is never accepted again; the node must use a fresh key (agentnet node rotate, or a new state dir)",
 		wgFingerprint(wgKey), k.State, k.At.UTC().Format(time.RFC3339))
 }
 
 // bindWGKey sets n's WireGuard key to newKey inside tx, retiring the old
 // one. It reports whether the key changed.
-func bindWGKey(tx Tx, n *netmap.Node, newKey string, now time.Time) (bool, error) {
+func bindWGKey(tx Tx, n *wire.Node, newKey string, now time.Time) (bool, error) {
 	if n.WGKey == newKey {
 		return false, nil
 	}
@@ -173,7 +173,7 @@ func bindWGKey(tx Tx, n *netmap.Node, newKey string, now time.Time) (bool, error
 }
 
 // rotated reports a committed key change.
-func (c *Coordinator) rotated(n netmap.Node, oldKey string) {
+func (c *Coordinator) rotated(n wire.Node, oldKey string) {
 	c.log.Info("coordinator: WireGuard key rotated", "node", n.Name, "old", wgFingerprint(oldKey), "new", wgFingerprint(n.WGKey))
 	c.event(eventRotate, slog.String("node", n.Name), slog.String("did", n.DID),
 		slog.String("old", wgFingerprint(oldKey)), slog.String("new", wgFingerprint(n.WGKey)))
@@ -187,9 +187,9 @@ func (c *Coordinator) refused(did string, r *http.Request, err error) {
 		return
 	}
 	switch ae.code {
-	case netmap.CodeNodeRevoked, netmap.CodeNodeExpired:
+	case wire.CodeNodeRevoked, wire.CodeNodeExpired:
 		c.event(eventRefused, slog.String("did", did), slog.String("reason", ae.code), slog.String("path", r.URL.Path))
-	case netmap.CodeKeyRetired:
+	case wire.CodeKeyRetired:
 		c.event(eventKeyRefused, slog.String("did", did), slog.String("reason", ae.code), slog.String("path", r.URL.Path), slog.String("err", ae.msg))
 	}
 }

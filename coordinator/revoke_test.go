@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // postWGUpdate sends an update with wg and returns status and refusal.
-func (n *testNode) postWGUpdate(wg string) (int, netmap.ErrorResponse) {
+func (n *testNode) postWGUpdate(wg string) (int, wire.ErrorResponse) {
 	n.t.Helper()
-	status, _, er := n.do(http.MethodPost, netmap.PathUpdate, mustJSON(n.t, netmap.UpdateRequest{WGKey: wg}), nil)
+	status, _, er := n.do(http.MethodPost, wire.PathUpdate, mustJSON(n.t, wire.UpdateRequest{WGKey: wg}), nil)
 	return status, er
 }
 
@@ -25,66 +25,66 @@ var epA = netip.MustParseAddrPort("127.0.0.1:41641")
 func newWGKey() string {
 	var k [32]byte
 	rand.Read(k[:])
-	return netmap.WGKeyString(k)
+	return wire.WGKeyString(k)
 }
 
 func TestRevokeNode(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	sa := a.openStream(h.c.PublicKey())
 	sb := b.openStream(h.c.PublicKey())
-	sa.waitMap(time.Second, "bravo", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return ok })
-	sb.waitMap(time.Second, "alpha", func(m *netmap.Map) bool { _, ok := m.Peer("alpha"); return ok })
+	sa.waitMap(time.Second, "bravo", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return ok })
+	sb.waitMap(time.Second, "alpha", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return ok })
 
 	rec, err := h.admin.RevokeNode(context.Background(), "alpha", "laptop stolen")
 	if err != nil {
 		t.Fatalf("RevokeNode: %v", err)
 	}
-	if rec.State != netmap.StateRevoked || rec.Node.DID != a.did || rec.Reason != "laptop stolen" || len(rec.WGKeys) != 1 || rec.WGKeys[0] != a.wg {
+	if rec.State != wire.StateRevoked || rec.Node.DID != a.did || rec.Reason != "laptop stolen" || len(rec.WGKeys) != 1 || rec.WGKeys[0] != a.wg {
 		t.Errorf("revocation record = %+v", rec)
 	}
 	sa.waitEnd(time.Second)
-	sb.waitMap(time.Second, "alpha gone", func(m *netmap.Map) bool { _, ok := m.Peer("alpha"); return !ok })
+	sb.waitMap(time.Second, "alpha gone", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return !ok })
 
 	// Every further request of the revoked identity is refused, clearly.
 	status, er := a.postWGUpdate(a.wg)
-	if status != http.StatusForbidden || er.Code != netmap.CodeNodeRevoked ||
+	if status != http.StatusForbidden || er.Code != wire.CodeNodeRevoked ||
 		!strings.Contains(er.Error, "revoked by an admin") || !strings.Contains(er.Error, "new identity") || !strings.Contains(er.Error, "laptop stolen") {
 		t.Errorf("update after revoke: %d %s %q", status, er.Code, er.Error)
 	}
-	if status, _, er := a.do(http.MethodGet, netmap.PathStream, nil, nil); status != http.StatusForbidden || er.Code != netmap.CodeNodeRevoked {
+	if status, _, er := a.do(http.MethodGet, wire.PathStream, nil, nil); status != http.StatusForbidden || er.Code != wire.CodeNodeRevoked {
 		t.Errorf("stream after revoke: %d %s", status, er.Code)
 	}
 	// Its identity can never re-enroll, not even with a valid token, and
 	// under any WireGuard key.
 	a.wg = newWGKey()
-	if _, status, er := a.tryEnroll(tok, "alpha"); status != http.StatusForbidden || er.Code != netmap.CodeNodeRevoked {
+	if _, status, er := a.tryEnroll(tok, "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeRevoked {
 		t.Errorf("re-enroll of revoked identity: %d %s %q", status, er.Code, er.Error)
 	}
 	// Its WireGuard key is refused from anyone.
 	thief := newTestNode(t, h.c)
 	thief.wg = rec.WGKeys[0]
-	if _, status, er := thief.tryEnroll(tok, "thief"); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if _, status, er := thief.tryEnroll(tok, "thief"); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("enroll with revoked WG key: %d %s %q", status, er.Code, er.Error)
 	}
-	if status, er := b.postWGUpdate(rec.WGKeys[0]); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if status, er := b.postWGUpdate(rec.WGKeys[0]); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("update to revoked WG key: %d %s", status, er.Code)
 	}
 	// The name is free for a new identity.
 	newTestNode(t, h.c).enroll(tok, "alpha")
 
 	var ae *APIError
-	if _, err := h.admin.RevokeNode(context.Background(), "nobody", ""); !errors.As(err, &ae) || ae.Code != netmap.CodeNotFound {
+	if _, err := h.admin.RevokeNode(context.Background(), "nobody", ""); !errors.As(err, &ae) || ae.Code != wire.CodeNotFound {
 		t.Errorf("revoke unknown node = %v, want not_found", err)
 	}
 	recs, err := h.admin.Revocations(context.Background())
 	if err != nil || len(recs) != 1 || recs[0].Node.Name != "alpha" {
 		t.Errorf("Revocations = %+v, %v", recs, err)
 	}
-	if st := h.c.Stats(); st.Refused[netmap.CodeNodeRevoked] < 3 || st.Refused[netmap.CodeKeyRetired] < 2 {
+	if st := h.c.Stats(); st.Refused[wire.CodeNodeRevoked] < 3 || st.Refused[wire.CodeKeyRetired] < 2 {
 		t.Errorf("refusal counters %v", st.Refused)
 	}
 }
@@ -93,7 +93,7 @@ func TestRevokeNode(t *testing.T) {
 // token was used once, at enrollment.
 func TestRevokedTokenLeavesItsNodes(t *testing.T) {
 	h := newHarness(t, nil)
-	resp, err := h.admin.CreateToken(context.Background(), netmap.CreateTokenRequest{Reusable: true})
+	resp, err := h.admin.CreateToken(context.Background(), wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,37 +112,37 @@ func TestRevokedTokenLeavesItsNodes(t *testing.T) {
 
 func TestKeyRotationRetiresOldKey(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	a.update(epA)
 	sb := b.openStream(h.c.PublicKey())
-	sb.waitMap(time.Second, "alpha", func(m *netmap.Map) bool { _, ok := m.Peer("alpha"); return ok })
+	sb.waitMap(time.Second, "alpha", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return ok })
 
 	old := a.wg
 	a.wg = newWGKey()
 	a.update(epA)
-	sb.waitMap(time.Second, "alpha's new key", func(m *netmap.Map) bool { p, ok := m.Peer("alpha"); return ok && p.WGKey == a.wg })
+	sb.waitMap(time.Second, "alpha's new key", func(m *wire.Map) bool { p, ok := m.Peer("alpha"); return ok && p.WGKey == a.wg })
 
 	// The old key is refused: in an update of its own node, an update of
 	// another node, and an enrollment.
-	if status, er := a.postWGUpdate(old); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired || !strings.Contains(er.Error, "retired") {
+	if status, er := a.postWGUpdate(old); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired || !strings.Contains(er.Error, "retired") {
 		t.Errorf("update back to the old key: %d %s %q", status, er.Code, er.Error)
 	}
-	if status, er := b.postWGUpdate(old); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if status, er := b.postWGUpdate(old); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("other node takes the old key: %d %s", status, er.Code)
 	}
 	c := newTestNode(t, h.c)
 	c.wg = old
-	if _, status, er := c.tryEnroll(tok, "charlie"); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if _, status, er := c.tryEnroll(tok, "charlie"); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("enroll with retired key: %d %s", status, er.Code)
 	}
 	// Re-enrollment of the same identity with a fresh key rotates too.
 	prev := a.wg
 	a.wg = newWGKey()
 	a.enroll("", "alpha")
-	if status, er := a.postWGUpdate(prev); status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if status, er := a.postWGUpdate(prev); status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("key replaced by re-enrollment still accepted: %d %s", status, er.Code)
 	}
 	// Revoking the node records every key it used.
@@ -158,8 +158,8 @@ func TestKeyRotationRetiresOldKey(t *testing.T) {
 func TestNodeExpiry(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now })
-	short := h.token(netmap.CreateTokenRequest{Reusable: true, NodeTTLSeconds: 3600})
-	forever := h.token(netmap.CreateTokenRequest{Reusable: true})
+	short := h.token(wire.CreateTokenRequest{Reusable: true, NodeTTLSeconds: 3600})
+	forever := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	resp := a.enroll(short, "alpha")
 	if want := clock.Now().Add(time.Hour); !resp.Node.Expires.Equal(want) {
@@ -169,7 +169,7 @@ func TestNodeExpiry(t *testing.T) {
 	a.update(epA)
 	sa := a.openStream(h.c.PublicKey())
 	sb := b.openStream(h.c.PublicKey())
-	sb.waitMap(time.Second, "alpha", func(m *netmap.Map) bool { _, ok := m.Peer("alpha"); return ok })
+	sb.waitMap(time.Second, "alpha", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return ok })
 
 	clock.Add(59 * time.Minute)
 	if status, er := a.postWGUpdate(a.wg); status != http.StatusOK {
@@ -177,17 +177,17 @@ func TestNodeExpiry(t *testing.T) {
 	}
 	clock.Add(2 * time.Minute)
 	// The sweeper drops it without any request from it.
-	sb.waitMap(3*expirySweepInterval, "alpha expired", func(m *netmap.Map) bool { _, ok := m.Peer("alpha"); return !ok })
+	sb.waitMap(3*expirySweepInterval, "alpha expired", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return !ok })
 	sa.waitEnd(time.Second)
 	status, er := a.postWGUpdate(a.wg)
-	if status != http.StatusForbidden || er.Code != netmap.CodeNodeExpired || !strings.Contains(er.Error, "--state NEWDIR") || !strings.Contains(er.Error, "expired") {
+	if status != http.StatusForbidden || er.Code != wire.CodeNodeExpired || !strings.Contains(er.Error, "--state NEWDIR") || !strings.Contains(er.Error, "expired") {
 		t.Errorf("update after expiry: %d %s %q", status, er.Code, er.Error)
 	}
-	if _, status, er := a.tryEnroll(forever, "alpha"); status != http.StatusForbidden || er.Code != netmap.CodeNodeExpired {
+	if _, status, er := a.tryEnroll(forever, "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
 		t.Errorf("re-enroll after expiry: %d %s", status, er.Code)
 	}
 	recs, err := h.admin.Revocations(context.Background())
-	if err != nil || len(recs) != 1 || recs[0].State != netmap.StateExpired {
+	if err != nil || len(recs) != 1 || recs[0].State != wire.StateExpired {
 		t.Errorf("Revocations = %+v, %v", recs, err)
 	}
 	if h.nodeCount() != 1 {
@@ -202,15 +202,15 @@ func TestExpiredNodeRefusedOnRequest(t *testing.T) {
 	h.c.stopSweeper() // only the request path may expire it here
 	h.c.sweep = sweeper{}
 	a := newTestNode(t, h.c)
-	a.enroll(h.token(netmap.CreateTokenRequest{NodeTTLSeconds: 60}), "alpha")
+	a.enroll(h.token(wire.CreateTokenRequest{NodeTTLSeconds: 60}), "alpha")
 	clock.Add(time.Minute)
-	if status, er := a.postWGUpdate(a.wg); status != http.StatusForbidden || er.Code != netmap.CodeNodeExpired {
+	if status, er := a.postWGUpdate(a.wg); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
 		t.Errorf("update at expiry: %d %s %q", status, er.Code, er.Error)
 	}
 	if h.nodeCount() != 0 {
 		t.Errorf("expired node still listed")
 	}
-	if _, status, er := a.tryEnroll("", "alpha"); status != http.StatusForbidden || er.Code != netmap.CodeNodeExpired {
+	if _, status, er := a.tryEnroll("", "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
 		t.Errorf("re-enroll: %d %s", status, er.Code)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // snapshot is the committed node set and policy at one serial, read by every
@@ -26,9 +26,9 @@ import (
 type snapshot struct {
 	gen    uint64 // refresh generation; grows by one per refresh
 	serial uint64
-	nodes  []netmap.Node // sorted by name; Online not set
-	ids    []uint32      // ids[i]: the stable id of nodes[i]
-	pos    []int32       // pos[id]: position of node id in nodes; -1: not enrolled
+	nodes  []wire.Node // sorted by name; Online not set
+	ids    []uint32    // ids[i]: the stable id of nodes[i]
+	pos    []int32     // pos[id]: position of node id in nodes; -1: not enrolled
 	// dids[id] is the DID of every id issued since the coordinator started.
 	// Append-only and shared between snapshots: a newer one appends past
 	// the length older ones read.
@@ -88,7 +88,7 @@ func (s *snapshot) encoded(i int, online bool) ([]byte, error) {
 
 // position returns the position of the node with did, or -1.
 func (s *snapshot) position(did string) int {
-	return slices.IndexFunc(s.nodes, func(n netmap.Node) bool { return n.DID == did })
+	return slices.IndexFunc(s.nodes, func(n wire.Node) bool { return n.DID == did })
 }
 
 // changedSince returns the ids written after generation gen, each once; ok
@@ -165,7 +165,7 @@ type trackedTx struct {
 	wrote *[]string
 }
 
-func (t trackedTx) PutNode(n netmap.Node) error {
+func (t trackedTx) PutNode(n wire.Node) error {
 	*t.wrote = append(*t.wrote, n.DID)
 	return t.Tx.PutNode(n)
 }
@@ -187,12 +187,12 @@ func (c *Coordinator) refreshSnapshot() error {
 	full := cur == nil || len(dirty) > max(64, len(cur.nodes)/4)
 	type read struct {
 		did string
-		n   netmap.Node
+		n   wire.Node
 		ok  bool
 	}
 	var (
 		serial uint64
-		all    []netmap.Node
+		all    []wire.Node
 		reads  []read
 		rec    PolicyRecord
 		ok     bool
@@ -228,7 +228,7 @@ func (c *Coordinator) refreshSnapshot() error {
 	}
 	s.policy = c.policyFor(rec, ok, cur)
 	if full {
-		slices.SortFunc(all, func(a, b netmap.Node) int { return strings.Compare(a.Name, b.Name) })
+		slices.SortFunc(all, func(a, b wire.Node) int { return strings.Compare(a.Name, b.Name) })
 		s.nodes = all
 		s.ids = make([]uint32, len(all))
 		s.enc = make([]*nodeEnc, len(all))
@@ -242,7 +242,7 @@ func (c *Coordinator) refreshSnapshot() error {
 		// The unchanged nodes keep their order, ids and encodings; the
 		// written ones that still exist are merged in by name.
 		n := len(cur.nodes)
-		s.nodes = make([]netmap.Node, 0, n+len(reads))
+		s.nodes = make([]wire.Node, 0, n+len(reads))
 		s.ids = make([]uint32, 0, n+len(reads))
 		s.enc = make([]*nodeEnc, 0, n+len(reads))
 		var fresh []read // written nodes that still exist, by name

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Store is the coordinator's durable state. Every mutation runs inside one
@@ -26,13 +26,13 @@ type Store interface {
 // Update call that created it returns.
 type Tx interface {
 	// Node returns the node enrolled under did.
-	Node(did string) (netmap.Node, bool, error)
+	Node(did string) (wire.Node, bool, error)
 	// Nodes returns every enrolled node, in no particular order.
-	Nodes() ([]netmap.Node, error)
+	Nodes() ([]wire.Node, error)
 	// PutNode creates or replaces a node keyed by its DID and keeps the
 	// name and address indexes in step (old entries of a renamed or
 	// renumbered node are removed).
-	PutNode(n netmap.Node) error
+	PutNode(n wire.Node) error
 	// DeleteNode removes a node and its index entries; a missing node is
 	// not an error.
 	DeleteNode(did string) error
@@ -49,11 +49,11 @@ type Tx interface {
 	Tokens() ([]TokenRecord, error)
 
 	// Revocation returns the record of a revoked or expired identity.
-	Revocation(did string) (netmap.Revocation, bool, error)
+	Revocation(did string) (wire.Revocation, bool, error)
 	// PutRevocation stores the record of a revoked or expired identity.
-	PutRevocation(r netmap.Revocation) error
+	PutRevocation(r wire.Revocation) error
 	// Revocations returns every revocation record, in no particular order.
-	Revocations() ([]netmap.Revocation, error)
+	Revocations() ([]wire.Revocation, error)
 	// RetiredKey returns what is known about a WireGuard key (base64) that
 	// is no longer in use: rotated away, or its identity revoked/expired.
 	RetiredKey(wgKey string) (RetiredKey, bool, error)
@@ -81,7 +81,7 @@ type Tx interface {
 }
 
 // TokenRecord is what the store keeps about a join token. The secret itself
-// is never stored, only netmap.HashSecret of it.
+// is never stored, only wire.HashSecret of it.
 type TokenRecord struct {
 	ID         string    `json:"id"`
 	SecretHash string    `json:"secret_hash"`
@@ -94,7 +94,7 @@ type TokenRecord struct {
 	LastUsedBy string    `json:"last_used_by,omitempty"` // DID
 	Revoked    bool      `json:"revoked,omitempty"`      // set by an admin; enrollment refuses it
 	// NodeTTL, when > 0, is the identity lifetime of nodes enrolled with
-	// the token (netmap.Node.Expires = enrollment + NodeTTL).
+	// the token (wire.Node.Expires = enrollment + NodeTTL).
 	NodeTTL time.Duration `json:"node_ttl,omitempty"`
 }
 
@@ -104,7 +104,7 @@ type RetiredKey struct {
 	Key   string    `json:"key"`   // base64 WireGuard public key
 	DID   string    `json:"did"`   // the identity that used it
 	Name  string    `json:"name"`  // its name then
-	State string    `json:"state"` // "retired" (rotated away), netmap.StateRevoked or netmap.StateExpired
+	State string    `json:"state"` // "retired" (rotated away), wire.StateRevoked or wire.StateExpired
 	At    time.Time `json:"at"`
 }
 

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // streamWriteTimeout bounds one write to a stream; a client that stops
@@ -23,15 +23,15 @@ const streamWriteTimeout = 10 * time.Second
 // from the snapshot when it gets to it, so a slow reader skips straight to
 // the newest map.
 //
-// Path probes (netmap.MsgProbe) are not maps: each must arrive, and soon,
+// Path probes (wire.MsgProbe) are not maps: each must arrive, and soon,
 // so they have their own small queue (probeQueue), written between maps.
 // A probe finding it full is dropped and counted (ProbesDropped); the
 // node asks again.
 type stream struct {
 	did     string
 	wake    chan struct{}
-	probes  chan netmap.Probe // bounded, probeQueue
-	done    chan struct{}     // closed by end: replaced by a newer stream, or the node was removed
+	probes  chan wire.Probe // bounded, probeQueue
+	done    chan struct{}   // closed by end: replaced by a newer stream, or the node was removed
 	endOnce sync.Once
 	// changedAt is when the oldest change not yet written was notified
 	// (nil: none); it feeds the push latency metric.
@@ -40,9 +40,9 @@ type stream struct {
 
 func (s *stream) end() { s.endOnce.Do(func() { close(s.done) }) }
 
-// handleStream serves netmap.PathStream: newline-delimited
-// netmap.StreamMessage, first the current signed map, then a map after
-// every change and a keepalive every netmap.StreamKeepalive, each flushed.
+// handleStream serves wire.PathStream: newline-delimited
+// wire.StreamMessage, first the current signed map, then a map after
+// every change and a keepalive every wire.StreamKeepalive, each flushed.
 // It returns when the client goes away, the coordinator closes, the node is
 // removed, or the same node opens a newer stream (one stream per node; the
 // newest wins, so a reconnect never flaps the node offline).
@@ -58,7 +58,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	s := &stream{did: self.DID, wake: make(chan struct{}, 1), probes: make(chan netmap.Probe, probeQueue), done: make(chan struct{})}
+	s := &stream{did: self.DID, wake: make(chan struct{}, 1), probes: make(chan wire.Probe, probeQueue), done: make(chan struct{})}
 	c.attach(s)
 	defer c.detach(s)
 	if err := c.touch(self.DID); err != nil {
@@ -72,7 +72,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	// credExp is when the relay credentials of the last map sent expire
 	// (read before the map is built: never later than the map's).
 	credExp := relayExpiry(c.now())
-	deltas := r.Header.Get(netmap.HeaderStreamDeltas) == "1"
+	deltas := r.Header.Get(wire.HeaderStreamDeltas) == "1"
 	var view streamView
 	first, err := c.streamMessage(self.DID, &view, deltas)
 	if err != nil {
@@ -85,7 +85,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	send := func(msg netmap.StreamMessage) error {
+	send := func(msg wire.StreamMessage) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		if err := enc.Encode(msg); err != nil {
 			return err
@@ -118,7 +118,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 			log.Debug("coordinator: stream closed", "reason", "replaced or removed")
 			return nil
 		case p := <-s.probes:
-			if err := send(netmap.StreamMessage{Type: netmap.MsgProbe, Probe: &p}); err != nil {
+			if err := send(wire.StreamMessage{Type: wire.MsgProbe, Probe: &p}); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}
@@ -131,7 +131,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 				default:
 				}
 			}
-			if err := send(netmap.StreamMessage{Type: netmap.MsgKeepalive}); err != nil {
+			if err := send(wire.StreamMessage{Type: wire.MsgKeepalive}); err != nil {
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}
@@ -155,7 +155,7 @@ func (c *Coordinator) handleStream(w http.ResponseWriter, r *http.Request) error
 				log.Debug("coordinator: stream write failed", "err", err)
 				return nil
 			}
-			if msg.Type == netmap.MsgDelta {
+			if msg.Type == wire.MsgDelta {
 				c.stats.deltasSent.Add(1)
 			} else {
 				c.stats.mapsSent.Add(1)

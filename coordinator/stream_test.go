@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestStreamFirstMessageIsMap(t *testing.T) {
 	h := newHarness(t, nil)
 	a := newTestNode(t, h.c)
-	a.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
+	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 	s := a.openStream(h.c.PublicKey())
 	select {
 	case msg := <-s.msgs:
@@ -30,14 +30,14 @@ func TestStreamFirstMessageIsMap(t *testing.T) {
 
 func TestStreamPushesJoin(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a := newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	s := a.openStream(h.c.PublicKey())
-	first := s.waitMap(time.Second, "alpha alone", func(m *netmap.Map) bool { return len(m.Peers) == 0 })
+	first := s.waitMap(time.Second, "alpha alone", func(m *wire.Map) bool { return len(m.Peers) == 0 })
 
 	newTestNode(t, h.c).enroll(tok, "bravo")
-	m := s.waitMap(time.Second, "bravo joined", func(m *netmap.Map) bool { _, ok := m.Peer("bravo"); return ok })
+	m := s.waitMap(time.Second, "bravo joined", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return ok })
 	if m.Serial <= first.Serial {
 		t.Errorf("serial %d after join, want > %d", m.Serial, first.Serial)
 	}
@@ -45,7 +45,7 @@ func TestStreamPushesJoin(t *testing.T) {
 
 func TestStreamPushesUpdate(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
@@ -55,7 +55,7 @@ func TestStreamPushesUpdate(t *testing.T) {
 	if m := b.update(ep); len(m.Self.Endpoints) != 1 || m.Self.Endpoints[0] != ep {
 		t.Errorf("update response self endpoints = %v, want [%v]", m.Self.Endpoints, ep)
 	}
-	s.waitMap(time.Second, "bravo's new endpoint", func(m *netmap.Map) bool {
+	s.waitMap(time.Second, "bravo's new endpoint", func(m *wire.Map) bool {
 		p, ok := m.Peer("bravo")
 		return ok && len(p.Endpoints) == 1 && p.Endpoints[0] == ep
 	})
@@ -66,22 +66,22 @@ func TestStreamPushesUpdate(t *testing.T) {
 
 func TestStreamOnlineOffline(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	sa := a.openStream(h.c.PublicKey())
-	sa.waitMap(time.Second, "bravo offline", func(m *netmap.Map) bool { p, ok := m.Peer("bravo"); return ok && !p.Online })
+	sa.waitMap(time.Second, "bravo offline", func(m *wire.Map) bool { p, ok := m.Peer("bravo"); return ok && !p.Online })
 
 	sb := b.openStream(h.c.PublicKey())
-	on := sa.waitMap(time.Second, "bravo online", func(m *netmap.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
-	sb.waitMap(time.Second, "alpha online", func(m *netmap.Map) bool { p, _ := m.Peer("alpha"); return p.Online && m.Self.Online })
+	on := sa.waitMap(time.Second, "bravo online", func(m *wire.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
+	sb.waitMap(time.Second, "alpha online", func(m *wire.Map) bool { p, _ := m.Peer("alpha"); return p.Online && m.Self.Online })
 	if h.c.Stats().StreamsOpen != 2 {
 		t.Errorf("StreamsOpen = %d, want 2", h.c.Stats().StreamsOpen)
 	}
 
 	sb.close()
-	off := sa.waitMap(time.Second, "bravo offline again", func(m *netmap.Map) bool { p, _ := m.Peer("bravo"); return !p.Online })
+	off := sa.waitMap(time.Second, "bravo offline again", func(m *wire.Map) bool { p, _ := m.Peer("bravo"); return !p.Online })
 	p, _ := off.Peer("bravo")
 	if p.LastSeen.IsZero() || off.Serial <= on.Serial {
 		t.Errorf("offline map: LastSeen %v serial %d (online serial %d)", p.LastSeen, off.Serial, on.Serial)
@@ -100,7 +100,7 @@ func TestStreamOnlineOffline(t *testing.T) {
 func TestStreamKeepalive(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.keepalive = 20 * time.Millisecond })
 	a := newTestNode(t, h.c)
-	a.enroll(h.token(netmap.CreateTokenRequest{}), "alpha")
+	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 	s := a.openStream(h.c.PublicKey())
 	deadline := time.After(time.Second)
 	for {
@@ -120,15 +120,15 @@ func TestStreamKeepalive(t *testing.T) {
 
 func TestStreamReplacedByNewer(t *testing.T) {
 	h := newHarness(t, nil)
-	tok := h.token(netmap.CreateTokenRequest{Reusable: true})
+	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
 	b.enroll(tok, "bravo")
 	sa := a.openStream(h.c.PublicKey())
 	old := b.openStream(h.c.PublicKey())
-	sa.waitMap(time.Second, "bravo online", func(m *netmap.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
+	sa.waitMap(time.Second, "bravo online", func(m *wire.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
 
-	b.openStream(h.c.PublicKey()).waitMap(time.Second, "bravo's map", func(m *netmap.Map) bool { return m.Self.Name == "bravo" })
+	b.openStream(h.c.PublicKey()).waitMap(time.Second, "bravo's map", func(m *wire.Map) bool { return m.Self.Name == "bravo" })
 	old.waitEnd(time.Second)
 	// Replacing a stream never takes the node offline: no map after the
 	// reconnect shows bravo offline.
@@ -149,8 +149,8 @@ func TestStreamReplacedByNewer(t *testing.T) {
 
 func TestStreamRefusesUnenrolled(t *testing.T) {
 	h := newHarness(t, nil)
-	status, _, er := newTestNode(t, h.c).do(http.MethodGet, netmap.PathStream, nil, nil)
-	if status != http.StatusUnauthorized || er.Code != netmap.CodeUnauthorized {
+	status, _, er := newTestNode(t, h.c).do(http.MethodGet, wire.PathStream, nil, nil)
+	if status != http.StatusUnauthorized || er.Code != wire.CodeUnauthorized {
 		t.Fatalf("stream from unenrolled node: %d %s, want 401 unauthorized", status, er.Code)
 	}
 }

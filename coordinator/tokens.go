@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Token limits.
@@ -32,7 +32,7 @@ func validTag(t string) bool {
 }
 
 // codeTokenRevoked refuses an enrollment with a token an admin revoked.
-// TODO(netmap): move next to the other codes as netmap.CodeTokenRevoked.
+// TODO(netmap): move next to the other codes as wire.CodeTokenRevoked.
 const codeTokenRevoked = "token_revoked"
 
 // handleCreateToken issues a join token. Only the hash of its secret is
@@ -42,7 +42,7 @@ func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	var req netmap.CreateTokenRequest
+	var req wire.CreateTokenRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
@@ -56,30 +56,30 @@ func (c *Coordinator) handleCreateToken(w http.ResponseWriter, r *http.Request) 
 
 // createToken validates req, stores the new token's record and returns the
 // token string (the only time it exists outside the caller).
-func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateTokenResponse, error) {
+func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateTokenResponse, error) {
 	if len(req.Tags) > maxTags {
-		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
+		return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
 	}
 	for _, t := range req.Tags {
 		if !validTag(t) {
-			return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
+			return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
 		}
 	}
 	ttl := c.cfg.DefaultTokenTTL
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(maxTTL/time.Second) {
-		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "ttl_seconds %d is not between 0 and %d", req.TTLSeconds, int64(maxTTL/time.Second))
+		return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "ttl_seconds %d is not between 0 and %d", req.TTLSeconds, int64(maxTTL/time.Second))
 	}
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
 	if req.NodeTTLSeconds < 0 || req.NodeTTLSeconds > int64(maxTTL/time.Second) {
-		return netmap.CreateTokenResponse{}, refuse(http.StatusBadRequest, netmap.CodeBadRequest, "node_ttl_seconds %d is not between 0 and %d", req.NodeTTLSeconds, int64(maxTTL/time.Second))
+		return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "node_ttl_seconds %d is not between 0 and %d", req.NodeTTLSeconds, int64(maxTTL/time.Second))
 	}
 	now := c.now()
-	secret := netmap.NewSecret()
+	secret := wire.NewSecret()
 	rec := TokenRecord{
-		ID:         netmap.NewID(),
-		SecretHash: netmap.HashSecret(secret),
+		ID:         wire.NewID(),
+		SecretHash: wire.HashSecret(secret),
 		Tags:       slices.Compact(slices.Sorted(slices.Values(req.Tags))),
 		Reusable:   req.Reusable,
 		Created:    now,
@@ -87,13 +87,13 @@ func (c *Coordinator) createToken(req netmap.CreateTokenRequest) (netmap.CreateT
 		NodeTTL:    time.Duration(req.NodeTTLSeconds) * time.Second,
 	}
 	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
-		return netmap.CreateTokenResponse{}, err
+		return wire.CreateTokenResponse{}, err
 	}
 	c.stats.tokensCreated.Add(1)
 	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires, "node_ttl", rec.NodeTTL)
 	c.audit.Record(AuditTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
-	tok := netmap.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
-	return netmap.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
+	tok := wire.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
+	return wire.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
 }
 
 // listTokens returns every token record, newest first.
@@ -124,7 +124,7 @@ func (c *Coordinator) revokeToken(id string) error {
 			return err
 		}
 		if !ok {
-			return refuse(http.StatusNotFound, netmap.CodeNotFound, "no join token %.20q", id)
+			return refuse(http.StatusNotFound, wire.CodeNotFound, "no join token %.20q", id)
 		}
 		rec.Revoked = true
 		return tx.PutToken(rec)
@@ -139,22 +139,22 @@ func (c *Coordinator) revokeToken(id string) error {
 // redeemToken checks a parsed token inside the enrollment transaction and
 // marks it used. The transaction only commits if the whole enrollment does,
 // so a refused enrollment never consumes a token.
-func redeemToken(tx Tx, tok netmap.Token, did string, now time.Time) (TokenRecord, error) {
+func redeemToken(tx Tx, tok wire.Token, did string, now time.Time) (TokenRecord, error) {
 	rec, ok, err := tx.Token(tok.ID)
 	if err != nil {
 		return rec, err
 	}
-	if !ok || subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(netmap.HashSecret(tok.Secret))) != 1 {
-		return rec, refuse(http.StatusUnauthorized, netmap.CodeBadToken, "join token %s is not known to this coordinator; create one with 'agentnet token create'", tok.ID)
+	if !ok || subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(wire.HashSecret(tok.Secret))) != 1 {
+		return rec, refuse(http.StatusUnauthorized, wire.CodeBadToken, "join token %s is not known to this coordinator; create one with 'agentnet token create'", tok.ID)
 	}
 	if rec.Revoked {
 		return rec, refuse(http.StatusUnauthorized, codeTokenRevoked, "join token %s was revoked by an admin; create a new one", rec.ID)
 	}
 	if !now.Before(rec.Expires) {
-		return rec, refuse(http.StatusUnauthorized, netmap.CodeTokenExpired, "join token %s expired at %s; create a new one", rec.ID, rec.Expires.UTC().Format(time.RFC3339))
+		return rec, refuse(http.StatusUnauthorized, wire.CodeTokenExpired, "join token %s expired at %s; create a new one", rec.ID, rec.Expires.UTC().Format(time.RFC3339))
 	}
 	if rec.Used && !rec.Reusable {
-		return rec, refuse(http.StatusUnauthorized, netmap.CodeTokenUsed, "join token %s is one-use and was already used; create a new one (or a --reusable one)", rec.ID)
+		return rec, refuse(http.StatusUnauthorized, wire.CodeTokenUsed, "join token %s is one-use and was already used; create a new one (or a --reusable one)", rec.ID)
 	}
 	rec.Used = true
 	rec.Uses++
@@ -175,7 +175,7 @@ type TokenInfo struct {
 	NodeTTL  string    `json:"node_ttl,omitempty"`
 }
 
-// handleListTokens serves GET netmap.PathAdminTokens: every token, newest
+// handleListTokens serves GET wire.PathAdminTokens: every token, newest
 // first, without secrets.
 func (c *Coordinator) handleListTokens(w http.ResponseWriter, r *http.Request) error {
 	recs, err := c.listTokens()
@@ -194,7 +194,7 @@ func (c *Coordinator) handleListTokens(w http.ResponseWriter, r *http.Request) e
 	return nil
 }
 
-// handleRevokeToken serves DELETE netmap.PathAdminTokens/{id}: later
+// handleRevokeToken serves DELETE wire.PathAdminTokens/{id}: later
 // enrollments with the token are refused; nodes it enrolled stay.
 func (c *Coordinator) handleRevokeToken(w http.ResponseWriter, r *http.Request) error {
 	if err := c.revokeToken(r.PathValue("id")); err != nil {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestOneUseAndExpiredTokens: the node reports the coordinator's refusal
@@ -23,11 +23,11 @@ import (
 func TestOneUseAndExpiredTokens(t *testing.T) {
 	n := overlaytest.New(t)
 	admin := coordinator.NewAdminClient(n.Coord.AdminCred())
-	once, err := admin.CreateToken(ctxT(t, 5*time.Second), netmap.CreateTokenRequest{TTLSeconds: 60})
+	once, err := admin.CreateToken(ctxT(t, 5*time.Second), wire.CreateTokenRequest{TTLSeconds: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
-	short, err := admin.CreateToken(ctxT(t, 5*time.Second), netmap.CreateTokenRequest{TTLSeconds: 1, Reusable: true})
+	short, err := admin.CreateToken(ctxT(t, 5*time.Second), wire.CreateTokenRequest{TTLSeconds: 1, Reusable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func TestOneUseAndExpiredTokens(t *testing.T) {
 	cfg.Token = once.Token
 	_, err = overlay.New(ctxT(t, 5*time.Second), cfg)
 	var ce *overlay.ControlError
-	if !errors.As(err, &ce) || ce.Resp.Code != netmap.CodeTokenUsed {
-		t.Fatalf("reused one-use token: %v, want code %s", err, netmap.CodeTokenUsed)
+	if !errors.As(err, &ce) || ce.Resp.Code != wire.CodeTokenUsed {
+		t.Fatalf("reused one-use token: %v, want code %s", err, wire.CodeTokenUsed)
 	}
 	t.Logf("reused: %v", err)
 
@@ -48,8 +48,8 @@ func TestOneUseAndExpiredTokens(t *testing.T) {
 	cfg = n.NodeConfig("third")
 	cfg.Token = short.Token
 	_, err = overlay.New(ctxT(t, 5*time.Second), cfg)
-	if !errors.As(err, &ce) || ce.Resp.Code != netmap.CodeTokenExpired {
-		t.Fatalf("expired token: %v, want code %s", err, netmap.CodeTokenExpired)
+	if !errors.As(err, &ce) || ce.Resp.Code != wire.CodeTokenExpired {
+		t.Fatalf("expired token: %v, want code %s", err, wire.CodeTokenExpired)
 	}
 	t.Logf("expired: %v", err)
 
@@ -63,19 +63,19 @@ func TestOneUseAndExpiredTokens(t *testing.T) {
 // refused at once, with both versions in the error.
 func TestVersionMismatch(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, "99")
+		w.Header().Set(wire.HeaderProtocol, "99")
 		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(netmap.ErrorResponse{Code: netmap.CodeVersion, Error: "coordinator speaks control protocol 99", ProtocolVersion: 99})
+		json.NewEncoder(w).Encode(wire.ErrorResponse{Code: wire.CodeVersion, Error: "coordinator speaks control protocol 99", ProtocolVersion: 99})
 	}))
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13}
 	srv.StartTLS()
 	defer srv.Close()
-	tok := netmap.Token{URL: srv.URL, Pin: netmap.CertPin(srv.Certificate()), ID: "x", Secret: netmap.NewSecret()}
+	tok := wire.Token{URL: srv.URL, Pin: wire.CertPin(srv.Certificate()), ID: "x", Secret: wire.NewSecret()}
 	cfg := overlay.Config{StateDir: filepath.Join(t.TempDir(), "n"), Token: tok.String(), Name: "alpha",
 		ListenAddr: overlaytest.Loopback, EnrollTimeout: 3 * time.Second, Logger: overlaytest.Logger(t)}
 	start := time.Now()
 	_, err := overlay.New(ctxT(t, 10*time.Second), cfg)
-	if !errors.Is(err, netmap.ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks 1") {
+	if !errors.Is(err, wire.ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks 1") {
 		t.Fatalf("version mismatch: %v", err)
 	}
 	if time.Since(start) > time.Second {
@@ -94,10 +94,10 @@ func TestLyingCoordinatorMapRefused(t *testing.T) {
 
 	evil := *before
 	evil.Serial += 100
-	evil.Peers = append([]netmap.Node(nil), before.Peers...)
+	evil.Peers = append([]wire.Node(nil), before.Peers...)
 	evil.Peers[0].IPv4 = evil.Self.IPv4.Next().Next().Next()
 	_, key, _ := ed25519.GenerateKey(nil)
-	s, err := netmap.Sign(key, &evil)
+	s, err := wire.Sign(key, &evil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,14 @@ import (
 	"io/fs"
 	"path/filepath"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // LoadCachedMap returns the network map a node cached in stateDir, after
 // verifying it with the coordinator key stored there, exactly as the node
 // does before using it at start. It needs no running node; tools such as
 // 'agentnet netcheck' read their relays and credentials from it.
-func LoadCachedMap(stateDir string) (*netmap.Map, error) {
+func LoadCachedMap(stateDir string) (*wire.Map, error) {
 	st, ok, err := loadState(stateDir)
 	if err != nil {
 		return nil, err

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // controlClient speaks the control protocol to one coordinator over HTTPS
@@ -29,7 +29,7 @@ type controlClient struct {
 
 func newControlClient(url, pin string, identity ed25519.PrivateKey) *controlClient {
 	tr := &http.Transport{
-		TLSClientConfig:     netmap.PinnedTLSConfig(pin),
+		TLSClientConfig:     wire.PinnedTLSConfig(pin),
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   true,
 		MaxIdleConns:        4,
@@ -54,7 +54,7 @@ func (c *controlClient) close() {
 // name taken, version mismatch) must not be retried.
 type ControlError struct {
 	Status int
-	Resp   netmap.ErrorResponse
+	Resp   wire.ErrorResponse
 	// RetryAfter is the coordinator's Retry-After (429 rate_limited, 503),
 	// at most maxRetryAfter; 0 when absent.
 	RetryAfter time.Duration
@@ -68,10 +68,10 @@ func (e *ControlError) Error() string {
 	return fmt.Sprintf("coordinator refused (%d %s): %s", e.Status, e.Resp.Code, e.Resp.Error)
 }
 
-// Unwrap lets callers test errors.Is(err, netmap.ErrVersion).
+// Unwrap lets callers test errors.Is(err, wire.ErrVersion).
 func (e *ControlError) Unwrap() error {
-	if e.Resp.Code == netmap.CodeVersion {
-		return netmap.ErrVersion
+	if e.Resp.Code == wire.CodeVersion {
+		return wire.ErrVersion
 	}
 	return nil
 }
@@ -83,7 +83,7 @@ func (e *ControlError) Permanent() bool {
 
 func isPermanent(err error) bool {
 	var ce *ControlError
-	return errors.As(err, &ce) && ce.Permanent() || errors.Is(err, netmap.ErrPinMismatch) || errors.Is(err, netmap.ErrVersion)
+	return errors.As(err, &ce) && ce.Permanent() || errors.Is(err, wire.ErrPinMismatch) || errors.Is(err, wire.ErrVersion)
 }
 
 func (c *controlClient) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
@@ -98,23 +98,23 @@ func (c *controlClient) newRequest(ctx context.Context, method, path string, bod
 	if err != nil {
 		return nil, fmt.Errorf("control: build request: %w", err)
 	}
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	netmap.SignRequest(req, c.identity, b, c.now())
+	wire.SignRequest(req, c.identity, b, c.now())
 	return req, nil
 }
 
 // checkResponse turns a non-2xx answer into a *ControlError and checks the
 // coordinator's protocol version.
 func checkResponse(resp *http.Response) error {
-	if v := resp.Header.Get(netmap.HeaderProtocol); v != "" {
+	if v := resp.Header.Get(wire.HeaderProtocol); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return fmt.Errorf("control: coordinator sent a bad %s header %q", netmap.HeaderProtocol, v)
+			return fmt.Errorf("control: coordinator sent a bad %s header %q", wire.HeaderProtocol, v)
 		}
-		if err := netmap.CheckVersion("coordinator", n); err != nil {
+		if err := wire.CheckVersion("coordinator", n); err != nil {
 			return err
 		}
 	}
@@ -152,12 +152,12 @@ func (c *controlClient) do(ctx context.Context, path string, body, out any) erro
 	if err := checkResponse(resp); err != nil {
 		return err
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, netmap.MaxStreamLine+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxStreamLine+1))
 	if err != nil {
 		return fmt.Errorf("control: %s: read response: %w", path, err)
 	}
-	if len(b) > netmap.MaxStreamLine {
-		return fmt.Errorf("control: %s: response larger than %d bytes; refusing it", path, netmap.MaxStreamLine)
+	if len(b) > wire.MaxStreamLine {
+		return fmt.Errorf("control: %s: response larger than %d bytes; refusing it", path, wire.MaxStreamLine)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("control: %s: garbled response (%d bytes): %w", path, len(b), err)
@@ -165,18 +165,18 @@ func (c *controlClient) do(ctx context.Context, path string, body, out any) erro
 	return nil
 }
 
-func (c *controlClient) enroll(ctx context.Context, req netmap.EnrollRequest) (*netmap.EnrollResponse, error) {
-	req.ProtocolVersion = netmap.ProtocolVersion
-	var resp netmap.EnrollResponse
-	if err := c.do(ctx, netmap.PathEnroll, req, &resp); err != nil {
+func (c *controlClient) enroll(ctx context.Context, req wire.EnrollRequest) (*wire.EnrollResponse, error) {
+	req.ProtocolVersion = wire.ProtocolVersion
+	var resp wire.EnrollResponse
+	if err := c.do(ctx, wire.PathEnroll, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
 }
 
-func (c *controlClient) update(ctx context.Context, req netmap.UpdateRequest) (*netmap.Signed, error) {
-	var resp netmap.Signed
-	if err := c.do(ctx, netmap.PathUpdate, req, &resp); err != nil {
+func (c *controlClient) update(ctx context.Context, req wire.UpdateRequest) (*wire.Signed, error) {
+	var resp wire.Signed
+	if err := c.do(ctx, wire.PathUpdate, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -184,14 +184,14 @@ func (c *controlClient) update(ctx context.Context, req netmap.UpdateRequest) (*
 
 // probe asks the coordinator to have peer probe paths to us now (both sides
 // then get a MsgProbe). A coordinator without the endpoint answers 404.
-func (c *controlClient) probe(ctx context.Context, req netmap.ProbeRequest) error {
-	r, err := c.newRequest(ctx, http.MethodPost, netmap.PathProbe, req)
+func (c *controlClient) probe(ctx context.Context, req wire.ProbeRequest) error {
+	r, err := c.newRequest(ctx, http.MethodPost, wire.PathProbe, req)
 	if err != nil {
 		return err
 	}
 	resp, err := c.http.Do(r)
 	if err != nil {
-		return fmt.Errorf("control: %s: %w", netmap.PathProbe, err)
+		return fmt.Errorf("control: %s: %w", wire.PathProbe, err)
 	}
 	defer resp.Body.Close()
 	if err := checkResponse(resp); err != nil {
@@ -204,14 +204,14 @@ func (c *controlClient) probe(ctx context.Context, req netmap.ProbeRequest) erro
 // streamMaps opens the netmap stream, asking for deltas, and calls onMap for
 // every map and delta message until the stream ends, onMap fails, ctx is
 // done, or the coordinator is silent for 3 keepalives.
-func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.StreamMessage) error, onProbe func(*netmap.Probe)) error {
+func (c *controlClient) streamMaps(ctx context.Context, onMap func(*wire.StreamMessage) error, onProbe func(*wire.Probe)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := c.newRequest(ctx, http.MethodGet, netmap.PathStream, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, wire.PathStream, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set(netmap.HeaderStreamDeltas, "1")
+	req.Header.Set(wire.HeaderStreamDeltas, "1")
 	resp, err := c.stream.Do(req)
 	if err != nil {
 		return fmt.Errorf("control: open netmap stream: %w", err)
@@ -220,11 +220,11 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Strea
 	if err := checkResponse(resp); err != nil {
 		return err
 	}
-	idle := time.AfterFunc(3*netmap.StreamKeepalive, cancel)
+	idle := time.AfterFunc(3*wire.StreamKeepalive, cancel)
 	defer idle.Stop()
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
-		msg, err := readStreamMessage(r, netmap.MaxStreamLine)
+		msg, err := readStreamMessage(r, wire.MaxStreamLine)
 		if err != nil {
 			if errors.Is(err, errGarbled) {
 				return fmt.Errorf("control: netmap stream: %w", err)
@@ -234,13 +234,13 @@ func (c *controlClient) streamMaps(ctx context.Context, onMap func(*netmap.Strea
 			}
 			return fmt.Errorf("control: netmap stream: %w", err)
 		}
-		idle.Reset(3 * netmap.StreamKeepalive)
+		idle.Reset(3 * wire.StreamKeepalive)
 		switch {
-		case msg.Type == netmap.MsgMap || msg.Type == netmap.MsgDelta:
+		case msg.Type == wire.MsgMap || msg.Type == wire.MsgDelta:
 			if err := onMap(msg); err != nil {
 				return fmt.Errorf("control: netmap stream: %w", err)
 			}
-		case msg.Type == netmap.MsgProbe && msg.Probe != nil && onProbe != nil:
+		case msg.Type == wire.MsgProbe && msg.Probe != nil && onProbe != nil:
 			onProbe(msg.Probe)
 		}
 	}
@@ -253,19 +253,19 @@ var errGarbled = errors.New("garbled netmap stream message")
 // most max bytes). A map message always carries a map, a delta message a
 // delta; other types (keepalives, and types newer than this node) are
 // returned for the caller to ignore.
-func readStreamMessage(r *bufio.Reader, max int) (*netmap.StreamMessage, error) {
+func readStreamMessage(r *bufio.Reader, max int) (*wire.StreamMessage, error) {
 	line, err := readLine(r, max)
 	if err != nil {
 		return nil, err
 	}
-	var msg netmap.StreamMessage
+	var msg wire.StreamMessage
 	if err := json.Unmarshal(line, &msg); err != nil {
 		return nil, fmt.Errorf("%w (%d bytes): %v", errGarbled, len(line), err)
 	}
-	if msg.Type == netmap.MsgMap && msg.Map == nil {
+	if msg.Type == wire.MsgMap && msg.Map == nil {
 		return nil, fmt.Errorf("%w: map message without a map", errGarbled)
 	}
-	if msg.Type == netmap.MsgDelta && msg.Delta == nil {
+	if msg.Type == wire.MsgDelta && msg.Delta == nil {
 		return nil, fmt.Errorf("%w: delta message without a delta", errGarbled)
 	}
 	return &msg, nil

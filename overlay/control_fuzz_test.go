@@ -8,11 +8,11 @@ import (
 	"io"
 	"testing"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // fuzzStreamMax is the line limit the fuzzer decodes with: small, so long
-// lines are reached; the logic is the same as with netmap.MaxStreamLine.
+// lines are reached; the logic is the same as with wire.MaxStreamLine.
 const fuzzStreamMax = 4 << 10
 
 // FuzzDecodeStreamMessage feeds arbitrary bytes to the node's netmap stream
@@ -20,8 +20,8 @@ const fuzzStreamMax = 4 << 10
 // never panics, never reads a line over the limit, and every message it
 // returns is one the node can act on (a map message carries a map).
 func FuzzDecodeStreamMessage(f *testing.F) {
-	m, _ := json.Marshal(netmap.StreamMessage{Type: netmap.MsgMap, Map: &netmap.Signed{Payload: []byte(`{"serial":1}`), Sig: make([]byte, 64)}})
-	ka, _ := json.Marshal(netmap.StreamMessage{Type: netmap.MsgKeepalive})
+	m, _ := json.Marshal(wire.StreamMessage{Type: wire.MsgMap, Map: &wire.Signed{Payload: []byte(`{"serial":1}`), Sig: make([]byte, 64)}})
+	ka, _ := json.Marshal(wire.StreamMessage{Type: wire.MsgKeepalive})
 	for _, seed := range [][]byte{
 		append(append(append(m, '\n'), ka...), '\n'),
 		append(ka, '\n'),
@@ -47,7 +47,7 @@ func FuzzDecodeStreamMessage(f *testing.F) {
 				}
 				return
 			}
-			if msg == nil || msg.Type == netmap.MsgMap && msg.Map == nil {
+			if msg == nil || msg.Type == wire.MsgMap && msg.Map == nil {
 				t.Fatalf("decoder returned %+v, nil error", msg)
 			}
 		}

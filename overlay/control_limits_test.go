@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // hostileServer is a pinned TLS server that answers every control request
@@ -21,14 +21,14 @@ import (
 func hostileServer(t *testing.T, handler http.HandlerFunc) *controlClient {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		w.Header().Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 		handler(w, r)
 	}))
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	_, key, _ := ed25519.GenerateKey(nil)
-	c := newControlClient(srv.URL, netmap.CertPin(srv.Certificate()), key)
+	c := newControlClient(srv.URL, wire.CertPin(srv.Certificate()), key)
 	t.Cleanup(c.close)
 	return c
 }
@@ -46,14 +46,14 @@ func TestControlResponseLimits(t *testing.T) {
 	}{
 		{"oversized", func(w http.ResponseWriter) {
 			w.Write([]byte(`{"payload":"`))
-			w.Write(bytes.Repeat([]byte("A"), netmap.MaxStreamLine))
+			w.Write(bytes.Repeat([]byte("A"), wire.MaxStreamLine))
 			w.Write([]byte(`"}`))
 		}, "response larger than 8388608 bytes"},
 		{"garbled", func(w http.ResponseWriter) { w.Write([]byte(`{"payload":`)) }, "garbled response"},
 		{"wrong type", func(w http.ResponseWriter) { w.Write([]byte(`{"payload":5}`)) }, "garbled response"},
 	} {
 		cl := hostileServer(t, func(w http.ResponseWriter, r *http.Request) { c.body(w) })
-		_, err := cl.update(ctx, netmap.UpdateRequest{})
+		_, err := cl.update(ctx, wire.UpdateRequest{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s update response: %v, want %q", c.name, err, c.want)
 		}
@@ -72,8 +72,8 @@ func TestControlStreamLimits(t *testing.T) {
 		line []byte
 		want string
 	}{
-		{"oversized", append(bytes.Repeat([]byte(" "), netmap.MaxStreamLine+1), '\n'), "line longer than 8388608 bytes"},
-		{"oversized unterminated", bytes.Repeat([]byte("x"), netmap.MaxStreamLine+1), "line longer than 8388608 bytes"},
+		{"oversized", append(bytes.Repeat([]byte(" "), wire.MaxStreamLine+1), '\n'), "line longer than 8388608 bytes"},
+		{"oversized unterminated", bytes.Repeat([]byte("x"), wire.MaxStreamLine+1), "line longer than 8388608 bytes"},
 		{"garbled", []byte("{\"type\":\"map\",\"map\":{\n"), "garbled netmap stream message"},
 		{"map without map", []byte("{\"type\":\"map\"}\n"), "map message without a map"},
 	} {
@@ -83,7 +83,7 @@ func TestControlStreamLimits(t *testing.T) {
 			w.Write(good)
 		})
 		maps := 0
-		err := cl.streamMaps(ctx, func(*netmap.StreamMessage) error { maps++; return nil }, nil)
+		err := cl.streamMaps(ctx, func(*wire.StreamMessage) error { maps++; return nil }, nil)
 		if !errors.Is(err, errGarbled) || !strings.Contains(err.Error(), c.want) || maps != 1 {
 			t.Errorf("%s stream line: %v after %d maps, want %q after 1", c.name, err, maps, c.want)
 		}
@@ -99,9 +99,9 @@ func TestControlRetryAfter(t *testing.T) {
 			w.WriteHeader(http.StatusTooManyRequests)
 			w.Write([]byte(`{"code":"rate_limited","error":"slow down"}`))
 		})
-		_, err := cl.enroll(context.Background(), netmap.EnrollRequest{})
+		_, err := cl.enroll(context.Background(), wire.EnrollRequest{})
 		var ce *ControlError
-		if !errors.As(err, &ce) || ce.Resp.Code != netmap.CodeRateLimited || ce.RetryAfter != want || ce.Permanent() {
+		if !errors.As(err, &ce) || ce.Resp.Code != wire.CodeRateLimited || ce.RetryAfter != want || ce.Permanent() {
 			t.Errorf("Retry-After %q: %v (RetryAfter %v), want rate_limited, %v, not permanent", hdr, err, ce.RetryAfter, want)
 		}
 	}

@@ -10,21 +10,21 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // ErrUnknownName means a name is not in this node's network map.
 var ErrUnknownName = errors.New("unknown agent name")
 
 // Self returns this node as the coordinator describes it.
-func (n *Node) Self() netmap.Node {
+func (n *Node) Self() wire.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.nm.Self
 }
 
 // Map returns the network map in force (do not modify it).
-func (n *Node) Map() *netmap.Map {
+func (n *Node) Map() *wire.Map {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.nm
@@ -32,21 +32,21 @@ func (n *Node) Map() *netmap.Map {
 
 // LookupNode finds a node (self or peer) by bare name, name.domain, or
 // virtual IP.
-func (n *Node) LookupNode(host string) (netmap.Node, error) {
+func (n *Node) LookupNode(host string) (wire.Node, error) {
 	n.mu.Lock()
 	m := n.nm
 	n.mu.Unlock()
 	if ip, err := netip.ParseAddr(host); err == nil {
-		for _, p := range append([]netmap.Node{m.Self}, m.Peers...) {
+		for _, p := range append([]wire.Node{m.Self}, m.Peers...) {
 			if p.IPv4 == ip || p.IPv6 == ip {
 				return p, nil
 			}
 		}
-		return netmap.Node{}, fmt.Errorf("%w: no node has address %s", ErrUnknownName, ip)
+		return wire.Node{}, fmt.Errorf("%w: no node has address %s", ErrUnknownName, ip)
 	}
 	name := strings.ToLower(strings.TrimSuffix(host, "."))
 	name = strings.TrimSuffix(name, "."+m.Domain)
-	for _, p := range append([]netmap.Node{m.Self}, m.Peers...) {
+	for _, p := range append([]wire.Node{m.Self}, m.Peers...) {
 		if p.Name == name {
 			return p, nil
 		}
@@ -56,14 +56,14 @@ func (n *Node) LookupNode(host string) (netmap.Node, error) {
 		known = append(known, p.Name)
 	}
 	sort.Strings(known)
-	return netmap.Node{}, fmt.Errorf("%w %q: not in this node's network map (peers: %s)", ErrUnknownName, host, strings.Join(known, ", "))
+	return wire.Node{}, fmt.Errorf("%w %q: not in this node's network map (peers: %s)", ErrUnknownName, host, strings.Join(known, ", "))
 }
 
 // WaitPeer blocks until the network map lists the named peer (bare name or
 // name.domain) and returns it, or until ctx ends. A node learns of a peer
 // from the coordinator once that peer is up, so an agent that starts beside
 // the peers it needs waits here before its first Dial.
-func (n *Node) WaitPeer(ctx context.Context, name string) (netmap.Node, error) {
+func (n *Node) WaitPeer(ctx context.Context, name string) (wire.Node, error) {
 	for {
 		n.mu.Lock()
 		wait := n.mapWait
@@ -73,7 +73,7 @@ func (n *Node) WaitPeer(ctx context.Context, name string) (netmap.Node, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return netmap.Node{}, fmt.Errorf("overlay: waiting for peer %q: %w", name, ctx.Err())
+			return wire.Node{}, fmt.Errorf("overlay: waiting for peer %q: %w", name, ctx.Err())
 		case <-wait:
 		}
 	}
@@ -151,7 +151,7 @@ func parseListenAddr(address string) (netip.AddrPort, error) {
 }
 
 // Resolver returns a resolver that sends real DNS queries through the
-// overlay to the built-in DNS server at netmap.DefaultDNSIP:53.
+// overlay to the built-in DNS server at wire.DefaultDNSIP:53.
 func (n *Node) Resolver() *net.Resolver {
 	return &net.Resolver{
 		PreferGo: true,

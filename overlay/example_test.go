@@ -15,7 +15,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Example embeds two agentnet nodes in one Go program: "search" serves
@@ -33,7 +33,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer coord.Close()
-	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true})
+	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 type testClock struct {
@@ -46,11 +46,11 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 	admin := coordinator.NewAdminClient(c.AdminCred())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	short, err := admin.CreateToken(ctx, netmap.CreateTokenRequest{NodeTTLSeconds: 60})
+	short, err := admin.CreateToken(ctx, wire.CreateTokenRequest{NodeTTLSeconds: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
-	long, err := admin.CreateToken(ctx, netmap.CreateTokenRequest{})
+	long, err := admin.CreateToken(ctx, wire.CreateTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r := a.Refused()
-	if r == nil || r.Code != netmap.CodeNodeExpired || !strings.Contains(r.Error, "--state NEWDIR") {
+	if r == nil || r.Code != wire.CodeNodeExpired || !strings.Contains(r.Error, "--state NEWDIR") {
 		t.Fatalf("alpha's refusal = %+v", r)
 	}
 	if len(a.Map().Peers) != 0 || b.Refused() != nil {

@@ -4,15 +4,15 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // DeliverMapForTest hands a map to the node as if the coordinator's stream
 // had sent it.
-func (n *Node) DeliverMapForTest(s *netmap.Signed) { n.onSignedMap(&signedMap{Signed: *s}) }
+func (n *Node) DeliverMapForTest(s *wire.Signed) { n.onSignedMap(&signedMap{Signed: *s}) }
 
 // SetRelaysForTest makes the node use rs instead of its map's relays.
-func (n *Node) SetRelaysForTest(rs []netmap.Relay) {
+func (n *Node) SetRelaysForTest(rs []wire.Relay) {
 	n.mu.Lock()
 	n.testRelays = rs
 	n.mu.Unlock()
@@ -32,7 +32,7 @@ func (n *Node) DropDirectForTest(drop func(netip.AddrPort) bool) {
 
 // DeliverProbeForTest hands the node a MsgProbe as if the coordinator's
 // stream had sent it.
-func (n *Node) DeliverProbeForTest(p *netmap.Probe) { n.onProbe(p) }
+func (n *Node) DeliverProbeForTest(p *wire.Probe) { n.onProbe(p) }
 
 // ConfiguredPeersForTest is the number of peers configured in the node's
 // wireguard-go device (lazywg.go), read through UAPI.

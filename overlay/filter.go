@@ -12,11 +12,11 @@ import (
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // The packet filter enforces the policy the coordinator compiled for this
-// node (netmap.Filter, carried in the signed map) on every packet crossing
+// node (wire.Filter, carried in the signed map) on every packet crossing
 // between WireGuard and the data plane. It sits right on the seam, as a
 // tun.Device wrapping the plane's device (netstack or kernel TUN):
 //
@@ -131,9 +131,9 @@ type filterDevice struct {
 	empty *ruleSet
 	flows *flowTable
 
-	setMu   sync.Mutex     // serializes setFilter; guards the fields below
-	gen     uint64         // generation of the installed rule set
-	current *netmap.Filter // the filter installed last
+	setMu   sync.Mutex   // serializes setFilter; guards the fields below
+	gen     uint64       // generation of the installed rule set
+	current *wire.Filter // the filter installed last
 	ctrs    counterSet
 
 	logs denyLimiter
@@ -203,7 +203,7 @@ func (f *filterDevice) clock() int64 { return int64(f.now().Sub(f.start)) }
 // setFilter installs the filter of a new map. self4 and self6 are this
 // node's addresses: inbound packets to any other address are denied. An
 // unchanged filter keeps its rule set, so flows are not re-checked.
-func (f *filterDevice) setFilter(nf *netmap.Filter, self4, self6 netip.Addr) {
+func (f *filterDevice) setFilter(nf *wire.Filter, self4, self6 netip.Addr) {
 	f.setMu.Lock()
 	defer f.setMu.Unlock()
 	if old := f.rules.Load(); old != nil && old.self == [2]netip.Addr{self4, self6} && reflect.DeepEqual(f.current, nf) {

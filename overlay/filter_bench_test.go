@@ -8,7 +8,7 @@ import (
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // discardTUN is the far side of the filter in the batch benchmark: it takes
@@ -26,16 +26,16 @@ func (discardTUN) BatchSize() int                         { return 128 }
 
 // benchFilter is a policy of realistic size: 20 rules each way, a mix of
 // single peers and prefixes, with the matching rules last.
-func benchFilter() *netmap.Filter {
-	f := &netmap.Filter{PolicyVersion: 1}
+func benchFilter() *wire.Filter {
+	f := &wire.Filter{PolicyVersion: 1}
 	for i := range 19 {
 		peer := netip.AddrFrom4([4]byte{100, 97, byte(i), 1}).String()
-		r := netmap.FilterRule{Rule: "r" + peer, Peers: []string{peer, "fd7a:115c:a1e1::/64"}, Protos: []string{"tcp"}, Ports: ports(uint16(1000 + i))}
+		r := wire.FilterRule{Rule: "r" + peer, Peers: []string{peer, "fd7a:115c:a1e1::/64"}, Protos: []string{"tcp"}, Ports: ports(uint16(1000 + i))}
 		f.Inbound = append(f.Inbound, r)
 		f.Outbound = append(f.Outbound, r)
 	}
-	f.Inbound = append(f.Inbound, netmap.FilterRule{Rule: "web", Peers: []string{"100.96.0.0/16"}, Protos: []string{"tcp"}, Ports: ports(80, 443)})
-	f.Outbound = append(f.Outbound, netmap.FilterRule{Rule: "out", Peers: []string{"100.96.0.0/16"}, Protos: []string{"tcp", "udp"}})
+	f.Inbound = append(f.Inbound, wire.FilterRule{Rule: "web", Peers: []string{"100.96.0.0/16"}, Protos: []string{"tcp"}, Ports: ports(80, 443)})
+	f.Outbound = append(f.Outbound, wire.FilterRule{Rule: "out", Peers: []string{"100.96.0.0/16"}, Protos: []string{"tcp", "udp"}})
 	return f
 }
 
@@ -68,7 +68,7 @@ func BenchmarkFilterDecision(b *testing.B) {
 			f := newBenchFilter(b)
 			if c.name == "flow-hit-v6-reply" {
 				nf := benchFilter()
-				nf.Outbound = append(nf.Outbound, netmap.FilterRule{Rule: "v6", Peers: []string{"fd7a:115c:a1e0::2"}})
+				nf.Outbound = append(nf.Outbound, wire.FilterRule{Rule: "v6", Peers: []string{"fd7a:115c:a1e0::2"}})
 				f.setFilter(nf, fSelf4, fSelf6)
 				var p pktInfo
 				f.check(dirOut, udpPkt(fSelf6, fV6P2, 34000, 5000), f.ruleSet(), f.clock(), &p)

@@ -19,7 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/agentnet/agentnet/netstack"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // wgNode is one end of the integration tests: a real wireguard-go device
@@ -37,7 +37,7 @@ type wgNode struct {
 	logs   *logRecords
 }
 
-func newWGNode(t *testing.T, a4, a6 netip.Addr, nf *netmap.Filter, channel bool) *wgNode {
+func newWGNode(t *testing.T, a4, a6 netip.Addr, nf *wire.Filter, channel bool) *wgNode {
 	t.Helper()
 	n := &wgNode{a4: a4, a6: a6, logs: &logRecords{}}
 	log := slog.New(n.logs)
@@ -90,18 +90,18 @@ func (n *wgNode) peer(t *testing.T, p *wgNode) {
 	}
 }
 
-func hostRule(name, proto string, ports []netmap.PortRange, peers ...netip.Addr) netmap.FilterRule {
-	r := netmap.FilterRule{Rule: name, Protos: []string{proto}, Ports: ports}
+func hostRule(name, proto string, ports []wire.PortRange, peers ...netip.Addr) wire.FilterRule {
+	r := wire.FilterRule{Rule: name, Protos: []string{proto}, Ports: ports}
 	for _, p := range peers {
 		r.Peers = append(r.Peers, netip.PrefixFrom(p, p.BitLen()).String())
 	}
 	return r
 }
 
-func ports(p ...uint16) []netmap.PortRange {
-	var out []netmap.PortRange
+func ports(p ...uint16) []wire.PortRange {
+	var out []wire.PortRange
 	for _, x := range p {
-		out = append(out, netmap.PortRange{First: x, Last: x})
+		out = append(out, wire.PortRange{First: x, Last: x})
 	}
 	return out
 }
@@ -116,12 +116,12 @@ var (
 // open tcp 8080 and 9090, udp 9000 and 9001 and ping to B; B lets A open
 // only tcp 8080, udp 9000 and ping, and lets C send udp 9000.
 func filterNet(t *testing.T) (a, b *wgNode) {
-	fa := &netmap.Filter{PolicyVersion: 41, Outbound: []netmap.FilterRule{
+	fa := &wire.Filter{PolicyVersion: 41, Outbound: []wire.FilterRule{
 		hostRule("a-web", "tcp", ports(8080, 9090), iB4, iB6),
 		hostRule("a-udp", "udp", ports(9000, 9001), iB4, iB6),
 		hostRule("a-ping", "icmp", nil, iB4, iB6),
 	}}
-	fb := &netmap.Filter{PolicyVersion: 42, Inbound: []netmap.FilterRule{
+	fb := &wire.Filter{PolicyVersion: 42, Inbound: []wire.FilterRule{
 		hostRule("b-web", "tcp", ports(8080), iA4, iA6),
 		hostRule("b-udp", "udp", ports(9000), iA4, iA6, iC4),
 		hostRule("b-ping", "icmp", nil, iA4, iA6),

@@ -12,7 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Test addresses: this node is .1 / ::1 of the overlay.
@@ -130,17 +130,17 @@ func icmpErrPkt(src, dst netip.Addr, quoted []byte) []byte {
 }
 
 // testFilter is the policy of the table tests.
-func testFilter() *netmap.Filter {
-	return &netmap.Filter{
+func testFilter() *wire.Filter {
+	return &wire.Filter{
 		PolicyVersion: 7,
-		Inbound: []netmap.FilterRule{
-			{Rule: "web", Peers: []string{"100.96.0.2/32"}, Protos: []string{"tcp"}, Ports: []netmap.PortRange{{First: 80, Last: 80}, {First: 443, Last: 443}}},
+		Inbound: []wire.FilterRule{
+			{Rule: "web", Peers: []string{"100.96.0.2/32"}, Protos: []string{"tcp"}, Ports: []wire.PortRange{{First: 80, Last: 80}, {First: 443, Last: 443}}},
 			{Rule: "ping", Peers: []string{"100.96.0.0/12", "fd7a:115c:a1e0::/48"}, Protos: []string{"icmp"}},
-			{Rule: "dns6", Peers: []string{"fd7a:115c:a1e0::2"}, Protos: []string{"udp"}, Ports: []netmap.PortRange{{First: 53, Last: 53}}},
+			{Rule: "dns6", Peers: []string{"fd7a:115c:a1e0::2"}, Protos: []string{"udp"}, Ports: []wire.PortRange{{First: 53, Last: 53}}},
 		},
-		Outbound: []netmap.FilterRule{
+		Outbound: []wire.FilterRule{
 			{Rule: "out-tcp", Peers: []string{"100.96.0.0/12"}, Protos: []string{"tcp"}},
-			{Rule: "out-udp6", Peers: []string{"fd7a:115c:a1e0::2/128"}, Protos: []string{"udp"}, Ports: []netmap.PortRange{{First: 5000, Last: 5010}}},
+			{Rule: "out-udp6", Peers: []string{"fd7a:115c:a1e0::2/128"}, Protos: []string{"udp"}, Ports: []wire.PortRange{{First: 5000, Last: 5010}}},
 		},
 	}
 }
@@ -251,7 +251,7 @@ type testFilterEnv struct {
 	deny  []FilterDenial
 }
 
-func newTestFilter(t *testing.T, nf *netmap.Filter, cfg filterConfig) *testFilterEnv {
+func newTestFilter(t *testing.T, nf *wire.Filter, cfg filterConfig) *testFilterEnv {
 	e := &testFilterEnv{sink: newSink(t), clock: &fakeClock{t: time.Unix(1e9, 0)}, logs: &logRecords{}}
 	cfg.Logger = slog.New(e.logs)
 	cfg.Now = e.clock.now
@@ -366,7 +366,7 @@ func TestFilterDecision(t *testing.T) {
 // TestFilterInvalid: malformed packets and fragments are denied, counted,
 // and never panic the parser.
 func TestFilterInvalid(t *testing.T) {
-	e := newTestFilter(t, &netmap.Filter{Inbound: []netmap.FilterRule{{Rule: "all", Peers: []string{"0.0.0.0/0", "::/0"}}}}, filterConfig{})
+	e := newTestFilter(t, &wire.Filter{Inbound: []wire.FilterRule{{Rule: "all", Peers: []string{"0.0.0.0/0", "::/0"}}}}, filterConfig{})
 	good := tcpPkt(fPeer2, fSelf4, 1, 2, tcpSYN)
 	frag := append([]byte(nil), good...)
 	frag[6] = 0x20 // MF
@@ -451,7 +451,7 @@ func TestFilterRevocation(t *testing.T) {
 	if !e.check(dirIn, tcpPkt(fPeer3, fSelf4, 22, 50000, tcpACK)) {
 		t.Error("reply of a still-allowed connection denied after a policy change")
 	}
-	e.f.setFilter(&netmap.Filter{PolicyVersion: 9}, fSelf4, fSelf6)
+	e.f.setFilter(&wire.Filter{PolicyVersion: 9}, fSelf4, fSelf6)
 	if e.check(dirIn, tcpPkt(fPeer3, fSelf4, 22, 50000, tcpACK)) || e.check(dirOut, tcpPkt(fSelf4, fPeer3, 50000, 22, tcpACK)) {
 		t.Error("a connection survived the removal of every rule")
 	}

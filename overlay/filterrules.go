@@ -9,7 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // direction is the way a packet crosses the filter.
@@ -88,23 +88,23 @@ func (c *counterSet) each(fn func(dir direction, rule string, rc *ruleCounters))
 	}
 }
 
-// ruleSet is a compiled netmap.Filter. It is immutable once built and read
+// ruleSet is a compiled wire.Filter. It is immutable once built and read
 // without locks through filterDevice.rules.
 type ruleSet struct {
-	version uint64    // netmap.Filter.PolicyVersion
+	version uint64    // wire.Filter.PolicyVersion
 	gen     uint64    // grows with every installed set; flows re-check their rule when it changes
 	rules   [2][]rule // by direction
 	self    [2]netip.Addr
 }
 
-// rule is one compiled netmap.FilterRule.
+// rule is one compiled wire.FilterRule.
 type rule struct {
 	name   string
 	ctr    *ruleCounters
 	hosts  map[[16]byte]struct{} // single addresses (/32, /128)
 	nets   []netip.Prefix        // wider prefixes
 	protos [4]uint64             // bitmap over IP protocol numbers
-	ports  []netmap.PortRange    // empty: all ports
+	ports  []wire.PortRange      // empty: all ports
 }
 
 // matchPeer reports whether a (the other side of the connection) is one of
@@ -165,13 +165,13 @@ func match(rules []rule, peer [16]byte, proto uint8, port uint16, hasPorts bool)
 // compileFilter builds the rule set of f (nil: no rules, deny everything).
 // Rules, peers and protocols that do not parse are left out (fail closed)
 // and reported in problems, one line each.
-func compileFilter(f *netmap.Filter, self4, self6 netip.Addr, gen uint64, ctrs *counterSet) (rs *ruleSet, problems []string) {
+func compileFilter(f *wire.Filter, self4, self6 netip.Addr, gen uint64, ctrs *counterSet) (rs *ruleSet, problems []string) {
 	rs = &ruleSet{gen: gen, self: [2]netip.Addr{self4, self6}}
 	if f == nil {
 		return rs, nil
 	}
 	rs.version = f.PolicyVersion
-	for dir, frs := range [2][]netmap.FilterRule{f.Inbound, f.Outbound} {
+	for dir, frs := range [2][]wire.FilterRule{f.Inbound, f.Outbound} {
 		d := direction(dir)
 		for i, fr := range frs {
 			r, err := compileRule(fr)
@@ -186,7 +186,7 @@ func compileFilter(f *netmap.Filter, self4, self6 netip.Addr, gen uint64, ctrs *
 	return rs, problems
 }
 
-func compileRule(fr netmap.FilterRule) (rule, error) {
+func compileRule(fr wire.FilterRule) (rule, error) {
 	r := rule{name: fr.Rule, hosts: make(map[[16]byte]struct{})}
 	switch r.name {
 	case "":

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // lockedBuf is a log sink safe for concurrent writers.
@@ -61,22 +61,22 @@ func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
 	)
 	seat.serve(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case netmap.PathUpdate:
+		case wire.PathUpdate:
 			mu.Lock()
-			updates[r.Header.Get(netmap.HeaderNode)]++
-			nth := updates[r.Header.Get(netmap.HeaderNode)]
+			updates[r.Header.Get(wire.HeaderNode)]++
+			nth := updates[r.Header.Get(wire.HeaderNode)]
 			mu.Unlock()
 			switch nth {
 			case 1:
 				w.Write([]byte(`{"payload":"e30=","sig":`))
 			case 2:
-				w.Write(bytes.Repeat([]byte(" "), netmap.MaxStreamLine+1))
+				w.Write(bytes.Repeat([]byte(" "), wire.MaxStreamLine+1))
 			default:
 				w.Write([]byte(`{"payload":"e30=","sig":"AAAA"}`))
 			}
-		case netmap.PathStream:
+		case wire.PathStream:
 			streams.Add(1)
-			w.Write(bytes.Repeat([]byte(" "), netmap.MaxStreamLine+1))
+			w.Write(bytes.Repeat([]byte(" "), wire.MaxStreamLine+1))
 		default:
 			http.NotFound(w, r)
 		}
@@ -157,7 +157,7 @@ func (s coordinatorSeat) serve(t *testing.T, h http.HandlerFunc) {
 		t.Fatalf("take over the coordinator's address: %v", err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
+		w.Header().Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
 		h(w, r)
 	})}
 	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{s.cert}}

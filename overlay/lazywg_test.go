@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestLazyPeers: map peers are not configured in wireguard-go until there
@@ -31,8 +31,8 @@ func TestLazyPeers(t *testing.T) {
 	// The dialer's key is larger in one pair (it sends a persistent
 	// keepalive and wins collisions) and smaller in the other.
 	larger := func(x, y *overlay.Node) bool {
-		kx, _ := netmap.ParseWGKey(x.Self().WGKey)
-		ky, _ := netmap.ParseWGKey(y.Self().WGKey)
+		kx, _ := wire.ParseWGKey(x.Self().WGKey)
+		ky, _ := wire.ParseWGKey(y.Self().WGKey)
 		return string(kx[:]) > string(ky[:])
 	}
 	pair := func(x, y *overlay.Node, dialerWins bool) [2]*overlay.Node {

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	agentdns "github.com/agentnet/agentnet/dns"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // The node side of the identity lifecycle. When the coordinator refuses the
-// node with netmap.CodeNodeRevoked or netmap.CodeNodeExpired, retrying can
+// node with wire.CodeNodeRevoked or wire.CodeNodeExpired, retrying can
 // never help: the node logs one Error, tears its peers down (WireGuard peers
 // removed, DNS left with its own name only, cached map deleted), records
 // the refusal in its state file so it never starts again from that state,
@@ -22,7 +22,7 @@ import (
 
 // refusedError is what New returns for a state dir whose identity the
 // coordinator revoked or expired.
-func refusedError(dir string, r *netmap.ErrorResponse) error {
+func refusedError(dir string, r *wire.ErrorResponse) error {
 	return fmt.Errorf("overlay: the identity in %s was refused for good by the coordinator (%s): %s; "+
 		"re-enroll with a new join token and a new state dir (agentnet node --token TOKEN --state NEWDIR)",
 		dir, r.Code, r.Error)
@@ -42,10 +42,10 @@ func refusalCode(err error) (*ControlError, string) {
 func (n *Node) onRefusal(err error) bool {
 	ce, code := refusalCode(err)
 	switch code {
-	case netmap.CodeNodeRevoked, netmap.CodeNodeExpired:
+	case wire.CodeNodeRevoked, wire.CodeNodeExpired:
 		n.refuse(ce.Resp)
 		return true
-	case netmap.CodeKeyRetired:
+	case wire.CodeKeyRetired:
 		// Our key was retired: a state restored from a backup, or an
 		// update with the old key that crossed a rotation. In the
 		// second case the rotation already fixed it.
@@ -70,7 +70,7 @@ func (n *Node) onRefusal(err error) bool {
 }
 
 // refuse puts the node in the refused state (see the top of this file).
-func (n *Node) refuse(r netmap.ErrorResponse) {
+func (n *Node) refuse(r wire.ErrorResponse) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.refused != nil || n.closed {
@@ -110,7 +110,7 @@ func (n *Node) refuse(r netmap.ErrorResponse) {
 
 // Refused returns the coordinator's refusal when it revoked or expired this
 // node (nil while the node is in good standing).
-func (n *Node) Refused() *netmap.ErrorResponse {
+func (n *Node) Refused() *wire.ErrorResponse {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.refused
@@ -119,7 +119,7 @@ func (n *Node) Refused() *netmap.ErrorResponse {
 // WaitMap blocks until the map in force satisfies cond (checked at once,
 // then after every map is applied) and returns it, or until ctx ends. It
 // is how tests and embedders observe propagation (a peer gone, a new key).
-func (n *Node) WaitMap(ctx context.Context, cond func(*netmap.Map) bool) (*netmap.Map, error) {
+func (n *Node) WaitMap(ctx context.Context, cond func(*wire.Map) bool) (*wire.Map, error) {
 	for {
 		n.mu.Lock()
 		m, wait := n.nm, n.mapWait

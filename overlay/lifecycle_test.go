@@ -21,12 +21,12 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
-func lacksPeer(name string) func(*netmap.Map) bool {
-	return func(m *netmap.Map) bool { _, ok := m.Peer(name); return !ok }
+func lacksPeer(name string) func(*wire.Map) bool {
+	return func(m *wire.Map) bool { _, ok := m.Peer(name); return !ok }
 }
 
 // nodeIdentity reads a node's identity key from its state dir.
@@ -47,23 +47,23 @@ func nodeIdentity(t *testing.T, dir string) ed25519.PrivateKey {
 
 // signedUpdate posts an update signed by key straight to the coordinator
 // and returns the HTTP status and refusal.
-func signedUpdate(t *testing.T, c *coordinator.Coordinator, key ed25519.PrivateKey, wgKey string) (int, netmap.ErrorResponse) {
+func signedUpdate(t *testing.T, c *coordinator.Coordinator, key ed25519.PrivateKey, wgKey string) (int, wire.ErrorResponse) {
 	t.Helper()
-	body, _ := json.Marshal(netmap.UpdateRequest{WGKey: wgKey})
-	req, err := http.NewRequest(http.MethodPost, c.URL()+netmap.PathUpdate, bytes.NewReader(body))
+	body, _ := json.Marshal(wire.UpdateRequest{WGKey: wgKey})
+	req, err := http.NewRequest(http.MethodPost, c.URL()+wire.PathUpdate, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
-	netmap.SignRequest(req, key, body, time.Now())
-	tr := &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(c.Pin())}
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
+	wire.SignRequest(req, key, body, time.Now())
+	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(c.Pin())}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var er netmap.ErrorResponse
+	var er wire.ErrorResponse
 	b, _ := io.ReadAll(resp.Body)
 	_ = json.Unmarshal(b, &er)
 	return resp.StatusCode, er
@@ -164,7 +164,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r := a.Refused()
-	if r == nil || r.Code != netmap.CodeNodeRevoked || !strings.Contains(r.Error, "new identity") {
+	if r == nil || r.Code != wire.CodeNodeRevoked || !strings.Contains(r.Error, "new identity") {
 		t.Fatalf("alpha's refusal = %+v", r)
 	}
 	st := a.Status()
@@ -172,7 +172,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 		t.Errorf("alpha status after revocation: refused %v, %d peers", st.Refused, len(st.Peers))
 	}
 	dirA := nw.NodeConfig("alpha").StateDir
-	if _, err := os.Stat(filepath.Join(dirA, "netmap.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dirA, "wire.json")); !os.IsNotExist(err) {
 		t.Errorf("cached map kept after revocation: %v", err)
 	}
 	a.Close()
@@ -202,7 +202,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 	cfg := nw.NodeConfig("alpha")
 	cfg.StateDir = fresh
 	_, err = overlay.New(ctxT(t, 10*time.Second), cfg)
-	if err == nil || !strings.Contains(err.Error(), netmap.CodeNodeRevoked) {
+	if err == nil || !strings.Contains(err.Error(), wire.CodeNodeRevoked) {
 		t.Errorf("re-enroll of the revoked identity with a valid token: %v", err)
 	}
 }
@@ -312,7 +312,7 @@ func TestRotateUnderTransfer(t *testing.T) {
 	if newA == oldA || b.Self().WGKey == oldB {
 		t.Fatalf("keys did not change")
 	}
-	if _, err := b.WaitMap(ctxT(t, 5*time.Second), func(m *netmap.Map) bool {
+	if _, err := b.WaitMap(ctxT(t, 5*time.Second), func(m *wire.Map) bool {
 		p, ok := m.Peer("alpha")
 		return ok && p.WGKey == newA
 	}); err != nil {
@@ -320,7 +320,7 @@ func TestRotateUnderTransfer(t *testing.T) {
 	}
 	// The coordinator refuses the retired key, even from its own identity.
 	status, er := signedUpdate(t, nw.Coord, nodeIdentity(t, nw.NodeConfig("alpha").StateDir), oldA)
-	if status != http.StatusForbidden || er.Code != netmap.CodeKeyRetired {
+	if status != http.StatusForbidden || er.Code != wire.CodeKeyRetired {
 		t.Errorf("update with the retired key: %d %s %q", status, er.Code, er.Error)
 	}
 	// A restart keeps the new key.

@@ -21,7 +21,7 @@ import (
 	agentdns "github.com/agentnet/agentnet/dns"
 	"github.com/agentnet/agentnet/internal/metricsserver"
 	"github.com/agentnet/agentnet/netstack"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Config configures a Node. Each field says whether it is required and its
@@ -51,7 +51,7 @@ type Config struct {
 	PacketConn net.PacketConn
 	// DNSListen is a host address ("127.0.0.1:5301") where the built-in DNS
 	// also answers, over UDP and TCP. Optional, default off. Inside the
-	// overlay it always answers at netmap.DefaultDNSIP:53.
+	// overlay it always answers at wire.DefaultDNSIP:53.
 	DNSListen string
 	// DNSUpstream ("ip:port") receives queries for names outside the
 	// overlay domain. Optional; default: such queries are REFUSED.
@@ -127,17 +127,17 @@ type Node struct {
 
 	paths pathsGlue // path discovery: publishing candidates, relay, probes (publish.go)
 
-	mu         sync.Mutex     // guards the fields below
-	testRelays []netmap.Relay // tests: relays used instead of the map's
-	mapWait    chan struct{}  // closed and replaced whenever a map is applied
-	nm         *netmap.Map
+	mu         sync.Mutex    // guards the fields below
+	testRelays []wire.Relay  // tests: relays used instead of the map's
+	mapWait    chan struct{} // closed and replaced whenever a map is applied
+	nm         *wire.Map
 	peers      map[[32]byte]wgPeer // every map peer
 	active     map[[32]byte]wgPeer // the peers configured in wireguard-go (lazywg.go)
 	lazy       *lazyWG
 	connected  bool // netmap stream is up
 	lastMap    time.Time
 	closed     bool
-	refused    *netmap.ErrorResponse // the coordinator revoked or expired this node (lifecycle.go)
+	refused    *wire.ErrorResponse // the coordinator revoked or expired this node (lifecycle.go)
 }
 
 // New starts a node: it enrolls (first start) or loads its cached signed map
@@ -279,7 +279,7 @@ func (n *Node) start(ctx context.Context) error {
 
 // loadOrEnroll returns the node's state and a verified map, enrolling with
 // the token on first start.
-func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netmap.Map, error) {
+func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *wire.Map, error) {
 	dir := n.cfg.StateDir
 	st, ok, err := loadState(dir)
 	if err != nil {
@@ -292,7 +292,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netma
 		if n.cfg.Token == "" {
 			return nil, nil, nil, fmt.Errorf("overlay: %s holds no enrolled node; pass a join token (--token) on first start", dir)
 		}
-		tok, err := netmap.ParseToken(n.cfg.Token)
+		tok, err := wire.ParseToken(n.cfg.Token)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("overlay: %w", err)
 		}
@@ -317,7 +317,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netma
 	var cacheErr error
 	if st.enrolled() {
 		signed, m, err := loadCachedMap(dir, st.CoordinatorKey)
-		if err == nil && m.Self.DID == netmap.DID(st.identity().Public().(ed25519.PublicKey)) {
+		if err == nil && m.Self.DID == wire.DID(st.identity().Public().(ed25519.PublicKey)) {
 			n.log.Info("starting from cached network map", "serial", m.Serial, "peers", len(m.Peers))
 			return st, signed, m, nil
 		}
@@ -335,7 +335,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netma
 		return nil, nil, nil, err
 	}
 	if st.enrolled() && !ed25519.PublicKey(st.CoordinatorKey).Equal(ed25519.PublicKey(resp.CoordinatorKey)) {
-		return nil, nil, nil, fmt.Errorf("overlay: coordinator signing key changed (%s, was %s); refusing it", netmap.Fingerprint(resp.CoordinatorKey), netmap.Fingerprint(st.CoordinatorKey))
+		return nil, nil, nil, fmt.Errorf("overlay: coordinator signing key changed (%s, was %s); refusing it", wire.Fingerprint(resp.CoordinatorKey), wire.Fingerprint(st.CoordinatorKey))
 	}
 	m, err := resp.Map.Verify(resp.CoordinatorKey)
 	if err != nil {
@@ -345,20 +345,20 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *netma
 	if err := saveState(dir, st); err != nil {
 		return nil, nil, nil, fmt.Errorf("overlay: save state: %w", err)
 	}
-	n.log.Info("enrolled", "node", resp.Node.Name, "did", resp.Node.DID, "ipv4", resp.Node.IPv4, "coordinator", netmap.Fingerprint(resp.CoordinatorKey))
+	n.log.Info("enrolled", "node", resp.Node.Name, "did", resp.Node.DID, "ipv4", resp.Node.IPv4, "coordinator", wire.Fingerprint(resp.CoordinatorKey))
 	return st, &signedMap{Signed: *resp.Map}, m, nil
 }
 
 // enrollRetry enrolls, retrying transient failures (coordinator down) with
 // progress logs until EnrollTimeout; permanent refusals fail at once.
-func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollResponse, error) {
+func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*wire.EnrollResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.EnrollTimeout)
 	defer cancel()
 	// No endpoints yet: they are published by the first update, once the
 	// WireGuard device is up with its peers configured. Peers only start
 	// handshakes towards published endpoints, so none is sent to a node
 	// that would drop it (and then wait out the 5 s handshake retry).
-	req := netmap.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st), DiscoKey: discoPublic(st)}
+	req := wire.EnrollRequest{Name: n.cfg.Name, WGKey: n.wgPublic(st), DiscoKey: discoPublic(st)}
 	if !st.enrolled() {
 		req.Token = n.cfg.Token
 		if req.Name == "" {
@@ -386,7 +386,7 @@ func (n *Node) enrollRetry(ctx context.Context, st *nodeState) (*netmap.EnrollRe
 
 func (n *Node) wgPublic(st *nodeState) string {
 	_, pub, _ := st.wgKeys()
-	return netmap.WGKeyString(pub)
+	return wire.WGKeyString(pub)
 }
 
 // endpoints returns the UDP addresses peers may reach this node at: the
@@ -406,7 +406,7 @@ func (n *Node) endpoints() []netip.AddrPort {
 	}
 	// Never advertise an address inside the overlay (our own TUN
 	// device's): WireGuard to it would loop into the tunnel.
-	overlay := []netip.Prefix{netmap.DefaultPrefix4}
+	overlay := []netip.Prefix{wire.DefaultPrefix4}
 	n.mu.Lock()
 	if n.nm != nil {
 		overlay = append(overlay, n.nm.Prefix4, n.nm.Prefix6)
@@ -449,7 +449,7 @@ func (n *Node) controlLoop() {
 		if n.ctx.Err() != nil || n.onRefusal(err) {
 			return
 		}
-		if errors.Is(err, netmap.ErrVersion) {
+		if errors.Is(err, wire.ErrVersion) {
 			n.log.Error("coordinator speaks an incompatible control protocol; upgrade one side", "err", err)
 		} else {
 			n.log.Warn("lost coordinator; peers keep working from the cached map", "err", err, "attempt", attempt)
@@ -469,11 +469,11 @@ func (n *Node) followOnce() error {
 	// (an update response may have brought a newer one meanwhile).
 	var (
 		held    *signedMap
-		heldMap *netmap.Map
+		heldMap *wire.Map
 	)
-	return n.ctl.streamMaps(n.ctx, func(msg *netmap.StreamMessage) error {
+	return n.ctl.streamMaps(n.ctx, func(msg *wire.StreamMessage) error {
 		n.setConnected(true)
-		if msg.Type == netmap.MsgMap {
+		if msg.Type == wire.MsgMap {
 			held, heldMap = n.onSignedMap(&signedMap{Signed: *msg.Map})
 			return nil
 		}
@@ -505,7 +505,7 @@ func (n *Node) followOnce() error {
 // onSignedMap verifies and applies a map from the coordinator; a map that
 // fails verification is refused and logged, never applied. It returns the
 // map if it verified (nil otherwise).
-func (n *Node) onSignedMap(s *signedMap) (*signedMap, *netmap.Map) {
+func (n *Node) onSignedMap(s *signedMap) (*signedMap, *wire.Map) {
 	m, err := s.open(n.state.CoordinatorKey)
 	if err != nil {
 		n.mapsRefused.Add(1)
@@ -521,8 +521,8 @@ func (n *Node) onSignedMap(s *signedMap) (*signedMap, *netmap.Map) {
 
 // applyMap installs a verified map: WireGuard peers (diffed), DNS records,
 // and the on-disk cache. Maps older than the current one are ignored.
-func (n *Node) applyMap(s *signedMap, m *netmap.Map) error {
-	did := netmap.DID(n.state.identity().Public().(ed25519.PublicKey))
+func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
+	did := wire.DID(n.state.identity().Public().(ed25519.PublicKey))
 	if m.Self.DID != did {
 		return fmt.Errorf("map is for %s, not this node (%s)", m.Self.DID, did)
 	}
@@ -555,7 +555,7 @@ func (n *Node) applyMap(s *signedMap, m *netmap.Map) error {
 	// Policy first: a removed peer's traffic stops before its session does.
 	n.filter.setFilter(m.Filter, m.Self.IPv4, m.Self.IPv6)
 	// Paths first: a new peer's first initiation then finds its path.
-	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, netmap.DefaultPrefix4}, n.log))
+	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, wire.DefaultPrefix4}, n.log))
 	n.kickRelay()
 	active := n.activeFor(peers)
 	if diff := wgDiff(n.active, active); diff != "" {
@@ -596,7 +596,7 @@ func (n *Node) setConnected(v bool) {
 
 // startDNS serves agent names inside the overlay (DNSIP:53) and, when
 // configured, on the host.
-func (n *Node) startDNS(m *netmap.Map) error {
+func (n *Node) startDNS(m *wire.Map) error {
 	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log}
 	in := agentdns.New(dcfg)
 	n.dns = append(n.dns, in)

@@ -22,8 +22,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -279,11 +279,11 @@ func TestCoordinatorDown(t *testing.T) {
 	echoOnce(t, a2, "bravo:7000", "restarted from cache")
 }
 
-// cachedMapFile is the node's netmap.json: a whole signed map and the
+// cachedMapFile is the node's wire.json: a whole signed map and the
 // signed deltas applied to it since.
 type cachedMapFile struct {
-	netmap.Signed
-	Deltas []*netmap.Signed `json:"deltas,omitempty"`
+	wire.Signed
+	Deltas []*wire.Signed `json:"deltas,omitempty"`
 }
 
 func TestCachedMapTamperRefused(t *testing.T) {
@@ -294,7 +294,7 @@ func TestCachedMapTamperRefused(t *testing.T) {
 		{"tampered payload", func(c *cachedMapFile, peerIP string) {
 			// Redirect a peer's address, in the map or the delta that
 			// brought the peer: a lying cache.
-			parts := append([]*netmap.Signed{&c.Signed}, c.Deltas...)
+			parts := append([]*wire.Signed{&c.Signed}, c.Deltas...)
 			for _, s := range parts {
 				if bytes.Contains(s.Payload, []byte(peerIP)) {
 					s.Payload = bytes.Replace(s.Payload, []byte(peerIP), []byte("100.96.9.9"), 1)
@@ -305,9 +305,9 @@ func TestCachedMapTamperRefused(t *testing.T) {
 		}},
 		{"signed by another coordinator", func(c *cachedMapFile, _ string) {
 			_, other, _ := ed25519.GenerateKey(nil)
-			var m netmap.Map
+			var m wire.Map
 			json.Unmarshal(c.Payload, &m)
-			resigned, _ := netmap.Sign(other, &m)
+			resigned, _ := wire.Sign(other, &m)
 			c.Signed = *resigned
 		}},
 	} {
@@ -318,7 +318,7 @@ func TestCachedMapTamperRefused(t *testing.T) {
 			a.Close()
 			n.StopCoordinator()
 
-			path := filepath.Join(n.Dir, "alpha", "netmap.json")
+			path := filepath.Join(n.Dir, "alpha", "wire.json")
 			raw, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -334,7 +334,7 @@ func TestCachedMapTamperRefused(t *testing.T) {
 			cfg := n.NodeConfig("alpha")
 			cfg.Token, cfg.EnrollTimeout = "", 500*time.Millisecond
 			_, err = overlay.New(ctxT(t, 10*time.Second), cfg)
-			if !errors.Is(err, netmap.ErrBadSignature) && (err == nil || !strings.Contains(err.Error(), "cached network map refused")) {
+			if !errors.Is(err, wire.ErrBadSignature) && (err == nil || !strings.Contains(err.Error(), "cached network map refused")) {
 				t.Fatalf("node started from a bad cached map, or failed for another reason: %v", err)
 			}
 			t.Logf("refused as expected: %v", err)
@@ -361,12 +361,12 @@ func TestBadTokens(t *testing.T) {
 		}
 	}
 	// Wrong pin: a token for this coordinator URL but another certificate.
-	tok, _ := netmap.ParseToken(n.Token)
-	tok.Pin = netmap.PinPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	tok, _ := wire.ParseToken(n.Token)
+	tok.Pin = wire.PinPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 	c := cfg
 	c.StateDir, c.Token = filepath.Join(n.Dir, "bad-pin"), tok.String()
 	_, err := overlay.New(ctxT(t, 5*time.Second), c)
-	if !errors.Is(err, netmap.ErrPinMismatch) {
+	if !errors.Is(err, wire.ErrPinMismatch) {
 		t.Fatalf("wrong pin: err = %v, want ErrPinMismatch", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // This file is the path half of peerBind: which candidates a peer has, which
@@ -51,7 +51,7 @@ func (k pathKind) String() string {
 }
 
 func directPath(ap netip.AddrPort, verified bool) *path {
-	return &path{kind: kindDirect, addr: ap, ep: newUDPEndpoint(ap), transport: netmap.TransportUDP, verified: verified}
+	return &path{kind: kindDirect, addr: ap, ep: newUDPEndpoint(ap), transport: wire.TransportUDP, verified: verified}
 }
 
 // Timing of path checks and probing.
@@ -328,7 +328,7 @@ func (p *peerBind) relayPathLocked(e *peerEndpoint) *path {
 		return nil
 	}
 	a := p.alloc.Load()
-	if a != nil && a.Transport() != netmap.TransportUDP {
+	if a != nil && a.Transport() != wire.TransportUDP {
 		// No UDP to the relay: our allocation sends to where the peer's
 		// packets came from on it (or a guess: its published endpoints,
 		// one of which is its mapped address on the relay).
@@ -342,7 +342,7 @@ func (p *peerBind) relayPathLocked(e *peerEndpoint) *path {
 		return &path{kind: kindRelay, addr: dst, viaAlloc: true, relay: a.Relay().Name, transport: a.Transport()}
 	}
 	dst := e.relayed[0]
-	return &path{kind: kindRelay, addr: dst, ep: newUDPEndpoint(dst), relay: p.relayNameLocked(dst), transport: netmap.TransportUDP}
+	return &path{kind: kindRelay, addr: dst, ep: newUDPEndpoint(dst), relay: p.relayNameLocked(dst), transport: wire.TransportUDP}
 }
 
 func (p *peerBind) relayNameLocked(relayed netip.AddrPort) string {
@@ -366,7 +366,7 @@ func (p *peerBind) relayReasonLocked(e *peerEndpoint, now time.Time) string {
 		return "direct paths disabled on this node (--force-relay)"
 	case len(direct) == 0:
 		return "peer has no direct candidates"
-	case p.alloc.Load() != nil && p.alloc.Load().Transport() != netmap.TransportUDP:
+	case p.alloc.Load() != nil && p.alloc.Load().Transport() != wire.TransportUDP:
 		return "UDP to relay blocked; using " + p.alloc.Load().Transport()
 	case e.disco == nil:
 		return "peer does not probe paths (no disco key)"

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // peerPath returns from's path to the peer called to.
@@ -64,13 +64,13 @@ func TestRelayThenDirect(t *testing.T) {
 	drop := func(ap netip.AddrPort) bool { return listens[ap] }
 	for _, n := range []*overlay.Node{a, b} {
 		n.DropDirectForTest(drop)
-		n.SetRelaysForTest([]netmap.Relay{rl})
+		n.SetRelaysForTest([]wire.Relay{rl})
 	}
 	// Both publish their relayed addresses; the direct path (never
 	// verified while dropped) gives way to the relay.
 	for _, pair := range [][2]*overlay.Node{{a, b}, {b, a}} {
 		ps := waitPath(t, pair[0], pair[1].Self().Name, "relay", 20*time.Second)
-		if ps.Relay != "fixture" || ps.Transport != netmap.TransportUDP || ps.Reason == "" || ps.Endpoint == "" {
+		if ps.Relay != "fixture" || ps.Transport != wire.TransportUDP || ps.Reason == "" || ps.Endpoint == "" {
 			t.Fatalf("relay path status %+v: want relay fixture via udp with a reason", *ps)
 		}
 	}
@@ -140,7 +140,7 @@ func TestRelayThenDirect(t *testing.T) {
 	}
 	for i, pair := range [][2]*overlay.Node{{a, b}, {b, a}} {
 		peer := pair[1].Self()
-		pair[0].DeliverProbeForTest(&netmap.Probe{Peer: peer.Name, WGKey: peer.WGKey, Endpoints: peer.Endpoints, DelayMS: 100, Generation: uint64(10 + i)})
+		pair[0].DeliverProbeForTest(&wire.Probe{Peer: peer.Name, WGKey: peer.WGKey, Endpoints: peer.Endpoints, DelayMS: 100, Generation: uint64(10 + i)})
 	}
 	for _, pair := range [][2]*overlay.Node{{a, b}, {b, a}} {
 		ps := waitPath(t, pair[0], pair[1].Self().Name, "direct", 10*time.Second)
@@ -186,7 +186,7 @@ func TestRelayUDPBlocked(t *testing.T) {
 	blocked := rl
 	blocked.Addrs = nil
 	for _, ra := range rl.Addrs {
-		if ra.Transport == netmap.TransportUDP {
+		if ra.Transport == wire.TransportUDP {
 			ra.Addr = silent.LocalAddr().(*net.UDPAddr).AddrPort()
 		}
 		blocked.Addrs = append(blocked.Addrs, ra)
@@ -202,21 +202,21 @@ func TestRelayUDPBlocked(t *testing.T) {
 	drop := func(ap netip.AddrPort) bool { return listens[ap] }
 	a.DropDirectForTest(drop)
 	b.DropDirectForTest(drop)
-	a.SetRelaysForTest([]netmap.Relay{blocked})
-	b.SetRelaysForTest([]netmap.Relay{rl})
+	a.SetRelaysForTest([]wire.Relay{blocked})
+	b.SetRelaysForTest([]wire.Relay{rl})
 
 	// Until the TCP allocation exists alpha sends to bravo's relayed
 	// address from its socket; then through its own allocation.
 	var ps *overlay.PathStatus
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if ps = peerPath(a, "bravo"); ps != nil && ps.Transport == netmap.TransportTCP {
+		if ps = peerPath(a, "bravo"); ps != nil && ps.Transport == wire.TransportTCP {
 			break
 		}
 	}
-	if ps == nil || ps.Kind != "relay" || ps.Transport != netmap.TransportTCP || ps.Reason != "UDP to relay blocked; using tcp" {
+	if ps == nil || ps.Kind != "relay" || ps.Transport != wire.TransportTCP || ps.Reason != "UDP to relay blocked; using tcp" {
 		t.Fatalf("alpha's path %+v: want relay via tcp, reason UDP blocked", ps)
 	}
-	if ps := waitPath(t, b, "alpha", "relay", 10*time.Second); ps.Transport != netmap.TransportUDP {
+	if ps := waitPath(t, b, "alpha", "relay", 10*time.Second); ps.Transport != wire.TransportUDP {
 		t.Fatalf("bravo's path %+v: want relay via udp", *ps)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -243,7 +243,7 @@ func TestForceRelay(t *testing.T) {
 	b := net0.StartNode("bravo")
 	overlaytest.WaitPeers(t, a, b)
 	for _, n := range []*overlay.Node{a, b} {
-		n.SetRelaysForTest([]netmap.Relay{rl})
+		n.SetRelaysForTest([]wire.Relay{rl})
 	}
 	ps := waitPath(t, a, "bravo", "relay", 20*time.Second)
 	if ps.Reason != "direct paths disabled on this node (--force-relay)" {

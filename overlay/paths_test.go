@@ -14,8 +14,8 @@ import (
 	"golang.org/x/crypto/nacl/box"
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // pathNode is a peerBind with disco keys and running probe loop over
@@ -91,13 +91,13 @@ func (n *pathNode) info(eps ...netip.AddrPort) peerInfo {
 	return pi
 }
 
-func (n *pathNode) allocate(t *testing.T, r netmap.Relay) {
+func (n *pathNode) allocate(t *testing.T, r wire.Relay) {
 	t.Helper()
-	a, err := relay.Allocate(context.Background(), relay.AllocConfig{Relay: r, Transport: netmap.TransportUDP, Logger: slog.New(slog.DiscardHandler)})
+	a, err := relay.Allocate(context.Background(), relay.AllocConfig{Relay: r, Transport: wire.TransportUDP, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.p.setRelays([]netmap.Relay{r})
+	n.p.setRelays([]wire.Relay{r})
 	n.p.setAlloc(a)
 	go n.p.readAlloc(a)
 	if err := a.Permit(netip.MustParseAddr("127.0.0.1")); err != nil {

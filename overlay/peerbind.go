@@ -15,8 +15,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
@@ -87,7 +87,7 @@ type peerBind struct {
 	byAddr  map[netip.AddrPort]*peerEndpoint // every candidate address → peer
 	byDisco map[[32]byte]*peerEndpoint
 	byIndex map[uint32]*peerEndpoint // our handshake sender indexes → peer
-	relays  []netmap.Relay
+	relays  []wire.Relay
 	stunTx  map[[12]byte]stunReq
 	mapped  map[string]netip.AddrPort // relay name → our address as it sees us
 	stunAt  time.Time                 // last STUN answer

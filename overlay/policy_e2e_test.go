@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestPolicyEndToEnd: a policy set on the real coordinator is compiled into
@@ -60,9 +60,9 @@ tests:
 
 	// Every node applies a map with the new policy version.
 	for _, nd := range []interface {
-		WaitMap(context.Context, func(*netmap.Map) bool) (*netmap.Map, error)
+		WaitMap(context.Context, func(*wire.Map) bool) (*wire.Map, error)
 	}{planner, search, writer} {
-		if _, err := nd.WaitMap(ctx, func(m *netmap.Map) bool {
+		if _, err := nd.WaitMap(ctx, func(m *wire.Map) bool {
 			return m.Filter != nil && m.Filter.PolicyVersion == version
 		}); err != nil {
 			t.Fatalf("map with policy v%d not applied: %v", version, err)
@@ -188,7 +188,7 @@ func TestImpostorCoordinator(t *testing.T) {
 	forged := *before
 	forged.Serial = before.Serial + 1000
 	forged.Peers = nil // "bravo is gone"
-	signed, err := netmap.Sign(evil, &forged)
+	signed, err := wire.Sign(evil, &forged)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,12 +196,12 @@ func TestImpostorCoordinator(t *testing.T) {
 	seat.serve(t, func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
 		switch r.URL.Path {
-		case netmap.PathUpdate:
+		case wire.PathUpdate:
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, "%s", mustMarshal(t, signed))
-		case netmap.PathStream:
+		case wire.PathStream:
 			w.Header().Set("Content-Type", "application/x-ndjson")
-			fmt.Fprintf(w, "%s\n", mustMarshal(t, netmap.StreamMessage{Type: netmap.MsgMap, Map: signed}))
+			fmt.Fprintf(w, "%s\n", mustMarshal(t, wire.StreamMessage{Type: wire.MsgMap, Map: signed}))
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		default:

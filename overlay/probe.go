@@ -11,7 +11,7 @@ import (
 	"github.com/pion/stun/v3"
 	"golang.org/x/crypto/nacl/box"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Probing: disco pings to every candidate of a peer, from both sides at
@@ -238,7 +238,7 @@ func (p *peerBind) probeAt(k [32]byte, endpoints, relayed []netip.AddrPort, dela
 
 func (p *peerBind) udpBlocked() bool {
 	a := p.alloc.Load()
-	return a != nil && a.Transport() != netmap.TransportUDP
+	return a != nil && a.Transport() != wire.TransportUDP
 }
 
 // Pre-punching. A full-TTL ping that reaches the peer's NAT before the
@@ -508,11 +508,11 @@ func isWG(b []byte) bool {
 
 // sendSTUN sends a binding request from our socket to every relay's UDP
 // address; the answers (handleSTUNLocked) are our mapped addresses.
-func (p *peerBind) sendSTUN(relays []netmap.Relay) {
+func (p *peerBind) sendSTUN(relays []wire.Relay) {
 	now := p.now()
 	for _, r := range relays {
 		for _, a := range r.Addrs {
-			if a.Transport != netmap.TransportUDP {
+			if a.Transport != wire.TransportUDP {
 				continue
 			}
 			msg, err := stun.Build(stun.TransactionID, stun.BindingRequest)

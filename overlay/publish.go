@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // pathsGlue connects path discovery to the node: it publishes our
@@ -70,7 +70,7 @@ func discoPublic(st *nodeState) string {
 	if err != nil {
 		return ""
 	}
-	return netmap.WGKeyString(dk.pub)
+	return wire.WGKeyString(dk.pub)
 }
 
 func (n *Node) kickPublish() {
@@ -102,7 +102,7 @@ func (n *Node) publish() error {
 	n.paths.mu.Lock()
 	defer n.paths.mu.Unlock()
 	eps, rel := n.candidates(), n.relayedAddrs()
-	signed, err := n.ctl.update(n.ctx, netmap.UpdateRequest{WGKey: n.currentWGKey(), DiscoKey: discoPublic(n.state), Endpoints: eps, Relayed: rel})
+	signed, err := n.ctl.update(n.ctx, wire.UpdateRequest{WGKey: n.currentWGKey(), DiscoKey: discoPublic(n.state), Endpoints: eps, Relayed: rel})
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (n *Node) requestProbe(peer string) {
 	if skip {
 		return
 	}
-	err := n.ctl.probe(n.ctx, netmap.ProbeRequest{Peer: peer})
+	err := n.ctl.probe(n.ctx, wire.ProbeRequest{Peer: peer})
 	var ce *ControlError
 	if errors.As(err, &ce) && (ce.Status == http.StatusNotFound || ce.Status == http.StatusMethodNotAllowed) && ce.Resp.Code == "" {
 		n.paths.mu.Lock()
@@ -165,8 +165,8 @@ func (n *Node) requestProbe(peer string) {
 
 // onProbe handles a MsgProbe from the coordinator: probe the peer's
 // candidates after DelayMS, when the peer probes ours.
-func (n *Node) onProbe(pr *netmap.Probe) {
-	k, err := netmap.ParseWGKey(pr.WGKey)
+func (n *Node) onProbe(pr *wire.Probe) {
+	k, err := wire.ParseWGKey(pr.WGKey)
 	if err != nil {
 		n.log.Warn("ignoring probe message", "peer", pr.Peer, "err", err)
 		return
@@ -178,10 +178,10 @@ func (n *Node) onProbe(pr *netmap.Probe) {
 }
 
 // peerInfos turns map peers into what peerBind needs for their paths.
-func peerInfos(peers []netmap.Node, overlay []netip.Prefix, log *slog.Logger) []peerInfo {
+func peerInfos(peers []wire.Node, overlay []netip.Prefix, log *slog.Logger) []peerInfo {
 	out := make([]peerInfo, 0, len(peers))
 	for _, p := range peers {
-		k, err := netmap.ParseWGKey(p.WGKey)
+		k, err := wire.ParseWGKey(p.WGKey)
 		if err != nil {
 			continue // peerFromNode logs it
 		}
@@ -190,7 +190,7 @@ func peerInfos(peers []netmap.Node, overlay []netip.Prefix, log *slog.Logger) []
 		eps := slices.DeleteFunc(slices.Clone(p.Endpoints), func(ap netip.AddrPort) bool { return inAny(overlay, ap.Addr().Unmap()) })
 		pi := peerInfo{key: k, name: p.Name, endpoints: eps, relayed: p.Relayed}
 		if p.DiscoKey != "" {
-			if dk, err := netmap.ParseWGKey(p.DiscoKey); err == nil {
+			if dk, err := wire.ParseWGKey(p.DiscoKey); err == nil {
 				pi.disco, pi.hasDisco = dk, true
 			} else {
 				log.Warn("peer has a malformed disco key; using its first endpoint only", "peer", p.Name, "err", err)
@@ -203,8 +203,8 @@ func peerInfos(peers []netmap.Node, overlay []netip.Prefix, log *slog.Logger) []
 
 // updateRequest is what publish sends, with WireGuard key wgKey (a key
 // rotation publishes the new key with the current candidates).
-func (n *Node) updateRequest(wgKey string) netmap.UpdateRequest {
+func (n *Node) updateRequest(wgKey string) wire.UpdateRequest {
 	n.paths.mu.Lock()
 	defer n.paths.mu.Unlock()
-	return netmap.UpdateRequest{WGKey: wgKey, DiscoKey: discoPublic(n.state), Endpoints: n.candidates(), Relayed: n.relayedAddrs()}
+	return wire.UpdateRequest{WGKey: wgKey, DiscoKey: discoPublic(n.state), Endpoints: n.candidates(), Relayed: n.relayedAddrs()}
 }

@@ -9,8 +9,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // The relay path. A node keeps one TURN allocation on the first relay of
@@ -49,7 +49,7 @@ func (p *peerBind) setAlloc(a *relay.Allocation) {
 }
 
 // setRelays sets the relays of the map (for naming paths).
-func (p *peerBind) setRelays(rs []netmap.Relay) {
+func (p *peerBind) setRelays(rs []wire.Relay) {
 	p.mu.Lock()
 	p.relays = rs
 	p.mu.Unlock()
@@ -186,7 +186,7 @@ func (n *Node) relayLoop() {
 	for {
 		relays := n.relays()
 		n.pbind.setRelays(relays)
-		if a != nil && !slices.ContainsFunc(relays, func(r netmap.Relay) bool { return r.Name == a.Relay().Name }) {
+		if a != nil && !slices.ContainsFunc(relays, func(r wire.Relay) bool { return r.Name == a.Relay().Name }) {
 			n.log.Info("relay left the map; releasing allocation", "relay", a.Relay().Name)
 			n.pbind.setAlloc(nil)
 			a.Close()
@@ -252,10 +252,10 @@ func (n *Node) relayLoop() {
 }
 
 // allocate tries UDP, then TCP, then TLS on r.
-func (n *Node) allocate(r netmap.Relay) *relay.Allocation {
+func (n *Node) allocate(r wire.Relay) *relay.Allocation {
 	var errs []error
-	for _, tr := range []string{netmap.TransportUDP, netmap.TransportTCP, netmap.TransportTLS} {
-		if !slices.ContainsFunc(r.Addrs, func(a netmap.RelayAddr) bool { return a.Transport == tr }) {
+	for _, tr := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
+		if !slices.ContainsFunc(r.Addrs, func(a wire.RelayAddr) bool { return a.Transport == tr }) {
 			continue
 		}
 		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
@@ -307,7 +307,7 @@ func (p *peerBind) peerIPs() []netip.Addr {
 }
 
 // relays returns the relays of the current map (or the test override).
-func (n *Node) relays() []netmap.Relay {
+func (n *Node) relays() []wire.Relay {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.testRelays != nil {

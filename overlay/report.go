@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Node reports: security events the node sends to the coordinator's audit
-// log (netmap.PathReport) in batches: packet denials from the filter, and
+// log (wire.PathReport) in batches: packet denials from the filter, and
 // channel up/down per peer (first WireGuard handshake; the peer left the
 // map or its session expired). Events wait in a bounded queue; when it is
 // full the oldest is dropped and counted, and the count travels with the
@@ -50,7 +50,7 @@ type denialKey struct {
 	dst                            netip.AddrPort
 }
 
-func keyOf(e *netmap.ReportEvent) denialKey {
+func keyOf(e *wire.ReportEvent) denialKey {
 	return denialKey{e.Dir, e.Proto, e.Peer, e.Rule, e.Reason, e.Src.Addr(), e.Dst}
 }
 
@@ -61,7 +61,7 @@ type reporter struct {
 	interval time.Duration
 
 	mu      sync.Mutex // guards the fields below
-	queue   []netmap.ReportEvent
+	queue   []wire.ReportEvent
 	base    uint64               // absolute index of queue[0]
 	denials map[denialKey]uint64 // absolute index of a queued denial, for merging
 	dropped uint64               // events dropped since the last accepted report
@@ -85,7 +85,7 @@ func (r *reporter) addDenial(d Denial, now time.Time) {
 	if r == nil {
 		return
 	}
-	e := netmap.ReportEvent{Time: now.UTC(), Kind: netmap.ReportDenial, Peer: d.Peer, Dir: d.Dir, Proto: d.Proto,
+	e := wire.ReportEvent{Time: now.UTC(), Kind: wire.ReportDenial, Peer: d.Peer, Dir: d.Dir, Proto: d.Proto,
 		Src: d.Src, Dst: d.Dst, Rule: d.Rule, Reason: d.Reason, Count: 1}
 	k := keyOf(&e)
 	r.mu.Lock()
@@ -99,13 +99,13 @@ func (r *reporter) addDenial(d Denial, now time.Time) {
 }
 
 // add queues any event.
-func (r *reporter) add(e netmap.ReportEvent) {
+func (r *reporter) add(e wire.ReportEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pushLocked(e)
 }
 
-func (r *reporter) pushLocked(e netmap.ReportEvent) {
+func (r *reporter) pushLocked(e wire.ReportEvent) {
 	for len(r.queue) >= reportQueue {
 		r.dropOldestLocked()
 	}
@@ -114,7 +114,7 @@ func (r *reporter) pushLocked(e netmap.ReportEvent) {
 
 func (r *reporter) dropOldestLocked() {
 	old := &r.queue[0]
-	if old.Kind == netmap.ReportDenial {
+	if old.Kind == wire.ReportDenial {
 		if i, ok := r.denials[keyOf(old)]; ok && i == r.base {
 			delete(r.denials, keyOf(old))
 		}
@@ -125,22 +125,22 @@ func (r *reporter) dropOldestLocked() {
 	r.lost++
 }
 
-// take removes up to netmap.MaxReportEvents events from the queue for a
+// take removes up to wire.MaxReportEvents events from the queue for a
 // report; later denials of the same key start new events.
-func (r *reporter) take() netmap.ReportRequest {
+func (r *reporter) take() wire.ReportRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := min(len(r.queue), netmap.MaxReportEvents)
-	req := netmap.ReportRequest{Events: make([]netmap.ReportEvent, k), Dropped: r.dropped}
+	k := min(len(r.queue), wire.MaxReportEvents)
+	req := wire.ReportRequest{Events: make([]wire.ReportEvent, k), Dropped: r.dropped}
 	copy(req.Events, r.queue)
 	for i := range req.Events {
-		if req.Events[i].Kind == netmap.ReportDenial {
+		if req.Events[i].Kind == wire.ReportDenial {
 			if j, ok := r.denials[keyOf(&req.Events[i])]; ok && j == r.base+uint64(i) {
 				delete(r.denials, keyOf(&req.Events[i]))
 			}
 		}
 	}
-	r.queue = append([]netmap.ReportEvent(nil), r.queue[k:]...)
+	r.queue = append([]wire.ReportEvent(nil), r.queue[k:]...)
 	r.base += uint64(k)
 	r.dropped = 0
 	return req
@@ -148,7 +148,7 @@ func (r *reporter) take() netmap.ReportRequest {
 
 // putBack returns a report that was not accepted to the front of the
 // queue (as far as there is room; the rest counts as dropped).
-func (r *reporter) putBack(req netmap.ReportRequest) {
+func (r *reporter) putBack(req wire.ReportRequest) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropped += req.Dropped
@@ -160,7 +160,7 @@ func (r *reporter) putBack(req netmap.ReportRequest) {
 	}
 	// Denials put back are not merged again; the index stays valid by
 	// moving base back over them.
-	r.queue = append(append([]netmap.ReportEvent(nil), req.Events...), r.queue...)
+	r.queue = append(append([]wire.ReportEvent(nil), req.Events...), r.queue...)
 	r.base -= uint64(len(req.Events))
 }
 
@@ -218,7 +218,7 @@ func (r *reporter) watchChannels(now time.Time) {
 	}
 	names := make(map[[32]byte]string, len(n.nm.Peers))
 	for _, p := range n.nm.Peers {
-		if k, err := netmap.ParseWGKey(p.WGKey); err == nil {
+		if k, err := wire.ParseWGKey(p.WGKey); err == nil {
 			names[k] = p.Name
 		}
 	}
@@ -232,9 +232,9 @@ func (r *reporter) watchChannels(now time.Time) {
 		st := stats[k]
 		switch _, inMap := names[k]; {
 		case !inMap:
-			r.add(netmap.ReportEvent{Time: now.UTC(), Kind: netmap.ReportChannelDown, Peer: name, Reason: "removed from map"})
+			r.add(wire.ReportEvent{Time: now.UTC(), Kind: wire.ReportChannelDown, Peer: name, Reason: "removed from map"})
 		case st == nil || st.LastHandshake.IsZero() || now.Sub(st.LastHandshake) > sessionExpired:
-			r.add(netmap.ReportEvent{Time: now.UTC(), Kind: netmap.ReportChannelDown, Peer: name, Reason: "session expired"})
+			r.add(wire.ReportEvent{Time: now.UTC(), Kind: wire.ReportChannelDown, Peer: name, Reason: "session expired"})
 		default:
 			continue
 		}
@@ -246,13 +246,13 @@ func (r *reporter) watchChannels(now time.Time) {
 			continue
 		}
 		r.up[k] = name
-		r.add(netmap.ReportEvent{Time: st.LastHandshake.UTC(), Kind: netmap.ReportChannelUp, Peer: name, Reason: "handshake"})
+		r.add(wire.ReportEvent{Time: st.LastHandshake.UTC(), Kind: wire.ReportChannelUp, Peer: name, Reason: "handshake"})
 	}
 }
 
 // report sends one batch of events (node-signed); the answer is 204.
-func (c *controlClient) report(ctx context.Context, req netmap.ReportRequest) error {
-	hr, err := c.newRequest(ctx, http.MethodPost, netmap.PathReport, req)
+func (c *controlClient) report(ctx context.Context, req wire.ReportRequest) error {
+	hr, err := c.newRequest(ctx, http.MethodPost, wire.PathReport, req)
 	if err != nil {
 		return err
 	}

@@ -9,25 +9,25 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // nodeReports returns the node_report events in the coordinator's audit
 // log, by reporting node name.
-func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]netmap.ReportEvent {
+func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEvent {
 	t.Helper()
-	page, err := coordinator.NewAdminClient(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), netmap.MaxAuditPage, 0, true, 0)
+	page, err := coordinator.NewAdminClient(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}
-	out := map[string][]netmap.ReportEvent{}
+	out := map[string][]wire.ReportEvent{}
 	for _, raw := range page.Records {
 		var rec struct {
 			Kind      string `json:"kind"`
 			ActorName string `json:"actor_name"`
 			Details   struct {
-				Events []netmap.ReportEvent `json:"events"`
+				Events []wire.ReportEvent `json:"events"`
 			} `json:"details"`
 		}
 		if err := json.Unmarshal(raw, &rec); err != nil {
@@ -40,7 +40,7 @@ func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]netmap.ReportE
 	return out
 }
 
-func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok func(netmap.ReportEvent) bool) netmap.ReportEvent {
+func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok func(wire.ReportEvent) bool) wire.ReportEvent {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -52,7 +52,7 @@ func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no %s report from %s in the audit log; reports: %+v", what, node, nodeReports(t, net))
-	return netmap.ReportEvent{}
+	return wire.ReportEvent{}
 }
 
 // TestNodeReportsReachAuditLog runs real nodes against a real coordinator:
@@ -72,8 +72,8 @@ func TestNodeReportsReachAuditLog(t *testing.T) {
 	echoServer(t, ln)
 	echoOnce(t, a, "beta:7000", "hello") // a handshake
 
-	up := waitReport(t, net, "alpha", "channel_up", func(e netmap.ReportEvent) bool {
-		return e.Kind == netmap.ReportChannelUp && e.Peer == "beta"
+	up := waitReport(t, net, "alpha", "channel_up", func(e wire.ReportEvent) bool {
+		return e.Kind == wire.ReportChannelUp && e.Peer == "beta"
 	})
 	if up.Time.IsZero() {
 		t.Errorf("channel_up without a time: %+v", up)
@@ -84,7 +84,7 @@ func TestNodeReportsReachAuditLog(t *testing.T) {
 		a.AddDenialForTest(overlay.Denial{Dir: "in", Proto: "tcp", Src: netip.AddrPortFrom(src, uint16(50000+port)),
 			Dst: netip.AddrPortFrom(a.Map().Self.IPv4, 22), Peer: "beta", Rule: "default-deny"})
 	}
-	d := waitReport(t, net, "alpha", "denial", func(e netmap.ReportEvent) bool { return e.Kind == netmap.ReportDenial })
+	d := waitReport(t, net, "alpha", "denial", func(e wire.ReportEvent) bool { return e.Kind == wire.ReportDenial })
 	if d.Count != 5 || d.Peer != "beta" || d.Dst.Port() != 22 || d.Rule != "default-deny" {
 		t.Errorf("denial report %+v, want 5 packets from beta to :22", d)
 	}
@@ -92,8 +92,8 @@ func TestNodeReportsReachAuditLog(t *testing.T) {
 	if err := coordinator.NewAdminClient(net.Coord.AdminCred()).DeleteNode(context.Background(), "beta"); err != nil {
 		t.Fatal(err)
 	}
-	down := waitReport(t, net, "alpha", "channel_down", func(e netmap.ReportEvent) bool {
-		return e.Kind == netmap.ReportChannelDown && e.Peer == "beta"
+	down := waitReport(t, net, "alpha", "channel_down", func(e wire.ReportEvent) bool {
+		return e.Kind == wire.ReportChannelDown && e.Peer == "beta"
 	})
 	if down.Reason != "removed from map" {
 		t.Errorf("channel_down reason %q", down.Reason)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func testReporter() *reporter {
@@ -46,7 +46,7 @@ func TestReporterBoundedQueue(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	req := r.take()
-	if req.Dropped != 101 || len(req.Events) != netmap.MaxReportEvents || req.Events[0].Dst.Port() != 102 {
+	if req.Dropped != 101 || len(req.Events) != wire.MaxReportEvents || req.Events[0].Dst.Port() != 102 {
 		t.Fatalf("first report: dropped %d, %d events, first port %d", req.Dropped, len(req.Events), req.Events[0].Dst.Port())
 	}
 	// A report that was not accepted goes back to the front with its count.

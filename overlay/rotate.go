@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // WireGuard key rotation. Every Config.KeyRotation (and on demand through
@@ -70,7 +70,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	}
 	var newPub [32]byte
 	copy(newPub[:], k.PublicKey().Bytes())
-	oldFP, newFP = netmap.Fingerprint(oldPub[:]), netmap.Fingerprint(newPub[:])
+	oldFP, newFP = wire.Fingerprint(oldPub[:]), wire.Fingerprint(newPub[:])
 	log := n.log.With("old", oldFP, "new", newFP)
 
 	n.mu.Lock()
@@ -89,7 +89,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	if err := n.lazy.setKey([32]byte(k.Bytes())); err != nil {
 		n.log.Error("rotate: initiations to the new key cannot be read", "err", err)
 	}
-	signed, err := n.ctl.update(ctx, n.updateRequest(netmap.WGKeyString(newPub)))
+	signed, err := n.ctl.update(ctx, n.updateRequest(wire.WGKeyString(newPub)))
 	if err != nil {
 		n.abortRotation(oldPriv, oldPub)
 		log.Warn("key rotation failed; keeping the old key", "err", err)
@@ -151,7 +151,7 @@ func (n *Node) abortRotation(oldPriv []byte, oldPub [32]byte) {
 func (n *Node) currentWGKey() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return netmap.WGKeyString(n.wgPub)
+	return wire.WGKeyString(n.wgPub)
 }
 
 // startRotation runs periodic rotation unless Config.KeyRotation < 0.

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Files kept under Config.StateDir, all 0600 in a 0700 directory.
 const (
 	stateFile  = "node.json"     // keys and coordinator trust
-	mapFile    = "netmap.json"   // last verified signed network map
+	mapFile    = "wire.json"     // last verified signed network map
 	socketFile = "agentnet.sock" // local API
 )
 
@@ -34,9 +34,9 @@ type nodeState struct {
 	CoordinatorKey []byte `json:"coordinator_key,omitempty"` // Ed25519 key that signs maps; learnt at enrollment
 
 	// Key lifecycle (rotate.go, lifecycle.go).
-	WGNext    []byte                `json:"wg_next,omitempty"`   // X25519 key being rotated to; promoted at load
-	WGRotated time.Time             `json:"wg_rotated,omitzero"` // when WGPrivate was made; the next rotation is due KeyRotation later
-	Refused   *netmap.ErrorResponse `json:"refused,omitempty"`   // the coordinator revoked or expired this identity: never start again
+	WGNext    []byte              `json:"wg_next,omitempty"`   // X25519 key being rotated to; promoted at load
+	WGRotated time.Time           `json:"wg_rotated,omitzero"` // when WGPrivate was made; the next rotation is due KeyRotation later
+	Refused   *wire.ErrorResponse `json:"refused,omitempty"`   // the coordinator revoked or expired this identity: never start again
 }
 
 func (s *nodeState) identity() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(s.IdentitySeed) }
@@ -133,13 +133,13 @@ func saveState(dir string, s *nodeState) error {
 // since, oldest first. Every part verifies with the coordinator key; the
 // coordinator sends a whole map again once the deltas outgrow it.
 type signedMap struct {
-	netmap.Signed                  // the whole map
-	Deltas        []*netmap.Signed `json:"deltas,omitempty"`
+	wire.Signed                // the whole map
+	Deltas      []*wire.Signed `json:"deltas,omitempty"`
 }
 
 // open verifies the map and every delta with key and returns the map they
 // make.
-func (s *signedMap) open(key ed25519.PublicKey) (*netmap.Map, error) {
+func (s *signedMap) open(key ed25519.PublicKey) (*wire.Map, error) {
 	m, err := s.Verify(key)
 	if err != nil {
 		return nil, err
@@ -157,13 +157,13 @@ func (s *signedMap) open(key ed25519.PublicKey) (*netmap.Map, error) {
 }
 
 // withDelta returns s with one more delta (s itself is not changed).
-func (s *signedMap) withDelta(d *netmap.Signed) *signedMap {
+func (s *signedMap) withDelta(d *wire.Signed) *signedMap {
 	return &signedMap{Signed: s.Signed, Deltas: append(s.Deltas[:len(s.Deltas):len(s.Deltas)], d)}
 }
 
 // loadCachedMap returns the cached map only if it, and every delta cached
 // with it, verifies with key.
-func loadCachedMap(dir string, key ed25519.PublicKey) (*signedMap, *netmap.Map, error) {
+func loadCachedMap(dir string, key ed25519.PublicKey) (*signedMap, *wire.Map, error) {
 	b, err := os.ReadFile(filepath.Join(dir, mapFile))
 	if err != nil {
 		return nil, nil, err

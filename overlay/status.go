@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Status is what `agentnet status` shows. JSON field names are stable.
@@ -22,11 +22,11 @@ type Status struct {
 	Paths       PathStats    `json:"paths"`
 	Peers       []PeerStatus `json:"peers"`
 	// Refused is set when the coordinator revoked or expired this node
-	// (code netmap.CodeNodeRevoked or CodeNodeExpired): it has no peers
+	// (code wire.CodeNodeRevoked or CodeNodeExpired): it has no peers
 	// and no longer contacts the coordinator.
-	Refused *netmap.ErrorResponse `json:"refused,omitempty"`
-	WGKey   string                `json:"wg_key"` // fingerprint of the WireGuard public key in use
-	Filter  FilterStatus          `json:"filter"`
+	Refused *wire.ErrorResponse `json:"refused,omitempty"`
+	WGKey   string              `json:"wg_key"` // fingerprint of the WireGuard public key in use
+	Filter  FilterStatus        `json:"filter"`
 }
 
 // PathStats are this node's path-discovery counters and its own candidates.
@@ -61,7 +61,7 @@ type PeerStatus struct {
 	TxBytes       uint64      `json:"tx_bytes"`
 }
 
-func nodeStatus(nd netmap.Node, domain string) PeerStatus {
+func nodeStatus(nd wire.Node, domain string) PeerStatus {
 	return PeerStatus{Name: nd.Name, FQDN: nd.Name + "." + domain, IPv4: nd.IPv4.String(), IPv6: nd.IPv6.String(),
 		DID: nd.DID, Tags: nd.Tags, Online: nd.Online}
 }
@@ -76,7 +76,7 @@ func (n *Node) Status() Status {
 		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
 	}
 	st.Self.Online = refused == nil
-	st.Refused, st.WGKey = refused, netmap.Fingerprint(wgPub[:])
+	st.Refused, st.WGKey = refused, wire.Fingerprint(wgPub[:])
 	st.Paths = n.pathStats()
 	var stats map[[32]byte]*peerStats
 	if s, err := n.dev.IpcGet(); err == nil {
@@ -85,7 +85,7 @@ func (n *Node) Status() Status {
 	now := time.Now()
 	for _, p := range m.Peers {
 		ps := nodeStatus(p, m.Domain)
-		if k, err := netmap.ParseWGKey(p.WGKey); err == nil {
+		if k, err := wire.ParseWGKey(p.WGKey); err == nil {
 			if s := stats[k]; s != nil {
 				ps.Endpoint, ps.RxBytes, ps.TxBytes, ps.LastHandshake = s.Endpoint, s.RxBytes, s.TxBytes, s.LastHandshake
 				if !s.LastHandshake.IsZero() {

@@ -16,8 +16,8 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/agentnet/agentnet/netstack"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	agenttun "github.com/agentnet/agentnet/tun"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // kernelPlane is kernel TUN mode: agents use the host's own TCP/IP stack;
@@ -32,7 +32,7 @@ type kernelPlane struct {
 	self6  netip.Addr
 }
 
-func newKernelPlane(name string, mtu int, m *netmap.Map, log *slog.Logger) (*kernelPlane, error) {
+func newKernelPlane(name string, mtu int, m *wire.Map, log *slog.Logger) (*kernelPlane, error) {
 	dev, err := agenttun.Create(agenttun.Config{
 		Name: name, MTU: mtu, Logger: log,
 		Addrs:  []netip.Prefix{netip.PrefixFrom(m.Self.IPv4, 32), netip.PrefixFrom(m.Self.IPv6, 128)},

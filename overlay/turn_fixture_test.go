@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // turnFixture is a real relay (relay.Server) on 127.0.0.1 (UDP, TCP and
@@ -15,7 +15,7 @@ import (
 // it as a map would carry it.
 type turnFixture struct {
 	srv   *relay.Server
-	relay netmap.Relay
+	relay wire.Relay
 }
 
 func startTURNFixture(t testing.TB) *turnFixture {
@@ -31,4 +31,4 @@ func startTURNFixture(t testing.TB) *turnFixture {
 
 // StartRelayForTest starts a relay on 127.0.0.1 (UDP, TCP, TLS) and returns
 // it as a map would list it, with a valid credential.
-func StartRelayForTest(t testing.TB) netmap.Relay { return startTURNFixture(t).relay }
+func StartRelayForTest(t testing.TB) wire.Relay { return startTURNFixture(t).relay }

@@ -22,8 +22,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Hermetic NAT traversal: two nodes behind simulated NATs (pion's
@@ -60,7 +60,7 @@ type vnetLab struct {
 	wan   *vnet.Router
 	lf    logging.LoggerFactory
 	coord *overlaytest.Net
-	relay netmap.Relay // the STUN responder, as a map would list it (UDP only)
+	relay wire.Relay // the STUN responder, as a map would list it (UDP only)
 }
 
 // newVNetLab builds the WAN; the coordinator starts in start. Building
@@ -84,7 +84,7 @@ func newVNetLab(t *testing.T) *vnetLab {
 	done := make(chan struct{})
 	go func() { defer close(done); serveSTUN(pc) }()
 	t.Cleanup(func() { pc.Close(); <-done })
-	l.relay = netmap.Relay{Name: "vstun", Addrs: []netmap.RelayAddr{{Transport: netmap.TransportUDP, Addr: netip.MustParseAddrPort(vnetSTUNAddr)}}}
+	l.relay = wire.Relay{Name: "vstun", Addrs: []wire.RelayAddr{{Transport: wire.TransportUDP, Addr: netip.MustParseAddrPort(vnetSTUNAddr)}}}
 	return l
 }
 
@@ -326,7 +326,7 @@ func TestVNetTraversal(t *testing.T) {
 			overlaytest.WaitPeers(t, a, b)
 			start := time.Now()
 			for _, nd := range []*overlay.Node{a, b} {
-				nd.SetRelaysForTest([]netmap.Relay{lab.relay})
+				nd.SetRelaysForTest([]wire.Relay{lab.relay})
 			}
 			mapA, mapB := mappedEndpoint(t, a, pubA), mappedEndpoint(t, b, pubBEff)
 			if st := a.Status(); st.Paths.Relayed != "" {

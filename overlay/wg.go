@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // wgPeer is the part of a netmap peer that wireguard-go is configured with.
@@ -21,8 +21,8 @@ type wgPeer struct {
 	allowed   []netip.Prefix
 }
 
-func peerFromNode(n netmap.Node) (wgPeer, error) {
-	k, err := netmap.ParseWGKey(n.WGKey)
+func peerFromNode(n wire.Node) (wgPeer, error) {
+	k, err := wire.ParseWGKey(n.WGKey)
 	if err != nil {
 		return wgPeer{}, fmt.Errorf("peer %s: %w", n.Name, err)
 	}

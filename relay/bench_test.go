@@ -6,22 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // BenchmarkRelayUDP measures one-way relaying between two TURN clients over
 // loopback UDP (ChannelData both legs), 1280-byte packets like WireGuard's.
 // MB/s counts bytes that arrived; loss_% is what the path dropped.
-func BenchmarkRelayUDP(b *testing.B) { benchRelay(b, netmap.TransportUDP) }
+func BenchmarkRelayUDP(b *testing.B) { benchRelay(b, wire.TransportUDP) }
 
 // BenchmarkRelayTCP is the same with the sender on TURN over TCP.
-func BenchmarkRelayTCP(b *testing.B) { benchRelay(b, netmap.TransportTCP) }
+func BenchmarkRelayTCP(b *testing.B) { benchRelay(b, wire.TransportTCP) }
 
 func benchRelay(b *testing.B, transport string) {
 	s := startRelay(b, func(c *Config) { c.AllowLoopback = true; c.BandwidthPerUser = -1 })
 	a := dial(b, s, transport, "a")
 	aAddr := allocate(b, a)
-	r := dial(b, s, netmap.TransportUDP, "b")
+	r := dial(b, s, wire.TransportUDP, "b")
 	rAddr := allocate(b, r)
 	exchange(b, a, aAddr, r, rAddr)
 	// Let the channel binds complete so data goes as ChannelData.
@@ -68,7 +68,7 @@ func benchRelay(b *testing.B, transport string) {
 // pion code is out of the loop, so this is the server's per-packet cost.
 func BenchmarkRelayServer(b *testing.B) {
 	s := startRelay(b, func(c *Config) { c.AllowLoopback = true; c.BandwidthPerUser = -1 })
-	a := dial(b, s, netmap.TransportUDP, "a")
+	a := dial(b, s, wire.TransportUDP, "a")
 	allocate(b, a)
 	peer := loopbackUDP(b)
 	tuneUDP(peer)
@@ -81,7 +81,7 @@ func BenchmarkRelayServer(b *testing.B) {
 	frame := make([]byte, 4+1280)
 	frame[0], frame[1] = 0x40, 0x00
 	frame[2], frame[3] = byte(1280>>8), byte(1280&0xff)
-	server := net.UDPAddrFromAddrPort(addrOf(b, s, netmap.TransportUDP).Addr)
+	server := net.UDPAddrFromAddrPort(addrOf(b, s, wire.TransportUDP).Addr)
 
 	var got atomic.Int64
 	done := make(chan struct{})

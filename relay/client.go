@@ -15,15 +15,15 @@ import (
 
 	"github.com/pion/turn/v4"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // AllocConfig configures Allocate.
 type AllocConfig struct {
 	// Relay is required: the relay as the network map names it, with this
 	// node's TURN REST credential.
-	Relay netmap.Relay
-	// Transport is required: netmap.TransportUDP, TransportTCP or
+	Relay wire.Relay
+	// Transport is required: wire.TransportUDP, TransportTCP or
 	// TransportTLS. The relay must list an address for it. TLS verifies
 	// the relay's certificate against Relay.TLSPin (required for TLS).
 	Transport string
@@ -46,7 +46,7 @@ type AllocConfig struct {
 // when the relay can no longer be reached (stream closed, or a refresh
 // failed), after which the caller should Close and allocate again.
 type Allocation struct {
-	relay     netmap.Relay
+	relay     wire.Relay
 	transport string
 	client    *turn.Client
 	conn      net.PacketConn // relayed conn: payloads to and from peers
@@ -95,7 +95,7 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 	if !server.IsValid() {
 		return nil, fmt.Errorf("relay: %s has no %s address; check its relay.cred", cfg.Relay.Name, cfg.Transport)
 	}
-	if cfg.Transport == netmap.TransportTLS && cfg.Relay.TLSPin == "" {
+	if cfg.Transport == wire.TransportTLS && cfg.Relay.TLSPin == "" {
 		return nil, fmt.Errorf("relay: %s: TLS needs the relay's certificate pin (tls_pin)", cfg.Relay.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -174,7 +174,7 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 
 func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin string) (net.PacketConn, error) {
 	switch transport {
-	case netmap.TransportUDP:
+	case wire.TransportUDP:
 		la := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 		if server.Addr().Is6() {
 			la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
@@ -185,15 +185,15 @@ func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin
 		}
 		tuneUDP(uc) // relayed bursts arrive here: the default ~200 KiB drops them
 		return uc, nil
-	case netmap.TransportTCP:
+	case wire.TransportTCP:
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", server.String())
 		if err != nil {
 			return nil, err
 		}
 		return turn.NewSTUNConn(c), nil
-	case netmap.TransportTLS:
-		d := tls.Dialer{Config: netmap.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
+	case wire.TransportTLS:
+		d := tls.Dialer{Config: wire.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
 		c, err := d.DialContext(ctx, "tcp", server.String())
 		if err != nil {
 			return nil, err
@@ -205,7 +205,7 @@ func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin
 
 // ErrPinMismatch means a relay's TLS certificate is not the pinned one.
 // The relay's certificate is self-signed; TLS trusts exactly the pin that
-// comes in the signed map (netmap.PinnedTLSConfigFor).
+// comes in the signed map (wire.PinnedTLSConfigFor).
 var ErrPinMismatch = errors.New("relay certificate does not match the pin")
 
 // RelayedAddr is the UDP address on the relay that forwards to this node.
@@ -215,7 +215,7 @@ func (a *Allocation) RelayedAddr() netip.AddrPort { return a.relayed }
 func (a *Allocation) Transport() string { return a.transport }
 
 // Relay is the relay the allocation lives on.
-func (a *Allocation) Relay() netmap.Relay { return a.relay }
+func (a *Allocation) Relay() wire.Relay { return a.relay }
 
 // Dead is closed once the allocation stopped working (see Allocation).
 func (a *Allocation) Dead() <-chan struct{} { return a.dead }

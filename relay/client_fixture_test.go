@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // turnFixture is this package's relay on 127.0.0.1 (UDP, TCP and TLS,
@@ -12,7 +12,7 @@ import (
 // as a map would carry it: what the TURN client's tests allocate on.
 type turnFixture struct {
 	srv   *Server
-	relay netmap.Relay
+	relay wire.Relay
 }
 
 func startTURNFixture(t *testing.T) *turnFixture {

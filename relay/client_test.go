@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
-func testAlloc(t *testing.T, r netmap.Relay, transport string) *Allocation {
+func testAlloc(t *testing.T, r wire.Relay, transport string) *Allocation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -30,7 +30,7 @@ func testAlloc(t *testing.T, r netmap.Relay, transport string) *Allocation {
 // socket and an allocation reached over UDP, TCP and TLS.
 func TestAllocateTransports(t *testing.T) {
 	fx := startTURNFixture(t)
-	for _, tr := range []string{netmap.TransportUDP, netmap.TransportTCP, netmap.TransportTLS} {
+	for _, tr := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
 		t.Run(tr, func(t *testing.T) {
 			a := testAlloc(t, fx.relay, tr)
 			if a.Transport() != tr || a.Relay().Name != "fixture" || !a.RelayedAddr().IsValid() {
@@ -65,7 +65,7 @@ func TestAllocateTransports(t *testing.T) {
 
 func TestAllocateCloseUnblocksRead(t *testing.T) {
 	fx := startTURNFixture(t)
-	a := testAlloc(t, fx.relay, netmap.TransportTCP)
+	a := testAlloc(t, fx.relay, wire.TransportTCP)
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := a.ReadFrom(make([]byte, 1500))
@@ -93,25 +93,25 @@ func TestAllocateRefusals(t *testing.T) {
 
 	bad := fx.relay
 	bad.Password = "wrong"
-	if _, err := Allocate(ctx, AllocConfig{Relay: bad, Transport: netmap.TransportUDP, Timeout: 3 * time.Second, Logger: log}); err == nil {
+	if _, err := Allocate(ctx, AllocConfig{Relay: bad, Transport: wire.TransportUDP, Timeout: 3 * time.Second, Logger: log}); err == nil {
 		t.Error("allocation with a wrong password succeeded")
 	}
 	pinned := fx.relay
 	pinned.TLSPin = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-	if _, err := Allocate(ctx, AllocConfig{Relay: pinned, Transport: netmap.TransportTLS, Logger: log}); !errors.Is(err, ErrPinMismatch) {
+	if _, err := Allocate(ctx, AllocConfig{Relay: pinned, Transport: wire.TransportTLS, Logger: log}); !errors.Is(err, ErrPinMismatch) {
 		t.Errorf("TLS with a wrong pin: %v, want ErrPinMismatch", err)
 	}
 	// A UDP relay address nobody answers on: the timeout names UDP.
 	silent, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer silent.Close()
 	blocked := fx.relay
-	blocked.Addrs = []netmap.RelayAddr{{Transport: netmap.TransportUDP, Addr: silent.LocalAddr().(*net.UDPAddr).AddrPort()}}
+	blocked.Addrs = []wire.RelayAddr{{Transport: wire.TransportUDP, Addr: silent.LocalAddr().(*net.UDPAddr).AddrPort()}}
 	start := time.Now()
-	_, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: netmap.TransportUDP, Timeout: 500 * time.Millisecond, Logger: log})
+	_, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: wire.TransportUDP, Timeout: 500 * time.Millisecond, Logger: log})
 	if err == nil || !strings.Contains(err.Error(), "udp blocked") || time.Since(start) > 3*time.Second {
 		t.Errorf("silent relay: %v after %v; want a prompt 'udp blocked' error", err, time.Since(start))
 	}
-	if _, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: netmap.TransportTCP, Logger: log}); err == nil || !strings.Contains(err.Error(), "no tcp address") {
+	if _, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: wire.TransportTCP, Logger: log}); err == nil || !strings.Contains(err.Error(), "no tcp address") {
 		t.Errorf("missing transport: %v", err)
 	}
 }

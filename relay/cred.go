@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Files in Config.DataDir.
@@ -42,11 +42,11 @@ const maxUserLen = 64
 // relay's shared secret, so the file is 0600 and must be moved only over a
 // secure channel.
 type Cred struct {
-	Name    string             `json:"name"`
-	Addrs   []netmap.RelayAddr `json:"addrs"`
-	STUNAlt netip.AddrPort     `json:"stun_alt,omitzero"`
-	TLSPin  string             `json:"tls_pin,omitempty"`
-	Secret  []byte             `json:"secret"` // base64 in JSON
+	Name    string           `json:"name"`
+	Addrs   []wire.RelayAddr `json:"addrs"`
+	STUNAlt netip.AddrPort   `json:"stun_alt,omitzero"`
+	TLSPin  string           `json:"tls_pin,omitempty"`
+	Secret  []byte           `json:"secret"` // base64 in JSON
 }
 
 // Check reports what is wrong with c, if anything.
@@ -59,10 +59,10 @@ func (c Cred) Check() error {
 	}
 	for i, a := range c.Addrs {
 		switch a.Transport {
-		case netmap.TransportUDP, netmap.TransportTCP:
-		case netmap.TransportTLS:
-			if !strings.HasPrefix(c.TLSPin, netmap.PinPrefix) {
-				return fmt.Errorf("addr %d is tls but tls_pin %q is not a %s pin", i, c.TLSPin, netmap.PinPrefix)
+		case wire.TransportUDP, wire.TransportTCP:
+		case wire.TransportTLS:
+			if !strings.HasPrefix(c.TLSPin, wire.PinPrefix) {
+				return fmt.Errorf("addr %d is tls but tls_pin %q is not a %s pin", i, c.TLSPin, wire.PinPrefix)
 			}
 		default:
 			return fmt.Errorf("addr %d has transport %q; want udp, tcp or tls", i, a.Transport)
@@ -97,9 +97,9 @@ func LoadCred(path string) (Cred, error) {
 
 // Relay returns the relay as it goes into a node's map, with a credential
 // for user valid for ttl from now (see Credentials).
-func (c Cred) Relay(user string, ttl time.Duration, now time.Time) netmap.Relay {
+func (c Cred) Relay(user string, ttl time.Duration, now time.Time) wire.Relay {
 	u, p, exp := Credentials(c.Secret, user, ttl, now)
-	return netmap.Relay{
+	return wire.Relay{
 		Name: c.Name, Addrs: c.Addrs, STUNAlt: c.STUNAlt, TLSPin: c.TLSPin,
 		Username: u, Password: p, Expires: exp,
 	}

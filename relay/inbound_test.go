@@ -12,7 +12,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestAllocationBurst: a peer's burst reaches the allocation whole and in
@@ -20,7 +20,7 @@ import (
 // once the client sent to the peer (binding a channel).
 func TestAllocationBurst(t *testing.T) {
 	fx := startTURNFixture(t)
-	a := testAlloc(t, fx.relay, netmap.TransportUDP)
+	a := testAlloc(t, fx.relay, wire.TransportUDP)
 	peer := loopbackUDP(t)
 	tuneUDP(peer)
 	peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -76,7 +76,7 @@ func TestAllocationBurst(t *testing.T) {
 // from the relay are never handed out.
 func TestAllocationIgnoresForeign(t *testing.T) {
 	fx := startTURNFixture(t)
-	a := testAlloc(t, fx.relay, netmap.TransportUDP)
+	a := testAlloc(t, fx.relay, wire.TransportUDP)
 	evil := loopbackUDP(t)
 	to := a.base.LocalAddr().(*net.UDPAddr)
 	to.IP = net.IPv4(127, 0, 0, 1)

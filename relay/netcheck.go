@@ -14,7 +14,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // NAT mapping behaviours (RFC 4787 §4.1) as netcheck reports them.
@@ -28,7 +28,7 @@ const (
 type CheckConfig struct {
 	// Relays is required: the relays to check, with the node's credentials,
 	// as in its network map. Check sends to these addresses only.
-	Relays []netmap.Relay
+	Relays []wire.Relay
 	// Timeout is optional: the limit of each probe. Default 3s.
 	Timeout time.Duration
 	// Logger is optional. Default: discard.
@@ -58,7 +58,7 @@ type RelayReport struct {
 
 // TransportReport is one TURN allocation attempt.
 type TransportReport struct {
-	Transport string         `json:"transport"` // netmap.Transport*
+	Transport string         `json:"transport"` // wire.Transport*
 	Addr      netip.AddrPort `json:"addr"`
 	OK        bool           `json:"ok"`
 	Relayed   netip.AddrPort `json:"relayed,omitzero"`
@@ -103,14 +103,14 @@ func Check(ctx context.Context, cfg CheckConfig) Report {
 	return rep
 }
 
-func checkRelay(ctx context.Context, cfg CheckConfig, r netmap.Relay) RelayReport {
+func checkRelay(ctx context.Context, cfg CheckConfig, r wire.Relay) RelayReport {
 	rr := RelayReport{Name: r.Name, Mapping: MappingUnknown, Allocs: []TransportReport{}}
 	if !r.Expires.IsZero() && !cfg.Now().Before(r.Expires) {
 		rr.CredError = fmt.Sprintf("credential expired at %s; the cached map is stale: run the node so it fetches a fresh one", r.Expires.UTC().Format(time.RFC3339))
 	}
 	var udpAddr netip.AddrPort
 	for _, a := range r.Addrs {
-		if a.Transport == netmap.TransportUDP {
+		if a.Transport == wire.TransportUDP {
 			udpAddr = a.Addr
 			break
 		}
@@ -132,7 +132,7 @@ func checkRelay(ctx context.Context, cfg CheckConfig, r netmap.Relay) RelayRepor
 
 // stunCheck sends binding requests to the main port and then the STUN alt
 // port from one fresh socket.
-func stunCheck(ctx context.Context, cfg CheckConfig, r netmap.Relay, main netip.AddrPort, rr *RelayReport) {
+func stunCheck(ctx context.Context, cfg CheckConfig, r wire.Relay, main netip.AddrPort, rr *RelayReport) {
 	uc, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		rr.STUNError = fmt.Sprintf("open UDP socket: %v", err)
@@ -216,7 +216,7 @@ func stunBinding(ctx context.Context, uc *net.UDPConn, to netip.AddrPort, timeou
 }
 
 // allocCheck allocates over one transport, then releases the allocation.
-func allocCheck(ctx context.Context, cfg CheckConfig, r netmap.Relay, a netmap.RelayAddr) TransportReport {
+func allocCheck(ctx context.Context, cfg CheckConfig, r wire.Relay, a wire.RelayAddr) TransportReport {
 	tr := TransportReport{Transport: a.Transport, Addr: a.Addr}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -246,30 +246,30 @@ type TURNConn struct {
 
 // DialTURN connects a TURN client to a relay address over its transport
 // (TLS trusts exactly pin) and starts its read loop.
-func DialTURN(ctx context.Context, a netmap.RelayAddr, pin, username, password string, log *slog.Logger) (*TURNConn, error) {
+func DialTURN(ctx context.Context, a wire.RelayAddr, pin, username, password string, log *slog.Logger) (*TURNConn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var pc net.PacketConn
 	var d net.Dialer
 	switch a.Transport {
-	case netmap.TransportUDP:
+	case wire.TransportUDP:
 		uc, err := net.ListenUDP("udp", nil)
 		if err != nil {
 			return nil, fmt.Errorf("relay: open UDP socket: %w", err)
 		}
 		pc = uc
-	case netmap.TransportTCP:
+	case wire.TransportTCP:
 		c, err := d.DialContext(ctx, "tcp", a.Addr.String())
 		if err != nil {
 			return nil, fmt.Errorf("relay: connect tcp %v: %w", a.Addr, err)
 		}
 		pc = turn.NewSTUNConn(c)
-	case netmap.TransportTLS:
+	case wire.TransportTLS:
 		if pin == "" {
 			return nil, fmt.Errorf("relay: tls %v: no TLS pin in the map", a.Addr)
 		}
-		td := tls.Dialer{NetDialer: &d, Config: netmap.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
+		td := tls.Dialer{NetDialer: &d, Config: wire.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
 		c, err := td.DialContext(ctx, "tcp", a.Addr.String())
 		if err != nil {
 			return nil, fmt.Errorf("relay: connect tls %v: %w", a.Addr, err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestCheck(t *testing.T) {
@@ -16,11 +16,11 @@ func TestCheck(t *testing.T) {
 	expired := s.Cred().Relay("node-a", -time.Hour, now)
 	expired.Name = "expired"
 	badPin := good
-	badPin.Name, badPin.TLSPin = "bad-pin", netmap.PinPrefix+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	badPin.Name, badPin.TLSPin = "bad-pin", wire.PinPrefix+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rep := Check(ctx, CheckConfig{Relays: []netmap.Relay{good, expired, badPin}, Timeout: 3 * time.Second})
+	rep := Check(ctx, CheckConfig{Relays: []wire.Relay{good, expired, badPin}, Timeout: 3 * time.Second})
 	if !rep.UDP || rep.Mapping != MappingIndependent || len(rep.Relays) != 3 {
 		t.Fatalf("report: %+v", rep)
 	}
@@ -40,10 +40,10 @@ func TestCheck(t *testing.T) {
 		t.Errorf("expired credential: %+v", r)
 	}
 	for _, a := range rep.Relays[2].Allocs {
-		if a.Transport == netmap.TransportTLS && (a.OK || !strings.Contains(a.Error, "pin")) {
+		if a.Transport == wire.TransportTLS && (a.OK || !strings.Contains(a.Error, "pin")) {
 			t.Errorf("TLS with a wrong pin: %+v", a)
 		}
-		if a.Transport != netmap.TransportTLS && !a.OK {
+		if a.Transport != wire.TransportTLS && !a.OK {
 			t.Errorf("bad pin relay %s: %+v", a.Transport, a)
 		}
 	}
@@ -61,7 +61,7 @@ func TestCheckUnreachable(t *testing.T) {
 	s := startRelay(t, nil)
 	r := s.Cred().Relay("node-a", time.Hour, time.Now())
 	s.Close() // nothing answers any more
-	rep := Check(context.Background(), CheckConfig{Relays: []netmap.Relay{r}, Timeout: 700 * time.Millisecond})
+	rep := Check(context.Background(), CheckConfig{Relays: []wire.Relay{r}, Timeout: 700 * time.Millisecond})
 	if rep.UDP || rep.Mapping != MappingUnknown || rep.Relays[0].STUNError == "" || anyOK(rep.Relays[0].Allocs) {
 		t.Fatalf("report for a dead relay: %+v", rep)
 	}

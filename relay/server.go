@@ -20,7 +20,7 @@ import (
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/internal/logthrottle"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Defaults of Config.
@@ -235,9 +235,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cred = Cred{
 		Name:   cfg.Name,
 		Secret: s.secret,
-		Addrs: []netmap.RelayAddr{
-			{Transport: netmap.TransportUDP, Addr: netip.AddrPortFrom(s.publicIP, uint16(port))},
-			{Transport: netmap.TransportTCP, Addr: netip.AddrPortFrom(s.publicIP, uint16(port))},
+		Addrs: []wire.RelayAddr{
+			{Transport: wire.TransportUDP, Addr: netip.AddrPortFrom(s.publicIP, uint16(port))},
+			{Transport: wire.TransportTCP, Addr: netip.AddrPortFrom(s.publicIP, uint16(port))},
 		},
 	}
 	s.listenPorts[uint16(port)] = true
@@ -273,8 +273,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}),
 			RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		})
-		s.cred.TLSPin = netmap.CertPin(leaf)
-		s.cred.Addrs = append(s.cred.Addrs, netmap.RelayAddr{Transport: netmap.TransportTLS, Addr: netip.AddrPortFrom(s.publicIP, tlsPort)})
+		s.cred.TLSPin = wire.CertPin(leaf)
+		s.cred.Addrs = append(s.cred.Addrs, wire.RelayAddr{Transport: wire.TransportTLS, Addr: netip.AddrPortFrom(s.publicIP, tlsPort)})
 	} else {
 		if s.alt, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(altAP)); err != nil {
 			return nil, fmt.Errorf("relay: STUN alt port %v: %w (it is the Listen port + 1 when there is no TLS listener)", altAP, err)
@@ -430,7 +430,7 @@ func (s *Server) CredPath() string { return s.credPath }
 
 // Addrs returns the relay's advertised addresses (PublicIP with the bound
 // ports), as in relay.cred.
-func (s *Server) Addrs() []netmap.RelayAddr { return append([]netmap.RelayAddr(nil), s.cred.Addrs...) }
+func (s *Server) Addrs() []wire.RelayAddr { return append([]wire.RelayAddr(nil), s.cred.Addrs...) }
 
 // STUNAlt returns the advertised STUN alt address.
 func (s *Server) STUNAlt() netip.AddrPort { return s.cred.STUNAlt }

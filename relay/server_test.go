@@ -15,7 +15,7 @@ import (
 	"github.com/pion/stun/v3"
 	"go.uber.org/goleak"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,7 +41,7 @@ func startRelay(t testing.TB, mod func(*Config)) *Server {
 	return s
 }
 
-func addrOf(t testing.TB, s *Server, transport string) netmap.RelayAddr {
+func addrOf(t testing.TB, s *Server, transport string) wire.RelayAddr {
 	t.Helper()
 	for _, a := range s.Addrs() {
 		if a.Transport == transport {
@@ -49,7 +49,7 @@ func addrOf(t testing.TB, s *Server, transport string) netmap.RelayAddr {
 		}
 	}
 	t.Fatalf("relay has no %s address: %v", transport, s.Addrs())
-	return netmap.RelayAddr{}
+	return wire.RelayAddr{}
 }
 
 // dial connects a TURN client for node user with a fresh credential.
@@ -91,7 +91,7 @@ func TestSTUNBothPorts(t *testing.T) {
 		})
 		uc := loopbackUDP(t)
 		self := uc.LocalAddr().(*net.UDPAddr).AddrPort()
-		main := addrOf(t, s, netmap.TransportUDP).Addr
+		main := addrOf(t, s, wire.TransportUDP).Addr
 		if s.STUNAlt() == main || !s.STUNAlt().IsValid() {
 			t.Fatalf("STUN alt %v must be a second port (main %v)", s.STUNAlt(), main)
 		}
@@ -104,8 +104,8 @@ func TestSTUNBothPorts(t *testing.T) {
 				t.Fatalf("tls=%v: mapped address from %v = %v, want %v", tls, to, got, self)
 			}
 		}
-		if tls && s.STUNAlt().Port() != addrOf(t, s, netmap.TransportTLS).Addr.Port() {
-			t.Errorf("STUN alt %v is not the TLS port %v", s.STUNAlt(), addrOf(t, s, netmap.TransportTLS).Addr)
+		if tls && s.STUNAlt().Port() != addrOf(t, s, wire.TransportTLS).Addr.Port() {
+			t.Errorf("STUN alt %v is not the TLS port %v", s.STUNAlt(), addrOf(t, s, wire.TransportTLS).Addr)
 		}
 		// The counter follows the answer's send, which the client may read
 		// first: wait for it.
@@ -166,7 +166,7 @@ func TestCredFileAndRestart(t *testing.T) {
 		t.Fatalf("restart changed pin or secret: %s → %s", first.TLSPin, s2.Cred().TLSPin)
 	}
 	// The pin is the one the TLS listener presents: a TLS allocation works.
-	allocate(t, dial(t, s2, netmap.TransportTLS, "a"))
+	allocate(t, dial(t, s2, wire.TransportTLS, "a"))
 
 	// Damaged credential files fail with a clear error.
 	for name, body := range map[string]string{
@@ -207,9 +207,9 @@ func TestConfigErrors(t *testing.T) {
 // transport and a UDP client, through the relay on loopback.
 func TestRelayData(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.AllowLoopback = true })
-	b := dial(t, s, netmap.TransportUDP, "b")
+	b := dial(t, s, wire.TransportUDP, "b")
 	bAddr := allocate(t, b)
-	for _, transport := range []string{netmap.TransportUDP, netmap.TransportTCP, netmap.TransportTLS} {
+	for _, transport := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
 		t.Run(transport, func(t *testing.T) {
 			a := dial(t, s, transport, "a-"+transport)
 			aAddr := allocate(t, a)
@@ -278,7 +278,7 @@ func listenPeer(t testing.TB) (netip.AddrPort, func() bool) {
 
 func TestRefuseLoopbackPeer(t *testing.T) {
 	s := startRelay(t, nil)
-	a := dial(t, s, netmap.TransportUDP, "a")
+	a := dial(t, s, wire.TransportUDP, "a")
 	allocate(t, a)
 	peer, got := listenPeer(t)
 	_, err := a.Relayed.WriteTo([]byte("ssrf"), net.UDPAddrFromAddrPort(peer))
@@ -305,7 +305,7 @@ func TestRefuseDeniedAndSpecialPeers(t *testing.T) {
 		"[2001:db8::1]:9":      ReasonPeerNotIPv4,
 		"[::ffff:127.0.0.1]:9": ReasonPeerLoopback,
 	} {
-		a := dial(t, s, netmap.TransportUDP, "a")
+		a := dial(t, s, wire.TransportUDP, "a")
 		allocate(t, a)
 		before := s.Stats().Refused[reason]
 		a.Relayed.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peer)))
@@ -318,12 +318,12 @@ func TestRefuseDeniedAndSpecialPeers(t *testing.T) {
 
 func TestRefuseSelf(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.AllowLoopback = true })
-	a := dial(t, s, netmap.TransportUDP, "a")
+	a := dial(t, s, wire.TransportUDP, "a")
 	allocate(t, a)
 	// A binding request through the relay to its own STUN alt port must
 	// never reach it (the alt port would answer it).
 	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
-	for _, to := range []netip.AddrPort{s.STUNAlt(), addrOf(t, s, netmap.TransportUDP).Addr} {
+	for _, to := range []netip.AddrPort{s.STUNAlt(), addrOf(t, s, wire.TransportUDP).Addr} {
 		for range 3 {
 			a.Relayed.WriteTo(req.Raw, net.UDPAddrFromAddrPort(to))
 			time.Sleep(20 * time.Millisecond)
@@ -362,7 +362,7 @@ func TestRefuseBadCredentials(t *testing.T) {
 		{"expired", uOld, pOld, ReasonExpired},
 		{"malformed", "a", pOther, ReasonBadUsername},
 	} {
-		c := dialAs(t, s, netmap.TransportUDP, tc.user, tc.pass)
+		c := dialAs(t, s, wire.TransportUDP, tc.user, tc.pass)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := c.Allocate(ctx)
 		cancel()
@@ -382,13 +382,13 @@ func TestAllocationQuota(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.MaxAllocationsPerUser = 2 })
 	var first *TURNConn
 	for i := range 2 {
-		c := dial(t, s, netmap.TransportUDP, "a")
+		c := dial(t, s, wire.TransportUDP, "a")
 		allocate(t, c)
 		if i == 0 {
 			first = c
 		}
 	}
-	c := dial(t, s, netmap.TransportTCP, "a")
+	c := dial(t, s, wire.TransportTCP, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Allocate(ctx); err == nil {
@@ -398,20 +398,20 @@ func TestAllocationQuota(t *testing.T) {
 		t.Fatalf("stats: %+v", s.Stats())
 	}
 	// Another node is not affected; releasing frees a slot.
-	allocate(t, dial(t, s, netmap.TransportUDP, "b"))
+	allocate(t, dial(t, s, wire.TransportUDP, "b"))
 	first.Close()
 	deadline := time.Now().Add(3 * time.Second)
 	for s.Stats().Allocations != 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	allocate(t, dial(t, s, netmap.TransportUDP, "a"))
+	allocate(t, dial(t, s, wire.TransportUDP, "a"))
 }
 
 func TestBandwidthLimit(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.AllowLoopback = true; c.BandwidthPerUser = 64 << 10 })
-	a := dial(t, s, netmap.TransportUDP, "a")
+	a := dial(t, s, wire.TransportUDP, "a")
 	aAddr := allocate(t, a)
-	b := dial(t, s, netmap.TransportUDP, "b")
+	b := dial(t, s, wire.TransportUDP, "b")
 	bAddr := allocate(t, b)
 	exchange(t, a, aAddr, b, bAddr)
 	payload := make([]byte, 1000)
@@ -426,7 +426,7 @@ func TestBandwidthLimit(t *testing.T) {
 
 func TestCloseUnblocksClients(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.AllowLoopback = true })
-	for _, tr := range []string{netmap.TransportUDP, netmap.TransportTCP, netmap.TransportTLS} {
+	for _, tr := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
 		allocate(t, dial(t, s, tr, "a"))
 	}
 	done := make(chan error, 1)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 const auditUsage = "usage: agentnet audit verify --data DIR | agentnet audit tail --admin FILE [-n N] [--follow] [--json]"
@@ -51,7 +51,7 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 			"record (line, seq, and whether it was edited, removed, reordered or has a bad checkpoint signature).\n"+
 			"Works while the coordinator runs (it only reads).", stderr)
 	data := flags.String("data", "", "coordinator data directory (required)")
-	keyFlag := flags.String("key", "", "Ed25519 public key (base64) that signs checkpoints (default: the one of DIR/netmap.key);\n"+
+	keyFlag := flags.String("key", "", "Ed25519 public key (base64) that signs checkpoints (default: the one of DIR/wire.key);\n"+
 		"pass a copy kept elsewhere to also catch a log rewritten by someone holding DIR")
 	asJSON := flags.Bool("json", false, "print the result as JSON")
 	if err := parse(flags, args); err != nil {
@@ -106,7 +106,7 @@ func printVerify(w io.Writer, path string, pub ed25519.PublicKey, res coordinato
 		return
 	}
 	fmt.Fprintf(w, "%s: intact: %d records, %d checkpoints signed by %s, last seq %d, head %s\n",
-		path, res.Records, res.Checkpoints, netmap.Fingerprint(pub), res.LastSeq, res.Head)
+		path, res.Records, res.Checkpoints, wire.Fingerprint(pub), res.LastSeq, res.Head)
 	if res.Unsigned > 0 {
 		fmt.Fprintf(w, "  %d records after the last checkpoint are protected by the hash chain only (the next checkpoint signs them)\n", res.Unsigned)
 	}
@@ -120,7 +120,7 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		"Print the newest audit records through the coordinator's admin API (oldest first).\n"+
 			"--json prints each record exactly as stored (one JSON object per line, hashes included).", stderr)
 	admin := fs.String("admin", "", "admin credential file written by the coordinator (required)")
-	n := fs.Int("n", 20, fmt.Sprintf("number of records to print (1..%d)", netmap.MaxAuditPage))
+	n := fs.Int("n", 20, fmt.Sprintf("number of records to print (1..%d)", wire.MaxAuditPage))
 	follow := fs.Bool("follow", false, "keep printing new records as they are written, until interrupted")
 	asJSON := fs.Bool("json", false, "print raw records, one JSON object per line")
 	if err := parse(fs, args); err != nil {
@@ -129,8 +129,8 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *admin == "" || fs.NArg() != 0 {
 		return fmt.Errorf("%w: usage: agentnet audit tail --admin FILE [-n N] [--follow]", errUsage)
 	}
-	if *n < 1 || *n > netmap.MaxAuditPage {
-		return fmt.Errorf("%w: -n %d: want 1..%d", errUsage, *n, netmap.MaxAuditPage)
+	if *n < 1 || *n > wire.MaxAuditPage {
+		return fmt.Errorf("%w: -n %d: want 1..%d", errUsage, *n, wire.MaxAuditPage)
 	}
 	cred, err := coordinator.LoadAdminCred(*admin)
 	if err != nil {
@@ -146,7 +146,7 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	for *follow {
-		page, err := ac.Audit(ctx, netmap.MaxAuditPage, after, true, 25*time.Second)
+		page, err := ac.Audit(ctx, wire.MaxAuditPage, after, true, 25*time.Second)
 		if ctx.Err() != nil {
 			return nil // interrupted
 		}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // lockedBuf is an output sink a running command and the test share.
@@ -44,7 +44,7 @@ func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
 
 func createToken(t *testing.T, c *coordinator.Coordinator) {
 	t.Helper()
-	if _, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(context.Background(), netmap.CreateTokenRequest{}); err != nil {
+	if _, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }

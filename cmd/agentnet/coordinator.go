@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -22,8 +22,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS listen address")
 	data := fs.String("data", "", "state directory (required)")
 	url := fs.String("url", "", "URL put into admin.cred and join tokens (default https://LISTEN); set it when clients dial another address")
-	prefix := fs.String("prefix", netmap.DefaultPrefix4.String(), "IPv4 prefix virtual addresses are allocated from")
-	domain := fs.String("domain", netmap.DefaultDomain, "DNS domain of agent names")
+	prefix := fs.String("prefix", wire.DefaultPrefix4.String(), "IPv4 prefix virtual addresses are allocated from")
+	domain := fs.String("domain", wire.DefaultDomain, "DNS domain of agent names")
 	tokenTTL := fs.Duration("token-ttl", 24*time.Hour, "default lifetime of join tokens")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -119,7 +119,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	req := netmap.CreateTokenRequest{Reusable: *reusable, TTLSeconds: int64(ttl.Seconds()), NodeTTLSeconds: int64(nodeTTL.Seconds())}
+	req := wire.CreateTokenRequest{Reusable: *reusable, TTLSeconds: int64(ttl.Seconds()), NodeTTLSeconds: int64(nodeTTL.Seconds())}
 	for _, t := range splitList(*tags) {
 		req.Tags = append(req.Tags, t)
 	}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -80,7 +80,7 @@ func demo(ctx context.Context, dir string, log *slog.Logger, out io.Writer) (err
 	defer coord.Close()
 	step("coordinator at %s (certificate pin %s…)", coord.URL(), coord.Pin()[:19])
 
-	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, netmap.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
+	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
 	if err != nil {
 		return fmt.Errorf("create join token: %w", err)
 	}
@@ -167,7 +167,7 @@ func waitPeers(ctx context.Context, agents []demoAgent) error {
 // demoRequest resolves search through the built-in DNS (a real query over
 // the overlay to 100.100.100.100) and fetches a page from it over HTTP.
 func demoRequest(ctx context.Context, from demoAgent, search *overlay.Node, out io.Writer) error {
-	const host = "search." + netmap.DefaultDomain
+	const host = "search." + wire.DefaultDomain
 	t0 := time.Now()
 	ips, err := from.node.Resolver().LookupNetIP(ctx, "ip4", host)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"syscall"
 
 	"github.com/agentnet/agentnet/netstack"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Exit codes, documented in the README.
@@ -159,6 +159,6 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "agentnet %s\ncontrol protocol %d (accepts %d..%d)\n", buildVersion(), netmap.ProtocolVersion, netmap.MinProtocolVersion, netmap.ProtocolVersion)
+	fmt.Fprintf(stdout, "agentnet %s\ncontrol protocol %d (accepts %d..%d)\n", buildVersion(), wire.ProtocolVersion, wire.MinProtocolVersion, wire.ProtocolVersion)
 	return nil
 }

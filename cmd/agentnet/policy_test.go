@@ -17,7 +17,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 const cliPolicy = `groups:
@@ -86,19 +86,19 @@ func TestPolicyCheckOffline(t *testing.T) {
 func enrollNode(t *testing.T, c *coordinator.Coordinator, name string, tags ...string) {
 	t.Helper()
 	ctx := context.Background()
-	tok, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(ctx, netmap.CreateTokenRequest{Tags: tags})
+	tok, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	var wg [32]byte
 	rand.Read(wg[:])
-	body, _ := json.Marshal(netmap.EnrollRequest{ProtocolVersion: netmap.ProtocolVersion, Token: tok.Token, Name: name,
-		WGKey: netmap.WGKeyString(wg)})
-	req, _ := http.NewRequest(http.MethodPost, c.URL()+netmap.PathEnroll, bytes.NewReader(body))
-	req.Header.Set(netmap.HeaderProtocol, strconv.Itoa(netmap.ProtocolVersion))
-	netmap.SignRequest(req, key, body, time.Now())
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: netmap.PinnedTLSConfig(c.Pin()), DisableKeepAlives: true}}
+	body, _ := json.Marshal(wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: tok.Token, Name: name,
+		WGKey: wire.WGKeyString(wg)})
+	req, _ := http.NewRequest(http.MethodPost, c.URL()+wire.PathEnroll, bytes.NewReader(body))
+	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
+	wire.SignRequest(req, key, body, time.Now())
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(c.Pin()), DisableKeepAlives: true}}
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestPolicyPrunesRealNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ac := coordinator.NewAdminClient(c.AdminCred())
-	tok, err := ac.CreateToken(ctx, netmap.CreateTokenRequest{Reusable: true})
+	tok, err := ac.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
 	}

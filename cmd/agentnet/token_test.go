@@ -11,7 +11,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestTokenListRevoke: 'token list' shows a token created with 'token
@@ -31,7 +31,7 @@ func TestTokenListRevoke(t *testing.T) {
 		t.Fatalf("token create: exit %d %s", code, errs)
 	}
 	token := strings.TrimSpace(out)
-	tok, err := netmap.ParseToken(token)
+	tok, err := wire.ParseToken(token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"math/bits"
 	"net/netip"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Options tune an Index. The zero value is valid.
@@ -69,10 +69,10 @@ type compiledRule struct {
 	shapes           []shape  // protocol/port combinations of the rule's ports
 }
 
-// shape is one protocols × ports combination a netmap.FilterRule can carry.
+// shape is one protocols × ports combination a wire.FilterRule can carry.
 type shape struct {
 	protos []string
-	ports  []netmap.PortRange
+	ports  []wire.PortRange
 }
 
 // NewIndex compiles p against nodes. Nodes keep their positions: Filter(i)
@@ -158,7 +158,7 @@ func shapes(specs []PortSpec) []shape {
 	}
 	type acc struct {
 		seen, all bool
-		ports     []netmap.PortRange
+		ports     []wire.PortRange
 	}
 	var tcp, udp acc
 	icmp := false
@@ -175,10 +175,10 @@ func shapes(specs []PortSpec) []shape {
 		if s.AllPorts() {
 			a.all = true
 		} else {
-			a.ports = append(a.ports, netmap.PortRange{First: s.First, Last: s.Last})
+			a.ports = append(a.ports, wire.PortRange{First: s.First, Last: s.Last})
 		}
 	}
-	portsOf := func(a acc) []netmap.PortRange {
+	portsOf := func(a acc) []wire.PortRange {
 		if a.all {
 			return nil
 		}
@@ -201,7 +201,7 @@ func shapes(specs []PortSpec) []shape {
 	return out
 }
 
-func equalRanges(a, b []netmap.PortRange) bool {
+func equalRanges(a, b []wire.PortRange) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -234,11 +234,11 @@ func (ix *Index) Policy() *Policy { return ix.p }
 //
 // The returned Filter shares its Peers slices with the Index and other
 // filters: treat it as read-only.
-func (ix *Index) Filter(self int) *netmap.Filter {
+func (ix *Index) Filter(self int) *wire.Filter {
 	if self < 0 || self >= len(ix.nodes) {
 		return nil
 	}
-	f := &netmap.Filter{PolicyVersion: ix.opt.Version, Inbound: []netmap.FilterRule{}, Outbound: []netmap.FilterRule{}}
+	f := &wire.Filter{PolicyVersion: ix.opt.Version, Inbound: []wire.FilterRule{}, Outbound: []wire.FilterRule{}}
 	for k := range ix.rules {
 		cr := &ix.rules[k]
 		if cr.to.Has(self) {
@@ -274,12 +274,12 @@ func (ix *Index) peersExcept(peers []string, all bool, set Set, self int) []stri
 	return out
 }
 
-func (cr *compiledRule) appendRules(dst []netmap.FilterRule, peers []string) []netmap.FilterRule {
+func (cr *compiledRule) appendRules(dst []wire.FilterRule, peers []string) []wire.FilterRule {
 	if len(peers) == 0 {
 		return dst
 	}
 	for _, s := range cr.shapes {
-		dst = append(dst, netmap.FilterRule{Rule: cr.name, Peers: peers, Protos: s.protos, Ports: s.ports})
+		dst = append(dst, wire.FilterRule{Rule: cr.name, Peers: peers, Protos: s.protos, Ports: s.ports})
 	}
 	return dst
 }
@@ -319,7 +319,7 @@ func (ix *Index) Decide(from, to, proto string, port uint16) (Decision, error) {
 
 // Compile is NewIndex(p, nodes, Options{}).Filter for the node named self;
 // nil if there is no such node. Build an Index to compile for many nodes.
-func Compile(p *Policy, nodes []Node, self string) *netmap.Filter {
+func Compile(p *Policy, nodes []Node, self string) *wire.Filter {
 	ix := NewIndex(p, nodes, Options{})
 	i, ok := ix.Lookup(self)
 	if !ok {

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func node(name string, host byte, tags ...string) Node {
@@ -43,32 +43,32 @@ rules:
 		node("writer", 6),
 	}
 	ix := NewIndex(p, nodes, Options{Version: 7})
-	tcpUDP := []netmap.FilterRule{
-		{Rule: "planners-to-search", Protos: []string{"tcp"}, Ports: []netmap.PortRange{{First: 8080, Last: 8080}, {First: 9000, Last: 9100}}},
-		{Rule: "planners-to-search", Protos: []string{"udp"}, Ports: []netmap.PortRange{{First: 53, Last: 53}}},
+	tcpUDP := []wire.FilterRule{
+		{Rule: "planners-to-search", Protos: []string{"tcp"}, Ports: []wire.PortRange{{First: 8080, Last: 8080}, {First: 9000, Last: 9100}}},
+		{Rule: "planners-to-search", Protos: []string{"udp"}, Ports: []wire.PortRange{{First: 53, Last: 53}}},
 		{Rule: "planners-to-search", Protos: []string{"icmp"}},
 	}
-	withPeers := func(rules []netmap.FilterRule, peers ...[]string) []netmap.FilterRule {
+	withPeers := func(rules []wire.FilterRule, peers ...[]string) []wire.FilterRule {
 		out := slices.Clone(rules)
 		for i := range out {
 			out[i].Peers = slices.Concat(peers...)
 		}
 		return out
 	}
-	mesh := netmap.FilterRule{Rule: "search-mesh", Protos: []string{"tcp", "udp"}, Ports: []netmap.PortRange{{First: 7000, Last: 7000}}}
+	mesh := wire.FilterRule{Rule: "search-mesh", Protos: []string{"tcp", "udp"}, Ports: []wire.PortRange{{First: 7000, Last: 7000}}}
 	cases := []struct {
 		self    string
-		in, out []netmap.FilterRule
+		in, out []wire.FilterRule
 		reach   []string
 	}{
-		{"planner", []netmap.FilterRule{}, withPeers(tcpUDP, pfx(3), pfx(4), pfx(5)), []string{"search", "search2", "search3"}},
-		{"planner2", []netmap.FilterRule{}, withPeers(tcpUDP, pfx(3), pfx(4), pfx(5)), []string{"search", "search2", "search3"}},
-		{"search", withPeers(tcpUDP, pfx(1), pfx(2)), []netmap.FilterRule{}, []string{"planner", "planner2"}},
+		{"planner", []wire.FilterRule{}, withPeers(tcpUDP, pfx(3), pfx(4), pfx(5)), []string{"search", "search2", "search3"}},
+		{"planner2", []wire.FilterRule{}, withPeers(tcpUDP, pfx(3), pfx(4), pfx(5)), []string{"search", "search2", "search3"}},
+		{"search", withPeers(tcpUDP, pfx(1), pfx(2)), []wire.FilterRule{}, []string{"planner", "planner2"}},
 		{"search2",
-			append(withPeers(tcpUDP, pfx(1), pfx(2)), withPeers([]netmap.FilterRule{mesh}, pfx(5))...),
-			withPeers([]netmap.FilterRule{mesh}, pfx(5)),
+			append(withPeers(tcpUDP, pfx(1), pfx(2)), withPeers([]wire.FilterRule{mesh}, pfx(5))...),
+			withPeers([]wire.FilterRule{mesh}, pfx(5)),
 			[]string{"planner", "planner2", "search3"}},
-		{"writer", []netmap.FilterRule{}, []netmap.FilterRule{}, nil},
+		{"writer", []wire.FilterRule{}, []wire.FilterRule{}, nil},
 	}
 	for _, tc := range cases {
 		i, _ := ix.Lookup(tc.self)
@@ -112,7 +112,7 @@ func TestCompileAllUsesOverlayPrefixes(t *testing.T) {
 	p4, p6 := netip.MustParsePrefix("100.96.0.0/12"), netip.MustParsePrefix("fd12::/48")
 	ix := NewIndex(Default(), nodes, Options{Prefix4: p4, Prefix6: p6})
 	f := ix.Filter(0)
-	want := []netmap.FilterRule{{Rule: "allow-all", Peers: []string{"100.96.0.0/12", "fd12::/48"}}}
+	want := []wire.FilterRule{{Rule: "allow-all", Peers: []string{"100.96.0.0/12", "fd12::/48"}}}
 	if !reflect.DeepEqual(f.Inbound, want) || !reflect.DeepEqual(f.Outbound, want) {
 		t.Errorf("default with prefixes: %+v", f)
 	}
@@ -135,8 +135,8 @@ func TestShapes(t *testing.T) {
 		{`["*"]`, []shape{{}}},
 		{`[tcp]`, []shape{{protos: []string{"tcp"}}}},
 		{`[tcp, udp]`, []shape{{protos: []string{"tcp", "udp"}}}},
-		{`[tcp:53, udp:53]`, []shape{{protos: []string{"tcp", "udp"}, ports: []netmap.PortRange{{First: 53, Last: 53}}}}},
-		{`[tcp:53, udp]`, []shape{{protos: []string{"tcp"}, ports: []netmap.PortRange{{First: 53, Last: 53}}}, {protos: []string{"udp"}}}},
+		{`[tcp:53, udp:53]`, []shape{{protos: []string{"tcp", "udp"}, ports: []wire.PortRange{{First: 53, Last: 53}}}}},
+		{`[tcp:53, udp]`, []shape{{protos: []string{"tcp"}, ports: []wire.PortRange{{First: 53, Last: 53}}}, {protos: []string{"udp"}}}},
 		{`[tcp:1, "tcp:*"]`, []shape{{protos: []string{"tcp"}}}},
 		{`[icmp]`, []shape{{protos: []string{"icmp"}}}},
 	}

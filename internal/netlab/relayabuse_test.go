@@ -11,8 +11,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/agentnet/agentnet/overlay/netmap"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // inNS runs f on an OS thread switched into the named namespace; sockets f
@@ -66,7 +66,7 @@ func TestRelayAbuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := netmap.RelayAddr{Transport: netmap.TransportUDP, Addr: netip.AddrPortFrom(rel.Addr, 3478)}
+	addr := wire.RelayAddr{Transport: wire.TransportUDP, Addr: netip.AddrPortFrom(rel.Addr, 3478)}
 
 	// Listeners that must never see relayed data (loopback of the relay
 	// host, the denied host) and one that must (the target).

@@ -1,4 +1,4 @@
-package netmap
+package wire
 
 import (
 	"crypto/rand"

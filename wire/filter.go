@@ -1,4 +1,4 @@
-package netmap
+package wire
 
 // Filter is the policy compiled for one node, carried in its signed map and
 // enforced by the node on every packet (default deny). Rules are
