@@ -22,10 +22,11 @@ import (
 // loopback, its ReceiveFuncs drained like wireguard-go would; WireGuard
 // packets it receives arrive on rx.
 type pathNode struct {
-	p   *peerBind
-	key [32]byte
-	dk  *discoKeys
-	rx  chan pathRx
+	p    *peerBind
+	drop *dropSocket // drops direct traffic as a NAT would (set)
+	key  [32]byte
+	dk   *discoKeys
+	rx   chan pathRx
 }
 
 type pathRx struct {
@@ -39,7 +40,8 @@ func newPathNode(t *testing.T, key byte) *pathNode {
 	k[0] = key
 	pub, priv, _ := box.GenerateKey(rand.Reader)
 	n := &pathNode{key: k, dk: &discoKeys{pub: *pub, priv: *priv}, rx: make(chan pathRx, 256)}
-	n.p = newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), k, slog.New(slog.DiscardHandler))
+	n.drop = &dropSocket{socket: NewBind(BindConfig{ListenAddr: loopback4})}
+	n.p = newPeerBind(peerBindConfig{Socket: n.drop, Self: k, Logger: slog.New(slog.DiscardHandler)})
 	n.p.disco = n.dk
 	fns, _, err := n.p.Open(0)
 	if err != nil {
@@ -152,7 +154,7 @@ func TestPathsProbeUpgradeFallback(t *testing.T) {
 	// b's direct traffic from a is now lost (a NAT dropping it): b must
 	// fall back to the relay within pathTimeout plus one ping interval.
 	drop := func(ap netip.AddrPort) bool { return ap == a.addr() }
-	b.p.testDrop.Store(&drop)
+	b.drop.set(drop)
 	took := waitCond(t, pathTimeout+3*time.Second, "b falls back to the relay", func() bool {
 		ps := b.path(a.key)
 		return ps != nil && ps.Kind == "relay"
@@ -214,9 +216,9 @@ func TestPathsBadDisco(t *testing.T) {
 	if n, _, err := evil.ReadFromUDPAddrPort(make([]byte, 1500)); err == nil {
 		t.Fatalf("a answered an unauthenticated disco packet (%d bytes)", n)
 	}
-	a.p.mu.Lock()
+	a.p.pathTable.mu.Lock()
 	learned := a.p.byKey[b.key].cands[evil.LocalAddr().(*net.UDPAddr).AddrPort()]
-	a.p.mu.Unlock()
+	a.p.pathTable.mu.Unlock()
 	if learned != nil {
 		t.Fatal("an unauthenticated packet added a candidate")
 	}

@@ -33,13 +33,18 @@ func pbPacket(typ uint32, tag byte) []byte {
 // closed at cleanup. The last ReceiveFunc is the redelivery one.
 func openPeerBind(t *testing.T, self [32]byte) (*peerBind, []conn.ReceiveFunc) {
 	t.Helper()
-	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), self, slog.New(slog.DiscardHandler))
+	p := newTestPeerBind(self)
 	fns, port, err := p.Open(0)
 	if err != nil || len(fns) != 3 || port == 0 {
 		t.Fatalf("Open: %d fns, port %d, err %v", len(fns), port, err)
 	}
 	t.Cleanup(func() { p.Close() })
 	return p, fns
+}
+
+// newTestPeerBind is a closed peerBind on 127.0.0.1:0 with our key self.
+func newTestPeerBind(self [32]byte) *peerBind {
+	return newPeerBind(peerBindConfig{Socket: NewBind(BindConfig{ListenAddr: loopback4}), Self: self, Logger: slog.New(slog.DiscardHandler)})
 }
 
 type pbRecv struct {
@@ -91,7 +96,7 @@ func pbRecvOne(t *testing.T, fn conn.ReceiveFunc) pbRecv {
 func pbExpectOnly(t *testing.T, p *peerBind, remote *Bind, recv conn.ReceiveFunc) {
 	t.Helper()
 	sentinel := pbPacket(pbMsgData, 0xee)
-	if err := p.Bind.Send([][]byte{sentinel}, newUDPEndpoint(remote.LocalAddr())); err != nil {
+	if err := p.socket().Send([][]byte{sentinel}, newUDPEndpoint(remote.LocalAddr())); err != nil {
 		t.Fatalf("send sentinel: %v", err)
 	}
 	r := pbRecvOne(t, recv)
@@ -163,10 +168,13 @@ func TestPeerBindParking(t *testing.T) {
 			if err := p.Send([][]byte{pkt}, e); err != nil {
 				t.Fatalf("Send without path: %v", err)
 			}
-			p.mu.Lock()
-			parked := e.parked != nil
-			e.parkedAt = e.parkedAt.Add(-tc.age)
-			p.mu.Unlock()
+			p.guard.mu.Lock()
+			gp := p.guard.peers[e.key]
+			parked := gp != nil && gp.parked != nil
+			if parked {
+				gp.parkedAt = gp.parkedAt.Add(-tc.age)
+			}
+			p.guard.mu.Unlock()
 			if parked != (tc.typ == wgMsgInitiation) || p.noPath.Load() != 1 {
 				t.Fatalf("parked=%v noPath=%d", parked, p.noPath.Load())
 			}
@@ -181,10 +189,10 @@ func TestPeerBindParking(t *testing.T) {
 			}
 			p.flush() // nothing parked any more
 			pbExpectOnly(t, p, remote, recv)
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if want := map[bool]uint64{true: 1}[tc.wantSent]; p.parkedSent.Load() != want || e.parked != nil {
-				t.Fatalf("parkedSent=%d want %d, parked=%v", p.parkedSent.Load(), want, e.parked != nil)
+			p.guard.mu.Lock()
+			defer p.guard.mu.Unlock()
+			if want := map[bool]uint64{true: 1}[tc.wantSent]; p.parkedSent.Load() != want || gp != nil && gp.parked != nil {
+				t.Fatalf("parkedSent=%d want %d, parked=%v", p.parkedSent.Load(), want, gp != nil && gp.parked != nil)
 			}
 		})
 	}
@@ -255,10 +263,10 @@ func TestPeerBindStrangerRedelivery(t *testing.T) {
 		t.Fatalf("redelivered n=%d size=%d ep=%v", r.n, r.sizes[0], r.eps[0])
 	}
 	p.flush() // delivered once only
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.inject) != 0 || p.redelivered.Load() != 1 || len(p.strangers) != 0 {
-		t.Fatalf("inject=%d redelivered=%d strangers=%d", len(p.inject), p.redelivered.Load(), len(p.strangers))
+	p.guard.mu.Lock()
+	defer p.guard.mu.Unlock()
+	if len(p.inject) != 0 || p.redelivered.Load() != 1 || len(p.guard.strangers) != 0 {
+		t.Fatalf("inject=%d redelivered=%d strangers=%d", len(p.inject), p.redelivered.Load(), len(p.guard.strangers))
 	}
 }
 
@@ -293,25 +301,9 @@ func TestPeerBindStrangerCollision(t *testing.T) {
 	}
 }
 
-func TestPeerBindStrangersBounded(t *testing.T) {
-	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), pbHigh, slog.New(slog.DiscardHandler))
-	last := netip.AddrPort{}
-	p.mu.Lock()
-	for i := range maxStrangers + 36 {
-		last = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), uint16(1000+i))
-		p.rememberLocked(last, pbPacket(wgMsgInitiation, byte(i)))
-	}
-	p.rememberLocked(last, pbPacket(wgMsgInitiation, 0xaa)) // replaces, evicts nothing
-	n, st := len(p.strangers), p.strangers[last]
-	p.mu.Unlock()
-	if n != maxStrangers || len(st.pkt) != 148 || st.pkt[4] != 0xaa {
-		t.Fatalf("%d strangers (want %d), latest %x", n, maxStrangers, st.pkt[:min(5, len(st.pkt))])
-	}
-}
-
 func TestPeerBindCloseReopen(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	p := newPeerBind(NewBind(BindConfig{ListenAddr: loopback4}), pbLow, slog.New(slog.DiscardHandler))
+	p := newTestPeerBind(pbLow)
 	remote, _ := openTestBind(t)
 	for round := range 2 {
 		fns, _, err := p.Open(0)

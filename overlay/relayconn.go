@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -37,22 +38,27 @@ type allocPkt struct {
 	ep  conn.Endpoint
 }
 
+// relayPath is peerBind's part for our relay allocation: the allocation
+// itself (sendPath and sendOuts send through it lock-free) and the bounded
+// queue of packets from it for wireguard-go. The allocation's socket is the
+// relay client's; relayLoop owns its lifetime.
+type relayPath struct {
+	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
+	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded
+
+	allocRxPackets atomic.Uint64 // packets from the allocation handed to wireguard-go
+	allocRxDrops   atomic.Uint64 // packets from the allocation dropped (unattributed, queue full)
+	allocTxErrors  atomic.Uint64
+}
+
 // setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
 func (p *peerBind) setAlloc(a *relay.Allocation) {
 	p.alloc.Store(a)
-	now := p.now()
-	p.mu.Lock()
-	for _, e := range p.byKey {
-		p.chooseLocked(e, now)
+	var ai allocInfo
+	if a != nil {
+		ai = allocInfo{ok: true, relay: a.Relay().Name, transport: a.Transport()}
 	}
-	p.mu.Unlock()
-}
-
-// setRelays sets the relays of the map (for naming paths).
-func (p *peerBind) setRelays(rs []wire.Relay) {
-	p.mu.Lock()
-	p.relays = rs
-	p.mu.Unlock()
+	p.pathTable.setAlloc(ai)
 }
 
 // readAlloc reads a's packets until it is closed: disco is handled here,
@@ -71,28 +77,24 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 		b := buf[:n]
 		now := p.now()
 		if !isWG(b) {
-			p.mu.Lock()
-			outs, _ := p.handleControlLocked(b, src, true, now, nil)
-			p.mu.Unlock()
+			outs, _ := p.handleControl(b, src, true, now, nil)
 			p.sendOuts(outs)
 			continue
 		}
-		p.mu.Lock()
-		e := p.byAddr[src]
+		e := p.peers().peerAt(src)
 		if e == nil {
-			e = p.attributeLocked(b, src, true, now)
+			e = p.attribute(b, src, true, now)
 		}
-		if w, ok := p.lazyInitLocked(e, b); ok {
-			p.mu.Unlock()
+		if w, ok := p.lazyInit(e, b); ok {
 			p.queueLazy([]injected{w})
 			continue
 		}
-		var ep conn.Endpoint = e
+		var ep conn.Endpoint
+		drop := false
 		if e != nil {
-			p.handshakeAnsweredLocked(e, b)
-		}
-		drop := e != nil && msgType(b) == wgMsgInitiation && p.losesLocked(e)
-		if e == nil {
+			ep = e
+			drop = p.received(e, msgType(b), now)
+		} else if msgType(b) == wgMsgInitiation {
 			// An initiation from a source no disco ping has named yet (the
 			// peer's first packet through the relay): wireguard-go finds
 			// the peer by decrypting it and answers along the peer's own
@@ -100,15 +102,12 @@ func (p *peerBind) readAlloc(a *relay.Allocation) {
 			// If the sender is not a peer yet (it joined a moment ago and
 			// our map has not caught up) it is remembered and delivered
 			// again once the map names that address (flush), as on the
-			// UDP socket. Anything else unattributable is dropped.
-			if msgType(b) == wgMsgInitiation {
-				ep = newUDPEndpoint(src)
-				p.rememberLocked(src, b)
-			} else {
-				drop = true
-			}
+			// UDP socket.
+			ep = newUDPEndpoint(src)
+			p.guard.remember(src, b, now)
+		} else {
+			drop = true // anything else unattributable
 		}
-		p.mu.Unlock()
 		if drop {
 			p.allocRxDrops.Add(1)
 			continue
@@ -206,12 +205,12 @@ func (n *Node) relayLoop() {
 		if n.paths.stunNow.Swap(false) {
 			stunNext = time.Time{}
 		}
-		now := time.Now()
+		now := n.pbind.now()
 		if canAllocate && a == nil && len(relays) > 0 && !now.Before(retryAt) {
 			a = n.allocate(relays[0])
 			if a == nil {
 				attempt++
-				retryAt = time.Now().Add(min(time.Duration(attempt)*5*time.Second, time.Minute))
+				retryAt = now.Add(min(time.Duration(attempt)*5*time.Second, time.Minute))
 			} else {
 				attempt = 0
 				clear(permits)
@@ -287,23 +286,6 @@ func (n *Node) permitPeers(a *relay.Allocation, done map[netip.Addr]bool) {
 	if err := a.Permit(ips...); err != nil {
 		n.log.Warn("relay refused permissions for peers", "relay", a.Relay().Name, "err", err)
 	}
-}
-
-// peerIPs returns the IPs of every peer's direct candidates.
-func (p *peerBind) peerIPs() []netip.Addr {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	seen := map[netip.Addr]bool{}
-	var out []netip.Addr
-	for _, e := range p.byKey {
-		for ap, c := range e.cands {
-			if !c.relay && !seen[ap.Addr()] {
-				seen[ap.Addr()] = true
-				out = append(out, ap.Addr())
-			}
-		}
-	}
-	return out
 }
 
 // relays returns the relays of the current map (or the test override).

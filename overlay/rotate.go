@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -185,32 +184,17 @@ func (n *Node) startRotation() {
 	}()
 }
 
-// beginRekey makes self the key peerBind's tie-break compares with, forgets
+// beginRekey makes self our key for the tie-break and probing, forgets
 // initiations sent or parked under the old key, and holds every initiation
 // until endRekey.
 func (p *peerBind) beginRekey(self [32]byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.self = self
-	p.hold = true
-	for _, e := range p.byKey {
-		e.wins = bytes.Compare(self[:], e.key[:]) > 0
-		e.initSent = time.Time{}
-		e.parked = nil
-	}
+	p.setSelf(self)
+	p.guard.beginRekey(self)
 }
 
 // endRekey stops holding initiations and, if send, sends the held ones.
 func (p *peerBind) endRekey(send bool) {
-	p.mu.Lock()
-	p.hold = false
-	if !send {
-		for _, e := range p.byKey {
-			e.parked = nil
-			e.initSent = time.Time{}
-		}
-	}
-	p.mu.Unlock()
+	p.guard.endRekey(send)
 	if send {
 		p.flush()
 	}
