@@ -22,11 +22,12 @@ import (
 // loopback, its ReceiveFuncs drained like wireguard-go would; WireGuard
 // packets it receives arrive on rx.
 type pathNode struct {
-	p    *peerBind
-	drop *dropSocket // drops direct traffic as a NAT would (set)
-	key  [32]byte
-	dk   *discoKeys
-	rx   chan pathRx
+	p     *peerBind
+	drop  *dropSocket       // drops direct traffic as a NAT would (set)
+	alloc *relay.Allocation // closed at cleanup
+	key   [32]byte
+	dk    *discoKeys
+	rx    chan pathRx
 }
 
 type pathRx struct {
@@ -74,8 +75,8 @@ func newPathNode(t *testing.T, key byte) *pathNode {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if a := n.p.alloc.Load(); a != nil {
-			a.Close()
+		if n.alloc != nil {
+			n.alloc.Close()
 		}
 		n.p.Close()
 		wg.Wait()
@@ -99,6 +100,7 @@ func (n *pathNode) allocate(t *testing.T, r wire.Relay) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.alloc = a
 	n.p.setRelays([]wire.Relay{r})
 	n.p.setAlloc(a)
 	go n.p.readAlloc(a)

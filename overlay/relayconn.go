@@ -43,19 +43,40 @@ type allocPkt struct {
 // queue of packets from it for wireguard-go. The allocation's socket is the
 // relay client's; relayLoop owns its lifetime.
 type relayPath struct {
-	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
-	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded
+	alloc   atomic.Pointer[allocRef] // our relay allocation, nil without
+	allocRx chan allocPkt            // packets from the allocation for wireguard-go; bounded
 
 	allocRxPackets atomic.Uint64 // packets from the allocation handed to wireguard-go
 	allocRxDrops   atomic.Uint64 // packets from the allocation dropped (unattributed, queue full)
 	allocTxErrors  atomic.Uint64
 }
 
+// allocation is what the relay path needs of our relay allocation (a
+// *relay.Allocation; in tests an in-memory one).
+type allocation interface {
+	Relay() wire.Relay
+	Transport() string // udp, tcp or tls
+	RelayedAddr() netip.AddrPort
+	// WriteTo sends p from our relayed address to the peer at to.
+	WriteTo(p []byte, to netip.AddrPort) error
+	// ReadFrom blocks for the next packet a peer sent to our relayed
+	// address; net.ErrClosed once the allocation is closed.
+	ReadFrom(p []byte) (int, netip.AddrPort, error)
+	Dropped() uint64 // packets the allocation itself dropped
+}
+
+var _ allocation = (*relay.Allocation)(nil)
+
+// allocRef holds an allocation for atomic.Pointer.
+type allocRef struct{ allocation }
+
 // setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
-func (p *peerBind) setAlloc(a *relay.Allocation) {
-	p.alloc.Store(a)
+func (p *peerBind) setAlloc(a allocation) {
 	var ai allocInfo
-	if a != nil {
+	if a == nil {
+		p.alloc.Store(nil)
+	} else {
+		p.alloc.Store(&allocRef{a})
 		ai = allocInfo{ok: true, relay: a.Relay().Name, transport: a.Transport()}
 	}
 	p.pathTable.setAlloc(ai)
@@ -64,7 +85,7 @@ func (p *peerBind) setAlloc(a *relay.Allocation) {
 // readAlloc reads a's packets until it is closed: disco is handled here,
 // WireGuard packets of known peers are queued for allocReceive (dropped
 // and counted when the queue is full), anything else is dropped.
-func (p *peerBind) readAlloc(a *relay.Allocation) {
+func (p *peerBind) readAlloc(a allocation) {
 	buf := make([]byte, 1<<16)
 	for {
 		n, src, err := a.ReadFrom(buf)
