@@ -1,16 +1,11 @@
 package coordinator
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 
@@ -18,54 +13,13 @@ import (
 	"github.com/agentnet/agentnet/wire"
 )
 
-// AdminCred is the content of admin.cred (JSON, mode 0600): everything the
-// administrator's tools need to reach and authenticate to the coordinator.
-type AdminCred struct {
-	URL    string `json:"url"`
-	Pin    string `json:"pin"`
-	Secret string `json:"secret"`
-}
-
-// LoadAdminCred reads and checks an admin.cred file.
-func LoadAdminCred(path string) (AdminCred, error) {
-	var c AdminCred
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return c, fmt.Errorf("coordinator: admin credential %s does not exist; it is written by 'agentnet coordinator' into its data dir", path)
-	}
-	if err != nil {
-		return c, fmt.Errorf("coordinator: read admin credential: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("coordinator: admin credential %s is not valid JSON: %w", path, err)
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"url", c.URL}, {"pin", c.Pin}, {"secret", c.Secret}} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
-		return c, fmt.Errorf("coordinator: admin credential %s lacks %s", path, strings.Join(missing, ", "))
-	}
-	if !strings.HasPrefix(c.URL, "https://") {
-		return c, fmt.Errorf("coordinator: admin credential %s: url %q is not https", path, c.URL)
-	}
-	if !strings.HasPrefix(c.Pin, wire.PinPrefix) {
-		return c, fmt.Errorf("coordinator: admin credential %s: pin %q does not start with %q", path, c.Pin, wire.PinPrefix)
-	}
-	return c, nil
-}
-
 // initAdminCred keeps the admin secret across restarts. The store holds
 // only its SHA-256; the secret lives in admin.cred. If admin.cred is gone
 // (or no longer matches), a new secret is made: deleting admin.cred and
 // restarting rotates the admin secret. The file is rewritten only when its
 // contents change (new URL or new secret).
 func (c *Coordinator) initAdminCred() error {
-	old, loadErr := LoadAdminCred(c.credPath)
+	old, loadErr := wire.LoadAdminCred(c.credPath)
 	return c.store.Update(func(tx Tx) error {
 		stored, err := tx.Meta(metaAdminSum)
 		if err != nil {
@@ -88,7 +42,7 @@ func (c *Coordinator) initAdminCred() error {
 		if err := tx.PutMeta(metaAdminSum, []byte(hex.EncodeToString(c.adminSum[:]))); err != nil {
 			return err
 		}
-		c.cred = AdminCred{URL: c.url, Pin: c.pin, Secret: secret}
+		c.cred = wire.AdminCred{URL: c.url, Pin: c.pin, Secret: secret}
 		if loadErr == nil && old == c.cred {
 			return nil
 		}

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,13 +30,6 @@ const (
 	maxReportLimiters = 4096
 	maxAuditWait      = 25 * time.Second // below the admin client's 30 s timeout
 )
-
-// AuditPage is the answer of wire.PathAdminAudit: raw audit lines (exactly
-// as in the file, so a client can check their hashes) and the newest seq.
-type AuditPage struct {
-	Records []json.RawMessage `json:"records"`
-	HeadSeq uint64            `json:"head_seq"`
-}
 
 // reportLimiter is a token bucket per node DID.
 type reportLimiter struct {
@@ -204,7 +196,7 @@ func (a *Audit) changed() <-chan struct{} {
 // Tail returns up to n records: with hasAfter, the oldest ones after seq
 // after; otherwise the newest n. Recent records come from memory, older
 // ones from the file.
-func (a *Audit) Tail(after uint64, hasAfter bool, n int) (AuditPage, error) {
+func (a *Audit) Tail(after uint64, hasAfter bool, n int) (wire.AuditPage, error) {
 	a.mu.Lock()
 	head := a.seq
 	first, last := uint64(1), head // the wanted range
@@ -213,7 +205,7 @@ func (a *Audit) Tail(after uint64, hasAfter bool, n int) (AuditPage, error) {
 	} else if head > uint64(n) {
 		first = head - uint64(n) + 1
 	}
-	page := AuditPage{HeadSeq: head, Records: []json.RawMessage{}}
+	page := wire.AuditPage{HeadSeq: head, Records: []json.RawMessage{}}
 	if first > last {
 		a.mu.Unlock()
 		return page, nil
@@ -259,20 +251,4 @@ func readAuditRange(path string, first, last uint64) ([]json.RawMessage, error) 
 		}
 		out = append(out, json.RawMessage(line[:len(line)-1]))
 	}
-}
-
-// Audit returns audit records through the admin API: see
-// wire.PathAdminAudit. wait > 0 with hasAfter holds the call until a
-// record newer than after exists or wait (at most 25 s) passes.
-func (a *AdminClient) Audit(ctx context.Context, n int, after uint64, hasAfter bool, wait time.Duration) (AuditPage, error) {
-	q := url.Values{"n": {strconv.Itoa(n)}}
-	if hasAfter {
-		q.Set("after", strconv.FormatUint(after, 10))
-	}
-	if wait > 0 {
-		q.Set("wait", strconv.Itoa(int(wait/time.Second)))
-	}
-	var page AuditPage
-	err := a.do(ctx, http.MethodGet, wire.PathAdminAudit+"?"+q.Encode(), nil, &page)
-	return page, err
 }

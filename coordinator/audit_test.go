@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func newKey(t *testing.T) ed25519.PrivateKey {
@@ -393,7 +394,7 @@ func TestAuditCoordinatorEvents(t *testing.T) {
 	if err := h.c.revokeToken(pt.ID); err != nil {
 		t.Fatal(err)
 	}
-	bad := NewAdminClient(AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "wrong"})
+	bad := adminclient.New(wire.AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "wrong"})
 	for range 5 {
 		if _, err := bad.Nodes(context.Background()); err == nil {
 			t.Fatal("wrong admin secret accepted")
@@ -475,7 +476,7 @@ func TestAuditTailFollow(t *testing.T) {
 	if err != nil || len(page.Records) != 1 || page.HeadSeq != 1 {
 		t.Fatalf("tail: %v %+v", err, page)
 	}
-	got := make(chan AuditPage, 1)
+	got := make(chan wire.AuditPage, 1)
 	go func() {
 		p, err := h.admin.Audit(context.Background(), 20, page.HeadSeq, true, 10*time.Second)
 		if err != nil {
@@ -589,7 +590,7 @@ func TestAuditTailRingAndFile(t *testing.T) {
 	for i := range n {
 		a.Record(AuditEnroll, "i", i)
 	}
-	seqs := func(p AuditPage) []uint64 {
+	seqs := func(p wire.AuditPage) []uint64 {
 		var out []uint64
 		for _, raw := range p.Records {
 			var r AuditRecord

@@ -357,7 +357,7 @@ func TestConsoleTokensEnrollRevoke(t *testing.T) {
 		t.Fatalf("revoke: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	_, status, er := newTestNode(t, h.c).tryEnroll(tok, "bravo")
-	if status != http.StatusUnauthorized || er.Code != codeTokenRevoked || !strings.Contains(er.Error, "revoked") {
+	if status != http.StatusUnauthorized || er.Code != wire.CodeTokenRevoked || !strings.Contains(er.Error, "revoked") {
 		t.Errorf("enroll with a revoked token: %d %s %q", status, er.Code, er.Error)
 	}
 	if h.nodeCount() != 1 {

@@ -101,7 +101,7 @@ type Coordinator struct {
 	ula      netip.Prefix
 	url      string
 	pin      string
-	cred     AdminCred
+	cred     wire.AdminCred
 	credPath string
 	adminSum [32]byte // SHA-256 of the admin secret
 
@@ -344,7 +344,7 @@ func (c *Coordinator) PublicKey() ed25519.PublicKey {
 func (c *Coordinator) AdminCredPath() string { return c.credPath }
 
 // AdminCred returns the admin credential (also written to AdminCredPath).
-func (c *Coordinator) AdminCred() AdminCred { return c.cred }
+func (c *Coordinator) AdminCred() wire.AdminCred { return c.cred }
 
 // Close stops the listener, ends every stream (their clients see the
 // response end), waits for in-flight requests and closes the store. It

@@ -194,7 +194,7 @@ func (c *Coordinator) refreshSnapshot() error {
 		serial uint64
 		all    []wire.Node
 		reads  []read
-		rec    PolicyRecord
+		rec    wire.PolicyRecord
 		ok     bool
 	)
 	err := c.store.View(func(tx Tx) (err error) {

@@ -74,10 +74,10 @@ type Tx interface {
 
 	// Policy returns stored policy version v, or the latest if v is 0; ok
 	// is false if there is none.
-	Policy(v uint64) (rec PolicyRecord, ok bool, err error)
+	Policy(v uint64) (rec wire.PolicyRecord, ok bool, err error)
 	// AddPolicy stores rec as the next policy version (versions only
 	// grow) and returns it with Version set.
-	AddPolicy(rec PolicyRecord) (PolicyRecord, error)
+	AddPolicy(rec wire.PolicyRecord) (wire.PolicyRecord, error)
 }
 
 // TokenRecord is what the store keeps about a join token. The secret itself

@@ -12,17 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // TestOneUseAndExpiredTokens: the node reports the coordinator's refusal
 // clearly and nothing is enrolled.
 func TestOneUseAndExpiredTokens(t *testing.T) {
 	n := overlaytest.New(t)
-	admin := coordinator.NewAdminClient(n.Coord.AdminCred())
+	admin := adminclient.New(n.Coord.AdminCred())
 	once, err := admin.CreateToken(ctxT(t, 5*time.Second), wire.CreateTokenRequest{TTLSeconds: 60})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 type testClock struct {
@@ -43,7 +44,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	admin := coordinator.NewAdminClient(c.AdminCred())
+	admin := adminclient.New(c.AdminCred())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	short, err := admin.CreateToken(ctx, wire.CreateTokenRequest{NodeTTLSeconds: 60})

@@ -23,6 +23,7 @@ import (
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func lacksPeer(name string) func(*wire.Map) bool {
@@ -136,7 +137,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 		t.Fatalf("transfer did not get going: %d bytes", received.Load())
 	}
 
-	admin := coordinator.NewAdminClient(nw.Coord.AdminCred())
+	admin := adminclient.New(nw.Coord.AdminCred())
 	start := time.Now()
 	if _, err := admin.RevokeNode(ctxT(t, 10*time.Second), "alpha", "test"); err != nil {
 		t.Fatalf("RevokeNode: %v", err)

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // TestRevocationPropagation starts 50 real nodes (netstack, wireguard-go,
@@ -43,7 +43,7 @@ func TestRevocationPropagation(t *testing.T) {
 	overlaytest.WaitPeersWithin(t, 60*time.Second, all...)
 	t.Logf("%d nodes up and meshed in %v", nodes, time.Since(start))
 
-	admin := coordinator.NewAdminClient(nw.Coord.AdminCred())
+	admin := adminclient.New(nw.Coord.AdminCred())
 	var lasts, each []time.Duration
 	for r := range revokes {
 		victim := all[r].Self().Name

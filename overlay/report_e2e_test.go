@@ -11,13 +11,14 @@ import (
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // nodeReports returns the node_report events in the coordinator's audit
 // log, by reporting node name.
 func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEvent {
 	t.Helper()
-	page, err := coordinator.NewAdminClient(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
+	page, err := adminclient.New(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}
@@ -89,7 +90,7 @@ func TestNodeReportsReachAuditLog(t *testing.T) {
 		t.Errorf("denial report %+v, want 5 packets from beta to :22", d)
 	}
 
-	if err := coordinator.NewAdminClient(net.Coord.AdminCred()).DeleteNode(context.Background(), "beta"); err != nil {
+	if err := adminclient.New(net.Coord.AdminCred()).DeleteNode(context.Background(), "beta"); err != nil {
 		t.Fatal(err)
 	}
 	down := waitReport(t, net, "alpha", "channel_down", func(e wire.ReportEvent) bool {

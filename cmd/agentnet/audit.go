@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 const auditUsage = "usage: agentnet audit verify --data DIR | agentnet audit tail --admin FILE [-n N] [--follow] [--json]"
@@ -132,11 +133,11 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *n < 1 || *n > wire.MaxAuditPage {
 		return fmt.Errorf("%w: -n %d: want 1..%d", errUsage, *n, wire.MaxAuditPage)
 	}
-	cred, err := coordinator.LoadAdminCred(*admin)
+	cred, err := wire.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
-	ac := coordinator.NewAdminClient(cred)
+	ac := adminclient.New(cred)
 	page, err := ac.Audit(ctx, *n, 0, false, 0)
 	if err != nil {
 		return err

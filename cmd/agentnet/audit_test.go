@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // lockedBuf is an output sink a running command and the test share.
@@ -44,7 +45,7 @@ func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
 
 func createToken(t *testing.T, c *coordinator.Coordinator) {
 	t.Helper()
-	if _, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
+	if _, err := adminclient.New(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }
