@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -38,7 +38,7 @@ func (c *testClock) Add(d time.Duration) {
 func TestNodeExpiryStopsNode(t *testing.T) {
 	dir := t.TempDir()
 	clock := &testClock{}
-	log := overlaytest.Logger(t)
+	log := testnet.Logger(t)
 	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Now: clock.Now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 	}
 	start := func(name, token string) *overlay.Node {
 		nd, err := overlay.New(ctx, overlay.Config{StateDir: filepath.Join(dir, name), Token: token, Name: name,
-			ListenAddr: overlaytest.Loopback, EnrollTimeout: 5 * time.Second, Logger: log.With("c", name)})
+			ListenAddr: testnet.Loopback, EnrollTimeout: 5 * time.Second, Logger: log.With("c", name)})
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
@@ -65,7 +65,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 		return nd
 	}
 	a, b := start("alpha", short.Token), start("bravo", long.Token)
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	if exp := a.Self().Expires; exp.IsZero() || exp.Sub(clock.Now()) > time.Minute {
 		t.Errorf("alpha's map says expires %v", exp)
 	}

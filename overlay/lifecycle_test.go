@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -75,9 +75,9 @@ func signedUpdate(t *testing.T, c *coordinator.Coordinator, key ed25519.PrivateK
 // the revoked node stops (refused, no peers) and its identity cannot come
 // back.
 func TestRevokeStopsLiveTransfer(t *testing.T) {
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	a, b := nw.StartNode("alpha"), nw.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 
 	ln, err := b.Listen("tcp", ":7100")
 	if err != nil {
@@ -211,9 +211,9 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 // TestRotateUnderTransfer rotates both nodes' WireGuard keys during a
 // checksummed transfer in both directions on one TCP connection.
 func TestRotateUnderTransfer(t *testing.T) {
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	a, b := nw.StartNode("alpha"), nw.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	const size = 8 << 20
 
 	ln, err := b.Listen("tcp", ":7200")

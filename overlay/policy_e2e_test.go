@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -29,14 +29,14 @@ import (
 // counted and logged with the policy version, search cannot open anything
 // on planner, and writer (in no rule) is absent from planner's map and DNS.
 func TestPolicyEndToEnd(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	logs := &lockedBuf{}
 	pcfg := n.NodeConfig("planner")
 	pcfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	planner := n.StartNodeConfig(pcfg)
 	search := n.StartNode("search")
 	writer := n.StartNode("writer")
-	overlaytest.WaitPeers(t, planner, search, writer)
+	testnet.WaitPeers(t, planner, search, writer)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
@@ -32,7 +32,7 @@ func TestRevocationPropagation(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("AGENTNET_PROPAGATION_NODES")); err == nil && v > 2 {
 		nodes, revokes = v, min(10, v-2)
 	}
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	all := make([]*overlay.Node, nodes)
 	start := time.Now()
 	for i := range all {
@@ -40,7 +40,7 @@ func TestRevocationPropagation(t *testing.T) {
 		cfg.KeyRotation = -1
 		all[i] = nw.StartNodeConfig(cfg)
 	}
-	overlaytest.WaitPeersWithin(t, 60*time.Second, all...)
+	testnet.WaitPeersWithin(t, 60*time.Second, all...)
 	t.Logf("%d nodes up and meshed in %v", nodes, time.Since(start))
 
 	admin := adminclient.New(nw.Coord.AdminCred())

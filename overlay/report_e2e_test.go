@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // nodeReports returns the node_report events in the coordinator's audit
 // log, by reporting node name.
-func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEvent {
+func nodeReports(t *testing.T, net *testnet.Net) map[string][]wire.ReportEvent {
 	t.Helper()
 	page, err := adminclient.New(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
 	if err != nil {
@@ -41,7 +41,7 @@ func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEve
 	return out
 }
 
-func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok func(wire.ReportEvent) bool) wire.ReportEvent {
+func waitReport(t *testing.T, net *testnet.Net, node string, what string, ok func(wire.ReportEvent) bool) wire.ReportEvent {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -60,12 +60,12 @@ func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok
 // channel up after the first handshake, filter denials merged per flow,
 // and channel down when the peer is removed, all land in the audit log.
 func TestNodeReportsReachAuditLog(t *testing.T) {
-	net := overlaytest.New(t)
+	net := testnet.New(t)
 	cfgA := net.NodeConfig("alpha")
 	cfgA.ReportInterval = 200 * time.Millisecond
 	a := net.StartNodeConfig(cfgA)
 	b := net.StartNode("beta")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	ln, err := b.Listen("tcp", ":7000")
 	if err != nil {
 		t.Fatal(err)

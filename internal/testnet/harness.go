@@ -1,7 +1,7 @@
-// Package overlaytest is the in-process test harness: a real coordinator
+// Package testnet is the in-process test harness: a real coordinator
 // (HTTPS, bbolt) and real nodes (wireguard-go, gVisor netstack) in one
 // process, on 127.0.0.1 only. Tests of every package reuse it.
-package overlaytest
+package testnet
 
 import (
 	"context"
