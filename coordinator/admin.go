@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/wire"
 )
@@ -20,7 +21,7 @@ import (
 // contents change (new URL or new secret).
 func (c *Coordinator) initAdminCred() error {
 	old, loadErr := wire.LoadAdminCred(c.credPath)
-	return c.store.Update(func(tx Tx) error {
+	return c.store.Update(func(tx store.Tx) error {
 		stored, err := tx.Meta(metaAdminSum)
 		if err != nil {
 			return err
@@ -70,7 +71,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 // handleNodes lists every node, sorted by name, with live Online state.
 func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error {
 	var nodes []wire.Node
-	if err := c.store.View(func(tx Tx) (err error) {
+	if err := c.store.View(func(tx store.Tx) (err error) {
 		nodes, err = tx.Nodes()
 		return err
 	}); err != nil {
@@ -95,7 +96,7 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error 
 func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	var did string
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		owner, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err

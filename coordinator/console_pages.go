@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -40,7 +41,7 @@ type agentRow struct {
 }
 
 type tokenRow struct {
-	TokenRecord
+	store.TokenRecord
 	Status string // active, used, expired or revoked
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/relay"
 	"github.com/agentnet/agentnet/wire"
@@ -54,7 +55,7 @@ type Config struct {
 	Now func() time.Time
 	// Store is optional: the state store. Default: bbolt at
 	// DataDir/coord.db. New takes ownership; Close closes it.
-	Store Store
+	Store store.Store
 	// MetricsListen is optional: a TCP address ("127.0.0.1:9100") where
 	// Prometheus metrics are served at /metrics over plain HTTP. Default off.
 	MetricsListen string
@@ -205,13 +206,13 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		limits:    limits,
 		serveDone: make(chan struct{}),
 	}
-	store := cfg.Store
-	if store == nil {
-		if store, err = OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
+	st := cfg.Store
+	if st == nil {
+		if st, err = store.OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
 			return nil, err
 		}
 	}
-	c.store = newTrackedStore(store)
+	c.store = newTrackedStore(st)
 	defer func() {
 		if err != nil {
 			if c.ln != nil {
@@ -290,11 +291,19 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	return c, nil
 }
 
+// Meta keys.
+const (
+	metaULA      = "ula_prefix"   // the IPv6 ULA /48, netip.Prefix text
+	metaPrefix4  = "prefix4"      // the IPv4 pool the store was created with
+	metaCursor4  = "ipam_cursor4" // host offset of the last IPv4 handed out, decimal
+	metaAdminSum = "admin_sha256" // hex SHA-256 of the admin secret
+)
+
 // initMeta creates the ULA prefix on first start and checks Prefix4 against
 // the one the store was created with.
 func (c *Coordinator) initMeta() (netip.Prefix, error) {
 	var ula netip.Prefix
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		b, err := tx.Meta(metaULA)
 		if err != nil {
 			return err

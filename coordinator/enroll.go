@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -65,7 +66,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		oldKey  string
 		rotated bool
 	)
-	err = c.store.Update(func(tx Tx) error {
+	err = c.store.Update(func(tx store.Tx) error {
 		// A revoked or expired identity never comes back, token or not.
 		if rec, gone, err := tx.Revocation(did); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -126,7 +127,7 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if !errors.As(err, &ae) {
 		ae = &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "internal error", cause: err}
 	}
-	if errors.Is(err, ErrStoreClosed) {
+	if errors.Is(err, store.ErrClosed) {
 		ae = &apiError{status: http.StatusServiceUnavailable, code: wire.CodeInternal, msg: "coordinator is shutting down", cause: err}
 	}
 	c.stats.refuse(ae.code)

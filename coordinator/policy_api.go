@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -122,7 +123,7 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 			"policy refused, %d of its %d tests fail against the current nodes:\n%s", len(fails), len(results), strings.Join(fails, "\n"))
 	}
 	rec := wire.PolicyRecord{Text: req.Text, Source: req.Source, Created: c.now().UTC(), By: req.By, Address: r.RemoteAddr}
-	err = c.store.Update(func(tx Tx) (err error) {
+	err = c.store.Update(func(tx store.Tx) (err error) {
 		if rec, err = tx.AddPolicy(rec); err != nil {
 			return err
 		}
@@ -169,7 +170,7 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) er
 		rec wire.PolicyRecord
 		ok  bool
 	)
-	if err := c.store.View(func(tx Tx) (err error) {
+	if err := c.store.View(func(tx store.Tx) (err error) {
 		rec, ok, err = tx.Policy(v)
 		return err
 	}); err != nil {
@@ -254,7 +255,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 		changed bool
 		old     []string
 	)
-	err = c.store.Update(func(tx Tx) error {
+	err = c.store.Update(func(tx store.Tx) error {
 		did, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -305,11 +306,11 @@ func TestPolicyAPINeedsAdmin(t *testing.T) {
 // and the error is logged, until an admin sets a valid policy.
 func TestStoredPolicyThatNoLongerParsesFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	st, err := OpenBolt(dir + "/" + fileDB)
+	st, err := store.OpenBolt(dir + "/" + fileDB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Update(func(tx Tx) error {
+	if err := st.Update(func(tx store.Tx) error {
 		_, err := tx.AddPolicy(wire.PolicyRecord{Text: "rules: [oops]\n", Source: "old.yaml"})
 		return err
 	}); err != nil {

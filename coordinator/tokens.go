@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -59,7 +60,7 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 	}
 	now := c.now()
 	secret := wire.NewSecret()
-	rec := TokenRecord{
+	rec := store.TokenRecord{
 		ID:         wire.NewID(),
 		SecretHash: wire.HashSecret(secret),
 		Tags:       slices.Compact(slices.Sorted(slices.Values(req.Tags))),
@@ -68,7 +69,7 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 		Expires:    now.Add(ttl),
 		NodeTTL:    time.Duration(req.NodeTTLSeconds) * time.Second,
 	}
-	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
+	if err := c.store.Update(func(tx store.Tx) error { return tx.PutToken(rec) }); err != nil {
 		return wire.CreateTokenResponse{}, err
 	}
 	c.stats.tokensCreated.Add(1)
@@ -79,13 +80,13 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 }
 
 // listTokens returns every token record, newest first.
-func (c *Coordinator) listTokens() ([]TokenRecord, error) {
-	var recs []TokenRecord
-	err := c.store.View(func(tx Tx) (err error) {
+func (c *Coordinator) listTokens() ([]store.TokenRecord, error) {
+	var recs []store.TokenRecord
+	err := c.store.View(func(tx store.Tx) (err error) {
 		recs, err = tx.Tokens()
 		return err
 	})
-	slices.SortFunc(recs, func(a, b TokenRecord) int {
+	slices.SortFunc(recs, func(a, b store.TokenRecord) int {
 		if d := b.Created.Compare(a.Created); d != 0 {
 			return d
 		}
@@ -100,7 +101,7 @@ func (c *Coordinator) listTokens() ([]TokenRecord, error) {
 // them off, revoke the node (revoke.go).
 // Revoking twice is not an error.
 func (c *Coordinator) revokeToken(id string) error {
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		rec, ok, err := tx.Token(id)
 		if err != nil {
 			return err
@@ -121,7 +122,7 @@ func (c *Coordinator) revokeToken(id string) error {
 // redeemToken checks a parsed token inside the enrollment transaction and
 // marks it used. The transaction only commits if the whole enrollment does,
 // so a refused enrollment never consumes a token.
-func redeemToken(tx Tx, tok wire.Token, did string, now time.Time) (TokenRecord, error) {
+func redeemToken(tx store.Tx, tok wire.Token, did string, now time.Time) (store.TokenRecord, error) {
 	rec, ok, err := tx.Token(tok.ID)
 	if err != nil {
 		return rec, err
