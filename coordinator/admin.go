@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/wire"
@@ -61,7 +62,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 		got, ok := strings.CutPrefix(r.Header.Get(wire.HeaderAdmin), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
-			c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
+			c.audit.RecordLimited(audit.KindAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
 			return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
 		}
 		return h(w, r)
@@ -116,7 +117,7 @@ func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) e
 	}
 	c.stats.nodesDeleted.Add(1)
 	c.log.Info("coordinator: node removed", "node", name, "did", did)
-	c.audit.Record(AuditNodeRevoke, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "did", did, "reason", "deleted by admin")
+	c.audit.Record(audit.KindNodeRevoke, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "did", did, "reason", "deleted by admin")
 	c.kick(did)
 	if err := c.changed(); err != nil {
 		return err

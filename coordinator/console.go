@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/agentnet/agentnet/coordinator/audit"
 )
 
 // The web console (Config.Console) is served on the API's HTTPS listener
@@ -228,7 +230,7 @@ func (con *console) refused(r *http.Request, code, reason string) {
 	c := con.c
 	c.stats.refuse(code)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	c.audit.RecordLimited(AuditRequestRefused, host, code, "path", r.URL.Path, "reason", reason)
+	c.audit.RecordLimited(audit.KindRequestRefused, host, code, "path", r.URL.Path, "reason", reason)
 	if c.limiter.Allow(host+"||"+code, c.now()) {
 		c.log.Warn("coordinator: console request refused", "reason", reason, "path", r.URL.Path, "endpoint", r.RemoteAddr)
 	} else {
@@ -253,7 +255,7 @@ func (con *console) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256([]byte(r.PostFormValue("secret")))
 	if subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
 		con.refused(r, consoleCodeAuth, "wrong admin secret")
-		c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), consoleCodeAuth, "result", "failure", "via", "console")
+		c.audit.RecordLimited(audit.KindAdminLogin, remoteHost(r), consoleCodeAuth, "result", "failure", "via", "console")
 		con.render(w, r, http.StatusUnauthorized, "login.html", pageData{Title: "Log in",
 			Error: "That is not the admin secret. It is the \"secret\" field of admin.cred in the coordinator's data directory."})
 		return
@@ -264,7 +266,7 @@ func (con *console) handleLogin(w http.ResponseWriter, r *http.Request) {
 		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
 	c.log.Info("coordinator: console login", "endpoint", r.RemoteAddr)
-	c.audit.Record(AuditAdminLogin, "actor", "admin", "remote", r.RemoteAddr, "result", "success", "via", "console")
+	c.audit.Record(audit.KindAdminLogin, "actor", "admin", "remote", r.RemoteAddr, "result", "success", "via", "console")
 	http.Redirect(w, r, consolePrefix+"agents", http.StatusSeeOther)
 }
 

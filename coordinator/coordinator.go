@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/relay"
@@ -75,7 +76,7 @@ type Config struct {
 
 	// AuditReset is optional, default false. On start the audit log
 	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with
-	// ErrAuditBroken and the first bad record. With AuditReset the broken
+	// audit.ErrBroken and the first bad record. With AuditReset the broken
 	// log is renamed to audit.jsonl.broken-TIME and a new log starts with an
 	// audit_reset record naming it.
 	AuditReset bool
@@ -114,7 +115,8 @@ type Coordinator struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	audit   *Audit // DataDir/audit.jsonl
+	audit   *audit.Log    // DataDir/audit.jsonl
+	reports reportLimiter // node reports per node (audit_api.go)
 	stats   counters
 	limiter logthrottle.Limiter
 	probes  probeLimiter
@@ -228,7 +230,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if c.signKey, err = loadSigningKey(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if c.audit, err = openAudit(auditConfig{Path: filepath.Join(cfg.DataDir, fileAudit), Key: c.signKey, Now: c.now, Log: c.log,
+	if c.audit, err = audit.Open(audit.Config{Path: audit.Path(cfg.DataDir), Key: c.signKey, Now: c.now, Logger: c.log,
 		Reset: cfg.AuditReset, CheckpointEvery: cfg.auditCheckpointEvery, CheckpointInterval: cfg.auditCheckpointInterval}); err != nil {
 		return nil, err
 	}

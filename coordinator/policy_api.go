@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/coordinator/policy"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
@@ -135,7 +136,7 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 	}
 	c.log.Info("coordinator: policy set", "version", rec.Version, "rules", len(p.Rules), "tests", len(results), "by", rec.By, "endpoint", r.RemoteAddr)
 	sum := sha256.Sum256([]byte(rec.Text))
-	c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", fmt.Sprintf("policy v%d", rec.Version),
+	c.audit.Record(audit.KindPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", fmt.Sprintf("policy v%d", rec.Version),
 		"version", rec.Version, "rules", len(p.Rules), "sha256", hex.EncodeToString(sum[:]))
 	if err := c.changed(); err != nil {
 		return err
@@ -281,7 +282,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 	}
 	if changed {
 		c.log.Info("coordinator: node tags set", "node", name, "tags", tags, "was", old)
-		c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "tags", tags, "was", old)
+		c.audit.Record(audit.KindPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "tags", tags, "was", old)
 		if err := c.changed(); err != nil {
 			return err
 		}

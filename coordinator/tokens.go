@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/coordinator/policy"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
@@ -74,7 +75,7 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 	}
 	c.stats.tokensCreated.Add(1)
 	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires, "node_ttl", rec.NodeTTL)
-	c.audit.Record(AuditTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
+	c.audit.Record(audit.KindTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
 	tok := wire.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
 	return wire.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
 }
@@ -114,7 +115,7 @@ func (c *Coordinator) revokeToken(id string) error {
 	})
 	if err == nil {
 		c.log.Info("coordinator: token revoked", "token", id)
-		c.audit.Record(AuditTokenRevoke, "actor", "admin", "subject", id)
+		c.audit.Record(audit.KindTokenRevoke, "actor", "admin", "subject", id)
 	}
 	return err
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
@@ -34,7 +34,7 @@ func nodeReports(t *testing.T, net *testnet.Net) map[string][]wire.ReportEvent {
 		if err := json.Unmarshal(raw, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Kind == coordinator.AuditNodeReport {
+		if rec.Kind == audit.KindNodeReport {
 			out[rec.ActorName] = append(out[rec.ActorName], rec.Details.Events...)
 		}
 	}

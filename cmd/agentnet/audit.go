@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -73,12 +73,12 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 		pub = b
 	} else {
 		var err error
-		if pub, err = coordinator.LoadAuditKey(*data); err != nil {
+		if pub, err = audit.LoadKey(*data); err != nil {
 			return err
 		}
 	}
-	path := coordinator.AuditPath(*data)
-	res, err := coordinator.VerifyAudit(path, pub)
+	path := audit.Path(*data)
+	res, err := audit.Verify(path, pub)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no audit log at %s; it is created by 'agentnet coordinator --data %s'", path, *data)
 	}
@@ -100,7 +100,7 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printVerify(w io.Writer, path string, pub ed25519.PublicKey, res coordinator.AuditResult) {
+func printVerify(w io.Writer, path string, pub ed25519.PublicKey, res audit.Result) {
 	if !res.Intact {
 		fmt.Fprintf(w, "%s: BROKEN at line %d (seq %d): %s\n  %s\n", path, res.Bad.Line, res.Bad.Seq, res.Bad.Problem, res.Bad.Detail)
 		fmt.Fprintf(w, "  the %d records before it verify (last good seq %d)\n", res.Records, res.LastSeq)
@@ -185,7 +185,7 @@ func printRecords(w io.Writer, recs []json.RawMessage, raw bool) error {
 			}
 			continue
 		}
-		var r coordinator.AuditRecord
+		var r audit.Record
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("coordinator sent an unreadable audit record: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -67,7 +68,7 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 	}
 
 	// Edit the second record.
-	path := coordinator.AuditPath(dir)
+	path := audit.Path(dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
