@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/console"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/relay"
@@ -120,9 +121,9 @@ type Coordinator struct {
 	stats   counters
 	limiter logthrottle.Limiter
 	probes  probeLimiter
-	console *console // nil unless Config.Console
-	metrics *metrics // Config.MetricsListen; nil when off; set before serving
-	sweep   sweeper  // node identity expiry (expiry.go)
+	console *console.Console // nil unless Config.Console
+	metrics *metrics         // Config.MetricsListen; nil when off; set before serving
+	sweep   sweeper          // node identity expiry (expiry.go)
 
 	limits *rateLimiters // per-source request limits (ratelimit.go)
 
@@ -265,10 +266,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 	handler := c.routes()
 	if cfg.Console {
-		if c.console, err = newConsole(c); err != nil {
+		if c.console, err = console.New(console.Config{Core: consoleCore{c}, Audit: c.audit, Logger: c.log, Now: c.now, WriteTimeout: cfg.writeTimeout}); err != nil {
 			return nil, err
 		}
-		handler = c.console.handler(handler)
+		handler = c.console.Handler(handler)
 	}
 
 	c.baseCtx, c.cancel = context.WithCancel(context.Background())
