@@ -128,7 +128,10 @@ type Coordinator struct {
 	limits *rateLimiters // per-source request limits (ratelimit.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
-	// Lock order: snapMu before mu; no store call while holding mu.
+	// Lock order: snapMu before mu; snapMu before store calls (and the
+	// trackedStore's own mu); no store call while holding mu. flipMu and
+	// the locks inside stats, probes, reports, limits, audit and console
+	// are leaves: nothing else is taken while one is held.
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
 	idOf   map[string]uint32 // stable node ids (snapshot.go); guarded by snapMu
