@@ -15,7 +15,7 @@ const (
 	eventKeyRefused = "key.refused"  // a retired or revoked WireGuard key was offered (did, key fingerprint, reason)
 )
 
-// event writes one node-lifecycle event to the audit log (audit.go): it
+// event writes one node-lifecycle event to the audit log (coordinator/audit): it
 // is called once per event, after the change it reports has been committed
 // (refusals: when the refusal is sent). kind is one of the event*
 // constants; attrs use the log field vocabulary (node, peer, reason, err,
