@@ -1,6 +1,8 @@
 package dns
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -158,4 +160,61 @@ func TestMalformedQueriesRefused(t *testing.T) {
 			})
 		}
 	}
+}
+
+// FuzzQuery drives raw packets through the server's query path as miekg
+// does, minus the socket: vet, acceptHeader, unpack, handler. It must never
+// panic, answer at most once with a message that packs, and answer NOERROR
+// only a query framed exactly as its header says, with one question, no
+// answer or authority records and at most one additional record, an OPT
+// of version 0.
+func FuzzQuery(f *testing.F) {
+	q := new(mdns.Msg).SetQuestion("alice.agents.internal.", mdns.TypeA)
+	plain, _ := q.Pack()
+	q.Extra = []mdns.RR{opt(0)}
+	edns, _ := q.Pack()
+	q.Extra = []mdns.RR{opt(0), opt(1)}
+	twoOPT, _ := q.Pack()
+	f.Add(plain)
+	f.Add(edns)
+	f.Add(twoOPT)
+	f.Add(append(append([]byte{}, plain...), plain[12:]...))
+	f.Add(make([]byte, 12))
+	s := New(Config{})
+	s.SetRecords(testRecords)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := s.vet(bytes.Clone(data))
+		if len(m) < 12 {
+			return // miekg drops it
+		}
+		dh := mdns.Header{Id: binary.BigEndian.Uint16(m), Bits: binary.BigEndian.Uint16(m[2:]),
+			Qdcount: binary.BigEndian.Uint16(m[4:]), Ancount: binary.BigEndian.Uint16(m[6:]),
+			Nscount: binary.BigEndian.Uint16(m[8:]), Arcount: binary.BigEndian.Uint16(m[10:])}
+		if acceptHeader(dh) != mdns.MsgAccept {
+			return // miekg answers FORMERR or NOTIMP, or nothing for a response
+		}
+		if len(m) != len(data) {
+			t.Fatalf("vet rewrote %x yet its header was accepted", data)
+		}
+		req := new(mdns.Msg)
+		if err := req.Unpack(m); err != nil {
+			return // miekg answers FORMERR
+		}
+		w := &recorder{}
+		s.serveDNS(w, req)
+		if len(w.msgs) != 1 {
+			t.Fatalf("handler wrote %d messages", len(w.msgs))
+		}
+		resp := w.msgs[0]
+		if _, err := resp.Pack(); err != nil {
+			t.Fatalf("response does not pack: %v\n%v", err, resp)
+		}
+		if resp.Rcode == mdns.RcodeSuccess {
+			o := req.IsEdns0()
+			if !framed(data) || len(req.Question) != 1 || len(req.Answer)+len(req.Ns) != 0 || len(req.Extra) > 1 ||
+				(len(req.Extra) == 1 && (o == nil || o.Version() != 0)) {
+				t.Fatalf("answered NOERROR to a query it must refuse:\n%v", req)
+			}
+		}
+	})
 }
