@@ -105,7 +105,7 @@ func measureRSS(ctx context.Context, o Options, p dpParams) ([]Result, error) {
 // control-plane bench's client, 8 at a time.
 func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
 	client := newCPClient(an.coord.AdminCred())
-	defer client.tr.CloseIdleConnections()
+	defer client.Close()
 	idx := make(chan int)
 	var (
 		mu       sync.Mutex
