@@ -62,10 +62,10 @@ const (
 //     one node; from the DELETE's response to each remaining stream
 //     receiving the first map without it or delta removing it.
 //
-// The coordinator runs as a separate process (the agentnet binary: Binary,
-// $AGENTNET_BIN, or built with "go build") so its RSS and CPU are its own;
-// if no binary can be had it runs in-process, and the rss/cpu rows then
-// include the simulated clients (their Note says so). Clients and
+// The coordinator runs as a separate process (the agentnet binary,
+// Options.Agentnet) so its RSS and CPU are its own; without a binary it
+// runs in-process, and the rss/cpu rows then include the simulated clients
+// (their Note says so). Clients and
 // coordinator share the machine's cores either way.
 //
 // Every stream's first map is verified (signature with the coordinator key,
@@ -84,8 +84,7 @@ func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 		scales = o.Scales
 	}
 	raiseNoFile()
-	bin, binNote, cleanup := coordinatorBinary(ctx, o)
-	defer cleanup()
+	bin, binNote := coordinatorBinary(o)
 	var out []Result
 	for i, n := range scales {
 		rs, err := controlPlaneRun(ctx, o, n, i == 0, bin, binNote)
@@ -106,30 +105,14 @@ func raiseNoFile() {
 	}
 }
 
-// coordinatorBinary returns the path of an agentnet binary to run the
-// coordinator from (Binary, $AGENTNET_BIN, or built into a temp dir that
-// cleanup removes), or "" and the reason it runs in-process.
-func coordinatorBinary(ctx context.Context, o Options) (bin, note string, cleanup func()) {
-	cleanup = func() {}
-	if Binary != "" {
-		return Binary, "", cleanup
+// coordinatorBinary returns the agentnet binary to run the coordinator
+// from (Options.Agentnet), or "" and the note of an in-process one.
+func coordinatorBinary(o Options) (bin, note string) {
+	if o.Agentnet != "" {
+		return o.Agentnet, ""
 	}
-	if p := os.Getenv("AGENTNET_BIN"); p != "" {
-		return p, "", cleanup
-	}
-	const inproc = "coordinator in-process (cmd/agentnet could not be built): includes the simulated clients"
-	dir, err := os.MkdirTemp("", "agentnet-bench-bin-")
-	if err != nil {
-		return "", inproc, cleanup
-	}
-	cleanup = func() { os.RemoveAll(dir) }
-	o.Progressf("controlplane: building cmd/agentnet for an out-of-process coordinator")
-	bin, err = agentnetBinary(ctx, dir)
-	if err != nil {
-		o.Progressf("controlplane: %v; running the coordinator in-process", err)
-		return "", inproc, cleanup
-	}
-	return bin, "", cleanup
+	o.Progressf("controlplane: no agentnet binary (Options.Agentnet); running the coordinator in-process")
+	return "", "coordinator in-process (no agentnet binary given): includes the simulated clients"
 }
 
 // cpCoord is the coordinator under test, in-process or a child process.
