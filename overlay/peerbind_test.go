@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -273,32 +274,41 @@ func TestPeerBindStrangerRedelivery(t *testing.T) {
 func TestPeerBindStrangerCollision(t *testing.T) {
 	// Both sides initiate before knowing each other: our initiation is
 	// parked, theirs arrives as a stranger's. flush sends ours and, as we
-	// win, the redelivery of theirs is dropped.
-	p, fns := openPeerBind(t, pbHigh)
-	remote, recv := openTestBind(t)
-	e := pbPeerEndpoint(t, p, pbLow)
-	if err := p.Send([][]byte{pbPacket(wgMsgInitiation, 1)}, e); err != nil {
-		t.Fatalf("Send: %v", err)
-	}
-	if err := remote.Send([][]byte{pbPacket(wgMsgInitiation, 2)}, newUDPEndpoint(p.LocalAddr())); err != nil {
-		t.Fatalf("remote Send: %v", err)
-	}
-	if r := pbRecvOne(t, fns[0]); r.sizes[0] != 148 {
-		t.Fatalf("stranger's initiation: size %d", r.sizes[0])
-	}
-	redeliver := pbRecvAsync(fns[len(fns)-1])
-	p.setPeers(map[[32]byte]netip.AddrPort{pbLow: remote.LocalAddr()})
-	p.flush()
-	pbRecvOne(t, recv) // our parked initiation
-	for deadline := time.Now().Add(2 * time.Second); p.tieDropped.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("redelivered initiation not dropped by the tie-break")
+	// win, the redelivery of theirs is dropped. In a synctest bubble over
+	// a memNet, so Wait shows when the redelivery has been consumed.
+	synctest.Test(t, func(t *testing.T) {
+		mn := newMemNet()
+		sock, remote := mn.socket(), mn.socket()
+		p := newPeerBind(peerBindConfig{Socket: sock, Self: pbHigh, Logger: slog.New(slog.DiscardHandler)})
+		fns, _, err := p.Open(0)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	p.Close()
-	if r := pbWait(t, redeliver); r.n != 0 || !errors.Is(r.err, net.ErrClosed) || p.redelivered.Load() != 0 {
-		t.Fatalf("redelivery: n=%d err=%v redelivered=%d", r.n, r.err, p.redelivered.Load())
-	}
+		rfns, _, _ := remote.Open(0)
+		defer remote.Close()
+		e := pbPeerEndpoint(t, p, pbLow)
+		if err := p.Send([][]byte{pbPacket(wgMsgInitiation, 1)}, e); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		if err := remote.Send([][]byte{pbPacket(wgMsgInitiation, 2)}, newUDPEndpoint(sock.addr)); err != nil {
+			t.Fatalf("remote Send: %v", err)
+		}
+		if r := pbRecvOne(t, fns[0]); r.sizes[0] != 148 {
+			t.Fatalf("stranger's initiation: size %d", r.sizes[0])
+		}
+		redeliver := pbRecvAsync(fns[len(fns)-1])
+		p.setPeers(map[[32]byte]netip.AddrPort{pbLow: remote.addr})
+		p.flush()
+		pbRecvOne(t, rfns[0]) // our parked initiation
+		synctest.Wait()
+		if p.tieDropped.Load() != 1 {
+			t.Fatalf("redelivered initiation not dropped by the tie-break (tieDropped %d)", p.tieDropped.Load())
+		}
+		p.Close()
+		if r := pbWait(t, redeliver); r.n != 0 || !errors.Is(r.err, net.ErrClosed) || p.redelivered.Load() != 0 {
+			t.Fatalf("redelivery: n=%d err=%v redelivered=%d", r.n, r.err, p.redelivered.Load())
+		}
+	})
 }
 
 func TestPeerBindCloseReopen(t *testing.T) {
