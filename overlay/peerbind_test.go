@@ -341,3 +341,36 @@ func TestPeerBindCloseReopen(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerBindDataTakesNoLock: data packets from and to a known peer path
+// pass while the path table's and the guard's locks are held (the receive
+// fast path is an atomic load and a lookup; the send path an atomic load).
+func TestPeerBindDataTakesNoLock(t *testing.T) {
+	mn := newMemNet()
+	sock, remote := mn.socket(), mn.socket()
+	p := newPeerBind(peerBindConfig{Socket: sock, Self: pbHigh, Logger: slog.New(slog.DiscardHandler)})
+	fns, _, err := p.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	rfns, _, _ := remote.Open(0)
+	defer remote.Close()
+	e := pbPeerEndpoint(t, p, pbLow)
+	p.setPeers(map[[32]byte]netip.AddrPort{pbLow: remote.addr})
+
+	p.pathTable.mu.Lock()
+	p.guard.mu.Lock()
+	defer p.pathTable.mu.Unlock()
+	defer p.guard.mu.Unlock()
+	remote.Send([][]byte{pbPacket(wgMsgData, 1)}, newUDPEndpoint(sock.addr))
+	if r := pbRecvOne(t, fns[0]); r.eps[0] != conn.Endpoint(e) || r.sizes[0] != 148 {
+		t.Fatalf("data received as %v, size %d", r.eps[0], r.sizes[0])
+	}
+	if err := p.Send([][]byte{pbPacket(wgMsgData, 2)}, e); err != nil {
+		t.Fatal(err)
+	}
+	if r := pbRecvOne(t, rfns[0]); r.sizes[0] != 148 {
+		t.Fatalf("data sent: size %d", r.sizes[0])
+	}
+}
