@@ -27,8 +27,8 @@ import (
 // Concurrency: mu guards the fields below it and every peerEndpoint's path
 // fields; a peer's current path is also published in peerEndpoint.path
 // (atomic, immutable *path) for the send path. Lock order: mu before
-// handshakeGuard.mu. Nothing here does I/O or opens a box under mu except
-// sealing our own pings and pongs.
+// handshakeGuard.mu. Nothing here does I/O, opens a box or parses STUN
+// under mu (it only seals our own pings and pongs there).
 type pathTable struct {
 	log   *slog.Logger
 	now   func() time.Time // the injected clock, for calls that carry no now
