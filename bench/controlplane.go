@@ -96,15 +96,6 @@ func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 	return out, nil
 }
 
-// raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit.
-func raiseNoFile() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
 // coordinatorBinary returns the path of an agentnet binary to run the
 // coordinator from (Binary, $AGENTNET_BIN, or built into a temp dir that
 // cleanup removes), or "" and the reason it runs in-process.
