@@ -39,7 +39,7 @@ func (n *Node) memoryLoop() {
 			return
 		case <-n.freeMem:
 		}
-		wait := max(freeMemoryDelay, freeMemoryEvery-time.Since(last))
+		wait := max(freeMemoryDelay, freeMemoryEvery-n.now().Sub(last))
 		if !sleepCtx(n.ctx, wait) {
 			return
 		}
@@ -48,6 +48,6 @@ func (n *Node) memoryLoop() {
 		default:
 		}
 		debug.FreeOSMemory()
-		last = time.Now()
+		last = n.now()
 	}
 }

@@ -94,9 +94,11 @@ type Config struct {
 	// not block. Optional, default none (denials are still counted and
 	// logged, rate-limited).
 	OnFilterDeny func(FilterDenial)
-	// Now is the node's clock: map and report times, status ages,
-	// denial and conntrack timing (it is also the packet filter's).
-	// Optional, default time.Now.
+	// Now is the node's clock: map and report times, status ages, key
+	// rotation dates, the packet filter's conntrack and log intervals.
+	// wireguard-go keeps its own (real) clock, so handshake ages and
+	// channel up/down reports assume Now is close to it; testing/synctest
+	// fakes both. Optional, default time.Now.
 	Now func() time.Time
 }
 
@@ -243,7 +245,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.setupPaths(); err != nil {
 		return err
 	}
-	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
+	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny, Now: n.now})
 	n.filter.lazy = n.lazy
 	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
 	// Paths are ours: wireguard-go must never replace a peer's endpoint
@@ -301,7 +303,7 @@ func (n *Node) start(ctx context.Context) error {
 // the token on first start.
 func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *wire.Map, error) {
 	dir := n.cfg.StateDir
-	st, ok, err := loadState(dir)
+	st, ok, err := loadState(dir, n.now())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("overlay: %w", err)
 	}
@@ -317,7 +319,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *wire.
 			return nil, nil, nil, fmt.Errorf("overlay: %w", err)
 		}
 		if !ok {
-			if st, err = newState(); err != nil {
+			if st, err = newState(n.now()); err != nil {
 				return nil, nil, nil, err
 			}
 		}

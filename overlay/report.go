@@ -59,6 +59,7 @@ type reporter struct {
 	n        *Node
 	log      *slog.Logger
 	interval time.Duration
+	now      func() time.Time // the node's clock
 
 	mu      sync.Mutex // guards the fields below
 	queue   []wire.ReportEvent
@@ -75,7 +76,11 @@ func newReporter(n *Node, interval time.Duration) *reporter {
 	if interval == 0 {
 		interval = defaultReportInterval
 	}
-	return &reporter{n: n, log: n.log, interval: interval, denials: make(map[denialKey]uint64), up: make(map[[32]byte]string)}
+	now := n.now
+	if now == nil {
+		now = time.Now
+	}
+	return &reporter{n: n, log: n.log, interval: interval, now: now, denials: make(map[denialKey]uint64), up: make(map[[32]byte]string)}
 }
 
 // addDenial queues a filter denial. Safe for concurrent use from the data
@@ -175,7 +180,7 @@ func (r *reporter) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		r.watchChannels(time.Now())
+		r.watchChannels(r.now())
 		for {
 			r.mu.Lock()
 			empty := len(r.queue) == 0 && r.dropped == 0
@@ -270,7 +275,7 @@ func (c *controlClient) report(ctx context.Context, req wire.ReportRequest) erro
 
 // addDenial is the filter's entry point: it queues one dropped packet for
 // the next security report. Safe for concurrent use; never blocks.
-func (n *Node) addDenial(d Denial) { n.reports.addDenial(d, time.Now()) }
+func (n *Node) addDenial(d Denial) { n.reports.addDenial(d, n.reports.now()) }
 
 // ReportStats counts security-report events: sent (accepted by the
 // coordinator), lost (dropped on a full queue or refused) and queued.

@@ -99,7 +99,7 @@ func (p *kernelPlane) Ping(ctx context.Context, dst netip.Addr) (time.Duration, 
 	if c.LocalAddr().Network() == "ip:icmp" || c.LocalAddr().Network() == "ip4:icmp" {
 		to = &net.IPAddr{IP: dst.AsSlice()}
 	}
-	start := time.Now()
+	start := time.Now() // an RTT times real I/O: the real clock, not the node's
 	if _, err := c.WriteTo(b, to); err != nil {
 		return 0, err
 	}
