@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -189,24 +190,6 @@ func (s *sink) take() [][]byte {
 	return p
 }
 
-// fakeClock is an adjustable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // logRecords collects slog records.
 type logRecords struct {
 	mu   sync.Mutex
@@ -245,16 +228,16 @@ func (l *logRecords) denials() []map[string]string {
 type testFilterEnv struct {
 	f     *filterDevice
 	sink  *sink
-	clock *fakeClock
+	clock *clocktest.Clock
 	logs  *logRecords
 	mu    sync.Mutex
 	deny  []FilterDenial
 }
 
 func newTestFilter(t *testing.T, nf *wire.Filter, cfg filterConfig) *testFilterEnv {
-	e := &testFilterEnv{sink: newSink(t), clock: &fakeClock{t: time.Unix(1e9, 0)}, logs: &logRecords{}}
+	e := &testFilterEnv{sink: newSink(t), clock: clocktest.New(time.Unix(1e9, 0)), logs: &logRecords{}}
 	cfg.Logger = slog.New(e.logs)
-	cfg.Now = e.clock.now
+	cfg.Now = e.clock.Now
 	cfg.OnDeny = func(d FilterDenial) {
 		e.mu.Lock()
 		e.deny = append(e.deny, d)
@@ -473,11 +456,11 @@ func TestFilterFlowTimeoutAndEviction(t *testing.T) {
 	if !e.check(dirOut, udpPkt(fSelf6, fV6P2, 34000, 5005)) {
 		t.Fatal("udp6 denied")
 	}
-	e.clock.advance(59 * time.Second)
+	e.clock.Add(59 * time.Second)
 	if !e.check(dirIn, udpPkt(fV6P2, fSelf6, 5005, 34000)) {
 		t.Fatal("reply within the timeout denied")
 	}
-	e.clock.advance(61 * time.Second)
+	e.clock.Add(61 * time.Second)
 	if e.check(dirIn, udpPkt(fV6P2, fSelf6, 5005, 34000)) {
 		t.Fatal("reply after the idle timeout allowed")
 	}
@@ -519,7 +502,7 @@ func TestFilterDenyLogRateLimited(t *testing.T) {
 	if d := e.denials(); len(d) != 6 || d[0].Rule != "web" || d[0].Port != 22 || d[0].Src != fPeer2 {
 		t.Fatalf("OnDeny got %d denials: %+v", len(d), d)
 	}
-	e.clock.advance(11 * time.Second)
+	e.clock.Add(11 * time.Second)
 	e.check(dirIn, pkt)
 	if n := len(e.logs.denials()); n != 3 {
 		t.Fatalf("after the interval: %d logs, want 3", n)

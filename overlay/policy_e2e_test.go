@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
@@ -30,7 +31,7 @@ import (
 // on planner, and writer (in no rule) is absent from planner's map and DNS.
 func TestPolicyEndToEnd(t *testing.T) {
 	n := overlaytest.New(t)
-	logs := &lockedBuf{}
+	logs := &logtest.Buffer{}
 	pcfg := n.NodeConfig("planner")
 	pcfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	planner := n.StartNodeConfig(pcfg)
