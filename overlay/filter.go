@@ -448,8 +448,6 @@ type denyLimiter struct {
 	suppressed atomic.Uint64     // denials not logged because the table was full
 }
 
-const maxDenyKeys = 4096
-
 type denyKey struct {
 	src, dst [16]byte
 	port     uint16

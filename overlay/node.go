@@ -170,13 +170,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, errors.New("overlay: Config.StateDir is required (--state DIR)")
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = 1280
+		cfg.MTU = defaultMTU
 	}
 	if cfg.KeyRotation == 0 {
 		cfg.KeyRotation = DefaultKeyRotation
 	}
 	if cfg.EnrollTimeout == 0 {
-		cfg.EnrollTimeout = 60 * time.Second
+		cfg.EnrollTimeout = defaultEnrollTimeout
 	}
 	if !cfg.ListenAddr.IsValid() {
 		cfg.ListenAddr = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
@@ -445,7 +445,7 @@ func (n *Node) endpoints() []netip.AddrPort {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(ip, la.Port()))
-		if len(out) == 8 {
+		if len(out) == maxAdvertised {
 			break
 		}
 	}
@@ -726,9 +726,9 @@ func (n *Node) Close() error {
 }
 
 func backoff(attempt int) time.Duration {
-	d := time.Duration(min(attempt, 6)) * time.Second
-	if attempt > 6 {
-		d = 15 * time.Second
+	d := time.Duration(min(attempt, backoffSteps)) * time.Second
+	if attempt > backoffSteps {
+		d = backoffMax
 	}
 	return d/2 + rand.N(d/2+1)
 }

@@ -21,15 +21,6 @@ import (
 // next report. Denials of one flow key are merged into one event with a
 // count, so a flood costs one map lookup per packet and no memory.
 
-// Reporter defaults.
-const (
-	defaultReportInterval = 5 * time.Second
-	reportQueue           = 1024 // events waiting to be sent
-	// sessionExpired is when a WireGuard session is dead without a new
-	// handshake: RejectAfterTime (WireGuard paper §6.1).
-	sessionExpired = 180 * time.Second
-)
-
 // Denial is one packet the node's filter dropped. The filter's deny
 // callback hands each one to Node.addDenial.
 type Denial struct {

@@ -135,9 +135,6 @@ type dnsDivert struct {
 	wg   sync.WaitGroup
 }
 
-// divertOffset leaves room for wireguard-go's virtio header on kernel writes.
-const divertOffset = 16
-
 func newDNSDivert(kernel, dnsTUN wgtun.Device, dnsIP netip.Addr, log *slog.Logger) *dnsDivert {
 	d := &dnsDivert{Device: kernel, dnsTUN: dnsTUN, dnsIP: dnsIP.As4(), log: log}
 	d.wg.Add(1)
