@@ -19,24 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	mdns "github.com/miekg/dns"
-)
-
-const (
-	// DefaultDomain is Config.Domain's default.
-	DefaultDomain = "agents.internal"
-
-	// ttl is short: the table changes with every network map and agents
-	// must not cache a revoked or moved name for long.
-	ttl = 5
-
-	// forwardTimeout bounds one upstream exchange.
-	forwardTimeout = 3 * time.Second
-
-	// shutdownTimeout bounds how long Close waits for in-flight queries.
-	shutdownTimeout = 5 * time.Second
 )
 
 // ErrClosed is returned by Serve and ListenAndServe after Close.

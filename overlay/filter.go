@@ -119,6 +119,10 @@ type filterConfig struct {
 // elements). Write reorders the slice headers of bufs to drop denied
 // packets without copying any packet data, then passes the survivors on.
 // Close closes the inner device (blocked calls return its error).
+//
+// Lock order: none is held with another. setMu is the control path's
+// (setFilter); rejectMu, logs.mu and the flow table's shard locks are the
+// data path's, each taken alone and never across a call into another.
 type filterDevice struct {
 	wgtun.Device // the data plane's device: netstack or kernel TUN
 
