@@ -152,12 +152,13 @@ type sink struct {
 	ch   *tuntest.ChannelTUN
 	mu   sync.Mutex
 	pkts [][]byte
+	more chan struct{} // a packet arrived since the last take; cap 1
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newSink(tb testing.TB) *sink {
-	s := &sink{ch: tuntest.NewChannelTUN(), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &sink{ch: tuntest.NewChannelTUN(), more: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for {
@@ -169,6 +170,10 @@ func newSink(tb testing.TB) *sink {
 					s.pkts = s.pkts[:0]
 				}
 				s.mu.Unlock()
+				select {
+				case s.more <- struct{}{}:
+				default:
+				}
 			case <-s.stop:
 				return
 			}
@@ -188,6 +193,20 @@ func (s *sink) take() [][]byte {
 	p := s.pkts
 	s.pkts = nil
 	return p
+}
+
+// takeN takes packets until it holds n or wait passes without a new one.
+func (s *sink) takeN(n int, wait time.Duration) [][]byte {
+	got := s.take()
+	for len(got) < n {
+		select {
+		case <-s.more:
+			got = append(got, s.take()...)
+		case <-time.After(wait):
+			return got
+		}
+	}
+	return got
 }
 
 // logRecords collects slog records.
@@ -321,12 +340,7 @@ func TestFilterDecision(t *testing.T) {
 	// Outbound denials are answered locally: udp4 → ICMP port unreachable,
 	// echo → admin prohibited, udp6 → ICMPv6 port unreachable. Multicast
 	// never.
-	rejects := e.sink.take()
-	deadline := time.Now().Add(time.Second)
-	for len(rejects) < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-		rejects = append(rejects, e.sink.take()...)
-	}
+	rejects := e.sink.takeN(3, time.Second)
 	if len(rejects) != 3 || st.Rejects != 3 {
 		t.Fatalf("rejects: %d packets, counted %d; want 3", len(rejects), st.Rejects)
 	}
