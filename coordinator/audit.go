@@ -205,7 +205,10 @@ func openAudit(cfg auditConfig) (*Audit, error) {
 			"previous_last_good_seq": res.LastSeq, "previous_head": res.Head,
 		}})
 	default:
-		a.seq, a.head, a.size = res.LastSeq, res.Head, res.ValidBytes
+		// sinceCP counts from the log, not from this start: a coordinator
+		// that crashes before CheckpointEvery records would otherwise never
+		// sign anything (issue 17, item 14).
+		a.seq, a.head, a.size, a.sinceCP = res.LastSeq, res.Head, res.ValidBytes, res.Unsigned
 		if res.TornBytes > 0 {
 			if err := os.Truncate(cfg.Path, res.ValidBytes); err != nil {
 				return nil, fmt.Errorf("coordinator: cut torn last line of audit log: %w", err)

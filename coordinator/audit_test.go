@@ -622,3 +622,35 @@ func TestAuditTailRingAndFile(t *testing.T) {
 		}
 	}
 }
+
+// crashAudit stops a as a kill -9 would: no final checkpoint, no fsync.
+func crashAudit(a *Audit) {
+	close(a.stop)
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	a.f.Close()
+}
+
+// Issue 17, item 14: a coordinator that crashes every run before
+// CheckpointEvery records signed nothing, however long its log grew: the
+// count of unsigned records restarted at zero on every start.
+func TestAuditCheckpointsSurviveCrashes(t *testing.T) {
+	key := newKey(t)
+	path := filepath.Join(t.TempDir(), fileAudit)
+	const cycles, perCycle, every = 100, 3, 10
+	for i := range cycles {
+		a := openTestAudit(t, path, key, every)
+		for j := range perCycle {
+			a.Record(AuditEnroll, "subject", fmt.Sprint(i, j))
+		}
+		crashAudit(a)
+	}
+	res := mustVerify(t, path, pubOf(key))
+	if !res.Intact || res.Checkpoints < cycles*perCycle/every-1 || res.Unsigned >= every {
+		t.Errorf("after %d crash/restart cycles of %d records with a checkpoint every %d: %d checkpoints, %d unsigned records (%+v)",
+			cycles, perCycle, every, res.Checkpoints, res.Unsigned, res)
+	}
+	t.Logf("%d cycles: %d checkpoints, %d unsigned records", cycles, res.Checkpoints, res.Unsigned)
+}

@@ -16,3 +16,6 @@ const (
 	// shutdownTimeout bounds how long Close waits for in-flight queries.
 	shutdownTimeout = 5 * time.Second
 )
+
+// refusedLogInterval spaces the log lines about one refused source.
+const refusedLogInterval = 10 * time.Second

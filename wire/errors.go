@@ -8,6 +8,7 @@ var (
 	ErrBadSignature = errors.New("bad signature")
 	ErrBadToken     = errors.New("malformed join token")
 	ErrBadDID       = errors.New("malformed did:key")
+	ErrBadWGKey     = errors.New("malformed WireGuard key")
 )
 
 // Error codes carried in ErrorResponse.Code. Clients decide on the code, the
