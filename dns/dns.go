@@ -78,6 +78,9 @@ type Stats struct {
 
 // Server answers DNS queries for agent names. Its methods are safe for
 // concurrent use.
+//
+// Lock order: mu and the limiter's lock are never held together (the
+// limiter is asked on the query path, mu only by Serve and Close).
 type Server struct {
 	domain   string // lowercase FQDN with trailing dot, e.g. "agents.internal."
 	upstream string
