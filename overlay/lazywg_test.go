@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -19,9 +19,9 @@ import (
 // completes without a handshake retry (5 s), whichever side's key wins the
 // initiation tie-break.
 func TestLazyPeers(t *testing.T) {
-	net4 := overlaytest.New(t)
+	net4 := testnet.New(t)
 	nodes := []*overlay.Node{net4.StartNode("alpha"), net4.StartNode("bravo"), net4.StartNode("charlie"), net4.StartNode("delta")}
-	overlaytest.WaitPeers(t, nodes...)
+	testnet.WaitPeers(t, nodes...)
 	for _, n := range nodes {
 		if got := n.ConfiguredPeersForTest(); got != 0 {
 			t.Fatalf("%s: %d wireguard peers configured before any traffic, want 0", n.Self().Name, got)
@@ -68,9 +68,9 @@ func TestLazyPeers(t *testing.T) {
 // cache write. (When mu was held across the write, the echo below waited
 // for it: the deadline only turns that into a failure instead of a hang.)
 func TestLazyPeerWhileMapCacheWrites(t *testing.T) {
-	net3 := overlaytest.New(t)
+	net3 := testnet.New(t)
 	a, b := net3.StartNode("alpha"), net3.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	ln, err := b.Listen("tcp", ":7000")
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestLazyPeerWhileMapCacheWrites(t *testing.T) {
 		t.Errorf("alpha: %d wireguard peers configured after talking to bravo, want 1", got)
 	}
 	release()
-	overlaytest.WaitPeers(t, a, b, c)
+	testnet.WaitPeers(t, a, b, c)
 }
 
 // echo is echoOnce returning its error, for use off the test goroutine.

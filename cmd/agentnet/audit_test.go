@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
@@ -26,7 +28,7 @@ func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
 
 func createToken(t *testing.T, c *coordinator.Coordinator) {
 	t.Helper()
-	if _, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
+	if _, err := adminclient.New(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -48,7 +50,7 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 	}
 
 	// Edit the second record.
-	path := coordinator.AuditPath(dir)
+	path := audit.Path(dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
