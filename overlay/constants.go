@@ -19,6 +19,23 @@ const (
 	maxAdvertised = 8
 )
 
+// Publishing candidates (publish.go): a check every publishEvery (and on
+// every change), a retry publishRetry after a failed update; a
+// coordinator's probe delay is capped at maxProbeDelay.
+const (
+	publishEvery  = 20 * time.Second
+	publishRetry  = 2 * time.Second
+	maxProbeDelay = 5 * time.Second
+)
+
+// Local API (localapi.go).
+const (
+	localPingTimeout   = 5 * time.Second // one /v1/ping
+	localHeaderTimeout = 5 * time.Second
+	localShutdownGrace = 500 * time.Millisecond // then in-flight requests are cut
+	localClientTimeout = 15 * time.Second       // LocalClient's requests
+)
+
 // Returning a large map's garbage to the OS (memory.go).
 const (
 	freeMemoryMinPeers = 128 // smaller maps leave little garbage
@@ -51,6 +68,10 @@ const (
 	// expired ones or the least recently used.
 	evictSample = 32
 )
+
+// defaultDenyLogInterval is FilterConfig.LogInterval's default: each
+// (source, reason) denial is logged once per interval.
+const defaultDenyLogInterval = 10 * time.Second
 
 // maxDenyKeys bounds the filter's table of (source, reason) pairs whose
 // denials are being logged once per interval.

@@ -182,7 +182,7 @@ func newFilterDevice(inner wgtun.Device, cfg filterConfig) *filterDevice {
 	def(&cfg.UDPTimeout, defaultUDPTimeout)
 	def(&cfg.ICMPTimeout, defaultICMPTimeout)
 	def(&cfg.OtherTimeout, defaultOtherTimeout)
-	def(&cfg.LogInterval, 10*time.Second)
+	def(&cfg.LogInterval, defaultDenyLogInterval)
 	if cfg.MaxFlows <= 0 {
 		cfg.MaxFlows = defaultMaxFlows
 	}
