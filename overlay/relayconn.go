@@ -226,7 +226,7 @@ func (n *Node) relayLoop() {
 		if n.paths.stunNow.Swap(false) {
 			stunNext = time.Time{}
 		}
-		now := n.pbind.now()
+		now := n.now()
 		if canAllocate && a == nil && len(relays) > 0 && !now.Before(retryAt) {
 			a = n.allocate(relays[0])
 			if a == nil {

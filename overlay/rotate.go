@@ -96,7 +96,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	}
 
 	n.mu.Lock()
-	n.state.WGPrivate, n.state.WGNext, n.state.WGRotated = k.Bytes(), nil, n.pbind.now()
+	n.state.WGPrivate, n.state.WGNext, n.state.WGRotated = k.Bytes(), nil, n.now()
 	err = saveState(n.cfg.StateDir, n.state)
 	n.wgPub = newPub
 	peers := make(map[[32]byte]wgPeer, len(n.peers))
@@ -166,7 +166,7 @@ func (n *Node) startRotation() {
 	go func() {
 		defer n.wg.Done()
 		for {
-			if !sleepCtx(n.ctx, max(due.Sub(n.pbind.now()), 0)) {
+			if !sleepCtx(n.ctx, max(due.Sub(n.now()), 0)) {
 				return
 			}
 			if n.Refused() != nil {
@@ -176,10 +176,10 @@ func (n *Node) startRotation() {
 			_, _, err := n.RotateKey(ctx)
 			cancel()
 			if err != nil {
-				due = n.pbind.now().Add(min(rotateRetry, every))
+				due = n.now().Add(min(rotateRetry, every))
 				continue
 			}
-			due = n.pbind.now().Add(every)
+			due = n.now().Add(every)
 		}
 	}()
 }
