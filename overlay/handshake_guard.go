@@ -76,10 +76,6 @@ type guardRedeliver struct {
 	pkt []byte
 }
 
-// maxStrangers bounds the strangers table (an attacker can send from many
-// addresses; the oldest entry is evicted).
-const maxStrangers = 64
-
 func newHandshakeGuard(self [32]byte) *handshakeGuard {
 	return &handshakeGuard{self: self, peers: map[[32]byte]*guardPeer{}, strangers: map[netip.AddrPort]stranger{}}
 }

@@ -54,15 +54,6 @@ func directPath(ap netip.AddrPort, verified bool) *path {
 	return &path{kind: kindDirect, addr: ap, ep: newUDPEndpoint(ap), transport: wire.TransportUDP, verified: verified}
 }
 
-// Timing of path checks and probing.
-const (
-	pathTimeout     = 5 * time.Second  // a path without a pong for this long is dead
-	activePingEvery = 2 * time.Second  // pings on the path in use
-	slowRoundEvery  = 40 * time.Second // > the 30 s UDP conntrack timeout plus a round's span, see probe.go
-	pingExpiry      = 10 * time.Second
-	maxLearned      = 8 // learned (peer-reflexive) candidates kept per peer
-)
-
 // quickRounds are the delays after a probe round starts at which it is
 // repeated (0, ~1, ~3 s); later rounds are slowRoundEvery apart.
 var quickRounds = []time.Duration{time.Second, 2 * time.Second}

@@ -19,20 +19,6 @@ import (
 	"github.com/agentnet/agentnet/wire"
 )
 
-// WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
-// endian) and wireguard-go's handshake retry interval.
-const (
-	wgMsgInitiation = 1
-	wgMsgResponse   = 2
-	wgMsgCookie     = 3
-	wgMsgData       = 4
-	wgRekeyTimeout  = 5 * time.Second
-)
-
-// peerEndpointPrefix starts the endpoint strings peerBind hands to
-// wireguard-go: "peer:" + hex WireGuard public key.
-const peerEndpointPrefix = "peer:"
-
 // peerBind is the conn.Bind wireguard-go sees. Its endpoints name peers, not
 // addresses (as Tailscale's magicsock does): the UDP path of each peer is set
 // from the network map with setPeerInfo, and a path change never touches the
@@ -577,7 +563,7 @@ func (p *peerBind) handleDisco(b []byte, src netip.AddrPort, viaAlloc bool, now 
 
 // probeLoop runs ticks until ctx ends. Its owner is the Node.
 func (p *peerBind) probeLoop(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(probeTick)
 	defer t.Stop()
 	for {
 		select {

@@ -67,8 +67,6 @@ type stunReq struct {
 	at    time.Time
 }
 
-const maxPendingPings = 64
-
 const reasonUnknownDisco = "unknown disco key"
 
 // startRoundLocked starts probe rounds now; ask: also ask the peer (via
@@ -129,10 +127,7 @@ func (t *pathTable) udpBlocked() bool {
 // pre-punch itself. TTL 2 passes one NAT (the host's own router); behind
 // nested NATs the pre-punch dies too early and the slow rounds (40 s apart,
 // longer than the 30 s UDP conntrack timeout) still get through.
-const (
-	prePunchTTL  = 2
-	prePunchLead = time.Second
-)
+// prePunchTTL and prePunchLead are in constants.go.
 
 // roundLocked pings every candidate of e once: relayed addresses at once,
 // direct ones pre-punched first.

@@ -28,9 +28,6 @@ import (
 // refuses to relay to its own addresses, so allocation-to-allocation is not
 // possible). Not covered: both peers UDP-blocked; they have no path.
 
-// allocQueue bounds packets from the allocation waiting for wireguard-go.
-const allocQueue = 4096
-
 // allocPkt is a packet from the allocation and the endpoint it is handed
 // to wireguard-go with.
 type allocPkt struct {
@@ -184,7 +181,6 @@ func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 // addresses (vnet's in tests) must never be sent to on the real network.
 func (n *Node) relayLoop() {
 	defer n.wg.Done()
-	const stunEvery = 20 * time.Second
 	canAllocate := n.cfg.PacketConn == nil
 	var (
 		a        *relay.Allocation
@@ -201,7 +197,7 @@ func (n *Node) relayLoop() {
 			a.Close()
 		}
 	}()
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(relayLoopTick)
 	defer tick.Stop()
 	for {
 		relays := n.relays()
@@ -231,7 +227,7 @@ func (n *Node) relayLoop() {
 			a = n.allocate(relays[0])
 			if a == nil {
 				attempt++
-				retryAt = now.Add(min(time.Duration(attempt)*5*time.Second, time.Minute))
+				retryAt = now.Add(min(time.Duration(attempt)*allocRetryStep, allocRetryMax))
 			} else {
 				attempt = 0
 				clear(permits)
@@ -278,7 +274,7 @@ func (n *Node) allocate(r wire.Relay) *relay.Allocation {
 		if !slices.ContainsFunc(r.Addrs, func(a wire.RelayAddr) bool { return a.Transport == tr }) {
 			continue
 		}
-		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
+		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: allocTimeout, Logger: n.log})
 		if err == nil {
 			n.log.Info("relay allocation", "relay", r.Name, "path", a.RelayedAddr(), "transport", tr)
 			return a

@@ -46,12 +46,6 @@ import (
 // DefaultKeyRotation is Config.KeyRotation's default.
 const DefaultKeyRotation = 24 * time.Hour
 
-const (
-	rotateTimeout = 30 * time.Second       // one rotation, update included
-	rotateRetry   = time.Minute            // after a failed periodic rotation
-	rekeySettle   = 150 * time.Millisecond // from the coordinator's answer to sending held initiations
-)
-
 // RotateKey replaces the node's WireGuard key now (see above) and returns
 // the short fingerprints of the old and new public keys.
 func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
