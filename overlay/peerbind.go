@@ -47,6 +47,9 @@ import (
 // Outbound: data sends take no lock either: a peer's path is an atomic
 // pointer to an immutable path, and the allocation an atomic pointer.
 // Handshake messages go through the guard.
+//
+// Lock order: pathTable.mu before handshakeGuard.mu; doneMu is a leaf. No
+// send happens under any of them.
 type peerBind struct {
 	// sock is the UDP socket (a *Bind). Sends load it; Open reads it, so a
 	// replacement (tests: a decorator that drops traffic as a NAT would,
