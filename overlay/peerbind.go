@@ -49,7 +49,7 @@ import (
 // Handshake messages go through the guard.
 //
 // Lock order: pathTable.mu before handshakeGuard.mu; doneMu is a leaf. No
-// send happens under any of them.
+// packet is sent under any of them.
 type peerBind struct {
 	// sock is the UDP socket (a *Bind). Sends load it; Open reads it, so a
 	// replacement (tests: a decorator that drops traffic as a NAT would,
