@@ -12,7 +12,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -311,35 +310,41 @@ func TestPeerBindStrangerCollision(t *testing.T) {
 	})
 }
 
+// TestPeerBindCloseReopen: Close ends every receive function, blocked or
+// called later, with net.ErrClosed, and the bind opens again. In a synctest
+// bubble over a memNet: Wait shows when the receivers block, and the
+// bubble fails the test if any goroutine is left behind.
 func TestPeerBindCloseReopen(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	p := newTestPeerBind(pbLow)
-	remote, _ := openTestBind(t)
-	for round := range 2 {
-		fns, _, err := p.Open(0)
-		if err != nil || len(fns) != 3 {
-			t.Fatalf("round %d: Open: %d fns, %v", round, len(fns), err)
-		}
-		e := pbPeerEndpoint(t, p, pbHigh)
-		p.setPeers(map[[32]byte]netip.AddrPort{pbHigh: remote.LocalAddr()})
-		if err := remote.Send([][]byte{pbPacket(pbMsgData, 5)}, newUDPEndpoint(p.LocalAddr())); err != nil {
-			t.Fatalf("round %d: remote Send: %v", round, err)
-		}
-		if r := pbRecvOne(t, fns[0]); r.eps[0] != conn.Endpoint(e) || r.sizes[0] != 148 {
-			t.Fatalf("round %d: got size %d from %v", round, r.sizes[0], r.eps[0])
-		}
-		recvs := []<-chan pbRecv{pbRecvAsync(fns[0]), pbRecvAsync(fns[1])}
-		time.Sleep(10 * time.Millisecond) // let both block
-		if err := p.Close(); err != nil {
-			t.Fatalf("round %d: Close: %v", round, err)
-		}
-		recvs = append(recvs, pbRecvAsync(fns[1])) // called after Close
-		for i, ch := range recvs {                 // pbWait allows 2 s
-			if r := pbWait(t, ch); !errors.Is(r.err, net.ErrClosed) {
-				t.Fatalf("round %d: receive %d after Close: n=%d err=%v", round, i, r.n, r.err)
+	synctest.Test(t, func(t *testing.T) {
+		mn := newMemNet()
+		sock, remote := mn.socket(), mn.socket()
+		p := newPeerBind(peerBindConfig{Socket: sock, Self: pbLow, Logger: slog.New(slog.DiscardHandler)})
+		for round := range 2 {
+			fns, _, err := p.Open(0)
+			if err != nil || len(fns) != 3 {
+				t.Fatalf("round %d: Open: %d fns, %v", round, len(fns), err)
+			}
+			e := pbPeerEndpoint(t, p, pbHigh)
+			p.setPeers(map[[32]byte]netip.AddrPort{pbHigh: remote.addr})
+			if err := remote.Send([][]byte{pbPacket(pbMsgData, 5)}, newUDPEndpoint(sock.addr)); err != nil {
+				t.Fatalf("round %d: remote Send: %v", round, err)
+			}
+			if r := pbRecvOne(t, fns[0]); r.eps[0] != conn.Endpoint(e) || r.sizes[0] != 148 {
+				t.Fatalf("round %d: got size %d from %v", round, r.sizes[0], r.eps[0])
+			}
+			recvs := []<-chan pbRecv{pbRecvAsync(fns[0]), pbRecvAsync(fns[1]), pbRecvAsync(fns[2])}
+			synctest.Wait() // all three block
+			if err := p.Close(); err != nil {
+				t.Fatalf("round %d: Close: %v", round, err)
+			}
+			recvs = append(recvs, pbRecvAsync(fns[1])) // called after Close
+			for i, ch := range recvs {
+				if r := pbWait(t, ch); !errors.Is(r.err, net.ErrClosed) {
+					t.Fatalf("round %d: receive %d after Close: n=%d err=%v", round, i, r.n, r.err)
+				}
 			}
 		}
-	}
+	})
 }
 
 // TestPeerBindDataTakesNoLock: data packets from and to a known peer path
