@@ -56,9 +56,6 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err := checkDisco(req.DiscoKey, nil); err != nil {
 		return err
 	}
-	if err := checkDisco(req.DiscoKey, nil); err != nil {
-		return err
-	}
 	now := c.now()
 	var (
 		node    wire.Node
@@ -79,7 +76,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 		if !ok || n.WGKey != req.WGKey {
-			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+			if err := c.checkWGKeyUsable(tx, did, req.WGKey); err != nil {
 				return err
 			}
 		}
@@ -101,7 +98,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			}
 			node = n
 			if err := tx.PutNode(n); err != nil {
-				return err
+				return keyInUse(err, req.WGKey)
 			}
 			_, err = tx.BumpSerial()
 			return err
@@ -147,7 +144,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			node.Expires = now.Add(rec.NodeTTL)
 		}
 		if err := tx.PutNode(node); err != nil {
-			return err
+			return keyInUse(err, req.WGKey)
 		}
 		_, err = tx.BumpSerial()
 		return err

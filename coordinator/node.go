@@ -94,7 +94,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 			return nil
 		}
 		if n.WGKey != req.WGKey {
-			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+			if err := c.checkWGKeyUsable(tx, self.DID, req.WGKey); err != nil {
 				return err
 			}
 		}
@@ -106,7 +106,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		n.DiscoKey, n.Relayed = disco, req.Relayed
 		updated = n
 		if err := tx.PutNode(n); err != nil {
-			return err
+			return keyInUse(err, req.WGKey)
 		}
 		_, err = tx.BumpSerial()
 		return err
