@@ -90,6 +90,9 @@ type Config struct {
 	keepalive time.Duration
 	// writeTimeout overrides streamWriteTimeout in this package's tests.
 	writeTimeout time.Duration
+	// replayPerSigner and replayTotal override the replay cache's bounds
+	// in this package's tests.
+	replayPerSigner, replayTotal int
 }
 
 // Coordinator is a running control plane. Its methods are safe for
@@ -126,6 +129,7 @@ type Coordinator struct {
 	sweep   sweeper          // node identity expiry (expiry.go)
 
 	limits *rateLimiters // per-source request limits (ratelimit.go)
+	replay *replayCache  // nonces of accepted signed requests (replay.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
 	// Lock order: snapMu before mu; snapMu before store calls (and the
@@ -210,6 +214,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		idOf:      make(map[string]uint32),
 		limiter:   logthrottle.Limiter{Interval: 10 * time.Second},
 		limits:    limits,
+		replay:    newReplayCache(cfg.replayPerSigner, cfg.replayTotal),
 		serveDone: make(chan struct{}),
 	}
 	st := cfg.Store

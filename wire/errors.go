@@ -28,6 +28,7 @@ const (
 	CodeNotFound     = "not_found"
 	CodeNoAddresses  = "no_addresses" // the address pool is exhausted
 	CodeRateLimited  = "rate_limited" // too many requests from this source; wait Retry-After seconds
+	CodeReplayed     = "replayed"     // 409: a signed request whose nonce was already used; sign a new one
 	CodeInternal     = "internal"
 
 	// Lifecycle refusals (permanent: the node must not retry).
