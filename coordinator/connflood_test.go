@@ -4,6 +4,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"strings"
@@ -95,7 +96,65 @@ func TestConnFloodAdminStillServed(t *testing.T) {
 		t.Errorf("after %d idle connections: shed %v, refused %v, open %d; want >= %d shed (per source), at most %d open",
 			len(conns), st.ConnsShed, st.ConnsRefused, st.ConnsOpen, len(conns)-perSource, perSource+8)
 	}
-	if !strings.Contains(h.logs.String(), "connection cap reached") {
-		t.Error("no log line for the connection cap")
+	h.waitLog("the cap logged", "connection cap reached", "reason="+connCapSource)
+}
+
+// With small caps on a real coordinator: two node streams fill the cap
+// (streams are never shed), so a third connection is refused, counted
+// under its cap and logged; the per-source and total caps each have a case
+// (all test traffic comes from 127.0.0.1, so the total case turns the
+// per-source cap off).
+func TestConnCapRefusalCounted(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		lim    ConnLimits
+		reason string
+	}{
+		{"per source", ConnLimits{PerSource: 2, Total: -1}, connCapSource},
+		{"total", ConnLimits{PerSource: -1, Total: 2}, connCapTotal},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, func(cfg *Config) { cfg.ConnLimits = c.lim })
+			tok := h.token(wire.CreateTokenRequest{Reusable: true})
+			a, b := newTestNode(t, h.c), newTestNode(t, h.c)
+			a.enroll(tok, "alpha")
+			b.enroll(tok, "bravo")
+			for _, n := range []*testNode{a, b} {
+				n.openStream(h.c.PublicKey()).waitMap(5*time.Second, "first map", func(*wire.Map) bool { return true })
+			}
+			conn, err := net.DialTimeout("tcp", h.c.ln.Addr().String(), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("third connection: read %v, want it closed at once", err)
+			}
+			h.waitStats("refusal counted", func(s Stats) bool { return s.ConnsRefused[c.reason] == 1 })
+			h.waitLog("the refusal logged", "reason="+c.reason+" endpoint=127.0.0.1:", `result="refused: every connection busy"`)
+		})
+	}
+}
+
+// waitLog waits up to a second for a log line holding every one of parts
+// (a refusal is counted before it is logged).
+func (h *harness) waitLog(what string, parts ...string) {
+	h.t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("log: not %s within 1s (want a line with %q):\n%s", what, parts, h.logs.String())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -29,7 +29,7 @@ import (
 // while the flood churns, and a well-behaved client that loses an idle
 // connection just dials again. Only when every connection in scope is busy
 // is the new one refused (closed at once). Both are counted (Stats,
-// metrics) and logged once per (source, reason) per 10 s.
+// metrics) and logged once per (source, cap, result) per 10 s.
 
 // ConnLimits configures the connection caps and timeouts. Zero fields take
 // their defaults.
@@ -300,7 +300,7 @@ func (c *Coordinator) connCapped(refused bool, reason string, src netip.Prefix, 
 	if refused {
 		result = "refused: every connection busy"
 	}
-	if !c.limiter.Allow("conn|"+reason+"|"+src.String(), c.now()) {
+	if !c.limiter.Allow("conn|"+reason+"|"+result+"|"+src.String(), c.now()) {
 		s.logsSuppressed.Add(1)
 		return
 	}
