@@ -39,9 +39,9 @@ type ConnLimits struct {
 	// Loopback is not exempt (see RateLimits).
 	PerSource int
 	// Total is optional: open connections in all. Default
-	// DefaultConnsTotal; negative: no cap. Keep it below the process's
-	// file-descriptor limit, with room for the store, audit log and
-	// metrics listener.
+	// DefaultConnsTotal, or 3/4 of the process's open-file limit if that
+	// is lower; negative: no cap. Keep it below that limit, with room for
+	// the store, audit log and metrics listener.
 	Total int
 	// HandshakeTimeout is optional: how long a client may take for the TLS
 	// handshake, and then for each request's header
@@ -74,7 +74,7 @@ func (l ConnLimits) withDefaults() (ConnLimits, error) {
 		l.PerSource = DefaultConnsPerSource
 	}
 	if l.Total == 0 {
-		l.Total = DefaultConnsTotal
+		l.Total = defaultConnsTotal(fileLimit())
 	}
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
@@ -86,6 +86,17 @@ func (l ConnLimits) withDefaults() (ConnLimits, error) {
 		return l, fmt.Errorf("coordinator: ConnLimits timeouts %v/%v must be positive", l.HandshakeTimeout, l.IdleTimeout)
 	}
 	return l, nil
+}
+
+// defaultConnsTotal is DefaultConnsTotal, or three quarters of the file
+// limit nofile (0: unknown) if that is lower: the connections must not be
+// what exhausts it (the store, audit log, metrics and stream writes need
+// descriptors too).
+func defaultConnsTotal(nofile uint64) int {
+	if nofile == 0 || nofile*3/4 >= DefaultConnsTotal {
+		return DefaultConnsTotal
+	}
+	return max(int(nofile*3/4), 1)
 }
 
 // newHTTPServer is the coordinator's http.Server: handler behind TLS with

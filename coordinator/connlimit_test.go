@@ -235,3 +235,14 @@ func TestConnCapsShedIdleRefuseBusy(t *testing.T) {
 		})
 	}
 }
+
+func TestDefaultConnsTotal(t *testing.T) {
+	for _, c := range []struct {
+		nofile uint64
+		want   int
+	}{{0, DefaultConnsTotal}, {1 << 20, DefaultConnsTotal}, {4096, 3072}, {1024, 768}, {1, 1}} {
+		if got := defaultConnsTotal(c.nofile); got != c.want {
+			t.Errorf("defaultConnsTotal(%d) = %d, want %d", c.nofile, got, c.want)
+		}
+	}
+}

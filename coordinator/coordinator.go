@@ -302,7 +302,8 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}()
 	c.startSweeper()
 	c.log.Info("coordinator: serving", "endpoint", c.ln.Addr().String(), "url", c.url, "pin", c.pin,
-		"key", wire.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
+		"key", wire.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula,
+		"conns_per_source", cfg.ConnLimits.PerSource, "conns_total", cfg.ConnLimits.Total)
 	return c, nil
 }
 
