@@ -227,4 +227,3 @@ func memNow() (heap, rss int64) {
 	}
 	return heap, rss
 }
-
