@@ -56,7 +56,10 @@ func dialRefused(t *testing.T, p *pair, dst netip.AddrPort) {
 	t.Helper()
 	c, err := p.a.DialContext(testCtx(t), "tcp", dst.String())
 	if err != nil {
-		return // refused before the handshake completed: fine too
+		if !isReset(err) {
+			t.Fatalf("connection over the cap to %v: dial %v, want a reset", dst, err)
+		}
+		return // reset before Dial returned
 	}
 	defer c.Close()
 	done := make(chan error, 1)
@@ -226,4 +229,31 @@ func memNow() (heap, rss int64) {
 		}
 	}
 	return heap, rss
+}
+
+// TestAcceptedConnSetLinger: the proxy front-ends reset a connection over
+// their own caps with SetLinger(0) and Close, as on a *net.TCPConn.
+func TestAcceptedConnSetLinger(t *testing.T) {
+	p := newPair(t, 0)
+	ln, err := p.b.ListenTCP(netip.AddrPortFrom(netip.Addr{}, 7001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, s := dialHeld(t, p, holdServer(t, ln), netip.AddrPortFrom(addrB4, 7001))
+	defer c.Close()
+	l, ok := s.(interface{ SetLinger(sec int) error })
+	if !ok {
+		t.Fatalf("%T has no SetLinger", s)
+	}
+	if err := l.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := c.Read(make([]byte, 1)); err == nil || !isReset(err) {
+		t.Fatalf("read after the server's linger-0 close: %v, want a reset", err)
+	}
+	if st := p.b.Stats(); st.ConnsOpen != 0 {
+		t.Fatalf("slot not freed: %+v", st)
+	}
 }
