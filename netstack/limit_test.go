@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -256,4 +258,42 @@ func TestAcceptedConnSetLinger(t *testing.T) {
 	if st := p.b.Stats(); st.ConnsOpen != 0 {
 		t.Fatalf("slot not freed: %+v", st)
 	}
+}
+
+// TestListenBacklogBoundsInFlight: connections nobody has accepted yet are
+// bounded by Config.ListenBacklog, whatever a peer sends: once the accept
+// queue is full further handshakes are dropped (the peer retransmits).
+func TestListenBacklogBoundsInFlight(t *testing.T) {
+	const backlog, dials = 4, 24
+	p := newPairConfig(t, Config{}, Config{ListenBacklog: backlog})
+	ln, err := p.b.ListenTCP(netip.AddrPortFrom(netip.Addr{}, 7002))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // nobody accepts
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range dials {
+		wg.Go(func() {
+			if c, err := p.a.DialContext(ctx, "tcp", netip.AddrPortFrom(addrB4, 7002).String()); err == nil {
+				<-ctx.Done()
+				c.Close()
+			}
+		})
+	}
+	tcp := p.b.stack.Stats().TCP
+	for tcp.ListenOverflowSynDrop.Value()+tcp.ListenOverflowAckDrop.Value() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the accept queue never overflowed")
+		}
+		runtime.Gosched()
+	}
+	// gVisor's accept queue holds backlog+1 (Linux parity).
+	if n := tcp.CurrentEstablished.Value(); n > backlog+1 {
+		t.Fatalf("%d connections established and not accepted with backlog %d", n, backlog)
+	}
+	t.Logf("%d dials: %d established (not accepted), %d SYNs and %d ACKs dropped, %d SYN cookies",
+		dials, tcp.CurrentEstablished.Value(), tcp.ListenOverflowSynDrop.Value(), tcp.ListenOverflowAckDrop.Value(), tcp.ListenOverflowSynCookieSent.Value())
 }
