@@ -76,11 +76,11 @@ type Config struct {
 	// (every listener: --expose, Listen, DNS), a client address in each
 	// front-end. Beyond it a connection is reset and counted
 	// (agentnet_conn_refused_total{reason="per_source"}). Optional,
-	// default 256; negative is refused.
+	// default 256; negative fails New in netstack mode or with front-ends.
 	MaxConnsPerPeer int
 	// MaxConns caps all inbound TCP connections open at once, in the
 	// netstack and in each front-end (reason="total"). Optional, default
-	// 4096; negative is refused.
+	// 4096; negative as for MaxConnsPerPeer.
 	MaxConns int
 	// EnrollTimeout bounds how long first contact with the coordinator is
 	// retried while it is unreachable. Optional, default 60s.
