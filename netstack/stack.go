@@ -28,19 +28,6 @@ import (
 // nicID is the only NIC of a Stack.
 const nicID tcpip.NICID = 1
 
-// DefaultMTU is the MTU used when Config.MTU is zero: the IPv6 minimum
-// (RFC 8200 §5), safe on any path after WireGuard's 80-byte overhead.
-const DefaultMTU = 1280
-
-// TCP buffer sizes. gVisor's defaults (1 MiB) cap a single stream's
-// bandwidth-delay product; auto-tuning (moderate receive buffer) grows the
-// receive buffer up to the max.
-const (
-	tcpBufMin     = 4 << 10
-	tcpBufDefault = 1 << 20
-	tcpBufMax     = 8 << 20
-)
-
 // ErrInvalidConfig is returned by New for a configuration it refuses.
 var ErrInvalidConfig = errors.New("netstack: invalid config")
 

@@ -22,6 +22,7 @@ import (
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/relay"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -80,7 +81,7 @@ func demo(ctx context.Context, dir string, log *slog.Logger, out io.Writer) (err
 	defer coord.Close()
 	step("coordinator at %s (certificate pin %s…)", coord.URL(), coord.Pin()[:19])
 
-	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
+	tok, err := adminclient.New(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
 	if err != nil {
 		return fmt.Errorf("create join token: %w", err)
 	}

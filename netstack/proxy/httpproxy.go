@@ -89,8 +89,8 @@ func NewHTTPProxy(cfg HTTPProxyConfig) (*HTTPProxy, error) {
 	h.tr = &http.Transport{
 		Proxy:                 nil, // never chain to the host's proxy
 		DialContext:           h.dialUpstream,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   upstreamIdleConns,
+		IdleConnTimeout:       upstreamIdleTimeout,
 		ResponseHeaderTimeout: 0,
 	}
 	errLog := slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)

@@ -15,38 +15,6 @@ import (
 	"time"
 )
 
-// SOCKS protocol constants, RFC 1928.
-const (
-	socksVersion = 0x05
-
-	authNone         = 0x00 // §3 NO AUTHENTICATION REQUIRED
-	authNoAcceptable = 0xff // §3 NO ACCEPTABLE METHODS
-
-	cmdConnect      = 0x01 // §4
-	cmdBind         = 0x02
-	cmdUDPAssociate = 0x03
-
-	atypIPv4   = 0x01 // §5
-	atypDomain = 0x03
-	atypIPv6   = 0x04
-
-	repSucceeded          = 0x00 // §6
-	repGeneralFailure     = 0x01
-	repNotAllowed         = 0x02 // connection not allowed by ruleset
-	repNetUnreachable     = 0x03
-	repHostUnreachable    = 0x04
-	repConnRefused        = 0x05
-	repTTLExpired         = 0x06
-	repCmdNotSupported    = 0x07
-	repAddrTypeNotSupport = 0x08
-)
-
-// Defaults for SOCKS5Config.
-const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultDialTimeout      = 30 * time.Second
-)
-
 // SOCKS5Config configures NewSOCKS5.
 type SOCKS5Config struct {
 	// Listen is the TCP address to serve on, e.g. "127.0.0.1:1080".
