@@ -66,12 +66,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DefaultListenBacklog is Config.ListenBacklog's default. Accept takes
-// connections off the queue without blocking on anything (refusals
-// included), so the queue only absorbs bursts; gonet's own 4096 would let
-// one listener hold 4096 unaccepted endpoints.
-const DefaultListenBacklog = 256
-
 // Stack is a userspace TCP/IP stack (gVisor) whose only interface is a
 // batched tun.Device for wireguard-go. It is safe for concurrent use.
 type Stack struct {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 )
 
 // TestExposeConnCap is issue 17 item 5 end to end: a peer opening more
@@ -23,14 +23,14 @@ func TestExposeConnCap(t *testing.T) {
 	}
 	echoServer(t, local)
 
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	acfg := n.NodeConfig("alpha")
 	acfg.MetricsListen = "127.0.0.1:0"
 	acfg.MaxConnsPerPeer = 2
 	acfg.Frontends = overlay.Frontends{Exposes: []string{"7100=" + local.Addr().String()}}
 	a := n.StartNodeConfig(acfg)
 	b, c := n.StartNode("bravo"), n.StartNode("charlie")
-	overlaytest.WaitPeers(t, a, b, c)
+	testnet.WaitPeers(t, a, b, c)
 
 	for range 2 {
 		hold(t, b, "alpha:7100")

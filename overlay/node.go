@@ -241,6 +241,7 @@ func (n *Node) start(ctx context.Context) error {
 
 			MaxConnsPerSource: n.cfg.MaxConnsPerPeer,
 			MaxConns:          n.cfg.MaxConns,
+			Now:               n.cfg.Now,
 		})
 		if err != nil {
 			return fmt.Errorf("overlay: netstack: %w", err)

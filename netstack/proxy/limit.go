@@ -9,13 +9,6 @@ import (
 	"github.com/agentnet/agentnet/internal/connlimit"
 )
 
-// Defaults of the connection caps in every front-end's config
-// (MaxConnsPerSource, MaxConns).
-const (
-	DefaultMaxConnsPerSource = connlimit.DefaultPerSource // 256
-	DefaultMaxConns          = connlimit.DefaultTotal     // 4096
-)
-
 // ConnStats are a front-end's counters of client connections.
 type ConnStats struct {
 	Open             int    // accepted and not yet closed
