@@ -134,6 +134,11 @@ func expectReset(t *testing.T, src, addr string) {
 // stays bounded, and closing a connection frees its slot.
 func TestFrontEndConnCaps(t *testing.T) {
 	const perSource, total = 3, 5
+	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Skipf("127.0.0.2 is not a local address here (only 127.0.0.1 on macOS by default): %v", err)
+	} else {
+		l.Close()
+	}
 	for _, fe := range capFrontEnds {
 		t.Run(fe.name, func(t *testing.T) {
 			f := newFakeOverlay()
