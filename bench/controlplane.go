@@ -97,15 +97,6 @@ func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 	return out, nil
 }
 
-// raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit.
-func raiseNoFile() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
 // coordinatorBinary returns the agentnet binary to run the coordinator
 // from (Options.Agentnet), or "" and the note of an in-process one.
 func coordinatorBinary(o Options) (bin, note string) {
