@@ -1,7 +1,7 @@
 package netstack
 
-// Sizes of the link's queues and batches, the stack's TCP buffers, and the
-// header numbers the TCP segmenter writes.
+// Sizes of the link's queues and batches, the stack's TCP buffers and
+// listen backlog, and the header numbers the TCP segmenter writes.
 
 // DefaultMTU is the MTU used when Config.MTU is zero: the IPv6 minimum
 // (RFC 8200 §5), safe on any path after WireGuard's 80-byte overhead.
@@ -26,6 +26,12 @@ const (
 	tcpBufDefault = 1 << 20
 	tcpBufMax     = 8 << 20
 )
+
+// DefaultListenBacklog is Config.ListenBacklog's default. Accept takes
+// connections off the queue without blocking on anything (refusals
+// included), so the queue only absorbs bursts; gonet's own 4096 would let
+// one listener hold 4096 unaccepted endpoints.
+const DefaultListenBacklog = 256
 
 // pingPayloadLen is the echo payload: 16 random bytes to match the reply.
 const pingPayloadLen = 16

@@ -71,6 +71,17 @@ type Config struct {
 	// Frontends for programs that cannot embed a node (netstack mode
 	// mostly). Optional, default none.
 	Frontends Frontends
+	// MaxConnsPerPeer caps the inbound TCP connections from one source
+	// address open at once: a peer's overlay IPv4 or IPv6 in the netstack
+	// (every listener: --expose, Listen, DNS), a client address in each
+	// front-end. Beyond it a connection is reset and counted
+	// (agentnet_conn_refused_total{reason="per_source"}). Optional,
+	// default 256; negative fails New in netstack mode or with front-ends.
+	MaxConnsPerPeer int
+	// MaxConns caps all inbound TCP connections open at once, in the
+	// netstack and in each front-end (reason="total"). Optional, default
+	// 4096; negative as for MaxConnsPerPeer.
+	MaxConns int
 	// EnrollTimeout bounds how long first contact with the coordinator is
 	// retried while it is unreachable. Optional, default 60s.
 	EnrollTimeout time.Duration
@@ -227,6 +238,10 @@ func (n *Node) start(ctx context.Context) error {
 			Addrs:  []netip.Addr{m.Self.IPv4, m.Self.IPv6, m.DNSIP},
 			MTU:    n.cfg.MTU,
 			Logger: n.log,
+
+			MaxConnsPerSource: n.cfg.MaxConnsPerPeer,
+			MaxConns:          n.cfg.MaxConns,
+			Now:               n.cfg.Now,
 		})
 		if err != nil {
 			return fmt.Errorf("overlay: netstack: %w", err)

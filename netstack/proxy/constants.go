@@ -1,6 +1,10 @@
 package proxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/agentnet/agentnet/internal/connlimit"
+)
 
 // Timing of the proxies and the SOCKS5 wire numbers (RFC 1928).
 
@@ -8,6 +12,13 @@ import "time"
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultDialTimeout      = 30 * time.Second
+)
+
+// Defaults of the connection caps in every front-end's config
+// (MaxConnsPerSource, MaxConns).
+const (
+	DefaultMaxConnsPerSource = connlimit.DefaultPerSource // 256
+	DefaultMaxConns          = connlimit.DefaultTotal     // 4096
 )
 
 // HTTP proxy upstream connections (HTTPProxy's transport).
