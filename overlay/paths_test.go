@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -93,7 +93,7 @@ func (n *pathNode) info(eps ...netip.AddrPort) peerInfo {
 
 func (n *pathNode) allocate(t *testing.T, r wire.Relay) {
 	t.Helper()
-	a, err := relay.Allocate(context.Background(), relay.AllocConfig{Relay: r, Transport: wire.TransportUDP, Logger: slog.New(slog.DiscardHandler)})
+	a, err := turnclient.Allocate(context.Background(), turnclient.Config{Relay: r, Transport: wire.TransportUDP, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

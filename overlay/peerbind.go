@@ -15,7 +15,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -78,9 +78,9 @@ type peerBind struct {
 	forceRelay bool                                      // Config.ForceRelay: never choose or probe a direct path; set before Open
 	lazy       *lazyWG                                   // lazily configured peers (lazywg.go); nil: all are configured
 
-	alloc   atomic.Pointer[relay.Allocation] // our relay allocation, nil without
-	allocRx chan allocPkt                    // packets from the allocation for wireguard-go; bounded
-	wake    chan struct{}                    // wakes probeLoop
+	alloc   atomic.Pointer[turnclient.Allocation] // our relay allocation, nil without
+	allocRx chan allocPkt                         // packets from the allocation for wireguard-go; bounded
+	wake    chan struct{}                         // wakes probeLoop
 
 	mu      sync.Mutex // guards the fields below and peerEndpoint fields
 	byKey   map[[32]byte]*peerEndpoint

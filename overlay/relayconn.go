@@ -9,7 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -38,7 +38,7 @@ type allocPkt struct {
 }
 
 // setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
-func (p *peerBind) setAlloc(a *relay.Allocation) {
+func (p *peerBind) setAlloc(a *turnclient.Allocation) {
 	p.alloc.Store(a)
 	now := p.now()
 	p.mu.Lock()
@@ -58,7 +58,7 @@ func (p *peerBind) setRelays(rs []wire.Relay) {
 // readAlloc reads a's packets until it is closed: disco is handled here,
 // WireGuard packets of known peers are queued for allocReceive (dropped
 // and counted when the queue is full), anything else is dropped.
-func (p *peerBind) readAlloc(a *relay.Allocation) {
+func (p *peerBind) readAlloc(a *turnclient.Allocation) {
 	buf := make([]byte, 1<<16)
 	for {
 		n, src, err := a.ReadFrom(buf)
@@ -160,14 +160,14 @@ func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 // STUN every stunEvery. Owner: Node (n.wg); it ends with n.ctx.
 //
 // With Config.PacketConn there is no allocation, only STUN through that
-// conn: relay.Allocate dials real sockets, and a custom transport's
+// conn: turnclient.Allocate dials real sockets, and a custom transport's
 // addresses (vnet's in tests) must never be sent to on the real network.
 func (n *Node) relayLoop() {
 	defer n.wg.Done()
 	const stunEvery = 20 * time.Second
 	canAllocate := n.cfg.PacketConn == nil
 	var (
-		a        *relay.Allocation
+		a        *turnclient.Allocation
 		dead     <-chan struct{}
 		retryAt  time.Time
 		attempt  int
@@ -219,7 +219,7 @@ func (n *Node) relayLoop() {
 				dead = a.Dead()
 				n.pbind.setAlloc(a)
 				n.wg.Add(1)
-				go func(a *relay.Allocation) {
+				go func(a *turnclient.Allocation) {
 					defer n.wg.Done()
 					n.pbind.readAlloc(a)
 				}(a)
@@ -252,13 +252,13 @@ func (n *Node) relayLoop() {
 }
 
 // allocate tries UDP, then TCP, then TLS on r.
-func (n *Node) allocate(r wire.Relay) *relay.Allocation {
+func (n *Node) allocate(r wire.Relay) *turnclient.Allocation {
 	var errs []error
 	for _, tr := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
 		if !slices.ContainsFunc(r.Addrs, func(a wire.RelayAddr) bool { return a.Transport == tr }) {
 			continue
 		}
-		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
+		a, err := turnclient.Allocate(n.ctx, turnclient.Config{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
 		if err == nil {
 			n.log.Info("relay allocation", "relay", r.Name, "path", a.RelayedAddr(), "transport", tr)
 			return a
@@ -273,7 +273,7 @@ func (n *Node) allocate(r wire.Relay) *relay.Allocation {
 }
 
 // permitPeers lets every peer's candidate IPs send to our relayed address.
-func (n *Node) permitPeers(a *relay.Allocation, done map[netip.Addr]bool) {
+func (n *Node) permitPeers(a *turnclient.Allocation, done map[netip.Addr]bool) {
 	var ips []netip.Addr
 	for _, ip := range n.pbind.peerIPs() {
 		if !done[ip] {
