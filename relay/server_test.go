@@ -95,7 +95,7 @@ func TestCredFileAndRestart(t *testing.T) {
 	}
 	first := s.Cred()
 	s.Close()
-	for _, f := range []string{fileCred, fileSecret, fileTLSKey} {
+	for _, f := range []string{fileCred, fileSecret, fileTLSKey, fileTLSCrt} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -128,6 +128,22 @@ func TestCredFileAndRestart(t *testing.T) {
 	}
 	// The pin is the one the TLS listener presents: a TLS allocation works.
 	allocate(t, dial(t, s2, wire.TransportTLS, "a"))
+	s2.Close()
+
+	// Without its certificate the relay issues a new one from the kept
+	// key: the pin, and so relay.cred at the coordinator, stays valid.
+	if err := os.Remove(filepath.Join(dir, fileTLSCrt)); err != nil {
+		t.Fatal(err)
+	}
+	s3, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if s3.Cred().TLSPin != first.TLSPin {
+		t.Fatalf("a new certificate changed the pin: %s → %s", first.TLSPin, s3.Cred().TLSPin)
+	}
+	allocate(t, dial(t, s3, wire.TransportTLS, "a"))
 
 	// Damaged credential files fail with a clear error.
 	for name, body := range map[string]string{
