@@ -8,8 +8,9 @@
 // GRO on UDP), which decodes ChannelData and Data indications without
 // pion's per-packet copies. Its API speaks netip.AddrPort and wire.Relay,
 // never pion's or net's address types. Sockets come from Config.Dial and
-// Config.ListenPacket, so a test may put the node, its relay and the
-// network between them in one process.
+// Config.ListenPacket (default: the host's network), so a test can carry
+// the client's traffic over a transport of its own (in memory, or through
+// a simulated NAT) to the relay.
 //
 // Probe (DialProbe) is a second, plain client for checks and tests
 // (netcheck, attacker fixtures): pion's own read loop, one allocation.
