@@ -123,6 +123,8 @@ type Server struct {
 
 	closeOnce sync.Once
 
+	// Lock order: none. clientsMu, mu, stats.mu, a relayConn's wmu and a
+	// trackedListener's mu are each taken alone, never one inside another.
 	clientsMu sync.RWMutex                  // guards clients
 	clients   map[netip.AddrPort]*relayConn // UDP allocations by client address
 
