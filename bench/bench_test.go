@@ -3,6 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +18,11 @@ func TestQuickDataPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real nodes and a node process; skipped with -short")
 	}
+	bin := agentnetForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
 	var progress bytes.Buffer
-	rs, err := Run(ctx, Options{Quick: true, Reps: 1, Duration: 200 * time.Millisecond, Out: &progress}, DataPlane)
+	rs, err := Run(ctx, Options{Quick: true, Reps: 1, Duration: 200 * time.Millisecond, Out: &progress, Agentnet: bin}, DataPlane)
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +59,30 @@ func TestQuickDataPlane(t *testing.T) {
 	var js bytes.Buffer
 	if err := PrintJSON(&js, rs); err != nil || !strings.Contains(js.String(), `"metric": "tcp_1stream_mbps"`) {
 		t.Errorf("PrintJSON: %v\n%s", err, js.String())
+	}
+}
+
+// agentnetForTest builds cmd/agentnet for the tests that run a node
+// process: a test has the go command; the benchmark binary does not build
+// anything at run time.
+func agentnetForTest(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "agentnet")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/agentnet/agentnet/cmd/agentnet").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/agentnet: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestNoAgentnetBinary: without Options.Agentnet the rows that run a node
+// process fail at once with ErrNoAgentnet; nothing is built.
+func TestNoAgentnetBinary(t *testing.T) {
+	_, err := RSS(context.Background(), Options{Quick: true})
+	if !errors.Is(err, ErrNoAgentnet) {
+		t.Errorf("RSS without a binary: %v, want ErrNoAgentnet", err)
+	}
+	if bin, note := coordinatorBinary(Options{}); bin != "" || !strings.Contains(note, "in-process") {
+		t.Errorf("coordinatorBinary without a binary = %q, %q; want in-process", bin, note)
 	}
 }
 

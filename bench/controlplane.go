@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/controlclient"
 )
 
 // Control-plane parameters.
@@ -44,9 +44,10 @@ const (
 // agentnet nodes do (the first message is a whole map, each change after it
 // a delta). Nodes enroll with an
 // endpoint (127.0.0.1:port, never used) because the coordinator lists only
-// nodes with endpoints as peers. All clients share one
-// http.Transport; it speaks HTTP/1.1, one TCP connection per stream, until
-// the coordinator's HTTP/2 stream deadline is fixed (see cpHTTP2).
+// nodes with endpoints as peers. All clients share one node control client
+// (wire/controlclient, as overlay uses) signing as each in turn; it speaks
+// HTTP/1.1, one TCP connection per stream, until the coordinator's HTTP/2
+// stream deadline is fixed (see cpHTTP2).
 //
 // For N = 1,000 by default (Options.Scales, e.g. 1,000 and 5,000, for more;
 // Quick: 200 and 500), setup "controlplane-N":
@@ -61,10 +62,10 @@ const (
 //     one node; from the DELETE's response to each remaining stream
 //     receiving the first map without it or delta removing it.
 //
-// The coordinator runs as a separate process (the agentnet binary: Binary,
-// $AGENTNET_BIN, or built with "go build") so its RSS and CPU are its own;
-// if no binary can be had it runs in-process, and the rss/cpu rows then
-// include the simulated clients (their Note says so). Clients and
+// The coordinator runs as a separate process (the agentnet binary,
+// Options.Agentnet) so its RSS and CPU are its own; without a binary it
+// runs in-process, and the rss/cpu rows then include the simulated clients
+// (their Note says so). Clients and
 // coordinator share the machine's cores either way.
 //
 // Every stream's first map is verified (signature with the coordinator key,
@@ -83,8 +84,7 @@ func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 		scales = o.Scales
 	}
 	raiseNoFile()
-	bin, binNote, cleanup := coordinatorBinary(ctx, o)
-	defer cleanup()
+	bin, binNote := coordinatorBinary(o)
 	var out []Result
 	for i, n := range scales {
 		rs, err := controlPlaneRun(ctx, o, n, i == 0, bin, binNote)
@@ -105,30 +105,14 @@ func raiseNoFile() {
 	}
 }
 
-// coordinatorBinary returns the path of an agentnet binary to run the
-// coordinator from (Binary, $AGENTNET_BIN, or built into a temp dir that
-// cleanup removes), or "" and the reason it runs in-process.
-func coordinatorBinary(ctx context.Context, o Options) (bin, note string, cleanup func()) {
-	cleanup = func() {}
-	if Binary != "" {
-		return Binary, "", cleanup
+// coordinatorBinary returns the agentnet binary to run the coordinator
+// from (Options.Agentnet), or "" and the note of an in-process one.
+func coordinatorBinary(o Options) (bin, note string) {
+	if o.Agentnet != "" {
+		return o.Agentnet, ""
 	}
-	if p := os.Getenv("AGENTNET_BIN"); p != "" {
-		return p, "", cleanup
-	}
-	const inproc = "coordinator in-process (cmd/agentnet could not be built): includes the simulated clients"
-	dir, err := os.MkdirTemp("", "agentnet-bench-bin-")
-	if err != nil {
-		return "", inproc, cleanup
-	}
-	cleanup = func() { os.RemoveAll(dir) }
-	o.Progressf("controlplane: building cmd/agentnet for an out-of-process coordinator")
-	bin, err = agentnetBinary(ctx, dir)
-	if err != nil {
-		o.Progressf("controlplane: %v; running the coordinator in-process", err)
-		return "", inproc, cleanup
-	}
-	return bin, "", cleanup
+	o.Progressf("controlplane: no agentnet binary (Options.Agentnet); running the coordinator in-process")
+	return "", "coordinator in-process (no agentnet binary given): includes the simulated clients"
 }
 
 // cpCoord is the coordinator under test, in-process or a child process.
@@ -266,11 +250,10 @@ func newSimNode(idx int, name string) (*simNode, error) {
 
 func (n *simNode) did() string { return wire.DID(n.key.Public().(ed25519.PublicKey)) }
 
-// cpClient is the shared control client of all simulated nodes.
+// cpClient is the shared control client of all simulated nodes: one
+// wire/controlclient transport, signing as each node in turn.
 type cpClient struct {
-	base string
-	hc   *http.Client
-	tr   *http.Transport
+	*controlclient.Client
 }
 
 // cpHTTP2 makes the simulated nodes speak HTTP/2 (many streams per TCP
@@ -282,38 +265,18 @@ type cpClient struct {
 const cpHTTP2 = false
 
 func newCPClient(cred coordinator.AdminCred) *cpClient {
-	tr := &http.Transport{
-		TLSClientConfig:     wire.PinnedTLSConfig(cred.Pin),
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   cpHTTP2, // needed for h2 with a custom TLS config
-		MaxIdleConns:        cpJoinConcurrency,
-		MaxIdleConnsPerHost: cpJoinConcurrency,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	return &cpClient{base: strings.TrimSuffix(cred.URL, "/"), hc: &http.Client{Transport: tr}, tr: tr}
-}
-
-func (c *cpClient) request(ctx context.Context, n *simNode, method, path string, body []byte) (*http.Request, error) {
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	wire.SignRequest(req, n.key, body, time.Now())
-	return req, nil
+	return &cpClient{controlclient.New(controlclient.Config{
+		URL: strings.TrimSuffix(cred.URL, "/"), Pin: cred.Pin,
+		Timeout:      cpPhaseTimeout, // a phase's own bound applies; no tighter one per request
+		MaxIdleConns: cpJoinConcurrency,
+		HTTP1:        !cpHTTP2,
+	})}
 }
 
 // enroll enrolls n with token and returns the coordinator's answer.
 func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*wire.EnrollResponse, error) {
-	body, err := json.Marshal(wire.EnrollRequest{
-		ProtocolVersion: wire.ProtocolVersion, Token: token, Name: n.name, WGKey: n.wgKey,
+	er, err := c.WithIdentity(n.key).Enroll(ctx, wire.EnrollRequest{
+		Token: token, Name: n.name, WGKey: n.wgKey,
 		// The coordinator lists a node as a peer only once it has
 		// endpoints. A real node publishes them with its first update;
 		// here they come with the enrollment, so a join is one change.
@@ -321,29 +284,9 @@ func (c *cpClient) enroll(ctx context.Context, n *simNode, token string) (*wire.
 		Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(20000+n.idx%40000))},
 	})
 	if err != nil {
-		return nil, err
-	}
-	req, err := c.request(ctx, n, http.MethodPost, wire.PathEnroll, body)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxStreamLine))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("enroll %s: %s: %s", n.name, resp.Status, bytes.TrimSpace(b))
-	}
-	var er wire.EnrollResponse
-	if err := json.Unmarshal(b, &er); err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", n.name, err)
 	}
-	return &er, nil
+	return er, nil
 }
 
 // cpProbe is one measured change: every participating stream records when
@@ -442,31 +385,20 @@ func (c *cpClient) stream(ctx context.Context, st *cpState, n *simNode, up chan<
 			up <- err
 		}
 	}
-	req, err := c.request(ctx, n, http.MethodGet, wire.PathStream, nil)
-	if err != nil {
-		signal(err)
-		return
-	}
-	req.Header.Set(wire.HeaderStreamDeltas, "1")
-	resp, err := c.hc.Do(req)
+	body, err := c.WithIdentity(n.key).OpenStream(ctx)
 	if err != nil {
 		signal(fmt.Errorf("open stream %s: %w", n.name, err))
 		return
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		signal(fmt.Errorf("open stream %s: %s: %s", n.name, resp.Status, bytes.TrimSpace(b)))
-		return
-	}
-	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	defer body.Close()
+	r := bufio.NewReaderSize(body, controlclient.StreamReadBuffer)
 	var (
 		lastSerial uint64
 		done       *cpProbe // the latest probe this stream has answered
 		line       []byte
 	)
 	for {
-		line, err = cpReadLine(r, line[:0])
+		line, err = controlclient.ReadLine(r, line[:0], wire.MaxStreamLine)
 		if err != nil {
 			err = fmt.Errorf("stream %s: %w", n.name, err)
 			if upSent && ctx.Err() == nil {
@@ -564,23 +496,6 @@ func checkFirstMap(key ed25519.PublicKey, s *wire.Signed, name string) error {
 	return nil
 }
 
-// cpReadLine reads one newline-terminated line into buf.
-func cpReadLine(r *bufio.Reader, buf []byte) ([]byte, error) {
-	for {
-		frag, err := r.ReadSlice('\n')
-		buf = append(buf, frag...)
-		if len(buf) > wire.MaxStreamLine {
-			return nil, fmt.Errorf("stream line longer than %d bytes", wire.MaxStreamLine)
-		}
-		if err == nil {
-			return buf, nil
-		}
-		if !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, err
-		}
-	}
-}
-
 // payloadSerial reads the top-level serial of a map payload without
 // decoding the whole map (wire.Map marshals protocol_version, then serial).
 func payloadSerial(payload []byte) (uint64, bool) {
@@ -615,7 +530,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 	defer func() {
 		stopStreams()
 		readers.Wait()
-		cl.tr.CloseIdleConnections()
+		cl.Close()
 		if cerr := co.close(); cerr != nil && err == nil {
 			err = cerr
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
@@ -68,8 +67,8 @@ func dpParamsFor(o Options) dpParams {
 // in every repetition (with Options.TSNet also two tsnet nodes, direct and
 // through DERP, one bench/tsnet process per repetition); then agentnet's
 // time to first byte for a new node
-// and the resident memory of a node process (the agentnet binary, see
-// Binary) idle and with 100 and 1,000 peers in its map.
+// and the resident memory of a node process (the agentnet binary,
+// Options.Agentnet) idle and with 100 and 1,000 peers in its map.
 func DataPlane(ctx context.Context, o Options) ([]Result, error) {
 	o = o.withDefaults()
 	p := dpParamsFor(o)
@@ -276,12 +275,7 @@ func startTUNSetups(ctx context.Context, o Options) (*tunSetups, error) {
 	if err := tunSupported(); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "agentnet-bench-tunbin-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir) // the binary is running by then; removing its file is fine on Linux
-	bin, err := agentnetBinary(ctx, dir)
+	bin, err := o.agentnetBinary()
 	if err != nil {
 		return nil, err
 	}

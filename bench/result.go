@@ -42,6 +42,15 @@ type Options struct {
 	// DataPlane builds it and adds the tsnet and tsnet-derp setups (one run
 	// of that program per setup and repetition). Default: off.
 	TSNet string
+	// Agentnet is optional: the path of the agentnet binary (cmd/agentnet)
+	// run as its own process where a row measures a process: the node
+	// whose memory RSS and DataPlane report, the kernel-TUN nodes and
+	// coordinator of DataPlane's TUN setups, and ControlPlane's
+	// coordinator. Empty: those memory and TUN rows fail with
+	// ErrNoAgentnet, and ControlPlane runs the coordinator in-process
+	// (its rss and cpu rows then include the simulated clients; their
+	// note says so). Nothing is built at run time.
+	Agentnet string
 }
 
 // Suite measures one area and returns its rows.

@@ -18,21 +18,16 @@ import (
 	"github.com/agentnet/agentnet/wire"
 )
 
-// Binary is the agentnet binary whose node process DataPlane measures for
-// memory. Empty: DataPlane builds ./cmd/agentnet of this module with
-// `go build` (which needs the module's source and the go command).
-var Binary string
+// ErrNoAgentnet is returned (wrapped) by the rows that run an agentnet
+// process when Options.Agentnet is empty.
+var ErrNoAgentnet = errors.New("no agentnet binary to run as a process (Options.Agentnet)")
 
-func agentnetBinary(ctx context.Context, dir string) (string, error) {
-	if Binary != "" {
-		return Binary, nil
+// agentnetBinary returns Options.Agentnet or ErrNoAgentnet.
+func (o Options) agentnetBinary() (string, error) {
+	if o.Agentnet == "" {
+		return "", ErrNoAgentnet
 	}
-	out := filepath.Join(dir, "agentnet")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/agentnet/agentnet/cmd/agentnet")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/agentnet: %v: %s", err, bytes.TrimSpace(b))
-	}
-	return out, nil
+	return o.Agentnet, nil
 }
 
 // RSS measures only the resident memory of a node process, idle and with
@@ -53,16 +48,15 @@ func RSS(ctx context.Context, o Options) ([]Result, error) {
 // to each of p.rssPeers peers by enrolling simulated nodes (their own
 // identity and WireGuard keys, dummy endpoints that never answer).
 func measureRSS(ctx context.Context, o Options, p dpParams) ([]Result, error) {
+	bin, err := o.agentnetBinary()
+	if err != nil {
+		return nil, err
+	}
 	an, err := newAgentnetNet(ctx, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	defer an.close()
-	o.Progressf("dataplane rss: preparing the agentnet binary")
-	bin, err := agentnetBinary(ctx, an.dir)
-	if err != nil {
-		return nil, err
-	}
 	reps := min(p.reps, 3)
 	var rs []Result
 	enrolled := 0
@@ -105,7 +99,7 @@ func measureRSS(ctx context.Context, o Options, p dpParams) ([]Result, error) {
 // control-plane bench's client, 8 at a time.
 func enrollSimulated(ctx context.Context, an *agentnetNet, from, to int) error {
 	client := newCPClient(an.coord.AdminCred())
-	defer client.tr.CloseIdleConnections()
+	defer client.Close()
 	idx := make(chan int)
 	var (
 		mu       sync.Mutex

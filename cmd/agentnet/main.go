@@ -46,7 +46,6 @@ func commands() []command {
 		{"relay", "run a TURN/STUN relay for nodes without a direct path", runRelay},
 		{"netcheck", "check UDP, NAT type and relay reachability: agentnet netcheck --state DIR", runNetcheck},
 		{"demo", "start a coordinator, a relay and three agents in this process and let them talk", runDemo},
-		{"bench", "measure the data plane, control plane and DNS against their baselines", runBench},
 		{"version", "print build and control-protocol versions", runVersion},
 	}
 }

@@ -1,4 +1,4 @@
-package overlay
+package controlclient
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 
 // hostileServer is a pinned TLS server that answers every control request
 // with handler.
-func hostileServer(t *testing.T, handler http.HandlerFunc) *controlClient {
+func hostileServer(t *testing.T, handler http.HandlerFunc) *Client {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
@@ -28,12 +28,12 @@ func hostileServer(t *testing.T, handler http.HandlerFunc) *controlClient {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	_, key, _ := ed25519.GenerateKey(nil)
-	c := newControlClient(srv.URL, wire.CertPin(srv.Certificate()), key)
-	t.Cleanup(c.close)
+	c := New(Config{URL: srv.URL, Pin: wire.CertPin(srv.Certificate()), Identity: key})
+	t.Cleanup(c.Close)
 	return c
 }
 
-// TestControlResponseLimits: the node refuses oversized and garbled
+// TestControlResponseLimits: the client refuses oversized and garbled
 // answers from the coordinator with an error that says so, and reads no
 // more than the limit.
 func TestControlResponseLimits(t *testing.T) {
@@ -53,7 +53,7 @@ func TestControlResponseLimits(t *testing.T) {
 		{"wrong type", func(w http.ResponseWriter) { w.Write([]byte(`{"payload":5}`)) }, "garbled response"},
 	} {
 		cl := hostileServer(t, func(w http.ResponseWriter, r *http.Request) { c.body(w) })
-		_, err := cl.update(ctx, wire.UpdateRequest{})
+		_, err := cl.Update(ctx, wire.UpdateRequest{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s update response: %v, want %q", c.name, err, c.want)
 		}
@@ -83,8 +83,8 @@ func TestControlStreamLimits(t *testing.T) {
 			w.Write(good)
 		})
 		maps := 0
-		err := cl.streamMaps(ctx, func(*wire.StreamMessage) error { maps++; return nil }, nil)
-		if !errors.Is(err, errGarbled) || !strings.Contains(err.Error(), c.want) || maps != 1 {
+		err := cl.StreamMaps(ctx, func(*wire.StreamMessage) error { maps++; return nil }, nil)
+		if !errors.Is(err, ErrGarbled) || !strings.Contains(err.Error(), c.want) || maps != 1 {
 			t.Errorf("%s stream line: %v after %d maps, want %q after 1", c.name, err, maps, c.want)
 		}
 	}
@@ -93,14 +93,14 @@ func TestControlStreamLimits(t *testing.T) {
 // TestControlRetryAfter: a 429 carries the coordinator's Retry-After (and
 // is not permanent); absurd values are capped.
 func TestControlRetryAfter(t *testing.T) {
-	for hdr, want := range map[string]time.Duration{"3": 3 * time.Second, "": 0, "soon": 0, "-1": 0, "999999": maxRetryAfter} {
+	for hdr, want := range map[string]time.Duration{"3": 3 * time.Second, "": 0, "soon": 0, "-1": 0, "999999": MaxRetryAfter} {
 		cl := hostileServer(t, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", hdr)
 			w.WriteHeader(http.StatusTooManyRequests)
 			w.Write([]byte(`{"code":"rate_limited","error":"slow down"}`))
 		})
-		_, err := cl.enroll(context.Background(), wire.EnrollRequest{})
-		var ce *ControlError
+		_, err := cl.Enroll(context.Background(), wire.EnrollRequest{})
+		var ce *Error
 		if !errors.As(err, &ce) || ce.Resp.Code != wire.CodeRateLimited || ce.RetryAfter != want || ce.Permanent() {
 			t.Errorf("Retry-After %q: %v (RetryAfter %v), want rate_limited, %v, not permanent", hdr, err, ce.RetryAfter, want)
 		}

@@ -1,4 +1,4 @@
-package overlay
+package controlclient
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 const fuzzStreamMax = 4 << 10
 
 // FuzzDecodeStreamMessage feeds arbitrary bytes to the node's netmap stream
-// decoder (readStreamMessage, as streamMaps calls it) until it stops: it
+// decoder (ReadStreamMessage, as StreamMaps calls it) until it stops: it
 // never panics, never reads a line over the limit, and every message it
 // returns is one the node can act on (a map message carries a map).
 func FuzzDecodeStreamMessage(f *testing.F) {
@@ -40,9 +40,9 @@ func FuzzDecodeStreamMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReaderSize(bytes.NewReader(data), 16) // small buffer: lines span many fragments
 		for range len(data) + 1 {
-			msg, err := readStreamMessage(r, fuzzStreamMax)
+			msg, err := ReadStreamMessage(r, fuzzStreamMax)
 			if err != nil {
-				if !errors.Is(err, errGarbled) && !errors.Is(err, io.EOF) {
+				if !errors.Is(err, ErrGarbled) && !errors.Is(err, io.EOF) {
 					t.Fatalf("decoder error %v is neither garbled nor EOF", err)
 				}
 				return
