@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 	"github.com/agentnet/agentnet/wire/controlclient"
 )
 
@@ -117,7 +118,7 @@ func coordinatorBinary(o Options) (bin, note string) {
 
 // cpCoord is the coordinator under test, in-process or a child process.
 type cpCoord struct {
-	cred     coordinator.AdminCred
+	cred     wire.AdminCred
 	inproc   *coordinator.Coordinator
 	cmd      *exec.Cmd
 	waitDone chan error
@@ -173,7 +174,7 @@ func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, erro
 		c.close()
 		return nil, ctx.Err()
 	}
-	cred, err := coordinator.LoadAdminCred(filepath.Join(dir, "admin.cred"))
+	cred, err := wire.LoadAdminCred(filepath.Join(dir, "admin.cred"))
 	if err != nil {
 		c.close()
 		return nil, err
@@ -264,7 +265,7 @@ type cpClient struct {
 // their 10 s write deadline (TestStreamIdleOverHTTP2).
 const cpHTTP2 = false
 
-func newCPClient(cred coordinator.AdminCred) *cpClient {
+func newCPClient(cred wire.AdminCred) *cpClient {
 	return &cpClient{controlclient.New(controlclient.Config{
 		URL: strings.TrimSuffix(cred.URL, "/"), Pin: cred.Pin,
 		Timeout:      cpPhaseTimeout, // a phase's own bound applies; no tighter one per request
@@ -536,7 +537,7 @@ func controlPlaneRun(ctx context.Context, o Options, n int, revoke bool, bin, bi
 		}
 	}()
 
-	admin := coordinator.NewAdminClient(co.cred)
+	admin := adminclient.New(co.cred)
 	tok, err := admin.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 6 * 3600})
 	if err != nil {
 		return nil, err

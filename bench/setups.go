@@ -25,6 +25,7 @@ import (
 	"github.com/agentnet/agentnet/relay"
 	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // setup is one way of carrying TCP from a client to a server in this
@@ -150,7 +151,7 @@ type agentnetNet struct {
 	dir   string
 	relay *relay.Server // on 127.0.0.1, relaying to loopback peers (bench only)
 	coord *coordinator.Coordinator
-	admin *coordinator.AdminClient
+	admin *adminclient.Client
 	token string
 	log   *slog.Logger
 }
@@ -173,7 +174,7 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start coordinator: %w", err)
 	}
-	n := &agentnetNet{dir: dir, relay: rl, coord: c, admin: coordinator.NewAdminClient(c.AdminCred()), log: log}
+	n := &agentnetNet{dir: dir, relay: rl, coord: c, admin: adminclient.New(c.AdminCred()), log: log}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tok, err := n.admin.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:bench"}})

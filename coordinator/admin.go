@@ -1,63 +1,19 @@
 package coordinator
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/wire"
 )
-
-// AdminCred is the content of admin.cred (JSON, mode 0600): everything the
-// administrator's tools need to reach and authenticate to the coordinator.
-type AdminCred struct {
-	URL    string `json:"url"`
-	Pin    string `json:"pin"`
-	Secret string `json:"secret"`
-}
-
-// LoadAdminCred reads and checks an admin.cred file.
-func LoadAdminCred(path string) (AdminCred, error) {
-	var c AdminCred
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return c, fmt.Errorf("coordinator: admin credential %s does not exist; it is written by 'agentnet coordinator' into its data dir", path)
-	}
-	if err != nil {
-		return c, fmt.Errorf("coordinator: read admin credential: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("coordinator: admin credential %s is not valid JSON: %w", path, err)
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"url", c.URL}, {"pin", c.Pin}, {"secret", c.Secret}} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
-		return c, fmt.Errorf("coordinator: admin credential %s lacks %s", path, strings.Join(missing, ", "))
-	}
-	if !strings.HasPrefix(c.URL, "https://") {
-		return c, fmt.Errorf("coordinator: admin credential %s: url %q is not https", path, c.URL)
-	}
-	if !strings.HasPrefix(c.Pin, wire.PinPrefix) {
-		return c, fmt.Errorf("coordinator: admin credential %s: pin %q does not start with %q", path, c.Pin, wire.PinPrefix)
-	}
-	return c, nil
-}
 
 // initAdminCred keeps the admin secret across restarts. The store holds
 // only its SHA-256; the secret lives in admin.cred. If admin.cred is gone
@@ -65,8 +21,8 @@ func LoadAdminCred(path string) (AdminCred, error) {
 // restarting rotates the admin secret. The file is rewritten only when its
 // contents change (new URL or new secret).
 func (c *Coordinator) initAdminCred() error {
-	old, loadErr := LoadAdminCred(c.credPath)
-	return c.store.Update(func(tx Tx) error {
+	old, loadErr := wire.LoadAdminCred(c.credPath)
+	return c.store.Update(func(tx store.Tx) error {
 		stored, err := tx.Meta(metaAdminSum)
 		if err != nil {
 			return err
@@ -88,7 +44,7 @@ func (c *Coordinator) initAdminCred() error {
 		if err := tx.PutMeta(metaAdminSum, []byte(hex.EncodeToString(c.adminSum[:]))); err != nil {
 			return err
 		}
-		c.cred = AdminCred{URL: c.url, Pin: c.pin, Secret: secret}
+		c.cred = wire.AdminCred{URL: c.url, Pin: c.pin, Secret: secret}
 		if loadErr == nil && old == c.cred {
 			return nil
 		}
@@ -106,7 +62,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 		got, ok := strings.CutPrefix(r.Header.Get(wire.HeaderAdmin), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], c.adminSum[:]) != 1 {
-			c.audit.RecordLimited(AuditAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
+			c.audit.RecordLimited(audit.KindAdminLogin, remoteHost(r), "api_auth_failed", "result", "failure", "via", "api", "path", r.URL.Path)
 			return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "admin secret missing or wrong; use the secret in %s", fileCred)
 		}
 		return h(w, r)
@@ -116,7 +72,7 @@ func (c *Coordinator) admin(h handlerFunc) handlerFunc {
 // handleNodes lists every node, sorted by name, with live Online state.
 func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error {
 	var nodes []wire.Node
-	if err := c.store.View(func(tx Tx) (err error) {
+	if err := c.store.View(func(tx store.Tx) (err error) {
 		nodes, err = tx.Nodes()
 		return err
 	}); err != nil {
@@ -141,7 +97,7 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) error 
 func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	var did string
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		owner, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err
@@ -161,7 +117,7 @@ func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) e
 	}
 	c.stats.nodesDeleted.Add(1)
 	c.log.Info("coordinator: node removed", "node", name, "did", did)
-	c.audit.Record(AuditNodeRevoke, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "did", did, "reason", "deleted by admin")
+	c.audit.Record(audit.KindNodeRevoke, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "did", did, "reason", "deleted by admin")
 	c.kick(did)
 	if err := c.changed(); err != nil {
 		return err

@@ -1,20 +1,14 @@
 package coordinator
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -31,13 +25,6 @@ const (
 	maxReportLimiters = 4096
 	maxAuditWait      = 25 * time.Second // below the admin client's 30 s timeout
 )
-
-// AuditPage is the answer of wire.PathAdminAudit: raw audit lines (exactly
-// as in the file, so a client can check their hashes) and the newest seq.
-type AuditPage struct {
-	Records []json.RawMessage `json:"records"`
-	HeadSeq uint64            `json:"head_seq"`
-}
 
 // reportLimiter is a token bucket per node DID.
 type reportLimiter struct {
@@ -92,7 +79,7 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 	if err := checkReport(&req); err != nil {
 		return err
 	}
-	if !c.audit.reports.allow(self.DID, c.now()) {
+	if !c.reports.allow(self.DID, c.now()) {
 		return refuse(http.StatusTooManyRequests, wire.CodeRateLimited,
 			"node %s sends reports too often (at most %d in a burst, then one per %v); keep the events and send them later", self.Name, reportBurst, reportEvery)
 	}
@@ -111,7 +98,7 @@ func (c *Coordinator) handleReport(w http.ResponseWriter, r *http.Request) error
 			down++
 		}
 	}
-	c.audit.Record(AuditNodeReport, "actor", self.DID, "actor_name", self.Name, "remote", r.RemoteAddr, "subject", self.Name,
+	c.audit.Record(audit.KindNodeReport, "actor", self.DID, "actor_name", self.Name, "remote", r.RemoteAddr, "subject", self.Name,
 		"events", req.Events, "dropped", req.Dropped, "denied_packets", denied, "channels_up", up, "channels_down", down)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -152,7 +139,7 @@ func (c *Coordinator) handleAuditTail(w http.ResponseWriter, r *http.Request) er
 		deadline = t.C
 	}
 	for {
-		changed := c.audit.changed()
+		changed := c.audit.Changed()
 		page, err := c.audit.Tail(after, hasAfter, n)
 		if err != nil {
 			return err
@@ -192,87 +179,4 @@ func parseTailQuery(q url.Values) (n int, after uint64, hasAfter bool, wait time
 		wait = time.Duration(secs) * time.Second
 	}
 	return n, after, hasAfter, wait, nil
-}
-
-// changed returns a channel closed at the next append (or Close).
-func (a *Audit) changed() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.notify
-}
-
-// Tail returns up to n records: with hasAfter, the oldest ones after seq
-// after; otherwise the newest n. Recent records come from memory, older
-// ones from the file.
-func (a *Audit) Tail(after uint64, hasAfter bool, n int) (AuditPage, error) {
-	a.mu.Lock()
-	head := a.seq
-	first, last := uint64(1), head // the wanted range
-	if hasAfter {
-		first, last = after+1, min(head, after+uint64(n))
-	} else if head > uint64(n) {
-		first = head - uint64(n) + 1
-	}
-	page := AuditPage{HeadSeq: head, Records: []json.RawMessage{}}
-	if first > last {
-		a.mu.Unlock()
-		return page, nil
-	}
-	if oldest := head - uint64(a.ringLen) + 1; a.ringLen > 0 && oldest <= first {
-		for s := first; s <= last; s++ {
-			page.Records = append(page.Records, json.RawMessage(a.ring[s%auditRing].line))
-		}
-		a.mu.Unlock()
-		return page, nil
-	}
-	a.mu.Unlock()
-	recs, err := readAuditRange(a.cfg.Path, first, last)
-	page.Records = append(page.Records, recs...)
-	return page, err
-}
-
-// readAuditRange reads the whole lines of seq first..last from the file.
-func readAuditRange(path string, first, last uint64) ([]json.RawMessage, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: read audit log: %w", err)
-	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 64<<10)
-	var out []json.RawMessage
-	for {
-		line, err := br.ReadBytes('\n')
-		if errors.Is(err, io.EOF) {
-			return out, nil // a partial last line is being written: not yet a record
-		}
-		if err != nil {
-			return out, fmt.Errorf("coordinator: read audit log: %w", err)
-		}
-		var s struct {
-			Seq uint64 `json:"seq"`
-		}
-		if json.Unmarshal(line, &s) != nil || s.Seq < first {
-			continue
-		}
-		if s.Seq > last {
-			return out, nil
-		}
-		out = append(out, json.RawMessage(line[:len(line)-1]))
-	}
-}
-
-// Audit returns audit records through the admin API: see
-// wire.PathAdminAudit. wait > 0 with hasAfter holds the call until a
-// record newer than after exists or wait (at most 25 s) passes.
-func (a *AdminClient) Audit(ctx context.Context, n int, after uint64, hasAfter bool, wait time.Duration) (AuditPage, error) {
-	q := url.Values{"n": {strconv.Itoa(n)}}
-	if hasAfter {
-		q.Set("after", strconv.FormatUint(after, 10))
-	}
-	if wait > 0 {
-		q.Set("wait", strconv.Itoa(int(wait/time.Second)))
-	}
-	var page AuditPage
-	err := a.do(ctx, http.MethodGet, wire.PathAdminAudit+"?"+q.Encode(), nil, &page)
-	return page, err
 }

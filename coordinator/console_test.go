@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/console"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -207,8 +208,8 @@ func TestConsoleWrongPassword(t *testing.T) {
 			t.Errorf("failed login set cookies %v", resp.Cookies())
 		}
 	}
-	if got := h.c.Stats().Refused[consoleCodeAuth]; got != 3 {
-		t.Errorf("Refused[%s] = %d, want 3", consoleCodeAuth, got)
+	if got := h.c.Stats().Refused[console.CodeLogin]; got != 3 {
+		t.Errorf("Refused[%s] = %d, want 3", console.CodeLogin, got)
 	}
 	if !strings.Contains(h.logs.String(), "console request refused") || strings.Contains(h.logs.String(), "guess") {
 		t.Errorf("refusal not logged, or the guess leaked into the log:\n%s", h.logs)
@@ -228,7 +229,7 @@ func TestConsoleLoginCookieLogout(t *testing.T) {
 	}
 	var setCookie string
 	for _, v := range resp.Header.Values("Set-Cookie") {
-		if strings.HasPrefix(v, consoleCookie+"=") {
+		if strings.HasPrefix(v, console.CookieName+"=") {
 			setCookie = v
 		}
 	}
@@ -237,7 +238,7 @@ func TestConsoleLoginCookieLogout(t *testing.T) {
 			t.Errorf("session cookie %q lacks %s", setCookie, attr)
 		}
 	}
-	value := strings.TrimPrefix(strings.SplitN(setCookie, ";", 2)[0], consoleCookie+"=")
+	value := strings.TrimPrefix(strings.SplitN(setCookie, ";", 2)[0], console.CookieName+"=")
 	if len(value) != 43 { // 32 bytes, base64url without padding
 		t.Errorf("session id %q is not 32 random bytes", value)
 	}
@@ -262,14 +263,14 @@ func TestConsoleLoginCookieLogout(t *testing.T) {
 	}
 	// The old cookie is dead on the server too, not only in this jar.
 	req, _ := http.NewRequest(http.MethodGet, cc.base+"/console/agents", nil)
-	req.AddCookie(&http.Cookie{Name: consoleCookie, Value: value})
+	req.AddCookie(&http.Cookie{Name: console.CookieName, Value: value})
 	if resp, _ := cc.do(req); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("replayed session cookie after logout: %d, want 303", resp.StatusCode)
 	}
 
-	// Sessions expire after sessionTTL.
+	// Sessions expire after console.SessionTTL.
 	cc.login()
-	clock.Add(sessionTTL + time.Minute)
+	clock.Add(console.SessionTTL + time.Minute)
 	if resp, _ := cc.get("/console/agents"); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("agents after the session expired: %d, want 303", resp.StatusCode)
 	}
@@ -305,8 +306,8 @@ func TestConsoleCSRF(t *testing.T) {
 	if n := h.c.Stats().TokensCreated; n != 0 {
 		t.Fatalf("refused POSTs created %d tokens", n)
 	}
-	if got := h.c.Stats().Refused[consoleCodeCSRF]; got != 8 {
-		t.Errorf("Refused[%s] = %d, want 8", consoleCodeCSRF, got)
+	if got := h.c.Stats().Refused[console.CodeCSRF]; got != 8 {
+		t.Errorf("Refused[%s] = %d, want 8", console.CodeCSRF, got)
 	}
 	// What a browser sends for a same-origin form under no-referrer.
 	browser := func(r *http.Request) {
@@ -357,7 +358,7 @@ func TestConsoleTokensEnrollRevoke(t *testing.T) {
 		t.Fatalf("revoke: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	_, status, er := newTestNode(t, h.c).tryEnroll(tok, "bravo")
-	if status != http.StatusUnauthorized || er.Code != codeTokenRevoked || !strings.Contains(er.Error, "revoked") {
+	if status != http.StatusUnauthorized || er.Code != wire.CodeTokenRevoked || !strings.Contains(er.Error, "revoked") {
 		t.Errorf("enroll with a revoked token: %d %s %q", status, er.Code, er.Error)
 	}
 	if h.nodeCount() != 1 {
@@ -454,7 +455,7 @@ func TestConsoleAgentsAndPlaceholders(t *testing.T) {
 type eventStream struct {
 	t     *testing.T
 	body  io.ReadCloser
-	snaps chan graph
+	snaps chan console.Graph
 	done  chan struct{}
 	once  sync.Once
 }
@@ -470,7 +471,7 @@ func (cc *consoleClient) openEvents() *eventStream {
 		resp.Body.Close()
 		cc.t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	es := &eventStream{t: cc.t, body: resp.Body, snaps: make(chan graph, 64), done: make(chan struct{})}
+	es := &eventStream{t: cc.t, body: resp.Body, snaps: make(chan console.Graph, 64), done: make(chan struct{})}
 	go func() {
 		defer close(es.done)
 		sc := bufio.NewScanner(resp.Body)
@@ -481,7 +482,7 @@ func (cc *consoleClient) openEvents() *eventStream {
 			case strings.HasPrefix(line, "event: "):
 				event = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: ") && event == "snapshot":
-				var g graph
+				var g console.Graph
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &g); err != nil {
 					return
 				}
@@ -498,7 +499,7 @@ func (es *eventStream) close() {
 	<-es.done
 }
 
-func (es *eventStream) wait(what string, ok func(graph) bool) graph {
+func (es *eventStream) wait(what string, ok func(console.Graph) bool) console.Graph {
 	es.t.Helper()
 	timeout := time.After(5 * time.Second)
 	for {
@@ -524,7 +525,7 @@ func (es *eventStream) waitEnd(d time.Duration) {
 	}
 }
 
-func online(g graph) (names []string) {
+func online(g console.Graph) (names []string) {
 	for _, n := range g.Nodes {
 		if n.Online {
 			names = append(names, n.Name)
@@ -538,27 +539,27 @@ func TestConsoleEvents(t *testing.T) {
 	cc := newConsoleClient(t, h)
 	cc.login()
 	es := cc.openEvents()
-	es.wait("the first snapshot", func(g graph) bool { return len(g.Nodes) == 0 && len(g.Paths) == 0 })
+	es.wait("the first snapshot", func(g console.Graph) bool { return len(g.Nodes) == 0 && len(g.Paths) == 0 })
 
 	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a := newTestNode(t, h.c)
 	a.enroll(tok, "alpha")
-	es.wait("alpha enrolled", func(g graph) bool { return len(g.Nodes) == 1 && !g.Nodes[0].Online })
+	es.wait("alpha enrolled", func(g console.Graph) bool { return len(g.Nodes) == 1 && !g.Nodes[0].Online })
 	a.openStream(h.c.PublicKey())
-	es.wait("alpha online", func(g graph) bool { return strings.Join(online(g), ",") == "alpha" && len(g.Paths) == 0 })
+	es.wait("alpha online", func(g console.Graph) bool { return strings.Join(online(g), ",") == "alpha" && len(g.Paths) == 0 })
 
 	b := newTestNode(t, h.c)
 	b.enroll(tok, "bravo")
 	bs := b.openStream(h.c.PublicKey())
-	g := es.wait("a path alpha–bravo", func(g graph) bool { return len(g.Paths) == 1 })
-	if p := g.Paths[0]; p != (graphPath{A: "alpha", B: "bravo", Kind: "direct"}) {
+	g := es.wait("a path alpha–bravo", func(g console.Graph) bool { return len(g.Paths) == 1 })
+	if p := g.Paths[0]; p != (console.GraphPath{A: "alpha", B: "bravo", Kind: "direct"}) {
 		t.Errorf("path %+v", p)
 	}
 	if g.Nodes[1].IPv4 != b.self.IPv4 {
 		t.Errorf("bravo ipv4 %v, want %v", g.Nodes[1].IPv4, b.self.IPv4)
 	}
 	bs.close()
-	es.wait("bravo offline", func(g graph) bool { return strings.Join(online(g), ",") == "alpha" && len(g.Paths) == 0 })
+	es.wait("bravo offline", func(g console.Graph) bool { return strings.Join(online(g), ",") == "alpha" && len(g.Paths) == 0 })
 
 	// Logging out ends the session's streams.
 	cc.post("/console/logout", url.Values{"csrf": {cc.csrf}}, nil)
@@ -570,7 +571,7 @@ func TestConsoleCloseEndsEvents(t *testing.T) {
 	cc := newConsoleClient(t, h)
 	cc.login()
 	es := cc.openEvents()
-	es.wait("the first snapshot", func(graph) bool { return true })
+	es.wait("the first snapshot", func(console.Graph) bool { return true })
 	start := time.Now()
 	if err := h.c.Close(); err != nil {
 		t.Fatal(err)

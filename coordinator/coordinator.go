@@ -18,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/console"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/logthrottle"
 	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
@@ -54,7 +57,7 @@ type Config struct {
 	Now func() time.Time
 	// Store is optional: the state store. Default: bbolt at
 	// DataDir/coord.db. New takes ownership; Close closes it.
-	Store Store
+	Store store.Store
 	// MetricsListen is optional: a TCP address ("127.0.0.1:9100") where
 	// Prometheus metrics are served at /metrics over plain HTTP. Default off.
 	MetricsListen string
@@ -74,7 +77,7 @@ type Config struct {
 
 	// AuditReset is optional, default false. On start the audit log
 	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with
-	// ErrAuditBroken and the first bad record. With AuditReset the broken
+	// audit.ErrBroken and the first bad record. With AuditReset the broken
 	// log is renamed to audit.jsonl.broken-TIME and a new log starts with an
 	// audit_reset record naming it.
 	AuditReset bool
@@ -101,7 +104,7 @@ type Coordinator struct {
 	ula      netip.Prefix
 	url      string
 	pin      string
-	cred     AdminCred
+	cred     wire.AdminCred
 	credPath string
 	adminSum [32]byte // SHA-256 of the admin secret
 
@@ -113,18 +116,22 @@ type Coordinator struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	audit   *Audit // DataDir/audit.jsonl
+	audit   *audit.Log    // DataDir/audit.jsonl
+	reports reportLimiter // node reports per node (audit_api.go)
 	stats   counters
 	limiter logthrottle.Limiter
 	probes  probeLimiter
-	console *console // nil unless Config.Console
-	metrics *metrics // Config.MetricsListen; nil when off; set before serving
-	sweep   sweeper  // node identity expiry (expiry.go)
+	console *console.Console // nil unless Config.Console
+	metrics *metrics         // Config.MetricsListen; nil when off; set before serving
+	sweep   sweeper          // node identity expiry (expiry.go)
 
 	limits *rateLimiters // per-source request limits (ratelimit.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
-	// Lock order: snapMu before mu; no store call while holding mu.
+	// Lock order: snapMu before mu; snapMu before store calls (and the
+	// trackedStore's own mu); no store call while holding mu. flipMu and
+	// the locks inside stats, probes, reports, limits, audit and console
+	// are leaves: nothing else is taken while one is held.
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
 	idOf   map[string]uint32 // stable node ids (snapshot.go); guarded by snapMu
@@ -205,13 +212,13 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		limits:    limits,
 		serveDone: make(chan struct{}),
 	}
-	store := cfg.Store
-	if store == nil {
-		if store, err = OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
+	st := cfg.Store
+	if st == nil {
+		if st, err = store.OpenBolt(filepath.Join(cfg.DataDir, fileDB)); err != nil {
 			return nil, err
 		}
 	}
-	c.store = newTrackedStore(store)
+	c.store = newTrackedStore(st)
 	defer func() {
 		if err != nil {
 			if c.ln != nil {
@@ -227,7 +234,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if c.signKey, err = loadSigningKey(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if c.audit, err = openAudit(auditConfig{Path: filepath.Join(cfg.DataDir, fileAudit), Key: c.signKey, Now: c.now, Log: c.log,
+	if c.audit, err = audit.Open(audit.Config{Path: audit.Path(cfg.DataDir), Key: c.signKey, Now: c.now, Logger: c.log,
 		Reset: cfg.AuditReset, CheckpointEvery: cfg.auditCheckpointEvery, CheckpointInterval: cfg.auditCheckpointInterval}); err != nil {
 		return nil, err
 	}
@@ -262,10 +269,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 	handler := c.routes()
 	if cfg.Console {
-		if c.console, err = newConsole(c); err != nil {
+		if c.console, err = console.New(console.Config{Core: consoleCore{c}, Audit: c.audit, Logger: c.log, Now: c.now, WriteTimeout: cfg.writeTimeout}); err != nil {
 			return nil, err
 		}
-		handler = c.console.handler(handler)
+		handler = c.console.Handler(handler)
 	}
 
 	c.baseCtx, c.cancel = context.WithCancel(context.Background())
@@ -290,11 +297,19 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	return c, nil
 }
 
+// Meta keys.
+const (
+	metaULA      = "ula_prefix"   // the IPv6 ULA /48, netip.Prefix text
+	metaPrefix4  = "prefix4"      // the IPv4 pool the store was created with
+	metaCursor4  = "ipam_cursor4" // host offset of the last IPv4 handed out, decimal
+	metaAdminSum = "admin_sha256" // hex SHA-256 of the admin secret
+)
+
 // initMeta creates the ULA prefix on first start and checks Prefix4 against
 // the one the store was created with.
 func (c *Coordinator) initMeta() (netip.Prefix, error) {
 	var ula netip.Prefix
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		b, err := tx.Meta(metaULA)
 		if err != nil {
 			return err
@@ -344,7 +359,7 @@ func (c *Coordinator) PublicKey() ed25519.PublicKey {
 func (c *Coordinator) AdminCredPath() string { return c.credPath }
 
 // AdminCred returns the admin credential (also written to AdminCredPath).
-func (c *Coordinator) AdminCred() AdminCred { return c.cred }
+func (c *Coordinator) AdminCred() wire.AdminCred { return c.cred }
 
 // Close stops the listener, ends every stream (their clients see the
 // response end), waits for in-flight requests and closes the store. It

@@ -97,7 +97,7 @@ func TestStreamDeltasMatchWholeMaps(t *testing.T) {
 	}
 	step("search's tags")
 
-	if _, err := h.admin.SetPolicy(ctx, PolicySetRequest{Text: planPolicy, Source: "plan.yaml"}); err != nil {
+	if _, err := h.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: planPolicy, Source: "plan.yaml"}); err != nil {
 		t.Fatal(err)
 	}
 	mapsBefore := s.maps

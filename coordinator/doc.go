@@ -1,25 +1,35 @@
 // Package coordinator is agentnet's control plane: an HTTPS API that enrolls
 // nodes with join tokens, allocates their overlay addresses (IPAM), keeps the
-// durable state in a bbolt store behind the Store interface, and pushes each
-// node its own signed network map over a long-lived stream.
+// durable state in a store (package coordinator/store), and pushes each node
+// its own signed network map over a long-lived stream.
 //
 // The coordinator never carries agent traffic and never imports wireguard-go
-// or gVisor; everything it shares with nodes is in wire.
+// or gVisor; everything it shares with nodes and admin tools is in wire (the
+// admin client is wire/adminclient). Only cmd/, internal/testnet and bench
+// import this package.
 //
 // Trust: the server certificate is self-signed and reaches clients as a pin
-// (netmap.CertPin) inside a join token or admin.cred. Nodes authenticate
-// every request with their Ed25519 identity key (netmap.SignRequest); the
-// administrator authenticates with the bearer secret in admin.cred. Network
-// maps are signed with a separate Ed25519 key (netmap.Sign).
+// (wire.CertPin) inside a join token or admin.cred (wire.AdminCred). Nodes
+// authenticate every request with their Ed25519 identity key
+// (wire.SignRequest); the administrator authenticates with the bearer
+// secret in admin.cred. Network maps are signed with a separate Ed25519 key
+// (wire.Sign), which also signs the audit checkpoints.
+//
+// This package is the core; its parts are packages of their own:
+// coordinator/store (Store, Tx and the bbolt implementation),
+// coordinator/audit (the tamper-evident audit log and its verifier),
+// coordinator/console (the web console, behind console.Core) and
+// coordinator/policy (the policy document).
 //
 // Files by concern: coordinator.go (Config, New, Close), tls.go (certificate
-// and keys on disk), store.go and bolt.go (state), ipam.go (addresses),
-// tokens.go (join tokens), enroll.go and node.go (node requests), maps.go
-// (per-node maps), stream.go (fan-out), admin.go and adminclient.go (admin
-// API), http.go (middleware and error JSON), stats.go (counters),
-// audit.go, audit_verify.go and audit_api.go (the tamper-evident audit log,
-// its verifier, node reports and the admin audit API).
-// policy_api.go, policy_store.go and policy_client.go (the access policy:
-// versions, compiled filters and pruned peers in maps, admin endpoints; the
-// document itself is package coordinator/policy).
+// and keys on disk), ipam.go (addresses), tokens.go (join tokens), enroll.go
+// and node.go (node requests), snapshot.go (the committed node set), maps.go
+// and delta.go (per-node maps and deltas), stream.go (fan-out), probe.go
+// (probe push), relays.go (relay credentials in maps), revoke.go and
+// expiry.go (node lifecycle), admin.go (admin API), http.go (middleware and
+// error JSON), ratelimit.go (per-source limits), stats.go and metrics.go
+// (counters), events.go (lifecycle events to the audit log), audit_api.go (node reports and the
+// admin audit API), console.go (the console's Core), policy_api.go (the
+// access policy: versions, compiled filters and pruned peers in maps, admin
+// endpoints).
 package coordinator

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -65,7 +67,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		oldKey  string
 		rotated bool
 	)
-	err = c.store.Update(func(tx Tx) error {
+	err = c.store.Update(func(tx store.Tx) error {
 		// A revoked or expired identity never comes back, token or not.
 		if rec, gone, err := tx.Revocation(did); err != nil {
 			return err
@@ -163,12 +165,12 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if known {
 		c.stats.reenrolled.Add(1)
 		c.log.Info("coordinator: node re-enrolled", "node", node.Name, "did", did, "asked_name", req.Name)
-		c.audit.Record(AuditEnroll, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", node.Name, "reenroll", true)
+		c.audit.Record(audit.KindEnroll, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", node.Name, "reenroll", true)
 	} else {
 		c.stats.enrolled.Add(1)
 		c.log.Info("coordinator: node enrolled", "node", node.Name, "did", did, "token", tokenID, "ipv4", node.IPv4, "ipv6", node.IPv6)
-		c.audit.Record(AuditTokenUse, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", tokenID)
-		c.audit.Record(AuditEnroll, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", node.Name, "token", tokenID, "ipv4", node.IPv4, "ipv6", node.IPv6, "tags", node.Tags)
+		c.audit.Record(audit.KindTokenUse, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", tokenID)
+		c.audit.Record(audit.KindEnroll, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", node.Name, "token", tokenID, "ipv4", node.IPv4, "ipv6", node.IPv6, "tags", node.Tags)
 	}
 	if err := c.changed(); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func TestEnrollHappyPath(t *testing.T) {
@@ -175,7 +176,7 @@ func TestCreateTokenValidation(t *testing.T) {
 		{TTLSeconds: -1},
 	} {
 		_, err := h.admin.CreateToken(context.Background(), req)
-		var ae *APIError
+		var ae *wire.APIError
 		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != wire.CodeBadRequest {
 			t.Errorf("CreateToken(%+v) = %v, want 400 bad_request", req, err)
 		}
@@ -197,8 +198,8 @@ func TestWrongAdminSecret(t *testing.T) {
 	h := newHarness(t, nil)
 	cred := h.c.AdminCred()
 	cred.Secret = "not-the-secret"
-	_, err := NewAdminClient(cred).Nodes(context.Background())
-	var ae *APIError
+	_, err := adminclient.New(cred).Nodes(context.Background())
+	var ae *wire.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || ae.Code != wire.CodeUnauthorized {
 		t.Fatalf("Nodes with wrong secret = %v, want 401 unauthorized", err)
 	}
@@ -236,7 +237,7 @@ func TestDeleteNode(t *testing.T) {
 	}
 	sa.waitMap(time.Second, "bravo gone", func(m *wire.Map) bool { _, ok := m.Peer("bravo"); return !ok })
 	sb.waitEnd(time.Second)
-	var ae *APIError
+	var ae *wire.APIError
 	if err := h.admin.DeleteNode(context.Background(), "bravo"); !errors.As(err, &ae) || ae.Code != wire.CodeNotFound {
 		t.Errorf("second DeleteNode = %v, want not_found", err)
 	}

@@ -1,6 +1,10 @@
 package coordinator
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/agentnet/agentnet/coordinator/audit"
+)
 
 // Lifecycle event kinds passed to event.
 const (
@@ -11,7 +15,7 @@ const (
 	eventKeyRefused = "key.refused"  // a retired or revoked WireGuard key was offered (did, key fingerprint, reason)
 )
 
-// event writes one node-lifecycle event to the audit log (audit.go): it
+// event writes one node-lifecycle event to the audit log (coordinator/audit): it
 // is called once per event, after the change it reports has been committed
 // (refusals: when the refusal is sent). kind is one of the event*
 // constants; attrs use the log field vocabulary (node, peer, reason, err,
@@ -35,12 +39,12 @@ func (c *Coordinator) event(kind string, attrs ...slog.Attr) {
 	}
 	switch kind {
 	case eventRevoke:
-		c.audit.Record(AuditNodeRevoke, append(fields, "actor", "admin", "event", kind)...)
+		c.audit.Record(audit.KindNodeRevoke, append(fields, "actor", "admin", "event", kind)...)
 	case eventExpire:
-		c.audit.Record(AuditNodeRevoke, append(fields, "actor", "coordinator", "event", kind)...)
+		c.audit.Record(audit.KindNodeRevoke, append(fields, "actor", "coordinator", "event", kind)...)
 	case eventRotate:
-		c.audit.Record(AuditKeyRotation, append(fields, "actor", did, "event", kind)...)
+		c.audit.Record(audit.KindKeyRotation, append(fields, "actor", did, "event", kind)...)
 	default: // eventRefused, eventKeyRefused
-		c.audit.RecordLimited(AuditRequestRefused, did, reason, append(fields, "event", kind)...)
+		c.audit.RecordLimited(audit.KindRequestRefused, did, reason, append(fields, "event", kind)...)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -74,7 +75,7 @@ func (c *Coordinator) sweepExpired() {
 		if !expired(n, now) {
 			continue
 		}
-		if err := c.expire(n.DID); err != nil && !isRefusal(err, wire.CodeNodeExpired) && !errors.Is(err, ErrStoreClosed) {
+		if err := c.expire(n.DID); err != nil && !isRefusal(err, wire.CodeNodeExpired) && !errors.Is(err, store.ErrClosed) {
 			c.log.Error("coordinator: expire node", "node", n.Name, "err", err)
 		}
 	}
@@ -92,7 +93,7 @@ func isRefusal(err error, code string) bool {
 func (c *Coordinator) expire(did string) error {
 	var rec wire.Revocation
 	var done bool
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		n, ok, err := tx.Node(did)
 		if err != nil {
 			return err
@@ -124,7 +125,7 @@ func (c *Coordinator) expire(did string) error {
 // handleRevocations lists revoked and expired identities, newest first.
 func (c *Coordinator) handleRevocations(w http.ResponseWriter, r *http.Request) error {
 	var recs []wire.Revocation
-	if err := c.store.View(func(tx Tx) (err error) {
+	if err := c.store.View(func(tx store.Tx) (err error) {
 		recs, err = tx.Revocations()
 		return err
 	}); err != nil {

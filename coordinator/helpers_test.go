@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -66,7 +67,7 @@ type harness struct {
 	c     *Coordinator
 	cfg   Config
 	logs  *syncBuf
-	admin *AdminClient
+	admin *adminclient.Client
 }
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
@@ -85,7 +86,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: NewAdminClient(c.AdminCred())}
+	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: adminclient.New(c.AdminCred())}
 }
 
 func (h *harness) token(req wire.CreateTokenRequest) string {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -126,7 +128,7 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if !errors.As(err, &ae) {
 		ae = &apiError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "internal error", cause: err}
 	}
-	if errors.Is(err, ErrStoreClosed) {
+	if errors.Is(err, store.ErrClosed) {
 		ae = &apiError{status: http.StatusServiceUnavailable, code: wire.CodeInternal, msg: "coordinator is shutting down", cause: err}
 	}
 	c.stats.refuse(ae.code)
@@ -140,7 +142,7 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if ae.status < 500 {
-		c.audit.RecordLimited(AuditRequestRefused, host, ae.code, "status", ae.status, "path", r.URL.Path, "claimed_node", node, "reason", ae.msg)
+		c.audit.RecordLimited(audit.KindRequestRefused, host, ae.code, "status", ae.status, "path", r.URL.Path, "claimed_node", node, "reason", ae.msg)
 	}
 	if level == slog.LevelError || c.limiter.Allow(host+"|"+node+"|"+ae.code, c.now()) {
 		c.log.Log(r.Context(), level, "coordinator: request refused",

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -81,7 +82,7 @@ func nextFree(p netip.Prefix, last uint32, taken func(netip.Addr) (bool, error))
 
 // allocate hands out the next IPv4 of p and its IPv6 twin inside ula,
 // advancing the stored cursor. It must run in the Update that stores the node.
-func allocate(tx Tx, p, ula netip.Prefix) (v4, v6 netip.Addr, err error) {
+func allocate(tx store.Tx, p, ula netip.Prefix) (v4, v6 netip.Addr, err error) {
 	var last uint32
 	if b, err := tx.Meta(metaCursor4); err != nil {
 		return v4, v6, err

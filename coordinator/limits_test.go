@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentnet/agentnet/coordinator/console"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -154,7 +155,7 @@ func TestBodyLimits(t *testing.T) {
 func TestConsoleBodyLimit(t *testing.T) {
 	h := newConsoleHarness(t, nil)
 	cc := newConsoleClient(t, h)
-	form := url.Values{"secret": {h.c.AdminCred().Secret}, "pad": {strings.Repeat("x", consoleMaxForm)}}
+	form := url.Values{"secret": {h.c.AdminCred().Secret}, "pad": {strings.Repeat("x", console.MaxForm)}}
 	resp, _ := cc.post("/console/login", form, nil)
 	if resp.StatusCode == http.StatusSeeOther || len(resp.Cookies()) != 0 {
 		t.Fatalf("oversized login form: %d with cookies %v, want refused without a session", resp.StatusCode, resp.Cookies())

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -15,7 +16,7 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (wire.Node, error) 
 		return wire.Node{}, refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "%v", err)
 	}
 	var n wire.Node
-	if err := c.store.View(func(tx Tx) error {
+	if err := c.store.View(func(tx store.Tx) error {
 		var ok bool
 		var err error
 		if n, ok, err = tx.Node(did); err != nil {
@@ -76,7 +77,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 	changed := false
 	var rotated bool
 	var updated wire.Node
-	err = c.store.Update(func(tx Tx) error {
+	err = c.store.Update(func(tx store.Tx) error {
 		n, ok, err := tx.Node(self.DID)
 		if err != nil {
 			return err

@@ -11,72 +11,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
-
-// Admin API paths of the policy (all need the admin secret).
-const (
-	PathAdminPolicy    = "/v1/admin/policy"     // PUT PolicySetRequest → PolicySetResponse; GET [?version=N] → PolicyRecord
-	PathAdminPolicyWhy = "/v1/admin/policy/why" // POST WhyRequest → WhyResponse
-	// PUT PathAdminNodes/{name}/tags with SetTagsRequest → wire.Node.
-	pathNodeTagsSuffix = "/tags"
-)
-
-// Error codes of the policy API.
-// TODO(netmap): move next to the other codes.
-const (
-	CodePolicyInvalid     = "policy_invalid"      // 422: the document does not parse or validate
-	CodePolicyTestsFailed = "policy_tests_failed" // 422: its tests fail against the current nodes
-)
-
-// PolicySetRequest submits a new policy document.
-type PolicySetRequest struct {
-	Text   string `json:"text"`             // required: the YAML document
-	Source string `json:"source,omitempty"` // optional: file name used in messages; default "policy.yaml"
-	By     string `json:"by,omitempty"`     // optional: who submits it (recorded); default "admin"
-}
-
-// PolicySetResponse reports an accepted policy.
-type PolicySetResponse struct {
-	Version uint64   `json:"version"`
-	Rules   int      `json:"rules"`
-	Passed  int      `json:"tests_passed"`
-	Skipped []string `json:"tests_skipped,omitempty"` // tests that depend on tags of nodes not enrolled
-}
-
-// WhyRequest asks whether one connection between two enrolled nodes is
-// allowed by the current policy.
-type WhyRequest struct {
-	From  string `json:"from"`            // required: node name
-	To    string `json:"to"`              // required: node name
-	Proto string `json:"proto,omitempty"` // optional: tcp (default), udp or icmp
-	Port  uint16 `json:"port,omitempty"`  // required for tcp and udp
-}
-
-// WhyResponse is the decision, the rule that made it (empty when no rule
-// allows it: default deny) and the policy version it comes from.
-type WhyResponse struct {
-	Allow   bool   `json:"allow"`
-	Rule    string `json:"rule,omitempty"`
-	Version uint64 `json:"version"`
-	From    string `json:"from"`
-	To      string `json:"to"`
-	Proto   string `json:"proto"`
-	Port    uint16 `json:"port,omitempty"`
-}
-
-// SetTagsRequest replaces a node's tags.
-type SetTagsRequest struct {
-	Tags []string `json:"tags"` // each "tag:x"; empty removes every tag
-}
 
 // defaultBy names the submitter of the built-in default policy.
 const defaultBy = "built-in default"
 
 // policyState is one policy version in force, parsed.
 type policyState struct {
-	rec PolicyRecord
+	rec wire.PolicyRecord
 	p   *policy.Policy
 }
 
@@ -85,9 +31,9 @@ type policyState struct {
 // stored policy that no longer parses (a newer coordinator validating
 // more strictly) fails closed: no rule, nothing allowed, logged loudly, so
 // the admin can set a fixed one.
-func (c *Coordinator) policyFor(rec PolicyRecord, ok bool, prev *snapshot) *policyState {
+func (c *Coordinator) policyFor(rec wire.PolicyRecord, ok bool, prev *snapshot) *policyState {
 	if !ok {
-		rec = PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
+		rec = wire.PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
 	}
 	if prev != nil && prev.policy != nil && prev.policy.rec.Version == rec.Version {
 		return prev.policy
@@ -107,7 +53,7 @@ func (s *snapshot) index(c *Coordinator) *policy.Index {
 	s.ixOnce.Do(func() {
 		ps := s.policy
 		if ps == nil {
-			ps = &policyState{rec: PolicyRecord{Text: policy.DefaultText, By: defaultBy}, p: policy.Default()}
+			ps = &policyState{rec: wire.PolicyRecord{Text: policy.DefaultText, By: defaultBy}, p: policy.Default()}
 		}
 		nodes := make([]policy.Node, len(s.nodes))
 		for i, n := range s.nodes {
@@ -129,10 +75,10 @@ func policyNodes(s *snapshot) []policy.Node {
 
 // policyRoutes adds the policy and node-tag endpoints to the API mux.
 func (c *Coordinator) policyRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT "+PathAdminPolicy, c.serve(c.admin(c.handleSetPolicy)))
-	mux.Handle("GET "+PathAdminPolicy, c.serve(c.admin(c.handleGetPolicy)))
-	mux.Handle("POST "+PathAdminPolicyWhy, c.serve(c.admin(c.handleWhy)))
-	mux.Handle("PUT "+wire.PathAdminNodes+"/{name}"+pathNodeTagsSuffix, c.serve(c.admin(c.handleSetTags)))
+	mux.Handle("PUT "+wire.PathAdminPolicy, c.serve(c.admin(c.handleSetPolicy)))
+	mux.Handle("GET "+wire.PathAdminPolicy, c.serve(c.admin(c.handleGetPolicy)))
+	mux.Handle("POST "+wire.PathAdminPolicyWhy, c.serve(c.admin(c.handleWhy)))
+	mux.Handle("PUT "+wire.PathAdminNodes+"/{name}"+wire.PathNodeTagsSuffix, c.serve(c.admin(c.handleSetTags)))
 }
 
 // logDefaultPolicy tells the operator, at start, that the allow-all
@@ -155,7 +101,7 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	var req PolicySetRequest
+	var req wire.PolicySetRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
@@ -170,15 +116,15 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 	}
 	p, err := policy.Parse(req.Source, []byte(req.Text))
 	if err != nil {
-		return refuse(http.StatusUnprocessableEntity, CodePolicyInvalid, "policy refused, it is not valid:\n%v", err)
+		return refuse(http.StatusUnprocessableEntity, wire.CodePolicyInvalid, "policy refused, it is not valid:\n%v", err)
 	}
 	results := p.Check(policyNodes(c.snap.Load()))
 	if fails := p.Failures(results); len(fails) > 0 {
-		return refuse(http.StatusUnprocessableEntity, CodePolicyTestsFailed,
+		return refuse(http.StatusUnprocessableEntity, wire.CodePolicyTestsFailed,
 			"policy refused, %d of its %d tests fail against the current nodes:\n%s", len(fails), len(results), strings.Join(fails, "\n"))
 	}
-	rec := PolicyRecord{Text: req.Text, Source: req.Source, Created: c.now().UTC(), By: req.By, Address: r.RemoteAddr}
-	err = c.store.Update(func(tx Tx) (err error) {
+	rec := wire.PolicyRecord{Text: req.Text, Source: req.Source, Created: c.now().UTC(), By: req.By, Address: r.RemoteAddr}
+	err = c.store.Update(func(tx store.Tx) (err error) {
 		if rec, err = tx.AddPolicy(rec); err != nil {
 			return err
 		}
@@ -190,12 +136,12 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) er
 	}
 	c.log.Info("coordinator: policy set", "version", rec.Version, "rules", len(p.Rules), "tests", len(results), "by", rec.By, "endpoint", r.RemoteAddr)
 	sum := sha256.Sum256([]byte(rec.Text))
-	c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", fmt.Sprintf("policy v%d", rec.Version),
+	c.audit.Record(audit.KindPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", fmt.Sprintf("policy v%d", rec.Version),
 		"version", rec.Version, "rules", len(p.Rules), "sha256", hex.EncodeToString(sum[:]))
 	if err := c.changed(); err != nil {
 		return err
 	}
-	resp := PolicySetResponse{Version: rec.Version, Rules: len(p.Rules)}
+	resp := wire.PolicySetResponse{Version: rec.Version, Rules: len(p.Rules)}
 	for _, res := range results {
 		switch {
 		case res.Skipped != "":
@@ -217,15 +163,15 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) er
 			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "version %.20q is not a number", q)
 		}
 		if v == 0 {
-			writeJSON(w, http.StatusOK, PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy})
+			writeJSON(w, http.StatusOK, wire.PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy})
 			return nil
 		}
 	}
 	var (
-		rec PolicyRecord
+		rec wire.PolicyRecord
 		ok  bool
 	)
-	if err := c.store.View(func(tx Tx) (err error) {
+	if err := c.store.View(func(tx store.Tx) (err error) {
 		rec, ok, err = tx.Policy(v)
 		return err
 	}); err != nil {
@@ -235,7 +181,7 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) er
 	case !ok && v != 0:
 		return refuse(http.StatusNotFound, wire.CodeNotFound, "no policy version %d", v)
 	case !ok:
-		rec = PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
+		rec = wire.PolicyRecord{Version: 0, Text: policy.DefaultText, Source: "default", By: defaultBy}
 	}
 	writeJSON(w, http.StatusOK, rec)
 	return nil
@@ -248,7 +194,7 @@ func (c *Coordinator) handleWhy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req WhyRequest
+	var req wire.WhyRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
@@ -276,7 +222,7 @@ func (c *Coordinator) handleWhy(w http.ResponseWriter, r *http.Request) error {
 	if s.policy != nil {
 		version = s.policy.rec.Version
 	}
-	writeJSON(w, http.StatusOK, WhyResponse{Allow: d.Allow, Rule: d.Rule, Version: version, From: req.From, To: req.To, Proto: req.Proto, Port: req.Port})
+	writeJSON(w, http.StatusOK, wire.WhyResponse{Allow: d.Allow, Rule: d.Rule, Version: version, From: req.From, To: req.To, Proto: req.Proto, Port: req.Port})
 	return nil
 }
 
@@ -289,7 +235,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	var req SetTagsRequest
+	var req wire.SetTagsRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
@@ -297,7 +243,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
 	}
 	for _, t := range req.Tags {
-		if !validTag(t) {
+		if !policy.ValidTag(t) {
 			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
 		}
 	}
@@ -310,7 +256,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 		changed bool
 		old     []string
 	)
-	err = c.store.Update(func(tx Tx) error {
+	err = c.store.Update(func(tx store.Tx) error {
 		did, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err
@@ -336,7 +282,7 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) erro
 	}
 	if changed {
 		c.log.Info("coordinator: node tags set", "node", name, "tags", tags, "was", old)
-		c.audit.Record(AuditPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "tags", tags, "was", old)
+		c.audit.Record(audit.KindPolicyChange, "actor", "admin", "remote", r.RemoteAddr, "subject", name, "tags", tags, "was", old)
 		if err := c.changed(); err != nil {
 			return err
 		}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 const planPolicy = `groups:
@@ -83,7 +85,7 @@ func equalRules(a, b []wire.FilterRule) bool {
 func TestPolicySetPrunesMapsAndCompilesFilters(t *testing.T) {
 	pn := newPolicyNet(t)
 	ctx := context.Background()
-	resp, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: planPolicy, Source: "plan.yaml", By: "alice"})
+	resp, err := pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: planPolicy, Source: "plan.yaml", By: "alice"})
 	if err != nil {
 		t.Fatalf("SetPolicy: %v", err)
 	}
@@ -135,17 +137,17 @@ func TestPolicySetRefused(t *testing.T) {
 	ctx := context.Background()
 	serial := pn.c.snap.Load().serial
 
-	_, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: "rules:\n  - {name: a, from: [group:planer], to: [search]}\n", Source: "p.yaml"})
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != CodePolicyInvalid ||
+	_, err := pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: "rules:\n  - {name: a, from: [group:planer], to: [search]}\n", Source: "p.yaml"})
+	var ae *wire.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != wire.CodePolicyInvalid ||
 		!strings.Contains(ae.Message, `p.yaml:2: rule 1 (a): unknown group "planer"`) {
 		t.Fatalf("invalid policy: %v", err)
 	}
 
 	// writer is not a planner, so this test fails against the current nodes.
 	failing := planPolicy + "  - {name: writer too, from: writer, to: \"search:8080\", expect: allow}\n"
-	_, err = pn.admin.SetPolicy(ctx, PolicySetRequest{Text: failing})
-	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != CodePolicyTestsFailed ||
+	_, err = pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: failing})
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != wire.CodePolicyTestsFailed ||
 		!strings.Contains(ae.Message, `policy.yaml:11: test 3 "writer too" (writer -> search:8080/tcp): expected allow, got deny`) ||
 		!strings.Contains(ae.Message, "1 of its 3 tests fail") {
 		t.Fatalf("failing tests: %v", err)
@@ -160,7 +162,7 @@ func TestPolicySetRefused(t *testing.T) {
 	// A test naming a node that is not enrolled, depending on its tags, is
 	// skipped, not failed.
 	skipping := planPolicy + "  - {from: ghost, to: \"search:8080\", expect: allow}\n"
-	resp, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: skipping})
+	resp, err := pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: skipping})
 	if err != nil || len(resp.Skipped) != 1 || !strings.Contains(resp.Skipped[0], "ghost") {
 		t.Fatalf("skipping test: %+v %v", resp, err)
 	}
@@ -171,7 +173,7 @@ func TestPolicyVersions(t *testing.T) {
 	ctx := context.Background()
 	texts := []string{"rules: []\n", planPolicy, policy.DefaultText}
 	for i, text := range texts {
-		resp, err := h.admin.SetPolicy(ctx, PolicySetRequest{Text: text})
+		resp, err := h.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: text})
 		if err != nil || resp.Version != uint64(i+1) {
 			t.Fatalf("set %d: %+v %v", i+1, resp, err)
 		}
@@ -185,7 +187,7 @@ func TestPolicyVersions(t *testing.T) {
 	if rec, err := h.admin.GetPolicy(ctx, 0); err != nil || rec.Version != 3 {
 		t.Errorf("current: %+v %v", rec, err)
 	}
-	var ae *APIError
+	var ae *wire.APIError
 	if _, err := h.admin.GetPolicy(ctx, 99); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Errorf("version 99: %v", err)
 	}
@@ -201,7 +203,7 @@ func TestPolicyVersions(t *testing.T) {
 	if v := c2.snap.Load().policy.rec.Version; v != 3 {
 		t.Errorf("after restart the policy in force is v%d, want v3", v)
 	}
-	rec, err := NewAdminClient(c2.AdminCred()).GetPolicy(ctx, 2)
+	rec, err := adminclient.New(c2.AdminCred()).GetPolicy(ctx, 2)
 	if err != nil || rec.Text != planPolicy {
 		t.Errorf("after restart, v2: %+v %v", rec, err)
 	}
@@ -210,19 +212,19 @@ func TestPolicyVersions(t *testing.T) {
 func TestWhy(t *testing.T) {
 	pn := newPolicyNet(t)
 	ctx := context.Background()
-	if _, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: planPolicy}); err != nil {
+	if _, err := pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: planPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		req   WhyRequest
+		req   wire.WhyRequest
 		allow bool
 		rule  string
 	}{
-		{WhyRequest{From: "planner", To: "search", Port: 8080}, true, "planners-to-search"},
-		{WhyRequest{From: "planner", To: "search", Proto: "icmp"}, true, "planners-to-search"},
-		{WhyRequest{From: "planner", To: "search", Proto: "udp", Port: 8080}, false, ""},
-		{WhyRequest{From: "search", To: "planner", Port: 8080}, false, ""},
-		{WhyRequest{From: "writer", To: "search", Port: 8080}, false, ""},
+		{wire.WhyRequest{From: "planner", To: "search", Port: 8080}, true, "planners-to-search"},
+		{wire.WhyRequest{From: "planner", To: "search", Proto: "icmp"}, true, "planners-to-search"},
+		{wire.WhyRequest{From: "planner", To: "search", Proto: "udp", Port: 8080}, false, ""},
+		{wire.WhyRequest{From: "search", To: "planner", Port: 8080}, false, ""},
+		{wire.WhyRequest{From: "writer", To: "search", Port: 8080}, false, ""},
 	}
 	for _, tc := range cases {
 		resp, err := pn.admin.Why(ctx, tc.req)
@@ -230,11 +232,11 @@ func TestWhy(t *testing.T) {
 			t.Errorf("Why(%+v) = %+v, %v", tc.req, resp, err)
 		}
 	}
-	var ae *APIError
-	if _, err := pn.admin.Why(ctx, WhyRequest{From: "ghost", To: "search", Port: 1}); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+	var ae *wire.APIError
+	if _, err := pn.admin.Why(ctx, wire.WhyRequest{From: "ghost", To: "search", Port: 1}); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Errorf("unknown node: %v", err)
 	}
-	if _, err := pn.admin.Why(ctx, WhyRequest{From: "planner", To: "search"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+	if _, err := pn.admin.Why(ctx, wire.WhyRequest{From: "planner", To: "search"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("tcp without port: %v", err)
 	}
 }
@@ -242,7 +244,7 @@ func TestWhy(t *testing.T) {
 func TestSetTagsPushesMaps(t *testing.T) {
 	pn := newPolicyNet(t)
 	ctx := context.Background()
-	if _, err := pn.admin.SetPolicy(ctx, PolicySetRequest{Text: planPolicy}); err != nil {
+	if _, err := pn.admin.SetPolicy(ctx, wire.PolicySetRequest{Text: planPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	pn.streams["writer"].waitMap(5*time.Second, "policy v1 with no peers", func(m *wire.Map) bool {
@@ -269,7 +271,7 @@ func TestSetTagsPushesMaps(t *testing.T) {
 	}
 	pn.streams["search"].waitMap(5*time.Second, "writer gone", func(m *wire.Map) bool { return peerNames(m) == "planner" })
 
-	var ae *APIError
+	var ae *wire.APIError
 	if _, err := pn.admin.SetNodeTags(ctx, "writer", []string{"Planning"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("bad tag: %v", err)
 	}
@@ -280,13 +282,13 @@ func TestSetTagsPushesMaps(t *testing.T) {
 
 func TestPolicyAPINeedsAdmin(t *testing.T) {
 	h := newHarness(t, nil)
-	bad := NewAdminClient(AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "wrong"})
+	bad := adminclient.New(wire.AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "wrong"})
 	ctx := context.Background()
-	var ae *APIError
+	var ae *wire.APIError
 	for name, call := range map[string]func() error{
-		"set":  func() error { _, err := bad.SetPolicy(ctx, PolicySetRequest{Text: "rules: []\n"}); return err },
+		"set":  func() error { _, err := bad.SetPolicy(ctx, wire.PolicySetRequest{Text: "rules: []\n"}); return err },
 		"get":  func() error { _, err := bad.GetPolicy(ctx, 0); return err },
-		"why":  func() error { _, err := bad.Why(ctx, WhyRequest{From: "a", To: "b", Port: 1}); return err },
+		"why":  func() error { _, err := bad.Why(ctx, wire.WhyRequest{From: "a", To: "b", Port: 1}); return err },
 		"tags": func() error { _, err := bad.SetNodeTags(ctx, "a", nil); return err },
 	} {
 		if err := call(); !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
@@ -304,12 +306,12 @@ func TestPolicyAPINeedsAdmin(t *testing.T) {
 // and the error is logged, until an admin sets a valid policy.
 func TestStoredPolicyThatNoLongerParsesFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	st, err := OpenBolt(dir + "/" + fileDB)
+	st, err := store.OpenBolt(dir + "/" + fileDB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Update(func(tx Tx) error {
-		_, err := tx.AddPolicy(PolicyRecord{Text: "rules: [oops]\n", Source: "old.yaml"})
+	if err := st.Update(func(tx store.Tx) error {
+		_, err := tx.AddPolicy(wire.PolicyRecord{Text: "rules: [oops]\n", Source: "old.yaml"})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -327,7 +329,7 @@ func TestStoredPolicyThatNoLongerParsesFailsClosed(t *testing.T) {
 	if len(m.Peers) != 0 || m.Filter == nil || len(m.Filter.Inbound)+len(m.Filter.Outbound) != 0 || m.Filter.PolicyVersion != 1 {
 		t.Errorf("broken policy must allow nothing: peers %q filter %+v", peerNames(m), m.Filter)
 	}
-	if _, err := h.admin.SetPolicy(context.Background(), PolicySetRequest{Text: policy.DefaultText}); err != nil {
+	if _, err := h.admin.SetPolicy(context.Background(), wire.PolicySetRequest{Text: policy.DefaultText}); err != nil {
 		t.Fatal(err)
 	}
 	if m := b.update(netip.MustParseAddrPort("127.0.0.1:41642")); peerNames(m) != "a" || m.Filter.PolicyVersion != 2 {

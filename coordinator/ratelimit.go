@@ -265,24 +265,3 @@ func (c *Coordinator) limited(l *sourceLimiter, class string, h handlerFunc) han
 		return h(w, r)
 	}
 }
-
-// limitedLogin wraps the console login with the Login limit: over it, the
-// login page is shown again with 429 and Retry-After, and the refusal is
-// counted under CodeRateLimited. The secret is not checked.
-func (con *console) limitedLogin(h http.HandlerFunc) http.HandlerFunc {
-	l := con.c.limits.login
-	if l == nil {
-		return h
-	}
-	return func(w http.ResponseWriter, r *http.Request) {
-		ok, wait := l.allow(sourceOf(r), con.c.now())
-		if ok {
-			h(w, r)
-			return
-		}
-		w.Header().Set("Retry-After", retryAfter(wait))
-		con.refused(r, wire.CodeRateLimited, "too many login attempts")
-		con.render(w, r, http.StatusTooManyRequests, "login.html", pageData{Title: "Log in",
-			Error: "Too many login attempts from your address. Wait " + retryAfter(wait) + " s and try again."})
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // fromSource makes n's requests come from the loopback address src
@@ -86,15 +87,15 @@ func TestAdminRateLimit(t *testing.T) {
 		c.Now = clock.Now
 		c.RateLimits.Admin = RateLimit{PerSecond: 1, Burst: 3}
 	})
-	wrong := NewAdminClient(AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "guess"})
+	wrong := adminclient.New(wire.AdminCred{URL: h.c.URL(), Pin: h.c.Pin(), Secret: "guess"})
 	for i := range 3 {
 		_, err := wrong.Nodes(context.Background())
-		if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+		if ae := (*wire.APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %v, want 401", i, err)
 		}
 	}
 	_, err := h.admin.Nodes(context.Background())
-	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != wire.CodeRateLimited {
+	if ae := (*wire.APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != wire.CodeRateLimited {
 		t.Fatalf("right secret over the limit: %v, want 429 %s", err, wire.CodeRateLimited)
 	}
 	clock.Add(time.Second)

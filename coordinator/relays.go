@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -63,8 +62,8 @@ func (c *Coordinator) relaysFor(node string, now time.Time) []wire.Relay {
 // means none) and its relayed addresses.
 func checkDisco(disco string, relayed []netip.AddrPort) error {
 	if disco != "" {
-		if b, err := base64.StdEncoding.DecodeString(disco); err != nil || len(b) != 32 {
-			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "disco_key %.12q is not 32 bytes of base64", disco)
+		if _, err := wire.ParseWGKey(disco); err != nil { // same X25519 encoding, canonical only
+			return refuse(http.StatusBadRequest, wire.CodeBadRequest, "disco_key: %v", err)
 		}
 	}
 	if len(relayed) > maxRelayed {

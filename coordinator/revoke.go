@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -54,7 +55,7 @@ func (c *Coordinator) handleRevokeNode(w http.ResponseWriter, r *http.Request) e
 // revokeNode revokes the node called name and pushes the change.
 func (c *Coordinator) revokeNode(name, reason string) (wire.Revocation, error) {
 	var rec wire.Revocation
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		did, ok, err := tx.NameOwner(name)
 		if err != nil {
 			return err
@@ -87,14 +88,14 @@ func (c *Coordinator) revokeNode(name, reason string) (wire.Revocation, error) {
 // StateExpired) inside tx: the revocation record is stored, every key it
 // used is marked with state, the node and its indexes are deleted and the
 // serial is bumped.
-func retireNode(tx Tx, n wire.Node, state, reason string, now time.Time) (wire.Revocation, error) {
+func retireNode(tx store.Tx, n wire.Node, state, reason string, now time.Time) (wire.Revocation, error) {
 	rec := wire.Revocation{Node: n, State: state, Reason: reason, At: now}
 	rec.Node.Online = false
 	old, err := tx.RetiredKeysOf(n.DID)
 	if err != nil {
 		return rec, err
 	}
-	keys := []RetiredKey{{Key: n.WGKey, DID: n.DID, Name: n.Name}}
+	keys := []store.RetiredKey{{Key: n.WGKey, DID: n.DID, Name: n.Name}}
 	keys = append(keys, old...)
 	for _, k := range keys {
 		k.State, k.At = state, now
@@ -115,7 +116,7 @@ func retireNode(tx Tx, n wire.Node, state, reason string, now time.Time) (wire.R
 
 // refuseGone is the refusal for a signed request from did, which is not in
 // the node set: revoked, expired, or never enrolled (or removed).
-func (c *Coordinator) refuseGone(tx Tx, did string) error {
+func (c *Coordinator) refuseGone(tx store.Tx, did string) error {
 	rec, ok, err := tx.Revocation(did)
 	if err != nil {
 		return err
@@ -147,7 +148,7 @@ func refuseRevoked(rec wire.Revocation) *apiError {
 // whoever offers it. It runs inside a store transaction, so it reports
 // nothing to the audit hook; the caller passes the refusal to c.refused
 // after the transaction.
-func (c *Coordinator) checkWGKeyUsable(tx Tx, wgKey string) error {
+func (c *Coordinator) checkWGKeyUsable(tx store.Tx, wgKey string) error {
 	k, ok, err := tx.RetiredKey(wgKey)
 	if err != nil || !ok {
 		return err
@@ -159,12 +160,12 @@ func (c *Coordinator) checkWGKeyUsable(tx Tx, wgKey string) error {
 
 // bindWGKey sets n's WireGuard key to newKey inside tx, retiring the old
 // one. It reports whether the key changed.
-func bindWGKey(tx Tx, n *wire.Node, newKey string, now time.Time) (bool, error) {
+func bindWGKey(tx store.Tx, n *wire.Node, newKey string, now time.Time) (bool, error) {
 	if n.WGKey == newKey {
 		return false, nil
 	}
 	if n.WGKey != "" {
-		if err := tx.PutRetiredKey(RetiredKey{Key: n.WGKey, DID: n.DID, Name: n.Name, State: keyStateRetired, At: now}); err != nil {
+		if err := tx.PutRetiredKey(store.RetiredKey{Key: n.WGKey, DID: n.DID, Name: n.Name, State: store.KeyStateRetired, At: now}); err != nil {
 			return false, err
 		}
 	}

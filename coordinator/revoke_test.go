@@ -76,7 +76,7 @@ func TestRevokeNode(t *testing.T) {
 	// The name is free for a new identity.
 	newTestNode(t, h.c).enroll(tok, "alpha")
 
-	var ae *APIError
+	var ae *wire.APIError
 	if _, err := h.admin.RevokeNode(context.Background(), "nobody", ""); !errors.As(err, &ae) || ae.Code != wire.CodeNotFound {
 		t.Errorf("revoke unknown node = %v, want not_found", err)
 	}
@@ -105,7 +105,7 @@ func TestRevokedTokenLeavesItsNodes(t *testing.T) {
 	if status, er := a.postWGUpdate(a.wg); status != http.StatusOK {
 		t.Errorf("update of a node whose token was revoked: %d %s %q", status, er.Code, er.Error)
 	}
-	if _, status, er := newTestNode(t, h.c).tryEnroll(resp.Token, "bravo"); status != http.StatusUnauthorized || er.Code != codeTokenRevoked {
+	if _, status, er := newTestNode(t, h.c).tryEnroll(resp.Token, "bravo"); status != http.StatusUnauthorized || er.Code != wire.CodeTokenRevoked {
 		t.Errorf("enroll with revoked token: %d %s", status, er.Code)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -114,21 +115,21 @@ const logKeep = 4096
 // trackedStore is the coordinator's Store: it remembers the DIDs of the
 // nodes every Update wrote, which the next snapshot refresh re-reads.
 type trackedStore struct {
-	Store
+	store.Store
 	mu    sync.Mutex
 	dirty map[string]struct{}
 }
 
-func newTrackedStore(s Store) *trackedStore {
+func newTrackedStore(s store.Store) *trackedStore {
 	return &trackedStore{Store: s, dirty: map[string]struct{}{}}
 }
 
-// Update runs fn through a Tx that records PutNode and DeleteNode. The
+// Update runs fn through a store.Tx that records PutNode and DeleteNode. The
 // DIDs are recorded even when fn fails: re-reading an unchanged node only
 // costs the read.
-func (s *trackedStore) Update(fn func(Tx) error) error {
+func (s *trackedStore) Update(fn func(store.Tx) error) error {
 	var wrote []string
-	err := s.Store.Update(func(tx Tx) error {
+	err := s.Store.Update(func(tx store.Tx) error {
 		wrote = wrote[:0] // a store may retry fn
 		return fn(trackedTx{Tx: tx, wrote: &wrote})
 	})
@@ -161,7 +162,7 @@ func (s *trackedStore) giveBack(d map[string]struct{}) {
 }
 
 type trackedTx struct {
-	Tx
+	store.Tx
 	wrote *[]string
 }
 
@@ -194,10 +195,10 @@ func (c *Coordinator) refreshSnapshot() error {
 		serial uint64
 		all    []wire.Node
 		reads  []read
-		rec    PolicyRecord
+		rec    wire.PolicyRecord
 		ok     bool
 	)
-	err := c.store.View(func(tx Tx) (err error) {
+	err := c.store.View(func(tx store.Tx) (err error) {
 		if serial, err = tx.Serial(); err != nil {
 			return err
 		}

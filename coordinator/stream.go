@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -191,7 +192,7 @@ func (c *Coordinator) detach(s *stream) {
 	if !current || c.baseCtx.Err() != nil {
 		return
 	}
-	if err := c.touch(s.did); err != nil && !errors.Is(err, ErrStoreClosed) {
+	if err := c.touch(s.did); err != nil && !errors.Is(err, store.ErrClosed) {
 		c.log.Error("coordinator: mark node offline", "did", s.did, "err", err)
 	}
 }
@@ -199,7 +200,7 @@ func (c *Coordinator) detach(s *stream) {
 // touch records an online/offline flip of did: LastSeen = now and a new
 // serial, then every stream is woken. A removed node is left alone.
 func (c *Coordinator) touch(did string) error {
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		n, ok, err := tx.Node(did)
 		if err != nil || !ok {
 			return err
@@ -242,7 +243,7 @@ func (c *Coordinator) changedSoon() {
 		if c.baseCtx.Err() != nil {
 			return // closing: no more fan-out
 		}
-		if err := c.changed(); err != nil && !errors.Is(err, ErrStoreClosed) {
+		if err := c.changed(); err != nil && !errors.Is(err, store.ErrClosed) {
 			c.log.Error("coordinator: publish online changes", "err", err)
 		}
 	})

@@ -12,16 +12,17 @@ import (
 	"slices"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/internal/pincert"
 )
 
 // Files in Config.DataDir.
 const (
 	fileDB      = "coord.db"
-	fileTLSKey  = "tls.key"    // ECDSA P-256, PKCS#8 PEM
-	fileTLSCert = "tls.crt"    // self-signed, PEM
-	fileSignKey = "netmap.key" // Ed25519 netmap-signing key, PKCS#8 PEM
-	fileCred    = "admin.cred" // AdminCred JSON
+	fileTLSKey  = "tls.key"     // ECDSA P-256, PKCS#8 PEM
+	fileTLSCert = "tls.crt"     // self-signed, PEM
+	fileSignKey = audit.KeyFile // Ed25519 netmap-signing key, PKCS#8 PEM; it signs audit checkpoints too
+	fileCred    = "admin.cred"  // AdminCred JSON
 )
 
 // loadOrCreateKey reads a PKCS#8 PEM private key from path, or creates one

@@ -7,33 +7,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
 // Token limits.
 const (
-	maxTags   = 32
-	maxTagLen = 64
-	maxTTL    = 10 * 365 * 24 * time.Hour
+	maxTags = 32
+	maxTTL  = 10 * 365 * 24 * time.Hour
 )
-
-// validTag reports whether t is "tag:" followed by 1+ of [a-z0-9-].
-func validTag(t string) bool {
-	rest, ok := strings.CutPrefix(t, "tag:")
-	if !ok || rest == "" || len(t) > maxTagLen {
-		return false
-	}
-	for _, r := range []byte(rest) {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// codeTokenRevoked refuses an enrollment with a token an admin revoked.
-// TODO(netmap): move next to the other codes as wire.CodeTokenRevoked.
-const codeTokenRevoked = "token_revoked"
 
 // handleCreateToken issues a join token. Only the hash of its secret is
 // stored; the token string is returned once.
@@ -61,7 +45,7 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 		return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "%d tags, at most %d", len(req.Tags), maxTags)
 	}
 	for _, t := range req.Tags {
-		if !validTag(t) {
+		if !policy.ValidTag(t) {
 			return wire.CreateTokenResponse{}, refuse(http.StatusBadRequest, wire.CodeBadRequest, "tag %.70q is not \"tag:\" followed by lowercase letters, digits and '-'", t)
 		}
 	}
@@ -77,7 +61,7 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 	}
 	now := c.now()
 	secret := wire.NewSecret()
-	rec := TokenRecord{
+	rec := store.TokenRecord{
 		ID:         wire.NewID(),
 		SecretHash: wire.HashSecret(secret),
 		Tags:       slices.Compact(slices.Sorted(slices.Values(req.Tags))),
@@ -86,24 +70,24 @@ func (c *Coordinator) createToken(req wire.CreateTokenRequest) (wire.CreateToken
 		Expires:    now.Add(ttl),
 		NodeTTL:    time.Duration(req.NodeTTLSeconds) * time.Second,
 	}
-	if err := c.store.Update(func(tx Tx) error { return tx.PutToken(rec) }); err != nil {
+	if err := c.store.Update(func(tx store.Tx) error { return tx.PutToken(rec) }); err != nil {
 		return wire.CreateTokenResponse{}, err
 	}
 	c.stats.tokensCreated.Add(1)
 	c.log.Info("coordinator: token created", "token", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires, "node_ttl", rec.NodeTTL)
-	c.audit.Record(AuditTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
+	c.audit.Record(audit.KindTokenCreate, "actor", "admin", "subject", rec.ID, "tags", rec.Tags, "reusable", rec.Reusable, "expires", rec.Expires)
 	tok := wire.Token{URL: c.url, Pin: c.pin, ID: rec.ID, Secret: secret}
 	return wire.CreateTokenResponse{Token: tok.String(), ID: rec.ID, Expires: rec.Expires}, nil
 }
 
 // listTokens returns every token record, newest first.
-func (c *Coordinator) listTokens() ([]TokenRecord, error) {
-	var recs []TokenRecord
-	err := c.store.View(func(tx Tx) (err error) {
+func (c *Coordinator) listTokens() ([]store.TokenRecord, error) {
+	var recs []store.TokenRecord
+	err := c.store.View(func(tx store.Tx) (err error) {
 		recs, err = tx.Tokens()
 		return err
 	})
-	slices.SortFunc(recs, func(a, b TokenRecord) int {
+	slices.SortFunc(recs, func(a, b store.TokenRecord) int {
 		if d := b.Created.Compare(a.Created); d != 0 {
 			return d
 		}
@@ -113,12 +97,12 @@ func (c *Coordinator) listTokens() ([]TokenRecord, error) {
 }
 
 // revokeToken marks token id revoked: later enrollments with it are
-// refused with codeTokenRevoked. Nodes already enrolled with it stay and
+// refused with wire.CodeTokenRevoked. Nodes already enrolled with it stay and
 // keep working (a token is only used once, at enrollment); to cut one of
 // them off, revoke the node (revoke.go).
 // Revoking twice is not an error.
 func (c *Coordinator) revokeToken(id string) error {
-	err := c.store.Update(func(tx Tx) error {
+	err := c.store.Update(func(tx store.Tx) error {
 		rec, ok, err := tx.Token(id)
 		if err != nil {
 			return err
@@ -131,7 +115,7 @@ func (c *Coordinator) revokeToken(id string) error {
 	})
 	if err == nil {
 		c.log.Info("coordinator: token revoked", "token", id)
-		c.audit.Record(AuditTokenRevoke, "actor", "admin", "subject", id)
+		c.audit.Record(audit.KindTokenRevoke, "actor", "admin", "subject", id)
 	}
 	return err
 }
@@ -139,7 +123,7 @@ func (c *Coordinator) revokeToken(id string) error {
 // redeemToken checks a parsed token inside the enrollment transaction and
 // marks it used. The transaction only commits if the whole enrollment does,
 // so a refused enrollment never consumes a token.
-func redeemToken(tx Tx, tok wire.Token, did string, now time.Time) (TokenRecord, error) {
+func redeemToken(tx store.Tx, tok wire.Token, did string, now time.Time) (store.TokenRecord, error) {
 	rec, ok, err := tx.Token(tok.ID)
 	if err != nil {
 		return rec, err
@@ -148,7 +132,7 @@ func redeemToken(tx Tx, tok wire.Token, did string, now time.Time) (TokenRecord,
 		return rec, refuse(http.StatusUnauthorized, wire.CodeBadToken, "join token %s is not known to this coordinator; create one with 'agentnet token create'", tok.ID)
 	}
 	if rec.Revoked {
-		return rec, refuse(http.StatusUnauthorized, codeTokenRevoked, "join token %s was revoked by an admin; create a new one", rec.ID)
+		return rec, refuse(http.StatusUnauthorized, wire.CodeTokenRevoked, "join token %s was revoked by an admin; create a new one", rec.ID)
 	}
 	if !now.Before(rec.Expires) {
 		return rec, refuse(http.StatusUnauthorized, wire.CodeTokenExpired, "join token %s expired at %s; create a new one", rec.ID, rec.Expires.UTC().Format(time.RFC3339))
@@ -162,19 +146,6 @@ func redeemToken(tx Tx, tok wire.Token, did string, now time.Time) (TokenRecord,
 	return rec, tx.PutToken(rec)
 }
 
-// TokenInfo is a join token as the admin API lists it: everything but the
-// secret's hash.
-type TokenInfo struct {
-	ID       string    `json:"id"`
-	Tags     []string  `json:"tags,omitempty"`
-	Reusable bool      `json:"reusable"`
-	Created  time.Time `json:"created"`
-	Expires  time.Time `json:"expires"`
-	Uses     int       `json:"uses"`
-	Revoked  bool      `json:"revoked,omitempty"`
-	NodeTTL  string    `json:"node_ttl,omitempty"`
-}
-
 // handleListTokens serves GET wire.PathAdminTokens: every token, newest
 // first, without secrets.
 func (c *Coordinator) handleListTokens(w http.ResponseWriter, r *http.Request) error {
@@ -182,9 +153,9 @@ func (c *Coordinator) handleListTokens(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	out := make([]TokenInfo, 0, len(recs))
+	out := make([]wire.TokenInfo, 0, len(recs))
 	for _, t := range recs {
-		ti := TokenInfo{ID: t.ID, Tags: t.Tags, Reusable: t.Reusable, Created: t.Created, Expires: t.Expires, Uses: t.Uses, Revoked: t.Revoked}
+		ti := wire.TokenInfo{ID: t.ID, Tags: t.Tags, Reusable: t.Reusable, Created: t.Created, Expires: t.Expires, Uses: t.Uses, Revoked: t.Revoked}
 		if t.NodeTTL > 0 {
 			ti.NodeTTL = t.NodeTTL.String()
 		}

@@ -6,6 +6,9 @@
 // It serves any net.PacketConn and net.Listener, so the same Server runs on
 // a host socket and inside the node's userspace netstack. It knows nothing
 // of WireGuard or gVisor.
+//
+// It answers only the sources it is told to (Config.Allow) and only
+// well-formed stub queries: see admit.go for the order of the checks.
 package dns
 
 import (
@@ -15,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +26,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/agentnet/agentnet/internal/logthrottle"
 )
 
 const (
@@ -59,8 +65,16 @@ type Config struct {
 	// Domain, asked over the transport the query came in on. Empty means
 	// such queries are REFUSED.
 	Upstream string
+	// Allow lists the client addresses answered. Optional; default
+	// loopback only (127.0.0.0/8 and ::1). A datagram or connection from
+	// any other address is dropped unread, counted in Stats.RefusedSource
+	// and logged once per source per 10 s. The node passes its overlay
+	// prefixes (and loopback for the host listener).
+	Allow []netip.Prefix
 	// Logger is optional, default slog.Default().
 	Logger *slog.Logger
+	// Now is optional, default time.Now; it spaces the refusal logs.
+	Now func() time.Time
 }
 
 // Stats counts queries by how they were answered.
@@ -71,7 +85,10 @@ type Stats struct {
 	Refused   uint64 // outside Domain without Upstream, or not class IN
 	Forwarded uint64 // answered by Upstream
 	FormErr   uint64 // malformed or rejected queries
+	BadVers   uint64 // EDNS version other than 0 (RFC 6891 §6.1.3)
 	ServFail  uint64 // Upstream failed or timed out
+
+	RefusedSource uint64 // datagrams and connections from outside Config.Allow, dropped unread
 }
 
 // Server answers DNS queries for agent names. Its methods are safe for
@@ -79,7 +96,10 @@ type Stats struct {
 type Server struct {
 	domain   string // lowercase FQDN with trailing dot, e.g. "agents.internal."
 	upstream string
+	allow    []netip.Prefix
 	log      *slog.Logger
+	now      func() time.Time
+	limiter  logthrottle.Limiter // one refusal log line per source per interval
 
 	table atomic.Pointer[table] // replaced whole by SetRecords
 
@@ -93,7 +113,8 @@ type Server struct {
 	wg      sync.WaitGroup // one per server goroutine
 
 	stats struct {
-		answer, nodata, nxdomain, refused, forwarded, formerr, servfail atomic.Uint64
+		answer, nodata, nxdomain, refused, forwarded, formerr, badvers, servfail atomic.Uint64
+		refusedSource                                                            atomic.Uint64
 	}
 }
 
@@ -114,10 +135,20 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	allow := slices.Clone(cfg.Allow)
+	if len(allow) == 0 {
+		allow = loopback()
+	}
 	s := &Server{
 		domain:   mdns.Fqdn(domain),
 		upstream: cfg.Upstream,
+		allow:    allow,
 		log:      cfg.Logger,
+		now:      cfg.Now,
+		limiter:  logthrottle.Limiter{Interval: refusedLogInterval},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(&table{byName: map[string]Record{}, byAddr: map[netip.Addr]string{}})
@@ -181,7 +212,10 @@ func (s *Server) Stats() Stats {
 		Refused:   s.stats.refused.Load(),
 		Forwarded: s.stats.forwarded.Load(),
 		FormErr:   s.stats.formerr.Load(),
+		BadVers:   s.stats.badvers.Load(),
 		ServFail:  s.stats.servfail.Load(),
+
+		RefusedSource: s.stats.refusedSource.Load(),
 	}
 }
 
@@ -237,14 +271,9 @@ func (s *Server) Serve(pc net.PacketConn, l net.Listener) error {
 
 func (s *Server) newServer() *mdns.Server {
 	return &mdns.Server{
-		Handler: mdns.HandlerFunc(s.serveDNS),
-		MsgAcceptFunc: func(dh mdns.Header) mdns.MsgAcceptAction {
-			a := mdns.DefaultMsgAcceptFunc(dh)
-			if a != mdns.MsgAccept {
-				s.stats.formerr.Add(1)
-			}
-			return a
-		},
+		Handler:        mdns.HandlerFunc(s.serveDNS),
+		DecorateReader: s.decorateReader,
+		MsgAcceptFunc:  s.acceptHeader,
 		MsgInvalidFunc: func([]byte, error) { s.stats.formerr.Add(1) },
 	}
 }

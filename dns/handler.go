@@ -12,7 +12,10 @@ import (
 // serveDNS answers one query. It runs on miekg's per-query goroutines and
 // reads only the current immutable table, so it takes no lock.
 func (s *Server) serveDNS(w mdns.ResponseWriter, req *mdns.Msg) {
-	resp := s.answer(req)
+	resp := s.checkQuery(req)
+	if resp == nil {
+		resp = s.answer(req)
+	}
 	if resp == nil { // forward
 		resp = s.forward(w, req)
 	}
@@ -35,14 +38,10 @@ func udpSize(req *mdns.Msg) int {
 	return mdns.MinMsgSize
 }
 
-// answer builds the response from the table, or returns nil when the query
-// is to be forwarded.
+// answer builds the response to a query that passed checkQuery from the
+// table, or returns nil when the query is to be forwarded.
 func (s *Server) answer(req *mdns.Msg) *mdns.Msg {
 	resp := new(mdns.Msg)
-	if req.Opcode != mdns.OpcodeQuery || len(req.Question) != 1 {
-		s.stats.formerr.Add(1)
-		return resp.SetRcode(req, mdns.RcodeFormatError)
-	}
 	resp.SetReply(req)
 	resp.RecursionAvailable = s.upstream != ""
 	q := req.Question[0]

@@ -12,17 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // TestOneUseAndExpiredTokens: the node reports the coordinator's refusal
 // clearly and nothing is enrolled.
 func TestOneUseAndExpiredTokens(t *testing.T) {
-	n := overlaytest.New(t)
-	admin := coordinator.NewAdminClient(n.Coord.AdminCred())
+	n := testnet.New(t)
+	admin := adminclient.New(n.Coord.AdminCred())
 	once, err := admin.CreateToken(ctxT(t, 5*time.Second), wire.CreateTokenRequest{TTLSeconds: 60})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestVersionMismatch(t *testing.T) {
 	defer srv.Close()
 	tok := wire.Token{URL: srv.URL, Pin: wire.CertPin(srv.Certificate()), ID: "x", Secret: wire.NewSecret()}
 	cfg := overlay.Config{StateDir: filepath.Join(t.TempDir(), "n"), Token: tok.String(), Name: "alpha",
-		ListenAddr: overlaytest.Loopback, EnrollTimeout: 3 * time.Second, Logger: overlaytest.Logger(t)}
+		ListenAddr: testnet.Loopback, EnrollTimeout: 3 * time.Second, Logger: testnet.Logger(t)}
 	start := time.Now()
 	_, err := overlay.New(ctxT(t, 10*time.Second), cfg)
 	if !errors.Is(err, wire.ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks 1") {
@@ -87,9 +87,9 @@ func TestVersionMismatch(t *testing.T) {
 // TestLyingCoordinatorMapRefused: a map over the stream that is not signed
 // by the enrolled coordinator key is not applied.
 func TestLyingCoordinatorMapRefused(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	a, b := n.StartNode("alpha"), n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	before := a.Map()
 
 	evil := *before

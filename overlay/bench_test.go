@@ -5,16 +5,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/internal/testnet"
 )
 
 // BenchmarkNodeTCPStream moves one TCP stream between two real nodes
 // (coordinator, WireGuard over loopback UDP, gVisor netstacks); compare with
 // netstack's BenchmarkThroughput for the stack alone.
 func BenchmarkNodeTCPStream(b *testing.B) {
-	n := overlaytest.New(b)
+	n := testnet.New(b)
 	a, c := n.StartNode("alpha"), n.StartNode("bravo")
-	overlaytest.WaitPeers(b, a, c)
+	testnet.WaitPeers(b, a, c)
 	ln, err := c.Listen("tcp", ":9000")
 	if err != nil {
 		b.Fatal(err)

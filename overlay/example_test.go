@@ -16,6 +16,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // Example embeds two agentnet nodes in one Go program: "search" serves
@@ -33,7 +34,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer coord.Close()
-	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Reusable: true})
+	tok, err := adminclient.New(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 type testClock struct {
@@ -37,13 +38,13 @@ func (c *testClock) Add(d time.Duration) {
 func TestNodeExpiryStopsNode(t *testing.T) {
 	dir := t.TempDir()
 	clock := &testClock{}
-	log := overlaytest.Logger(t)
+	log := testnet.Logger(t)
 	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Now: clock.Now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	admin := coordinator.NewAdminClient(c.AdminCred())
+	admin := adminclient.New(c.AdminCred())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	short, err := admin.CreateToken(ctx, wire.CreateTokenRequest{NodeTTLSeconds: 60})
@@ -56,7 +57,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 	}
 	start := func(name, token string) *overlay.Node {
 		nd, err := overlay.New(ctx, overlay.Config{StateDir: filepath.Join(dir, name), Token: token, Name: name,
-			ListenAddr: overlaytest.Loopback, EnrollTimeout: 5 * time.Second, Logger: log.With("c", name)})
+			ListenAddr: testnet.Loopback, EnrollTimeout: 5 * time.Second, Logger: log.With("c", name)})
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
@@ -64,7 +65,7 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 		return nd
 	}
 	a, b := start("alpha", short.Token), start("bravo", long.Token)
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	if exp := a.Self().Expires; exp.IsZero() || exp.Sub(clock.Now()) > time.Minute {
 		t.Errorf("alpha's map says expires %v", exp)
 	}

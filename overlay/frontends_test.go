@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 )
 
 // TestFrontends drives real nodes in netstack mode through their local
@@ -33,7 +33,7 @@ func TestFrontends(t *testing.T) {
 	go srv.Serve(local)
 	defer srv.Close()
 
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	bcfg := n.NodeConfig("bravo")
 	bcfg.Frontends = overlay.Frontends{Exposes: []string{"8080=" + local.Addr().String()}}
 	b := n.StartNodeConfig(bcfg)
@@ -46,7 +46,7 @@ func TestFrontends(t *testing.T) {
 	socks, httpProxy, fwd := free(), free(), free()
 	acfg.Frontends = overlay.Frontends{SOCKS5: socks, HTTPProxy: httpProxy, Forwards: []string{fwd + "=bravo:8080"}}
 	a := n.StartNodeConfig(acfg)
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 
 	// UDP echo on bravo's overlay address.
 	pc, err := b.ListenPacket("udp", ":7007")
@@ -164,7 +164,7 @@ func TestFrontendPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	cfg := n.NodeConfig("alpha")
 	cfg.Frontends = overlay.Frontends{SOCKS5: taken.Addr().String()}
 	_, err = overlay.New(ctxT(t, 10*time.Second), cfg)

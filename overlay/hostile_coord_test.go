@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -108,15 +108,15 @@ func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
 
 // twoNodes starts alpha (its Warn logs captured) and bravo and waits until
 // they know each other.
-func twoNodes(t *testing.T) (n *overlaytest.Net, a, b *overlay.Node, logs *lockedBuf) {
+func twoNodes(t *testing.T) (n *testnet.Net, a, b *overlay.Node, logs *lockedBuf) {
 	t.Helper()
-	n = overlaytest.New(t)
+	n = testnet.New(t)
 	logs = &lockedBuf{}
 	cfg := n.NodeConfig("alpha")
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a = n.StartNodeConfig(cfg)
 	b = n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	return n, a, b, logs
 }
 
@@ -129,7 +129,7 @@ type coordinatorSeat struct {
 }
 
 // stopCoordinator stops n's coordinator and returns its seat.
-func stopCoordinator(t *testing.T, n *overlaytest.Net) coordinatorSeat {
+func stopCoordinator(t *testing.T, n *testnet.Net) coordinatorSeat {
 	t.Helper()
 	coordDir := filepath.Join(n.Dir, "coord")
 	cert, err := tls.LoadX509KeyPair(filepath.Join(coordDir, "tls.crt"), filepath.Join(coordDir, "tls.key"))

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -15,9 +15,9 @@ import (
 // completes without a handshake retry (5 s), whichever side's key wins the
 // initiation tie-break.
 func TestLazyPeers(t *testing.T) {
-	net4 := overlaytest.New(t)
+	net4 := testnet.New(t)
 	nodes := []*overlay.Node{net4.StartNode("alpha"), net4.StartNode("bravo"), net4.StartNode("charlie"), net4.StartNode("delta")}
-	overlaytest.WaitPeers(t, nodes...)
+	testnet.WaitPeers(t, nodes...)
 	for _, n := range nodes {
 		if got := n.ConfiguredPeersForTest(); got != 0 {
 			t.Fatalf("%s: %d wireguard peers configured before any traffic, want 0", n.Self().Name, got)

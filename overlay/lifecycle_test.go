@@ -20,9 +20,10 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func lacksPeer(name string) func(*wire.Map) bool {
@@ -74,9 +75,9 @@ func signedUpdate(t *testing.T, c *coordinator.Coordinator, key ed25519.PrivateK
 // the revoked node stops (refused, no peers) and its identity cannot come
 // back.
 func TestRevokeStopsLiveTransfer(t *testing.T) {
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	a, b := nw.StartNode("alpha"), nw.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 
 	ln, err := b.Listen("tcp", ":7100")
 	if err != nil {
@@ -136,7 +137,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 		t.Fatalf("transfer did not get going: %d bytes", received.Load())
 	}
 
-	admin := coordinator.NewAdminClient(nw.Coord.AdminCred())
+	admin := adminclient.New(nw.Coord.AdminCred())
 	start := time.Now()
 	if _, err := admin.RevokeNode(ctxT(t, 10*time.Second), "alpha", "test"); err != nil {
 		t.Fatalf("RevokeNode: %v", err)
@@ -210,9 +211,9 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 // TestRotateUnderTransfer rotates both nodes' WireGuard keys during a
 // checksummed transfer in both directions on one TCP connection.
 func TestRotateUnderTransfer(t *testing.T) {
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	a, b := nw.StartNode("alpha"), nw.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	const size = 8 << 20
 
 	ln, err := b.Listen("tcp", ":7200")

@@ -148,7 +148,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.udpRxErrors, bs.RxErrors)
 	counter(c.udpTxErrs, bs.TxErrors)
 
-	var answer, nodata, nxdomain, refused, forwarded, formerr, servfail uint64
+	var answer, nodata, nxdomain, refused, forwarded, formerr, badvers, servfail, refusedSource uint64
 	for _, d := range n.dns { // set by startDNS, never changed afterwards
 		s := d.Stats()
 		answer += s.Answer
@@ -157,6 +157,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		refused += s.Refused
 		forwarded += s.Forwarded
 		formerr += s.FormErr
+		badvers += s.BadVers
+		refusedSource += s.RefusedSource
 		servfail += s.ServFail
 	}
 	counter(c.dnsQueries, answer, "answer")
@@ -166,6 +168,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dnsQueries, forwarded, "forwarded")
 	counter(c.dnsQueries, formerr, "formerr")
 	counter(c.dnsQueries, servfail, "servfail")
+	counter(c.dnsQueries, badvers, "badvers")
+	counter(c.dnsQueries, refusedSource, "refused_source") // dropped unread: not from the overlay
 
 	f := n.filter
 	f.ctrs.each(func(dir direction, rule string, rc *ruleCounters) {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/internal/metricsserver/metricstest"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/internal/testnet"
 )
 
 // Shorthands for the shared scrape helpers.
@@ -16,12 +16,12 @@ var (
 )
 
 func TestMetrics(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	cfg := n.NodeConfig("alpha")
 	cfg.MetricsListen = "127.0.0.1:0"
 	a := n.StartNodeConfig(cfg)
 	b := n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	if ap := b.MetricsAddr(); ap.IsValid() {
 		t.Errorf("bravo MetricsAddr = %v with MetricsListen unset, want zero", ap)
 	}

@@ -51,7 +51,9 @@ type Config struct {
 	PacketConn net.PacketConn
 	// DNSListen is a host address ("127.0.0.1:5301") where the built-in DNS
 	// also answers, over UDP and TCP. Optional, default off. Inside the
-	// overlay it always answers at wire.DefaultDNSIP:53.
+	// overlay it always answers at wire.DefaultDNSIP:53. Either answers
+	// only overlay sources, and this one loopback too: other sources get
+	// nothing (counted as result "refused_source").
 	DNSListen string
 	// DNSUpstream ("ip:port") receives queries for names outside the
 	// overlay domain. Optional; default: such queries are REFUSED.
@@ -597,7 +599,16 @@ func (n *Node) setConnected(v bool) {
 // startDNS serves agent names inside the overlay (DNSIP:53) and, when
 // configured, on the host.
 func (n *Node) startDNS(m *wire.Map) error {
-	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log}
+	// Overlay sources only (issue 17): a kernel-TUN host that forwards IPv4
+	// would otherwise answer whatever its LAN routes to the DNS IP. DNSIP
+	// itself is the source of the node's own queries in netstack mode.
+	overlay := []netip.Prefix{netip.PrefixFrom(m.DNSIP, m.DNSIP.BitLen())}
+	for _, p := range []netip.Prefix{m.Prefix4, m.Prefix6} {
+		if p.IsValid() {
+			overlay = append(overlay, p)
+		}
+	}
+	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log, Allow: overlay}
 	in := agentdns.New(dcfg)
 	n.dns = append(n.dns, in)
 	ap := netip.AddrPortFrom(m.DNSIP, 53)
@@ -609,6 +620,8 @@ func (n *Node) startDNS(m *wire.Map) error {
 		return fmt.Errorf("overlay: dns on %s: %w", ap, err)
 	}
 	if n.cfg.DNSListen != "" {
+		// The host listener also answers the host's own resolver.
+		dcfg.Allow = append(overlay, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
 		host := agentdns.New(dcfg)
 		n.dns = append(n.dns, host)
 		ap, err := host.ListenAndServe(n.cfg.DNSListen)

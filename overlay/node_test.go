@@ -21,8 +21,8 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/goleak"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -88,9 +88,9 @@ func echoOnce(t *testing.T, from *overlay.Node, addr, msg string) {
 }
 
 func TestThreeNodes(t *testing.T) {
-	net3 := overlaytest.New(t)
+	net3 := testnet.New(t)
 	a, b, c := net3.StartNode("alpha"), net3.StartNode("bravo"), net3.StartNode("charlie")
-	overlaytest.WaitPeers(t, a, b, c)
+	testnet.WaitPeers(t, a, b, c)
 
 	ln, err := b.Listen("tcp", ":7000")
 	if err != nil {
@@ -167,12 +167,12 @@ func TestThreeNodes(t *testing.T) {
 }
 
 func TestHostDNS(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	cfg := n.NodeConfig("alpha")
 	cfg.DNSListen = "127.0.0.1:0"
 	a := n.StartNodeConfig(cfg)
 	b := n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	addr := a.DNSAddr()
 	if !addr.IsValid() {
 		t.Fatal("no host DNS address")
@@ -207,10 +207,10 @@ func TestHostDNS(t *testing.T) {
 }
 
 func TestRestartKeepsIdentity(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	a := n.StartNode("alpha")
 	b := n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	before := a.Self()
 	a.Close()
 
@@ -233,7 +233,7 @@ func TestRestartKeepsIdentity(t *testing.T) {
 		t.Fatal("coordinator restart changed its pin or signing key")
 	}
 	c := n.StartNode("charlie")
-	overlaytest.WaitPeers(t, a2, b, c)
+	testnet.WaitPeers(t, a2, b, c)
 	if got, _ := c.Map().Peer("alpha"); got.IPv4 != before.IPv4 {
 		t.Fatalf("after coordinator restart alpha is %s, want %s", got.IPv4, before.IPv4)
 	}
@@ -241,9 +241,9 @@ func TestRestartKeepsIdentity(t *testing.T) {
 }
 
 func TestCoordinatorDown(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	a, b := n.StartNode("alpha"), n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	ln, _ := b.Listen("tcp", ":7000")
 	echoServer(t, ln)
 
@@ -312,9 +312,9 @@ func TestCachedMapTamperRefused(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := overlaytest.New(t)
+			n := testnet.New(t)
 			a, b := n.StartNode("alpha"), n.StartNode("bravo")
-			overlaytest.WaitPeers(t, a, b)
+			testnet.WaitPeers(t, a, b)
 			a.Close()
 			n.StopCoordinator()
 
@@ -343,7 +343,7 @@ func TestCachedMapTamperRefused(t *testing.T) {
 }
 
 func TestBadTokens(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	cfg := n.NodeConfig("alpha")
 	cases := map[string]string{
 		"empty":     "",
@@ -372,7 +372,7 @@ func TestBadTokens(t *testing.T) {
 }
 
 func TestUnknownName(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	a := n.StartNode("alpha")
 	_, err := a.Dial(ctxT(t, 5*time.Second), "tcp", "nobody:80")
 	if !errors.Is(err, overlay.ErrUnknownName) {
@@ -382,9 +382,9 @@ func TestUnknownName(t *testing.T) {
 
 func TestManyConnectionsThenClose(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	a, b := n.StartNode("alpha"), n.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	ln, err := b.Listen("tcp", ":7000")
 	if err != nil {
 		t.Fatal(err)

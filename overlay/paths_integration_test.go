@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -53,10 +53,10 @@ func TestRelayThenDirect(t *testing.T) {
 		t.Skip("relay integration test")
 	}
 	rl := overlay.StartRelayForTest(t)
-	net0 := overlaytest.New(t)
+	net0 := testnet.New(t)
 	a := net0.StartNode("alpha")
 	b := net0.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	listens := map[netip.AddrPort]bool{}
 	for _, n := range []*overlay.Node{a, b} {
 		listens[netip.MustParseAddrPort(n.Status().Listen)] = true
@@ -191,10 +191,10 @@ func TestRelayUDPBlocked(t *testing.T) {
 		}
 		blocked.Addrs = append(blocked.Addrs, ra)
 	}
-	net0 := overlaytest.New(t)
+	net0 := testnet.New(t)
 	a := net0.StartNode("alpha")
 	b := net0.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	listens := map[netip.AddrPort]bool{}
 	for _, n := range []*overlay.Node{a, b} {
 		listens[netip.MustParseAddrPort(n.Status().Listen)] = true
@@ -236,12 +236,12 @@ func TestForceRelay(t *testing.T) {
 		t.Skip("relay integration test")
 	}
 	rl := overlay.StartRelayForTest(t)
-	net0 := overlaytest.New(t)
+	net0 := testnet.New(t)
 	cfg := net0.NodeConfig("alpha")
 	cfg.ForceRelay = true
 	a := net0.StartNodeConfig(cfg)
 	b := net0.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	for _, n := range []*overlay.Node{a, b} {
 		n.SetRelaysForTest([]wire.Relay{rl})
 	}

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // TestPolicyEndToEnd: a policy set on the real coordinator is compiled into
@@ -29,18 +29,18 @@ import (
 // counted and logged with the policy version, search cannot open anything
 // on planner, and writer (in no rule) is absent from planner's map and DNS.
 func TestPolicyEndToEnd(t *testing.T) {
-	n := overlaytest.New(t)
+	n := testnet.New(t)
 	logs := &lockedBuf{}
 	pcfg := n.NodeConfig("planner")
 	pcfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	planner := n.StartNodeConfig(pcfg)
 	search := n.StartNode("search")
 	writer := n.StartNode("writer")
-	overlaytest.WaitPeers(t, planner, search, writer)
+	testnet.WaitPeers(t, planner, search, writer)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin := coordinator.NewAdminClient(n.Coord.AdminCred())
+	admin := adminclient.New(n.Coord.AdminCred())
 	const doc = `
 rules:
   - name: planner-to-search
@@ -52,7 +52,7 @@ tests:
   - {from: planner, to: "search:9090", expect: deny}
   - {from: search, to: "planner:8080", expect: deny}
 `
-	set, err := admin.SetPolicy(ctx, coordinator.PolicySetRequest{Text: doc})
+	set, err := admin.SetPolicy(ctx, wire.PolicySetRequest{Text: doc})
 	if err != nil {
 		t.Fatalf("set policy: %v", err)
 	}

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // TestRevocationPropagation starts 50 real nodes (netstack, wireguard-go,
@@ -32,7 +32,7 @@ func TestRevocationPropagation(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("AGENTNET_PROPAGATION_NODES")); err == nil && v > 2 {
 		nodes, revokes = v, min(10, v-2)
 	}
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	all := make([]*overlay.Node, nodes)
 	start := time.Now()
 	for i := range all {
@@ -40,10 +40,10 @@ func TestRevocationPropagation(t *testing.T) {
 		cfg.KeyRotation = -1
 		all[i] = nw.StartNodeConfig(cfg)
 	}
-	overlaytest.WaitPeersWithin(t, 60*time.Second, all...)
+	testnet.WaitPeersWithin(t, 60*time.Second, all...)
 	t.Logf("%d nodes up and meshed in %v", nodes, time.Since(start))
 
-	admin := coordinator.NewAdminClient(nw.Coord.AdminCred())
+	admin := adminclient.New(nw.Coord.AdminCred())
 	var lasts, each []time.Duration
 	for r := range revokes {
 		victim := all[r].Self().Name

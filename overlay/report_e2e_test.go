@@ -7,17 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // nodeReports returns the node_report events in the coordinator's audit
 // log, by reporting node name.
-func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEvent {
+func nodeReports(t *testing.T, net *testnet.Net) map[string][]wire.ReportEvent {
 	t.Helper()
-	page, err := coordinator.NewAdminClient(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
+	page, err := adminclient.New(net.Coord.AdminCred()).Audit(ctxT(t, 10*time.Second), wire.MaxAuditPage, 0, true, 0)
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}
@@ -33,14 +34,14 @@ func nodeReports(t *testing.T, net *overlaytest.Net) map[string][]wire.ReportEve
 		if err := json.Unmarshal(raw, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Kind == coordinator.AuditNodeReport {
+		if rec.Kind == audit.KindNodeReport {
 			out[rec.ActorName] = append(out[rec.ActorName], rec.Details.Events...)
 		}
 	}
 	return out
 }
 
-func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok func(wire.ReportEvent) bool) wire.ReportEvent {
+func waitReport(t *testing.T, net *testnet.Net, node string, what string, ok func(wire.ReportEvent) bool) wire.ReportEvent {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -59,12 +60,12 @@ func waitReport(t *testing.T, net *overlaytest.Net, node string, what string, ok
 // channel up after the first handshake, filter denials merged per flow,
 // and channel down when the peer is removed, all land in the audit log.
 func TestNodeReportsReachAuditLog(t *testing.T) {
-	net := overlaytest.New(t)
+	net := testnet.New(t)
 	cfgA := net.NodeConfig("alpha")
 	cfgA.ReportInterval = 200 * time.Millisecond
 	a := net.StartNodeConfig(cfgA)
 	b := net.StartNode("beta")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	ln, err := b.Listen("tcp", ":7000")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func TestNodeReportsReachAuditLog(t *testing.T) {
 		t.Errorf("denial report %+v, want 5 packets from beta to :22", d)
 	}
 
-	if err := coordinator.NewAdminClient(net.Coord.AdminCred()).DeleteNode(context.Background(), "beta"); err != nil {
+	if err := adminclient.New(net.Coord.AdminCred()).DeleteNode(context.Background(), "beta"); err != nil {
 		t.Fatal(err)
 	}
 	down := waitReport(t, net, "alpha", "channel_down", func(e wire.ReportEvent) bool {

@@ -21,8 +21,8 @@ import (
 	"github.com/pion/transport/v3/vnet"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/overlay/overlaytest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -59,7 +59,7 @@ type vnetLab struct {
 	t     *testing.T
 	wan   *vnet.Router
 	lf    logging.LoggerFactory
-	coord *overlaytest.Net
+	coord *testnet.Net
 	relay wire.Relay // the STUN responder, as a map would list it (UDP only)
 }
 
@@ -122,7 +122,7 @@ func (l *vnetLab) start() {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { l.wan.Stop() })
-	l.coord = overlaytest.New(l.t)
+	l.coord = testnet.New(l.t)
 }
 
 // node starts a node called name whose UDP traffic is a vnet socket on
@@ -323,7 +323,7 @@ func TestVNetTraversal(t *testing.T) {
 			lab.start()
 			a := lab.node("alpha", hostA, "198.18.1.10")
 			b := lab.node("bravo", hostB, ipB)
-			overlaytest.WaitPeers(t, a, b)
+			testnet.WaitPeers(t, a, b)
 			start := time.Now()
 			for _, nd := range []*overlay.Node{a, b} {
 				nd.SetRelaysForTest([]wire.Relay{lab.relay})
@@ -431,7 +431,7 @@ func TestVNetBindPacketConn(t *testing.T) {
 	defer peer.Close()
 	peerAP := netip.MustParseAddrPort("198.51.100.21:5000")
 
-	b := overlay.NewBind(overlay.BindConfig{PacketConn: pc, Logger: overlaytest.Logger(t)})
+	b := overlay.NewBind(overlay.BindConfig{PacketConn: pc, Logger: testnet.Logger(t)})
 	for round := range 2 {
 		fns, port, err := b.Open(0)
 		if err != nil || len(fns) != 1 || port != 41641 || b.LocalAddr().String() != "198.51.100.20:41641" {

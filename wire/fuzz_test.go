@@ -80,6 +80,31 @@ func FuzzParseDID(f *testing.F) {
 	})
 }
 
+// FuzzParseWGKey: ParseWGKey never panics, refuses with ErrBadWGKey, and
+// accepts only the canonical encoding of some key (parse → WGKeyString
+// gives the same string back).
+func FuzzParseWGKey(f *testing.F) {
+	canon := WGKeyString([32]byte{1, 2, 3, 31: 0xff})
+	f.Add(canon)
+	f.Add(canon[:42] + "B=") // unused bits set
+	f.Add(canon[:20] + "\n" + canon[20:])
+	f.Add(WGKeyString([32]byte{}))
+	f.Add("")
+	f.Add(strings.Repeat("=", 44))
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseWGKey(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadWGKey) {
+				t.Fatalf("ParseWGKey error %v is not ErrBadWGKey", err)
+			}
+			return
+		}
+		if back := WGKeyString(k); back != s {
+			t.Fatalf("ParseWGKey accepted a non-canonical key %q (canonical %q)", s, back)
+		}
+	})
+}
+
 // FuzzVerifySignedMap: Signed.Verify never panics and accepts nothing but
 // the exact payload and signature the coordinator key produced.
 func FuzzVerifySignedMap(f *testing.F) {

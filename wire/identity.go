@@ -21,7 +21,9 @@ func DID(pub ed25519.PublicKey) string {
 	return didKeyPrefix + base58Encode(append(append([]byte{}, ed25519Multicodec...), pub...))
 }
 
-// ParseDID returns the Ed25519 key named by a did:key string.
+// ParseDID returns the Ed25519 key named by a did:key string. It accepts
+// only the canonical spelling (the one DID returns), so a key compared or
+// stored as its DID has exactly one name.
 func ParseDID(did string) (ed25519.PublicKey, error) {
 	if len(did) > 128 || !strings.HasPrefix(did, didKeyPrefix) {
 		return nil, fmt.Errorf("%w: %.40q does not start with %q", ErrBadDID, did, didKeyPrefix)
@@ -33,7 +35,13 @@ func ParseDID(did string) (ed25519.PublicKey, error) {
 	if len(raw) != 2+ed25519.PublicKeySize || raw[0] != ed25519Multicodec[0] || raw[1] != ed25519Multicodec[1] {
 		return nil, fmt.Errorf("%w: not an Ed25519 key", ErrBadDID)
 	}
-	return ed25519.PublicKey(raw[2:]), nil
+	pub := ed25519.PublicKey(raw[2:])
+	// base58 as decoded here has one spelling per key, but the check is
+	// what makes that a property rather than an accident of the decoder.
+	if DID(pub) != did {
+		return nil, fmt.Errorf("%w: %.40q is not the canonical spelling of its key", ErrBadDID, did)
+	}
+	return pub, nil
 }
 
 // Fingerprint is a short, log-safe name for a public key.
@@ -46,14 +54,26 @@ func Fingerprint(key []byte) string {
 // standard base64 of the 32 bytes.
 func WGKeyString(k [32]byte) string { return base64.StdEncoding.EncodeToString(k[:]) }
 
-// ParseWGKey decodes a base64 WireGuard key.
+// ParseWGKey decodes a base64 WireGuard key. It accepts only the canonical
+// encoding, the one WGKeyString returns: 44 characters of standard base64
+// with its padding, whose unused low bits are zero, and no line breaks.
+// Lenient base64 gives each key several spellings (the last character's two
+// unused bits, ignored CR and LF), and keys are stored and compared as text:
+// a revoked key re-encoded would be a new key (issue 17, item 2).
 func ParseWGKey(s string) ([32]byte, error) {
 	var k [32]byte
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != 32 {
-		return k, fmt.Errorf("netmap: WireGuard key %.12q is not 32 bytes of base64", s)
+	if len(s) != base64.StdEncoding.EncodedLen(len(k)) {
+		return k, fmt.Errorf("%w: %.12q is %d characters, want %d", ErrBadWGKey, s, len(s), base64.StdEncoding.EncodedLen(len(k)))
 	}
-	copy(k[:], b)
+	var buf [33]byte // DecodedLen(44): room for the padding's phantom byte
+	n, err := base64.StdEncoding.Strict().Decode(buf[:], []byte(s))
+	if err != nil || n != len(k) {
+		return k, fmt.Errorf("%w: %.12q is not 32 bytes of canonical base64", ErrBadWGKey, s)
+	}
+	copy(k[:], buf[:n])
+	if WGKeyString(k) != s { // Strict still skips CR and LF
+		return [32]byte{}, fmt.Errorf("%w: %.12q is not the canonical encoding of its key", ErrBadWGKey, s)
+	}
 	return k, nil
 }
 

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"net/netip"
 	"time"
 )
@@ -16,7 +17,7 @@ const (
 	// query n (records, default 20, at most MaxAuditPage), after (a seq:
 	// records after it, oldest first; without it the newest n) and wait
 	// (seconds to hold the request open when nothing is newer than after,
-	// at most 25) → JSON {"records": [raw audit lines], "head_seq": N}.
+	// at most 25) → AuditPage.
 	PathAdminAudit = "/v1/admin/audit"
 )
 
@@ -26,6 +27,14 @@ const MaxReportEvents = 128
 
 // MaxAuditPage bounds the records of one AuditPage.
 const MaxAuditPage = 1000
+
+// AuditPage is the answer of PathAdminAudit: raw audit lines (exactly as in
+// the coordinator's file, so a client can check their hashes) and the
+// newest seq.
+type AuditPage struct {
+	Records []json.RawMessage `json:"records"`
+	HeadSeq uint64            `json:"head_seq"`
+}
 
 // Node report event kinds.
 const (

@@ -12,8 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 const auditUsage = "usage: agentnet audit verify --data DIR | agentnet audit tail --admin FILE [-n N] [--follow] [--json]"
@@ -72,12 +73,12 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 		pub = b
 	} else {
 		var err error
-		if pub, err = coordinator.LoadAuditKey(*data); err != nil {
+		if pub, err = audit.LoadKey(*data); err != nil {
 			return err
 		}
 	}
-	path := coordinator.AuditPath(*data)
-	res, err := coordinator.VerifyAudit(path, pub)
+	path := audit.Path(*data)
+	res, err := audit.Verify(path, pub)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no audit log at %s; it is created by 'agentnet coordinator --data %s'", path, *data)
 	}
@@ -99,7 +100,7 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printVerify(w io.Writer, path string, pub ed25519.PublicKey, res coordinator.AuditResult) {
+func printVerify(w io.Writer, path string, pub ed25519.PublicKey, res audit.Result) {
 	if !res.Intact {
 		fmt.Fprintf(w, "%s: BROKEN at line %d (seq %d): %s\n  %s\n", path, res.Bad.Line, res.Bad.Seq, res.Bad.Problem, res.Bad.Detail)
 		fmt.Fprintf(w, "  the %d records before it verify (last good seq %d)\n", res.Records, res.LastSeq)
@@ -132,11 +133,11 @@ func runAuditTail(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *n < 1 || *n > wire.MaxAuditPage {
 		return fmt.Errorf("%w: -n %d: want 1..%d", errUsage, *n, wire.MaxAuditPage)
 	}
-	cred, err := coordinator.LoadAdminCred(*admin)
+	cred, err := wire.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
-	ac := coordinator.NewAdminClient(cred)
+	ac := adminclient.New(cred)
 	page, err := ac.Audit(ctx, *n, 0, false, 0)
 	if err != nil {
 		return err
@@ -184,7 +185,7 @@ func printRecords(w io.Writer, recs []json.RawMessage, raw bool) error {
 			}
 			continue
 		}
-		var r coordinator.AuditRecord
+		var r audit.Record
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("coordinator sent an unreadable audit record: %w", err)
 		}

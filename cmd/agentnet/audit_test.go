@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/coordinator/audit"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // lockedBuf is an output sink a running command and the test share.
@@ -44,7 +46,7 @@ func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
 
 func createToken(t *testing.T, c *coordinator.Coordinator) {
 	t.Helper()
-	if _, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
+	if _, err := adminclient.New(c.AdminCred()).CreateToken(context.Background(), wire.CreateTokenRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -66,7 +68,7 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 	}
 
 	// Edit the second record.
-	path := coordinator.AuditPath(dir)
+	path := audit.Path(dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -115,7 +116,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *nodeTTL < 0 || (*nodeTTL > 0 && *nodeTTL < time.Second) {
 		return fmt.Errorf("%w: --node-ttl %v: use a positive duration of at least 1s, or 0 for never", errUsage, *nodeTTL)
 	}
-	cred, err := coordinator.LoadAdminCred(*admin)
+	cred, err := wire.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := coordinator.NewAdminClient(cred).CreateToken(ctx, req)
+	resp, err := adminclient.New(cred).CreateToken(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -153,13 +154,13 @@ func runTokenAdmin(ctx context.Context, verb string, args []string, stdout, stde
 	if verb == "revoke" && len(pos) != 1 || verb == "list" && len(pos) != 0 {
 		return fmt.Errorf("%w: %s", errUsage, tokenUsage)
 	}
-	cred, err := coordinator.LoadAdminCred(*admin)
+	cred, err := wire.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ac := coordinator.NewAdminClient(cred)
+	ac := adminclient.New(cred)
 	if verb == "revoke" {
 		if err := ac.RevokeToken(ctx, pos[0]); err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 	"github.com/agentnet/agentnet/relay"
 	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -81,7 +82,7 @@ func demo(ctx context.Context, dir string, log *slog.Logger, out io.Writer) (err
 	defer coord.Close()
 	step("coordinator at %s (certificate pin %s…)", coord.URL(), coord.Pin()[:19])
 
-	tok, err := coordinator.NewAdminClient(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
+	tok, err := adminclient.New(coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: []string{"tag:demo"}, Reusable: true, TTLSeconds: 600})
 	if err != nil {
 		return fmt.Errorf("create join token: %w", err)
 	}

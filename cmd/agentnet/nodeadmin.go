@@ -7,8 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
+	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // splitName takes a leading positional NAME (agentnet node revoke NAME
@@ -44,13 +45,13 @@ func runNodeRevoke(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *admin == "" {
 		return fmt.Errorf("%w: --admin FILE is required", errUsage)
 	}
-	cred, err := coordinator.LoadAdminCred(*admin)
+	cred, err := wire.LoadAdminCred(*admin)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	rec, err := coordinator.NewAdminClient(cred).RevokeNode(ctx, name, *reason)
+	rec, err := adminclient.New(cred).RevokeNode(ctx, name, *reason)
 	if err != nil {
 		return err
 	}

@@ -7,15 +7,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentnet/agentnet/overlay/overlaytest"
+	"github.com/agentnet/agentnet/internal/testnet"
 )
 
 // TestNodeRotateAndRevoke drives `agentnet node rotate` and `agentnet node
 // revoke` in-process against a real coordinator and nodes.
 func TestNodeRotateAndRevoke(t *testing.T) {
-	nw := overlaytest.New(t)
+	nw := testnet.New(t)
 	a, b := nw.StartNode("alpha"), nw.StartNode("bravo")
-	overlaytest.WaitPeers(t, a, b)
+	testnet.WaitPeers(t, a, b)
 	dirA := nw.NodeConfig("alpha").StateDir
 
 	var out, errb bytes.Buffer

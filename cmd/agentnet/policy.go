@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/coordinator/policy"
+	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 const policyUsage = `Usage: agentnet policy set FILE --admin ADMIN.cred
@@ -66,22 +67,22 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // adminClient loads the --admin credential.
-func adminClient(path string) (*coordinator.AdminClient, error) {
+func adminClient(path string) (*adminclient.Client, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: --admin FILE is required (the admin.cred the coordinator wrote into its data dir)", errUsage)
 	}
-	cred, err := coordinator.LoadAdminCred(path)
+	cred, err := wire.LoadAdminCred(path)
 	if err != nil {
 		return nil, err
 	}
-	return coordinator.NewAdminClient(cred), nil
+	return adminclient.New(cred), nil
 }
 
 // apiMessage returns the coordinator's own message for a refusal (which
 // for policy refusals lists every reason on its own line), else err.
 func apiMessage(err error) error {
-	var ae *coordinator.APIError
-	if errors.As(err, &ae) && (ae.Code == coordinator.CodePolicyInvalid || ae.Code == coordinator.CodePolicyTestsFailed) {
+	var ae *wire.APIError
+	if errors.As(err, &ae) && (ae.Code == wire.CodePolicyInvalid || ae.Code == wire.CodePolicyTestsFailed) {
 		return errors.New(ae.Message)
 	}
 	return err
@@ -116,7 +117,7 @@ func runPolicySet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := ac.SetPolicy(ctx, coordinator.PolicySetRequest{Text: string(text), Source: filepath.Base(pos[0]), By: *by})
+	resp, err := ac.SetPolicy(ctx, wire.PolicySetRequest{Text: string(text), Source: filepath.Base(pos[0]), By: *by})
 	if err != nil {
 		return apiMessage(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 const cliPolicy = `groups:
@@ -86,7 +87,7 @@ func TestPolicyCheckOffline(t *testing.T) {
 func enrollNode(t *testing.T, c *coordinator.Coordinator, name string, tags ...string) {
 	t.Helper()
 	ctx := context.Background()
-	tok, err := coordinator.NewAdminClient(c.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: tags})
+	tok, err := adminclient.New(c.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestPolicyCLIAgainstCoordinator(t *testing.T) {
 		t.Errorf("get v1: exit %d %q %q", code, out, errs)
 	}
 	code, out, _ = runCLI("policy", "get", "--admin", admin, "--json")
-	var rec coordinator.PolicyRecord
+	var rec wire.PolicyRecord
 	if code != exitOK || json.Unmarshal([]byte(out), &rec) != nil || rec.Version != 2 || rec.Text != "rules: []\n" {
 		t.Errorf("get --json: exit %d %q", code, out)
 	}
@@ -215,7 +216,7 @@ func TestPolicyPrunesRealNodes(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ac := coordinator.NewAdminClient(c.AdminCred())
+	ac := adminclient.New(c.AdminCred())
 	tok, err := ac.CreateToken(ctx, wire.CreateTokenRequest{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +235,7 @@ func TestPolicyPrunesRealNodes(t *testing.T) {
 	if _, err := planner.WaitPeer(ctx, "writer"); err != nil {
 		t.Fatalf("under the default policy planner should see writer: %v", err)
 	}
-	if _, err := ac.SetPolicy(ctx, coordinator.PolicySetRequest{Text: `rules:
+	if _, err := ac.SetPolicy(ctx, wire.PolicySetRequest{Text: `rules:
   - {name: planner-to-search, from: [planner], to: [search], ports: [tcp:80]}
 `}); err != nil {
 		t.Fatal(err)

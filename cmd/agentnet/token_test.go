@@ -37,7 +37,7 @@ func TestTokenListRevoke(t *testing.T) {
 	}
 
 	code, out, errs = runCLI("token", "list", "--admin", admin, "--json")
-	var list []coordinator.TokenInfo
+	var list []wire.TokenInfo
 	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].ID != tok.ID || !list[0].Reusable || list[0].Revoked {
 		t.Fatalf("token list --json: exit %d %q %s", code, out, errs)
 	}

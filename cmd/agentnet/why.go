@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/wire"
 )
 
 func runWhy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -29,7 +29,7 @@ func runWhy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: usage: agentnet why FROM TO[:PORT] [--proto tcp|udp|icmp] --admin ADMIN.cred", errUsage)
 	}
-	req := coordinator.WhyRequest{From: pos[0], Proto: *proto}
+	req := wire.WhyRequest{From: pos[0], Proto: *proto}
 	to, port, hasPort := strings.Cut(pos[1], ":")
 	req.To = to
 	switch *proto {
@@ -64,7 +64,7 @@ func runWhy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // whyLine renders a decision for people.
-func whyLine(r coordinator.WhyResponse) string {
+func whyLine(r wire.WhyResponse) string {
 	if r.Allow {
 		return fmt.Sprintf("allow: rule %q (policy v%d)", r.Rule, r.Version)
 	}

@@ -295,3 +295,22 @@ func TestDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestValidTag(t *testing.T) {
+	for _, tt := range []struct {
+		tag string
+		ok  bool
+	}{
+		{"tag:web", true},
+		{"tag:a-1", true},
+		{"tag:", false},
+		{"web", false},
+		{"tag:Web", false},
+		{"tag:a b", false},
+		{"tag:a:b", false},
+	} {
+		if got := ValidTag(tt.tag); got != tt.ok {
+			t.Errorf("ValidTag(%q) = %v, want %v", tt.tag, got, tt.ok)
+		}
+	}
+}

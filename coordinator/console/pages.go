@@ -1,4 +1,4 @@
-package coordinator
+package console
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -40,7 +41,7 @@ type agentRow struct {
 }
 
 type tokenRow struct {
-	TokenRecord
+	store.TokenRecord
 	Status string // active, used, expired or revoked
 }
 
@@ -52,7 +53,7 @@ type tokenForm struct {
 
 // render executes page into a buffer first, so a template error becomes a
 // clean 500 instead of half a page.
-func (con *console) render(w http.ResponseWriter, r *http.Request, status int, page string, d pageData) {
+func (con *Console) render(w http.ResponseWriter, r *http.Request, status int, page string, d pageData) {
 	if s := sessionOf(r); s != nil {
 		d.CSRF, d.Authed = s.csrf, true
 	}
@@ -60,12 +61,12 @@ func (con *console) render(w http.ResponseWriter, r *http.Request, status int, p
 	var buf bytes.Buffer
 	t := con.pages[page]
 	if t == nil {
-		con.c.log.Error("coordinator: console has no page", "path", page)
+		con.cfg.Logger.Error("coordinator: console has no page", "path", page)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	if err := t.Execute(&buf, d); err != nil {
-		con.c.log.Error("coordinator: console render", "path", page, "err", err)
+		con.cfg.Logger.Error("coordinator: console render", "path", page, "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
@@ -83,22 +84,8 @@ func consoleTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// liveNodes returns the snapshot's nodes (sorted by name) with live Online.
-func (con *console) liveNodes() []wire.Node {
-	c := con.c
-	s := c.snap.Load()
-	nodes := make([]wire.Node, len(s.nodes))
-	copy(nodes, s.nodes)
-	c.mu.Lock()
-	for i := range nodes {
-		_, nodes[i].Online = c.streams[nodes[i].DID]
-	}
-	c.mu.Unlock()
-	return nodes
-}
-
-func (con *console) handleAgents(w http.ResponseWriter, r *http.Request) {
-	nodes := con.liveNodes()
+func (con *Console) handleAgents(w http.ResponseWriter, r *http.Request) {
+	nodes := con.core.Nodes()
 	rows := make([]agentRow, len(nodes))
 	con.mu.Lock()
 	for i, n := range nodes {
@@ -111,24 +98,24 @@ func (con *console) handleAgents(w http.ResponseWriter, r *http.Request) {
 	con.render(w, r, http.StatusOK, "agents.html", pageData{Title: "Agents", Nav: "agents", Agents: rows})
 }
 
-func (con *console) handleMap(w http.ResponseWriter, r *http.Request) {
-	g := newGraph(con.liveNodes())
+func (con *Console) handleMap(w http.ResponseWriter, r *http.Request) {
+	g := newGraph(con.core.Nodes())
 	con.render(w, r, http.StatusOK, "map.html", pageData{Title: "Network map", Nav: "map", Graph: g.view()})
 }
 
-func (con *console) handleTokens(w http.ResponseWriter, r *http.Request) {
+func (con *Console) handleTokens(w http.ResponseWriter, r *http.Request) {
 	con.tokensPage(w, r, http.StatusOK, pageData{revoked: r.URL.Query().Get("revoked")})
 }
 
 // tokensPage renders the tokens page around d with the current token list.
-func (con *console) tokensPage(w http.ResponseWriter, r *http.Request, status int, d pageData) {
+func (con *Console) tokensPage(w http.ResponseWriter, r *http.Request, status int, d pageData) {
 	d.Title, d.Nav = "Join tokens", "tokens"
-	recs, err := con.c.listTokens()
+	recs, err := con.core.Tokens()
 	if err != nil {
-		con.c.log.Error("coordinator: console list tokens", "err", err)
+		con.cfg.Logger.Error("coordinator: console list tokens", "err", err)
 		d.Error, status = "The token list could not be read.", http.StatusInternalServerError
 	}
-	now := con.c.now()
+	now := con.cfg.Now()
 	for _, rec := range recs {
 		st := "active"
 		switch {
@@ -149,7 +136,7 @@ func (con *console) tokensPage(w http.ResponseWriter, r *http.Request, status in
 
 // handleCreateToken creates a token from the form and shows it once, in
 // this response only (never stored, never in a URL).
-func (con *console) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+func (con *Console) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	f := tokenForm{Tags: r.PostFormValue("tags"), TTL: strings.TrimSpace(r.PostFormValue("ttl")), Reusable: r.PostFormValue("reusable") != ""}
 	req := wire.CreateTokenRequest{Reusable: f.Reusable}
 	for _, t := range strings.FieldsFunc(f.Tags, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' }) {
@@ -163,14 +150,14 @@ func (con *console) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		}
 		req.TTLSeconds = max(int64(ttl/time.Second), 1)
 	}
-	resp, err := con.c.createToken(req)
+	resp, err := con.core.CreateToken(req)
 	if err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) && ae.status < 500 {
-			con.tokensPage(w, r, ae.status, pageData{Form: f, Error: ae.msg + "."})
+		var ae *wire.APIError
+		if errors.As(err, &ae) && ae.Status < 500 {
+			con.tokensPage(w, r, ae.Status, pageData{Form: f, Error: ae.Message + "."})
 			return
 		}
-		con.c.log.Error("coordinator: console create token", "err", err)
+		con.cfg.Logger.Error("coordinator: console create token", "err", err)
 		con.tokensPage(w, r, http.StatusInternalServerError, pageData{Form: f, Error: "The token could not be created."})
 		return
 	}
@@ -186,15 +173,15 @@ func parseTTL(s string) (time.Duration, error) {
 	return time.ParseDuration(s)
 }
 
-func (con *console) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+func (con *Console) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PostFormValue("id")
-	if err := con.c.revokeToken(id); err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) && ae.status < 500 {
-			con.tokensPage(w, r, ae.status, pageData{Error: ae.msg + "."})
+	if err := con.core.RevokeToken(id); err != nil {
+		var ae *wire.APIError
+		if errors.As(err, &ae) && ae.Status < 500 {
+			con.tokensPage(w, r, ae.Status, pageData{Error: ae.Message + "."})
 			return
 		}
-		con.c.log.Error("coordinator: console revoke token", "token", id, "err", err)
+		con.cfg.Logger.Error("coordinator: console revoke token", "token", id, "err", err)
 		con.tokensPage(w, r, http.StatusInternalServerError, pageData{Error: "The token could not be revoked."})
 		return
 	}
@@ -203,7 +190,7 @@ func (con *console) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 
 // handleNotYet renders an honest placeholder for a feature that does not
 // exist yet, rather than made-up data.
-func (con *console) handleNotYet(feature string) http.HandlerFunc {
+func (con *Console) handleNotYet(feature string) http.HandlerFunc {
 	nav := strings.ToLower(strings.Fields(feature)[0])
 	return func(w http.ResponseWriter, r *http.Request) {
 		con.render(w, r, http.StatusOK, "notyet.html", pageData{Title: feature, Nav: nav, Feature: feature})
@@ -213,7 +200,7 @@ func (con *console) handleNotYet(feature string) http.HandlerFunc {
 // watchVersions records, for each accepted node request (2xx on enroll,
 // update or the stream), the control protocol version it was made with.
 // Only a 2xx proves the Agentnet-Node header was verified.
-func (con *console) watchVersions(api http.Handler) http.Handler {
+func (con *Console) watchVersions(api http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case wire.PathEnroll, wire.PathUpdate, wire.PathStream:
@@ -262,23 +249,24 @@ func (w *versionWriter) Write(b []byte) (int, error) {
 
 func (w *versionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// graph is the network picture: nodes and the live paths between them.
-type graph struct {
-	Nodes   []graphNode `json:"nodes"`
-	Paths   []graphPath `json:"paths"`
+// Graph is the network picture: nodes and the live paths between them.
+// It is the JSON of the "snapshot" event that static/map.js draws.
+type Graph struct {
+	Nodes   []GraphNode `json:"nodes"`
+	Paths   []GraphPath `json:"paths"`
 	TooMany bool        `json:"too_many,omitempty"` // paths left out: too many online nodes to draw
 }
 
-type graphNode struct {
+type GraphNode struct {
 	Name   string     `json:"name"`
 	IPv4   netip.Addr `json:"ipv4"`
 	Online bool       `json:"online"`
 }
 
-// graphPath is a path between online nodes A and B. Kind is "direct" or
+// GraphPath is a path between online nodes A and B. Kind is "direct" or
 // "relayed". Nodes report their paths only locally for now, so the
 // coordinator draws every pair of online nodes as direct.
-type graphPath struct {
+type GraphPath struct {
 	A    string `json:"a"`
 	B    string `json:"b"`
 	Kind string `json:"kind"`
@@ -287,11 +275,11 @@ type graphPath struct {
 // maxGraphOnline bounds the pairs drawn (n² lines are unreadable anyway).
 const maxGraphOnline = 64
 
-func newGraph(nodes []wire.Node) graph {
-	g := graph{Nodes: make([]graphNode, 0, len(nodes)), Paths: []graphPath{}}
+func newGraph(nodes []wire.Node) Graph {
+	g := Graph{Nodes: make([]GraphNode, 0, len(nodes)), Paths: []GraphPath{}}
 	var online []string
 	for _, n := range nodes {
-		g.Nodes = append(g.Nodes, graphNode{Name: n.Name, IPv4: n.IPv4, Online: n.Online})
+		g.Nodes = append(g.Nodes, GraphNode{Name: n.Name, IPv4: n.IPv4, Online: n.Online})
 		if n.Online {
 			online = append(online, n.Name)
 		}
@@ -302,7 +290,7 @@ func newGraph(nodes []wire.Node) graph {
 	}
 	for i, a := range online {
 		for _, b := range online[i+1:] {
-			g.Paths = append(g.Paths, graphPath{A: a, B: b, Kind: "direct"})
+			g.Paths = append(g.Paths, GraphPath{A: a, B: b, Kind: "direct"})
 		}
 	}
 	return g

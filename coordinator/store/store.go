@@ -1,4 +1,9 @@
-package coordinator
+// Package store is the coordinator's durable state: the Store interface
+// (one transaction per mutation; a refused or failed request keeps
+// nothing) and its default implementation, one bbolt file (OpenBolt). It
+// knows the records it keeps, not the rules that write them: those are the
+// coordinator's.
+package store
 
 import (
 	"errors"
@@ -74,10 +79,10 @@ type Tx interface {
 
 	// Policy returns stored policy version v, or the latest if v is 0; ok
 	// is false if there is none.
-	Policy(v uint64) (rec PolicyRecord, ok bool, err error)
+	Policy(v uint64) (rec wire.PolicyRecord, ok bool, err error)
 	// AddPolicy stores rec as the next policy version (versions only
 	// grow) and returns it with Version set.
-	AddPolicy(rec PolicyRecord) (PolicyRecord, error)
+	AddPolicy(rec wire.PolicyRecord) (wire.PolicyRecord, error)
 }
 
 // TokenRecord is what the store keeps about a join token. The secret itself
@@ -104,20 +109,13 @@ type RetiredKey struct {
 	Key   string    `json:"key"`   // base64 WireGuard public key
 	DID   string    `json:"did"`   // the identity that used it
 	Name  string    `json:"name"`  // its name then
-	State string    `json:"state"` // "retired" (rotated away), wire.StateRevoked or wire.StateExpired
+	State string    `json:"state"` // KeyStateRetired (rotated away), wire.StateRevoked or wire.StateExpired
 	At    time.Time `json:"at"`
 }
 
-// keyStateRetired marks a key rotated away by its own node.
-const keyStateRetired = "retired"
+// KeyStateRetired is the RetiredKey.State of a key rotated away by its own
+// node.
+const KeyStateRetired = "retired"
 
-// Meta keys.
-const (
-	metaULA      = "ula_prefix"   // the IPv6 ULA /48, netip.Prefix text
-	metaPrefix4  = "prefix4"      // the IPv4 pool the store was created with
-	metaCursor4  = "ipam_cursor4" // host offset of the last IPv4 handed out, decimal
-	metaAdminSum = "admin_sha256" // hex SHA-256 of the admin secret
-)
-
-// ErrStoreClosed is returned by a Store used after Close.
-var ErrStoreClosed = errors.New("coordinator: store closed")
+// ErrClosed is returned by a Store used after Close.
+var ErrClosed = errors.New("store: closed")

@@ -1,4 +1,4 @@
-package coordinator
+package store
 
 import (
 	"encoding/json"

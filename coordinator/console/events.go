@@ -1,4 +1,4 @@
-package coordinator
+package console
 
 import (
 	"bytes"
@@ -8,21 +8,21 @@ import (
 	"time"
 )
 
-// Event stream timing. Streams learn of changes by polling the snapshot
-// serial, which every change bumps (online/offline flips included) and
-// which is read lock-free, so a poll costs one atomic load.
+// Event stream timing. Streams learn of changes by polling the map serial
+// (Core.Serial), which every change bumps (online/offline flips included)
+// and which the coordinator reads lock-free, so a poll costs one atomic
+// load.
 const (
 	eventsPoll      = 500 * time.Millisecond
 	eventsKeepalive = 15 * time.Second // an SSE comment, so idle proxies keep the stream
 )
 
 // handleEvents serves the live network map as Server-Sent Events: a
-// "snapshot" event with the graph as JSON on connect and after every
-// change. It returns when the client goes away, the Coordinator closes
-// (the request context derives from baseCtx), the session ends, or a write
-// fails or times out.
-func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
-	c := con.c
+// "snapshot" event with the Graph as JSON on connect and after every
+// change. It returns when the client goes away, the coordinator closes
+// (the request context is cancelled), the session ends, or a write fails
+// or times out.
+func (con *Console) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s := sessionOf(r)
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
@@ -32,7 +32,7 @@ func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(con.cfg.WriteTimeout))
 		if _, err := w.Write(b); err != nil {
 			return false
 		}
@@ -43,9 +43,8 @@ func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
 	var last []byte
 	var serial uint64
 	send := func() bool {
-		snap := c.snap.Load()
-		serial = snap.serial
-		b, err := json.Marshal(newGraph(con.liveNodes()))
+		serial = con.core.Serial()
+		b, err := json.Marshal(newGraph(con.core.Nodes()))
 		if err != nil {
 			return false
 		}
@@ -74,7 +73,7 @@ func (con *console) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !con.alive(s) {
 				return
 			}
-			if c.snap.Load().serial != serial && !send() {
+			if con.core.Serial() != serial && !send() {
 				return
 			}
 		}
@@ -89,9 +88,9 @@ const (
 	mapNodeR  = 18
 )
 
-// graphView is a graph laid out for the template: nodes on a ring.
+// graphView is a Graph laid out for the template: nodes on a ring.
 type graphView struct {
-	graph
+	Graph
 	Size   int
 	NodeR  int
 	Placed []placedNode
@@ -99,27 +98,27 @@ type graphView struct {
 }
 
 type placedNode struct {
-	graphNode
+	GraphNode
 	X, Y, LabelY float64
 }
 
 type placedPath struct {
-	graphPath
+	GraphPath
 	X1, Y1, X2, Y2 float64
 }
 
-func (g graph) view() graphView {
-	v := graphView{graph: g, Size: mapSize, NodeR: mapNodeR}
+func (g Graph) view() graphView {
+	v := graphView{Graph: g, Size: mapSize, NodeR: mapNodeR}
 	at := make(map[string]placedNode, len(g.Nodes))
 	for i, n := range g.Nodes {
 		x, y := ringPos(i, len(g.Nodes))
-		p := placedNode{graphNode: n, X: x, Y: y, LabelY: y + mapNodeR + 16}
+		p := placedNode{GraphNode: n, X: x, Y: y, LabelY: y + mapNodeR + 16}
 		v.Placed = append(v.Placed, p)
 		at[n.Name] = p
 	}
 	for _, p := range g.Paths {
 		a, b := at[p.A], at[p.B]
-		v.Lines = append(v.Lines, placedPath{graphPath: p, X1: a.X, Y1: a.Y, X2: b.X, Y2: b.Y})
+		v.Lines = append(v.Lines, placedPath{GraphPath: p, X1: a.X, Y1: a.Y, X2: b.X, Y2: b.Y})
 	}
 	return v
 }

@@ -1,4 +1,4 @@
-package coordinator
+package audit
 
 import (
 	"bufio"
@@ -12,50 +12,50 @@ import (
 	"os"
 )
 
-// Problems VerifyAudit reports.
+// Problems Verify reports.
 const (
-	AuditMalformed     = "malformed"                // not a record line (or too long)
-	AuditEdited        = "edited"                   // the record does not match its own hash
-	AuditRemoved       = "removed"                  // records are missing before this one
-	AuditReordered     = "reordered"                // this record is out of sequence
-	AuditChainBroken   = "chain_broken"             // prev is not the hash of the record before
-	AuditBadCheckpoint = "bad_checkpoint_signature" // a checkpoint does not verify
+	ProblemMalformed     = "malformed"                // not a record line (or too long)
+	ProblemEdited        = "edited"                   // the record does not match its own hash
+	ProblemRemoved       = "removed"                  // records are missing before this one
+	ProblemReordered     = "reordered"                // this record is out of sequence
+	ProblemChainBroken   = "chain_broken"             // prev is not the hash of the record before
+	ProblemBadCheckpoint = "bad_checkpoint_signature" // a checkpoint does not verify
 )
 
-// AuditBad is the first record that fails verification.
-type AuditBad struct {
+// Bad is the first record that fails verification.
+type Bad struct {
 	Line    int    `json:"line"` // 1-based line number in the file
 	Seq     uint64 `json:"seq"`  // the seq the line claims (0 when unreadable)
 	Problem string `json:"problem"`
 	Detail  string `json:"detail"`
 }
 
-func (b *AuditBad) String() string {
+func (b *Bad) String() string {
 	if b == nil {
 		return "intact"
 	}
 	return fmt.Sprintf("line %d (seq %d): %s: %s", b.Line, b.Seq, b.Problem, b.Detail)
 }
 
-// AuditResult is the outcome of VerifyAudit. When Bad is set, the counts
+// Result is the outcome of Verify. When Bad is set, the counts
 // describe the good records before it.
-type AuditResult struct {
-	Intact            bool      `json:"intact"`
-	Records           int       `json:"records"` // good records, checkpoints included
-	Checkpoints       int       `json:"checkpoints"`
-	LastSeq           uint64    `json:"last_seq"`
-	Head              string    `json:"head"`                // hash of the last good record
-	LastCheckpointSeq uint64    `json:"last_checkpoint_seq"` // 0: none
-	Unsigned          int       `json:"unsigned"`            // good records after the last checkpoint (protected by the chain only)
-	TornBytes         int       `json:"torn_bytes"`          // bytes of a last line without newline (a crash while writing); not counted as broken
-	ValidBytes        int64     `json:"valid_bytes"`         // length of the file up to the end of the last good record
-	Bad               *AuditBad `json:"bad,omitempty"`
-	Torn              []byte    `json:"-"` // the torn bytes, at most auditTornEvidenceMaxSize
+type Result struct {
+	Intact            bool   `json:"intact"`
+	Records           int    `json:"records"` // good records, checkpoints included
+	Checkpoints       int    `json:"checkpoints"`
+	LastSeq           uint64 `json:"last_seq"`
+	Head              string `json:"head"`                // hash of the last good record
+	LastCheckpointSeq uint64 `json:"last_checkpoint_seq"` // 0: none
+	Unsigned          int    `json:"unsigned"`            // good records after the last checkpoint (protected by the chain only)
+	TornBytes         int    `json:"torn_bytes"`          // bytes of a last line without newline (a crash while writing); not counted as broken
+	ValidBytes        int64  `json:"valid_bytes"`         // length of the file up to the end of the last good record
+	Bad               *Bad   `json:"bad,omitempty"`
+	Torn              []byte `json:"-"` // the torn bytes, at most auditTornEvidenceMaxSize
 }
 
-// VerifyAudit checks the audit log at path: every line's hash, the chain of
+// Verify checks the audit log at path: every line's hash, the chain of
 // prev hashes, consecutive seqs from 1, and every checkpoint's signature
-// under pub (the coordinator's map-signing key, see LoadAuditKey). It stops
+// under pub (the coordinator's map-signing key, see LoadKey). It stops
 // at the first bad record and reports it in Result.Bad. The error is only
 // for a file that cannot be read (fs.ErrNotExist when there is none).
 //
@@ -63,10 +63,10 @@ type AuditResult struct {
 // unless a later checkpoint's head was kept elsewhere (audit tail). A
 // rewriter holding netmap.key can also forge a consistent log; keep copies
 // of the checkpoints off the coordinator host.
-func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
-	res := AuditResult{Head: auditGenesis}
+func Verify(path string, pub ed25519.PublicKey) (Result, error) {
+	res := Result{Head: auditGenesis}
 	if len(pub) != ed25519.PublicKeySize {
-		return res, errors.New("coordinator: verify audit log: no Ed25519 public key to check checkpoints with")
+		return res, errors.New("audit: verify audit log: no Ed25519 public key to check checkpoints with")
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -74,8 +74,8 @@ func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
 	}
 	defer f.Close()
 	lr := &lineReader{r: bufio.NewReaderSize(f, 64<<10)}
-	bad := func(line int, seq uint64, problem, format string, args ...any) (AuditResult, error) {
-		res.Bad = &AuditBad{Line: line, Seq: seq, Problem: problem, Detail: fmt.Sprintf(format, args...)}
+	bad := func(line int, seq uint64, problem, format string, args ...any) (Result, error) {
+		res.Bad = &Bad{Line: line, Seq: seq, Problem: problem, Detail: fmt.Sprintf(format, args...)}
 		return res, nil
 	}
 	expect := uint64(1)
@@ -85,10 +85,10 @@ func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
 			break
 		}
 		if err != nil {
-			return res, fmt.Errorf("coordinator: read audit log %s: %w", path, err)
+			return res, fmt.Errorf("audit: read audit log %s: %w", path, err)
 		}
 		if line == nil {
-			return bad(n, 0, AuditMalformed, "line longer than %d bytes", auditMaxLine)
+			return bad(n, 0, ProblemMalformed, "line longer than %d bytes", auditMaxLine)
 		}
 		if torn {
 			res.TornBytes = len(line)
@@ -97,27 +97,27 @@ func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
 		}
 		rec, body, hash, err := parseAuditLine(line)
 		if err != nil {
-			return bad(n, lenientSeq(line), AuditMalformed, "%v", err)
+			return bad(n, lenientSeq(line), ProblemMalformed, "%v", err)
 		}
 		if got := auditHash(rec.Prev, body); got != hash {
-			return bad(n, rec.Seq, AuditEdited, "content does not match its hash (stored %.16s…, computed %.16s…): the record was changed after it was written", hash, got)
+			return bad(n, rec.Seq, ProblemEdited, "content does not match its hash (stored %.16s…, computed %.16s…): the record was changed after it was written", hash, got)
 		}
 		if rec.Seq != expect {
 			switch {
 			case rec.Seq > expect && lr.peekSeq() == expect:
-				return bad(n, rec.Seq, AuditReordered, "seq %d comes before seq %d: records were moved", rec.Seq, expect)
+				return bad(n, rec.Seq, ProblemReordered, "seq %d comes before seq %d: records were moved", rec.Seq, expect)
 			case rec.Seq > expect:
-				return bad(n, rec.Seq, AuditRemoved, "seq %d follows seq %d: %d record(s) removed", rec.Seq, expect-1, rec.Seq-expect)
+				return bad(n, rec.Seq, ProblemRemoved, "seq %d follows seq %d: %d record(s) removed", rec.Seq, expect-1, rec.Seq-expect)
 			default:
-				return bad(n, rec.Seq, AuditReordered, "seq %d after seq %d: records were moved or replayed", rec.Seq, expect-1)
+				return bad(n, rec.Seq, ProblemReordered, "seq %d after seq %d: records were moved or replayed", rec.Seq, expect-1)
 			}
 		}
 		if rec.Prev != res.Head {
-			return bad(n, rec.Seq, AuditChainBroken, "prev %.16s… is not the hash of seq %d (%.16s…): a record before it was replaced", rec.Prev, expect-1, res.Head)
+			return bad(n, rec.Seq, ProblemChainBroken, "prev %.16s… is not the hash of seq %d (%.16s…): a record before it was replaced", rec.Prev, expect-1, res.Head)
 		}
-		if rec.Kind == AuditCheckpoint {
+		if rec.Kind == KindCheckpoint {
 			if err := verifyCheckpoint(body, rec, pub); err != nil {
-				return bad(n, rec.Seq, AuditBadCheckpoint, "%v", err)
+				return bad(n, rec.Seq, ProblemBadCheckpoint, "%v", err)
 			}
 			res.Checkpoints++
 			res.LastCheckpointSeq = rec.Seq
@@ -134,7 +134,7 @@ func VerifyAudit(path string, pub ed25519.PublicKey) (AuditResult, error) {
 	return res, nil
 }
 
-func verifyCheckpoint(body []byte, rec AuditRecord, pub ed25519.PublicKey) error {
+func verifyCheckpoint(body []byte, rec Record, pub ed25519.PublicKey) error {
 	var cp struct {
 		Details checkpointDetails `json:"details"`
 	}

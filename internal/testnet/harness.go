@@ -1,7 +1,7 @@
-// Package overlaytest is the in-process test harness: a real coordinator
+// Package testnet is the in-process test harness: a real coordinator
 // (HTTPS, bbolt) and real nodes (wireguard-go, gVisor netstack) in one
 // process, on 127.0.0.1 only. Tests of every package reuse it.
-package overlaytest
+package testnet
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
+	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 // Loopback is the listen address of every test node: 127.0.0.1, any port.
@@ -55,7 +56,7 @@ func New(t testing.TB) *Net {
 	n.StartCoordinator()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, err := coordinator.NewAdminClient(n.Coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:test"}})
+	tok, err := adminclient.New(n.Coord.AdminCred()).CreateToken(ctx, wire.CreateTokenRequest{Reusable: true, TTLSeconds: 3600, Tags: []string{"tag:test"}})
 	if err != nil {
 		t.Fatalf("create token: %v", err)
 	}

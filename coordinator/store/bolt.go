@@ -1,4 +1,4 @@
-package coordinator
+package store
 
 import (
 	"encoding/binary"
@@ -39,9 +39,9 @@ func OpenBolt(path string) (Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("coordinator: open %s: locked by another process (is another coordinator running on this data dir?)", path)
+			return nil, fmt.Errorf("store: open %s: locked by another process (is another coordinator running on this data dir?)", path)
 		}
-		return nil, fmt.Errorf("coordinator: open %s: %w", path, err)
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketNodes, bucketNames, bucketIPs, bucketTokens, bucketMeta, bucketPolicies, bucketRevoked, bucketRetiredKeys} {
@@ -53,7 +53,7 @@ func OpenBolt(path string) (Store, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("coordinator: init %s: %w", path, err)
+		return nil, fmt.Errorf("store: init %s: %w", path, err)
 	}
 	return &boltStore{db: db}, nil
 }
@@ -70,7 +70,7 @@ func (s *boltStore) Close() error { return s.db.Close() }
 
 func mapClosed(err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return ErrStoreClosed
+		return ErrClosed
 	}
 	return err
 }

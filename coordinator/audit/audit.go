@@ -1,13 +1,20 @@
-package coordinator
+// Package audit is the coordinator's tamper-evident audit log: an
+// append-only, hash-chained JSONL file with checkpoints signed by the
+// coordinator's map-signing key (Log), its verifier (Verify) and the reads
+// behind the admin audit API (Tail). It imports wire and the standard
+// library only, so 'agentnet audit verify' links no part of the server.
+package audit
 
 import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,7 +28,7 @@ import (
 )
 
 // The audit log is an append-only JSONL file, DataDir/audit.jsonl (0600),
-// one AuditRecord per line. Each record carries the hash of the line before
+// one Record per line. Each record carries the hash of the line before
 // it (prev) and its own hash, so editing, removing or reordering a line
 // breaks the chain at that line; every CheckpointEvery records or
 // CheckpointInterval a checkpoint record signs the head hash with the
@@ -42,24 +49,24 @@ import (
 // line torn by a crash (no newline) is cut off at the next start and its
 // bytes are kept inside an audit_recovered record.
 
-// Audit record kinds.
+// Record kinds.
 const (
-	AuditEnroll         = "enroll"          // a node enrolled (new) or re-enrolled (known identity)
-	AuditTokenCreate    = "token_create"    // an admin created a join token
-	AuditTokenUse       = "token_use"       // a join token was redeemed
-	AuditTokenRevoke    = "token_revoke"    // an admin revoked a join token
-	AuditPolicyChange   = "policy_change"   // the policy document changed
-	AuditNodeRevoke     = "node_revoke"     // a node was removed or revoked
-	AuditKeyRotation    = "key_rotation"    // a key was rotated
-	AuditAdminLogin     = "admin_login"     // console login (success or failure), admin API auth failure
-	AuditRequestRefused = "request_refused" // an API request was refused (aggregated per remote and code)
-	AuditNodeReport     = "node_report"     // security events reported by a node
-	AuditCheckpoint     = "checkpoint"      // signed head hash
-	AuditReset          = "audit_reset"     // a broken log was set aside (--audit-reset)
-	AuditRecovered      = "audit_recovered" // a torn last line was cut off at start
+	KindEnroll         = "enroll"          // a node enrolled (new) or re-enrolled (known identity)
+	KindTokenCreate    = "token_create"    // an admin created a join token
+	KindTokenUse       = "token_use"       // a join token was redeemed
+	KindTokenRevoke    = "token_revoke"    // an admin revoked a join token
+	KindPolicyChange   = "policy_change"   // the policy document changed
+	KindNodeRevoke     = "node_revoke"     // a node was removed or revoked
+	KindKeyRotation    = "key_rotation"    // a key was rotated
+	KindAdminLogin     = "admin_login"     // console login (success or failure), admin API auth failure
+	KindRequestRefused = "request_refused" // an API request was refused (aggregated per remote and code)
+	KindNodeReport     = "node_report"     // security events reported by a node
+	KindCheckpoint     = "checkpoint"      // signed head hash
+	KindReset          = "audit_reset"     // a broken log was set aside (--audit-reset)
+	KindRecovered      = "audit_recovered" // a torn last line was cut off at start
 )
 
-// Audit defaults.
+// Defaults.
 const (
 	fileAudit                = "audit.jsonl"
 	auditSyncInterval        = 100 * time.Millisecond
@@ -76,10 +83,10 @@ const (
 // auditGenesis is the prev of the first record of a log.
 var auditGenesis = hex.EncodeToString(make([]byte, sha256.Size))
 
-// AuditRecord is one line of the audit log. Actor is "admin", a node's
+// Record is one line of the audit log. Actor is "admin", a node's
 // did:key, or empty for an unauthenticated client; Remote is the client's
 // address as the coordinator saw it.
-type AuditRecord struct {
+type Record struct {
 	Seq       uint64         `json:"seq"`
 	Time      time.Time      `json:"time"`
 	Kind      string         `json:"kind"`
@@ -104,21 +111,21 @@ func checkpointMessage(seq uint64, head string) []byte {
 	return []byte(auditSigContext + strconv.FormatUint(seq, 10) + "\n" + head)
 }
 
-// auditConfig configures an Audit log.
-type auditConfig struct {
+// Config configures a Log.
+type Config struct {
 	Path               string             // required
 	Key                ed25519.PrivateKey // required: signs checkpoints
 	Now                func() time.Time   // required
-	Log                *slog.Logger       // required
+	Logger             *slog.Logger       // required
 	Reset              bool               // optional: set a broken log aside and start a new one
 	CheckpointEvery    int                // optional, default auditCheckpointEvery
 	CheckpointInterval time.Duration      // optional, default auditCheckpointInterval
 }
 
-// Audit is an open audit log. Record is safe for concurrent use and never
-// blocks on fsync. A nil *Audit records nothing.
-type Audit struct {
-	cfg       auditConfig
+// Log is an open audit log. Record is safe for concurrent use and never
+// blocks on fsync. A nil *Log records nothing.
+type Log struct {
+	cfg       Config
 	stop      chan struct{}
 	done      chan struct{}
 	syncNow   chan struct{} // asks loop for an fsync now (a checkpoint was written)
@@ -140,8 +147,6 @@ type Audit struct {
 	failed    error  // a write left the file unusable; nothing more is written
 	writeErrs uint64
 	closed    bool
-
-	reports reportLimiter // node reports per node (has its own lock)
 }
 
 type auditLine struct {
@@ -157,14 +162,14 @@ type refusalAgg struct {
 	fields     []any // of the first suppressed refusal, for the aggregate record
 }
 
-// ErrAuditBroken is returned by New when the audit log fails verification.
-var ErrAuditBroken = errors.New("audit log broken")
+// ErrBroken is returned by New when the audit log fails verification.
+var ErrBroken = errors.New("audit log broken")
 
-// openAudit verifies the log at cfg.Path and opens it for appending, or
-// creates it. A log that fails verification is refused (ErrAuditBroken)
+// Open verifies the log at cfg.Path and opens it for appending, or
+// creates it. A log that fails verification is refused (ErrBroken)
 // unless cfg.Reset, which renames it to PATH.broken-TIME and starts a new
 // log whose first record says so.
-func openAudit(cfg auditConfig) (*Audit, error) {
+func Open(cfg Config) (*Log, error) {
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = auditCheckpointEvery
 	}
@@ -172,7 +177,7 @@ func openAudit(cfg auditConfig) (*Audit, error) {
 		cfg.CheckpointInterval = auditCheckpointInterval
 	}
 	pub := cfg.Key.Public().(ed25519.PublicKey)
-	a := &Audit{
+	a := &Log{
 		cfg:      cfg,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -183,46 +188,49 @@ func openAudit(cfg auditConfig) (*Audit, error) {
 		refusals: make(map[refusalKey]*refusalAgg),
 		lastCP:   time.Now(),
 	}
-	var first []AuditRecord // written once the file is open
-	res, err := VerifyAudit(cfg.Path, pub)
+	var first []Record // written once the file is open
+	res, err := Verify(cfg.Path, pub)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("coordinator: audit log: %w", err)
+		return nil, fmt.Errorf("audit: audit log: %w", err)
 	case !res.Intact && !cfg.Reset:
-		return nil, fmt.Errorf("coordinator: %w: %s: %v; refusing to start so the evidence stays as it is. "+
+		return nil, fmt.Errorf("audit: %w: %s: %v; refusing to start so the evidence stays as it is. "+
 			"Inspect it with 'agentnet audit verify --data DIR'; to keep it aside and start a new log, restart with --audit-reset",
-			ErrAuditBroken, cfg.Path, res.Bad)
+			ErrBroken, cfg.Path, res.Bad)
 	case !res.Intact:
 		aside := cfg.Path + ".broken-" + cfg.Now().UTC().Format("20060102T150405Z")
 		if err := os.Rename(cfg.Path, aside); err != nil {
-			return nil, fmt.Errorf("coordinator: set broken audit log aside: %w", err)
+			return nil, fmt.Errorf("audit: set broken audit log aside: %w", err)
 		}
-		cfg.Log.Warn("coordinator: audit log broken; set aside, starting a new one (--audit-reset)",
+		cfg.Logger.Warn("coordinator: audit log broken; set aside, starting a new one (--audit-reset)",
 			"path", aside, "reason", res.Bad.Problem, "line", res.Bad.Line, "seq", res.Bad.Seq)
-		first = append(first, AuditRecord{Kind: AuditReset, Actor: "admin", Details: map[string]any{
+		first = append(first, Record{Kind: KindReset, Actor: "admin", Details: map[string]any{
 			"previous": aside, "problem": res.Bad.Problem, "line": res.Bad.Line, "bad_seq": res.Bad.Seq, "detail": res.Bad.Detail,
 			"previous_last_good_seq": res.LastSeq, "previous_head": res.Head,
 		}})
 	default:
-		a.seq, a.head, a.size = res.LastSeq, res.Head, res.ValidBytes
+		// sinceCP counts from the log, not from this start: a coordinator
+		// that crashes before CheckpointEvery records would otherwise never
+		// sign anything (issue 17, item 14).
+		a.seq, a.head, a.size, a.sinceCP = res.LastSeq, res.Head, res.ValidBytes, res.Unsigned
 		if res.TornBytes > 0 {
 			if err := os.Truncate(cfg.Path, res.ValidBytes); err != nil {
-				return nil, fmt.Errorf("coordinator: cut torn last line of audit log: %w", err)
+				return nil, fmt.Errorf("audit: cut torn last line of audit log: %w", err)
 			}
-			cfg.Log.Warn("coordinator: audit log ended in a torn line (crash while writing); cut it off and kept its bytes in an audit_recovered record",
+			cfg.Logger.Warn("coordinator: audit log ended in a torn line (crash while writing); cut it off and kept its bytes in an audit_recovered record",
 				"path", cfg.Path, "bytes", res.TornBytes)
-			first = append(first, AuditRecord{Kind: AuditRecovered, Details: map[string]any{
+			first = append(first, Record{Kind: KindRecovered, Details: map[string]any{
 				"torn_bytes": res.TornBytes, "torn": string(res.Torn),
 			}})
 		}
 	}
 	a.f, err = os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: open audit log: %w", err)
+		return nil, fmt.Errorf("audit: open audit log: %w", err)
 	}
 	if fi, err := a.f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		cfg.Log.Warn("coordinator: audit log is readable by others; fixing its mode to 0600", "path", cfg.Path, "mode", fi.Mode().Perm())
+		cfg.Logger.Warn("coordinator: audit log is readable by others; fixing its mode to 0600", "path", cfg.Path, "mode", fi.Mode().Perm())
 		_ = a.f.Chmod(0o600)
 	}
 	a.mu.Lock()
@@ -239,7 +247,7 @@ func openAudit(cfg auditConfig) (*Audit, error) {
 // fields, every other pair goes into Details (errors and fmt.Stringers as
 // their text). Record never fails the caller: a write error is logged and
 // counted, and the log stops rather than write a broken chain.
-func (a *Audit) Record(kind string, fields ...any) {
+func (a *Log) Record(kind string, fields ...any) {
 	if a == nil {
 		return
 	}
@@ -253,7 +261,7 @@ func (a *Audit) Record(kind string, fields ...any) {
 // (refused requests, failed logins): at most one record per (kind, remote,
 // code) per auditRefusalWindow; the ones in between are counted and written
 // as one aggregate record (details "suppressed": N) when the window ends.
-func (a *Audit) RecordLimited(kind, remote, code string, fields ...any) {
+func (a *Log) RecordLimited(kind, remote, code string, fields ...any) {
 	if a == nil {
 		return
 	}
@@ -281,7 +289,7 @@ func (a *Audit) RecordLimited(kind, remote, code string, fields ...any) {
 
 // flushRefusalLocked writes the aggregate record of key's suppressed
 // events, if any, and forgets key.
-func (a *Audit) flushRefusalLocked(key refusalKey, agg *refusalAgg) {
+func (a *Log) flushRefusalLocked(key refusalKey, agg *refusalAgg) {
 	delete(a.refusals, key)
 	if agg.suppressed == 0 {
 		return
@@ -291,8 +299,8 @@ func (a *Audit) flushRefusalLocked(key refusalKey, agg *refusalAgg) {
 	a.appendLocked(buildRecord(key.kind, f))
 }
 
-func buildRecord(kind string, fields []any) AuditRecord {
-	rec := AuditRecord{Kind: kind}
+func buildRecord(kind string, fields []any) Record {
+	rec := Record{Kind: kind}
 	for i := 0; i < len(fields); i += 2 {
 		key, ok := fields[i].(string)
 		if !ok || i+1 == len(fields) {
@@ -324,7 +332,7 @@ func buildRecord(kind string, fields []any) AuditRecord {
 	return rec
 }
 
-func (r *AuditRecord) detail(k string, v any) {
+func (r *Record) detail(k string, v any) {
 	if r.Details == nil {
 		r.Details = make(map[string]any)
 	}
@@ -351,7 +359,7 @@ func auditValue(v any) any {
 
 // encodeRecord returns the line (with newline) and hash of rec, whose Hash
 // must be empty.
-func encodeRecord(rec AuditRecord) ([]byte, string, error) {
+func encodeRecord(rec Record) ([]byte, string, error) {
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return nil, "", err
@@ -370,7 +378,7 @@ func encodeRecord(rec AuditRecord) ([]byte, string, error) {
 
 // appendLocked stamps rec with the next seq, the time and prev, writes it,
 // and writes a checkpoint when one is due. a.mu must be held.
-func (a *Audit) appendLocked(rec AuditRecord) {
+func (a *Log) appendLocked(rec Record) {
 	if a.closed || a.failed != nil {
 		a.writeErrs++
 		return
@@ -383,7 +391,7 @@ func (a *Audit) appendLocked(rec AuditRecord) {
 		}
 		if line, hash, err = encodeRecord(rec); err != nil {
 			a.writeErrs++
-			a.cfg.Log.Error("coordinator: audit record not encodable", "reason", rec.Kind, "err", err)
+			a.cfg.Logger.Error("coordinator: audit record not encodable", "reason", rec.Kind, "err", err)
 			return
 		}
 	}
@@ -394,7 +402,7 @@ func (a *Audit) appendLocked(rec AuditRecord) {
 		if terr := a.f.Truncate(a.size); terr != nil {
 			a.failed = fmt.Errorf("write failed (%v) and the partial line could not be cut off (%v)", err, terr)
 		}
-		a.cfg.Log.Error("coordinator: audit log write failed; record lost", "path", a.cfg.Path, "reason", rec.Kind, "bytes", n, "err", err, "stopped", a.failed != nil)
+		a.cfg.Logger.Error("coordinator: audit log write failed; record lost", "path", a.cfg.Path, "reason", rec.Kind, "bytes", n, "err", err, "stopped", a.failed != nil)
 		return
 	}
 	a.size += int64(len(line))
@@ -403,7 +411,7 @@ func (a *Audit) appendLocked(rec AuditRecord) {
 	a.ringLen = min(a.ringLen+1, auditRing)
 	close(a.notify)
 	a.notify = make(chan struct{})
-	if rec.Kind == AuditCheckpoint {
+	if rec.Kind == KindCheckpoint {
 		a.sinceCP, a.lastCP = 0, time.Now()
 		select { // fsync soon, without holding up writers
 		case a.syncNow <- struct{}{}:
@@ -419,7 +427,7 @@ func (a *Audit) appendLocked(rec AuditRecord) {
 
 // checkpointLocked signs the head and appends the checkpoint (which also
 // fsyncs). a.mu must be held.
-func (a *Audit) checkpointLocked() {
+func (a *Log) checkpointLocked() {
 	if a.seq == 0 {
 		return
 	}
@@ -429,24 +437,24 @@ func (a *Audit) checkpointLocked() {
 		Key:     wire.Fingerprint(a.cfg.Key.Public().(ed25519.PublicKey)),
 		Sig:     base64.RawURLEncoding.EncodeToString(ed25519.Sign(a.cfg.Key, checkpointMessage(a.seq, a.head))),
 	}
-	a.appendLocked(AuditRecord{Kind: AuditCheckpoint, Details: map[string]any{
+	a.appendLocked(Record{Kind: KindCheckpoint, Details: map[string]any{
 		"head_seq": d.HeadSeq, "head": d.Head, "key": d.Key, "sig": d.Sig,
 	}})
 }
 
-func (a *Audit) syncLocked() {
+func (a *Log) syncLocked() {
 	if !a.dirty {
 		return
 	}
 	if err := a.f.Sync(); err != nil {
 		a.writeErrs++
-		a.cfg.Log.Error("coordinator: audit log fsync failed", "path", a.cfg.Path, "err", err)
+		a.cfg.Logger.Error("coordinator: audit log fsync failed", "path", a.cfg.Path, "err", err)
 	}
 	a.dirty = false
 }
 
 // loop fsyncs, writes time-based checkpoints and ends refusal windows.
-func (a *Audit) loop() {
+func (a *Log) loop() {
 	defer close(a.done)
 	t := time.NewTicker(auditSyncInterval)
 	defer t.Stop()
@@ -467,7 +475,7 @@ func (a *Audit) loop() {
 		if a.overflow > 0 && len(a.refusals) < auditMaxRefusalKeys {
 			n := a.overflow
 			a.overflow = 0
-			a.appendLocked(buildRecord(AuditRequestRefused, []any{"remote", "*", "suppressed", n, "reason", "too many distinct clients refused at once"}))
+			a.appendLocked(buildRecord(KindRequestRefused, []any{"remote", "*", "suppressed", n, "reason", "too many distinct clients refused at once"}))
 		}
 		if a.sinceCP > 0 && time.Since(a.lastCP) >= a.cfg.CheckpointInterval {
 			a.checkpointLocked()
@@ -479,7 +487,7 @@ func (a *Audit) loop() {
 		// stops this loop before it closes f.
 		if dirty {
 			if err := f.Sync(); err != nil {
-				a.cfg.Log.Error("coordinator: audit log fsync failed", "path", a.cfg.Path, "err", err)
+				a.cfg.Logger.Error("coordinator: audit log fsync failed", "path", a.cfg.Path, "err", err)
 			}
 		}
 	}
@@ -488,7 +496,7 @@ func (a *Audit) loop() {
 // Close flushes pending aggregates, writes a final checkpoint (so a clean
 // shutdown leaves every record signed), fsyncs and closes the file.
 // Records after Close are dropped and counted.
-func (a *Audit) Close() error {
+func (a *Log) Close() error {
 	if a == nil {
 		return nil
 	}
@@ -512,42 +520,55 @@ func (a *Audit) Close() error {
 	close(a.notify)
 	a.notify = make(chan struct{})
 	if err := a.f.Close(); err != nil {
-		return fmt.Errorf("coordinator: close audit log: %w", err)
+		return fmt.Errorf("audit: close audit log: %w", err)
 	}
 	return nil
 }
 
 // Head returns the seq and hash of the last record.
-func (a *Audit) Head() (uint64, string) {
+func (a *Log) Head() (uint64, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.seq, a.head
 }
 
-// LoadAuditKey returns the public key that verifies the audit checkpoints
-// of the coordinator in dataDir (the map-signing key, wire.key). It never
-// creates a key.
-func LoadAuditKey(dataDir string) (ed25519.PublicKey, error) {
-	path := dataDir + string(os.PathSeparator) + fileSignKey
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("coordinator: %s: %w; is %s a coordinator data dir?", path, err, dataDir)
-	}
-	k, err := loadSigningKey(dataDir)
+// KeyFile is the coordinator's map-signing key in its data dir (Ed25519,
+// PKCS#8 PEM); it signs the audit checkpoints too.
+const KeyFile = "netmap.key"
+
+// LoadKey returns the public key that verifies the audit checkpoints of the
+// coordinator in dataDir (the map-signing key, KeyFile). It never creates
+// a key.
+func LoadKey(dataDir string) (ed25519.PublicKey, error) {
+	path := dataDir + string(os.PathSeparator) + KeyFile
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("audit: %s: %w; is %s a coordinator data dir?", path, err, dataDir)
 	}
-	return k.Public().(ed25519.PublicKey), nil
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("audit: %s is not a PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("audit: parse %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("audit: %s is %T, want an Ed25519 key", KeyFile, k)
+	}
+	return priv.Public().(ed25519.PublicKey), nil
 }
 
-// AuditPath returns the audit log's path in a coordinator data dir.
-func AuditPath(dataDir string) string {
+// Path returns the audit log's path in a coordinator data dir.
+func Path(dataDir string) string {
 	return dataDir + string(os.PathSeparator) + fileAudit
 }
 
 // parseAuditLine splits a line (without newline) into its record, the body
 // the hash covers, and the stored hash.
-func parseAuditLine(line []byte) (AuditRecord, []byte, string, error) {
-	var rec AuditRecord
+func parseAuditLine(line []byte) (Record, []byte, string, error) {
+	var rec Record
 	const suffixLen = len(`,"hash":"`) + 64 + len(`"}`)
 	if len(line) < suffixLen+2 || !bytes.HasPrefix(line[len(line)-suffixLen:], []byte(`,"hash":"`)) || !bytes.HasSuffix(line, []byte(`"}`)) {
 		return rec, nil, "", errors.New("line does not end with a \"hash\" member")

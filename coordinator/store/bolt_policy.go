@@ -1,34 +1,23 @@
-package coordinator
+package store
 
 import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/agentnet/agentnet/wire"
 )
 
-// PolicyRecord is one accepted version of the policy document, as stored
-// and as 'agentnet policy get' returns it. Version 0 is the built-in
-// default (policy.DefaultText); it is never stored.
-type PolicyRecord struct {
-	Version uint64    `json:"version"`
-	Text    string    `json:"text"`              // the YAML exactly as submitted
-	Source  string    `json:"source,omitempty"`  // file name it was submitted from
-	Created time.Time `json:"created,omitzero"`  // when it was accepted
-	By      string    `json:"by,omitempty"`      // who submitted it, as the client said
-	Address string    `json:"address,omitempty"` // the submitting client's address
-}
-
 // bucketPolicies holds every accepted policy: 8-byte big-endian version →
-// PolicyRecord JSON. Versions come from the bucket's sequence, so they only
+// wire.PolicyRecord JSON. Versions come from the bucket's sequence, so they only
 // grow.
 var bucketPolicies = []byte("policies")
 
 // Policy returns stored policy version v, or the latest if v is 0. ok is
 // false if there is no such version (or, for 0, no stored policy at all).
-func (t boltTx) Policy(v uint64) (PolicyRecord, bool, error) {
-	var rec PolicyRecord
+func (t boltTx) Policy(v uint64) (wire.PolicyRecord, bool, error) {
+	var rec wire.PolicyRecord
 	b := t.tx.Bucket(bucketPolicies)
 	if b == nil {
 		return rec, false, nil
@@ -50,7 +39,7 @@ func (t boltTx) Policy(v uint64) (PolicyRecord, bool, error) {
 
 // AddPolicy stores rec as the next policy version and returns it with its
 // Version set.
-func (t boltTx) AddPolicy(rec PolicyRecord) (PolicyRecord, error) {
+func (t boltTx) AddPolicy(rec wire.PolicyRecord) (wire.PolicyRecord, error) {
 	if rec.Text == "" {
 		return rec, errors.New("store: policy record has no text")
 	}
