@@ -97,15 +97,6 @@ func ControlPlane(ctx context.Context, o Options) ([]Result, error) {
 	return out, nil
 }
 
-// raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit.
-func raiseNoFile() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
 // coordinatorBinary returns the agentnet binary to run the coordinator
 // from (Options.Agentnet), or "" and the note of an in-process one.
 func coordinatorBinary(o Options) (bin, note string) {
@@ -129,10 +120,14 @@ type cpCoord struct {
 // enrolls from 127.0.0.1, which the enrollment limit would throttle to 5/s.
 var benchNoLimits = coordinator.RateLimits{Enroll: coordinator.RateLimit{Off: true}, Admin: coordinator.RateLimit{Off: true}}
 
+// benchNoConnLimits turns off the connection caps: over HTTP/1.1 every
+// simulated node's stream is a connection from 127.0.0.1.
+var benchNoConnLimits = coordinator.ConnLimits{PerSource: -1, Total: -1}
+
 func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, error) {
 	c := &cpCoord{}
 	if bin == "" {
-		co, err := coordinator.New(coordinator.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: o.Logger, RateLimits: benchNoLimits})
+		co, err := coordinator.New(coordinator.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: o.Logger, RateLimits: benchNoLimits, ConnLimits: benchNoConnLimits})
 		if err != nil {
 			return nil, err
 		}
@@ -140,7 +135,7 @@ func startCoord(ctx context.Context, o Options, bin, dir string) (*cpCoord, erro
 		return c, nil
 	}
 	c.cmd = exec.Command(bin, "coordinator", "--listen", "127.0.0.1:0", "--data", dir, "--log-level", "warn",
-		"--rate-limit-enroll", "off", "--rate-limit-admin", "off")
+		"--rate-limit-enroll", "off", "--rate-limit-admin", "off", "--conn-limit-source", "-1", "--conn-limit-total", "-1")
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -69,6 +69,10 @@ type Config struct {
 	// API and console login (see RateLimits). Default: enroll 5/s burst
 	// 20, admin 20/s burst 50, login 1/s burst 5; loopback is not exempt.
 	RateLimits RateLimits
+	// ConnLimits is optional: caps on open connections per source and in
+	// all, the TLS handshake/header timeout and the idle timeout (see
+	// ConnLimits). Default 64 per source, 4096 in all, 10 s, 2 min.
+	ConnLimits ConnLimits
 	// Relays is optional: the TURN/STUN relays put into every map, each
 	// with a per-node credential (user = node name, 24 h, see relays.go).
 	// Load them with turncred.LoadCred from each relay's relay.cred. Default:
@@ -90,6 +94,9 @@ type Config struct {
 	keepalive time.Duration
 	// writeTimeout overrides streamWriteTimeout in this package's tests.
 	writeTimeout time.Duration
+	// replayPerSigner and replayTotal override the replay cache's bounds
+	// in this package's tests.
+	replayPerSigner, replayTotal int
 }
 
 // Coordinator is a running control plane. Its methods are safe for
@@ -110,6 +117,7 @@ type Coordinator struct {
 
 	srv       *http.Server
 	ln        net.Listener
+	conns     *connLimiter    // wraps ln: connection caps (connlimit.go)
 	baseCtx   context.Context // cancelled by Close; every request context derives from it
 	cancel    context.CancelFunc
 	serveDone chan struct{}
@@ -126,6 +134,7 @@ type Coordinator struct {
 	sweep   sweeper          // node identity expiry (expiry.go)
 
 	limits *rateLimiters // per-source request limits (ratelimit.go)
+	replay *replayCache  // nonces of accepted signed requests (replay.go)
 
 	// snapMu serialises snapshot refreshes; snap is read lock-free.
 	// Lock order: snapMu before mu; snapMu before store calls (and the
@@ -196,6 +205,9 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ConnLimits, err = cfg.ConnLimits.withDefaults(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("coordinator: create data dir: %w", err)
 	}
@@ -210,6 +222,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		idOf:      make(map[string]uint32),
 		limiter:   logthrottle.Limiter{Interval: 10 * time.Second},
 		limits:    limits,
+		replay:    newReplayCache(cfg.replayPerSigner, cfg.replayTotal),
 		serveDone: make(chan struct{}),
 	}
 	st := cfg.Store
@@ -242,6 +255,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("coordinator: listen: %w", err)
 	}
+	c.conns = newConnLimiter(c.ln, cfg.ConnLimits, c.connCapped)
 	listenAP, _ := netip.ParseAddrPort(c.ln.Addr().String())
 	c.url = cfg.URL
 	if c.url == "" {
@@ -276,24 +290,20 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	}
 
 	c.baseCtx, c.cancel = context.WithCancel(context.Background())
-	c.srv = &http.Server{
-		Handler:           handler,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		BaseContext:       func(net.Listener) context.Context { return c.baseCtx },
-		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
-	}
+	c.srv = newHTTPServer(handler, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
+		cfg.ConnLimits, c.conns.connState)
+	c.srv.BaseContext = func(net.Listener) context.Context { return c.baseCtx }
+	c.srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)
 	go func() {
 		defer close(c.serveDone)
-		if err := c.srv.ServeTLS(c.ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := c.srv.ServeTLS(c.conns, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.log.Error("coordinator: serve stopped", "err", err)
 		}
 	}()
 	c.startSweeper()
 	c.log.Info("coordinator: serving", "endpoint", c.ln.Addr().String(), "url", c.url, "pin", c.pin,
-		"key", wire.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula)
+		"key", wire.Fingerprint(c.PublicKey()), "prefix4", c.prefix4, "prefix6", c.ula,
+		"conns_per_source", cfg.ConnLimits.PerSource, "conns_total", cfg.ConnLimits.Total)
 	return c, nil
 }
 

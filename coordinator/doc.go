@@ -11,9 +11,11 @@
 // Trust: the server certificate is self-signed and reaches clients as a pin
 // (wire.CertPin) inside a join token or admin.cred (wire.AdminCred). Nodes
 // authenticate every request with their Ed25519 identity key
-// (wire.SignRequest); the administrator authenticates with the bearer
-// secret in admin.cred. Network maps are signed with a separate Ed25519 key
-// (wire.Sign), which also signs the audit checkpoints.
+// (wire.SignRequest), each accepted once (replay.go); the administrator
+// authenticates with the bearer secret in admin.cred. Network maps are
+// signed with a separate Ed25519 key (wire.Sign), which also signs the
+// audit checkpoints. A WireGuard key is bound to one node identity for
+// good (coordinator/store's key index, checked in the writing transaction).
 //
 // This package is the core; its parts are packages of their own:
 // coordinator/store (Store, Tx and the bbolt implementation),
@@ -27,7 +29,8 @@
 // and delta.go (per-node maps and deltas), stream.go (fan-out), probe.go
 // (probe push), relays.go (relay credentials in maps), revoke.go and
 // expiry.go (node lifecycle), admin.go (admin API), http.go (middleware and
-// error JSON), ratelimit.go (per-source limits), stats.go and metrics.go
+// error JSON), ratelimit.go (per-source limits), connlimit.go (connection
+// caps and timeouts), replay.go (signed-request replay cache), stats.go and metrics.go
 // (counters), events.go (lifecycle events to the audit log), audit_api.go (node reports and the
 // admin audit API), console.go (the console's Core), policy_api.go (the
 // access policy: versions, compiled filters and pruned peers in maps, admin

@@ -45,15 +45,25 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	did, _, err := wire.VerifyRequest(r, body, c.now())
+	auth, err := wire.VerifyRequest(r, body, c.now())
 	if err != nil {
 		return refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "%v", err)
 	}
-	req, err := parseEnrollRequest(body)
-	if err != nil {
+	did := auth.DID
+	// An enrollment is accepted once. A refused one is forgotten again: it
+	// changed nothing, and strangers (any key signs an enrollment) must not
+	// fill the replay cache.
+	if err := c.replay.claim(auth, c.now()); err != nil {
 		return err
 	}
-	if err := checkDisco(req.DiscoKey, nil); err != nil {
+	enrolled := false
+	defer func() {
+		if !enrolled {
+			c.replay.release(auth)
+		}
+	}()
+	req, err := parseEnrollRequest(body)
+	if err != nil {
 		return err
 	}
 	if err := checkDisco(req.DiscoKey, nil); err != nil {
@@ -79,7 +89,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 		if !ok || n.WGKey != req.WGKey {
-			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+			if err := c.checkWGKeyUsable(tx, did, req.WGKey); err != nil {
 				return err
 			}
 		}
@@ -101,7 +111,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			}
 			node = n
 			if err := tx.PutNode(n); err != nil {
-				return err
+				return keyInUse(err, req.WGKey)
 			}
 			_, err = tx.BumpSerial()
 			return err
@@ -147,7 +157,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 			node.Expires = now.Add(rec.NodeTTL)
 		}
 		if err := tx.PutNode(node); err != nil {
-			return err
+			return keyInUse(err, req.WGKey)
 		}
 		_, err = tx.BumpSerial()
 		return err
@@ -172,6 +182,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) error
 		c.audit.Record(audit.KindTokenUse, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", tokenID)
 		c.audit.Record(audit.KindEnroll, "actor", did, "actor_name", node.Name, "remote", r.RemoteAddr, "subject", node.Name, "token", tokenID, "ipv4", node.IPv4, "ipv6", node.IPv6, "tags", node.Tags)
 	}
+	enrolled = true
 	if err := c.changed(); err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ const (
 	eventExpire     = "node.expire"  // a node's identity expired and was dropped (node, did, expires)
 	eventRotate     = "node.rotate"  // a node bound a new WireGuard key (node, did, old, new fingerprints)
 	eventRefused    = "node.refused" // a revoked or expired identity was refused (node/did, reason, path)
-	eventKeyRefused = "key.refused"  // a retired or revoked WireGuard key was offered (did, key fingerprint, reason)
+	eventKeyRefused = "key.refused"  // a retired, revoked or other node's WireGuard key was offered (did, reason, path, err)
 )
 
 // event writes one node-lifecycle event to the audit log (coordinator/audit): it

@@ -24,6 +24,7 @@ type apiError struct {
 	code   string
 	msg    string
 	cause  error
+	wait   time.Duration // > 0: sent as Retry-After
 }
 
 func (e *apiError) Error() string {
@@ -40,6 +41,9 @@ func refuse(status int, code, format string, args ...any) *apiError {
 }
 
 func (e *apiError) with(cause error) *apiError { e.cause = cause; return e }
+
+// retry sets the Retry-After the refusal is sent with.
+func (e *apiError) retry(wait time.Duration) *apiError { e.wait = wait; return e }
 
 // handlerFunc is a handler that reports refusals as an error; serve turns
 // them into ErrorResponse JSON, a log line and a counter.
@@ -149,6 +153,9 @@ func (c *Coordinator) fail(w http.ResponseWriter, r *http.Request, err error) {
 			"node", node, "reason", ae.code, "err", ae.Error(), "path", r.URL.Path, "endpoint", r.RemoteAddr, "status", ae.status)
 	} else {
 		c.stats.logsSuppressed.Add(1)
+	}
+	if ae.wait > 0 {
+		w.Header().Set("Retry-After", retryAfter(ae.wait))
 	}
 	writeJSON(w, ae.status, wire.ErrorResponse{Code: ae.code, Error: ae.msg, ProtocolVersion: wire.ProtocolVersion})
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,7 +16,7 @@ func TestRequestRefusals(t *testing.T) {
 	member.enroll(h.token(wire.CreateTokenRequest{}), "member")
 	tok := h.token(wire.CreateTokenRequest{})
 	enrollBody := func(n *testNode) []byte {
-		return mustJSON(t, wire.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "newbie", WGKey: n.wg})
+		return mustJSON(t, wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: tok, Name: "newbie", WGKey: n.wg})
 	}
 
 	tests := []struct {
@@ -71,12 +72,12 @@ func TestRequestRefusals(t *testing.T) {
 		{
 			name: "version 99", path: wire.PathEnroll, body: enrollBody,
 			mod:    func(r *http.Request) { r.Header.Set(wire.HeaderProtocol, "99") },
-			status: http.StatusBadRequest, code: wire.CodeVersion, msgs: []string{"99", "1"},
+			status: http.StatusBadRequest, code: wire.CodeVersion, msgs: []string{"99", "speaks " + strconv.Itoa(wire.ProtocolVersion)},
 		},
 		{
 			name: "version header missing", path: wire.PathEnroll, body: enrollBody,
 			mod:    func(r *http.Request) { r.Header.Del(wire.HeaderProtocol) },
-			status: http.StatusBadRequest, code: wire.CodeVersion, msgs: []string{wire.HeaderProtocol, "speaks control protocol 1"},
+			status: http.StatusBadRequest, code: wire.CodeVersion, msgs: []string{wire.HeaderProtocol, "speaks control protocol " + strconv.Itoa(wire.ProtocolVersion), "upgrade the client"},
 		},
 		{
 			name: "body version 99", path: wire.PathEnroll,
@@ -88,14 +89,14 @@ func TestRequestRefusals(t *testing.T) {
 		{
 			name: "bad WireGuard key", path: wire.PathEnroll,
 			body: func(n *testNode) []byte {
-				return mustJSON(t, wire.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "newbie", WGKey: "short"})
+				return mustJSON(t, wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: tok, Name: "newbie", WGKey: "short"})
 			},
 			status: http.StatusBadRequest, code: wire.CodeBadRequest, msgs: []string{"WireGuard key"},
 		},
 		{
 			name: "bad name", path: wire.PathEnroll,
 			body: func(n *testNode) []byte {
-				return mustJSON(t, wire.EnrollRequest{ProtocolVersion: 1, Token: tok, Name: "Bad_Name", WGKey: n.wg})
+				return mustJSON(t, wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, Token: tok, Name: "Bad_Name", WGKey: n.wg})
 			},
 			status: http.StatusBadRequest, code: wire.CodeBadRequest, msgs: []string{"DNS label"},
 		},

@@ -36,6 +36,7 @@ type coordCollector struct {
 
 	requests, refused, enrollments, updates, tokensCreated, nodesDeleted *prometheus.Desc
 	pushes, deltas, keepalives, coalesced, nodes, online                 *prometheus.Desc
+	connsOpen, connsRefused, connsShed                                   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*coordCollector)(nil)
@@ -58,6 +59,9 @@ func newCoordCollector(c *Coordinator) *coordCollector {
 		coalesced:     d("agentnet_coordinator_netmap_changes_coalesced_total", "Change notifications merged into one already pending for a stream."),
 		nodes:         d("agentnet_coordinator_nodes", "Enrolled nodes."),
 		online:        d("agentnet_coordinator_nodes_online", "Nodes with an open netmap stream."),
+		connsOpen:     d("agentnet_coordinator_connections_open", "TLS connections open now."),
+		connsRefused:  d("agentnet_coordinator_connections_refused_total", "Connections closed at accept because a cap was reached and every connection in its scope was busy, by cap (per_source, total).", "cap"),
+		connsShed:     d("agentnet_coordinator_connections_shed_total", "Idle connections closed to admit a new one over a cap, by cap (per_source, total).", "cap"),
 	}
 }
 
@@ -66,6 +70,7 @@ func (cc *coordCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		cc.requests, cc.refused, cc.enrollments, cc.updates, cc.tokensCreated, cc.nodesDeleted,
 		cc.pushes, cc.deltas, cc.keepalives, cc.coalesced, cc.nodes, cc.online,
+		cc.connsOpen, cc.connsRefused, cc.connsShed,
 	} {
 		ch <- d
 	}
@@ -106,6 +111,11 @@ func (cc *coordCollector) Collect(ch chan<- prometheus.Metric) {
 	online := len(c.streams)
 	c.mu.Unlock()
 	gauge(cc.online, float64(online))
+	gauge(cc.connsOpen, float64(s.ConnsOpen))
+	for _, cap := range []string{connCapSource, connCapTotal} {
+		counter(cc.connsRefused, s.ConnsRefused[cap], cap)
+		counter(cc.connsShed, s.ConnsShed[cap], cap)
+	}
 }
 
 // startMetrics serves /metrics on Config.MetricsListen, if set. New calls

@@ -9,12 +9,14 @@ import (
 )
 
 // authNode authenticates a node-signed request (wire.VerifyRequest over
-// body) and returns the enrolled node it comes from.
+// body), refuses a replayed one (replay.go) and returns the enrolled node
+// it comes from.
 func (c *Coordinator) authNode(r *http.Request, body []byte) (wire.Node, error) {
-	did, _, err := wire.VerifyRequest(r, body, c.now())
+	auth, err := wire.VerifyRequest(r, body, c.now())
 	if err != nil {
 		return wire.Node{}, refuse(http.StatusUnauthorized, wire.CodeUnauthorized, "%v", err)
 	}
+	did := auth.DID
 	var n wire.Node
 	if err := c.store.View(func(tx store.Tx) error {
 		var ok bool
@@ -33,6 +35,10 @@ func (c *Coordinator) authNode(r *http.Request, body []byte) (wire.Node, error) 
 	if expired(n, c.now()) {
 		err := c.expire(n.DID)
 		c.refused(did, r, err)
+		return n, err
+	}
+	// Only now, for an enrolled node: strangers take no cache entries.
+	if err := c.replay.claim(auth, c.now()); err != nil {
 		return n, err
 	}
 	return n, nil
@@ -94,7 +100,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 			return nil
 		}
 		if n.WGKey != req.WGKey {
-			if err := c.checkWGKeyUsable(tx, req.WGKey); err != nil {
+			if err := c.checkWGKeyUsable(tx, self.DID, req.WGKey); err != nil {
 				return err
 			}
 		}
@@ -106,7 +112,7 @@ func (c *Coordinator) handleUpdate(w http.ResponseWriter, r *http.Request) error
 		n.DiscoKey, n.Relayed = disco, req.Relayed
 		updated = n
 		if err := tx.PutNode(n); err != nil {
-			return err
+			return keyInUse(err, req.WGKey)
 		}
 		_, err = tx.BumpSerial()
 		return err

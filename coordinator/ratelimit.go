@@ -227,10 +227,13 @@ func (s *sourceLimiter) size() int {
 
 // sourceOf is the rate-limit key of a request: its IPv4 address, or the
 // /64 of its IPv6 address (one host usually holds a whole /64).
-func sourceOf(r *http.Request) netip.Prefix {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func sourceOf(r *http.Request) netip.Prefix { return sourcePrefix(r.RemoteAddr) }
+
+// sourcePrefix is sourceOf for a remote "host:port" (or bare host).
+func sourcePrefix(remote string) netip.Prefix {
+	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
-		host = r.RemoteAddr
+		host = remote
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil {

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -145,17 +146,47 @@ func refuseRevoked(rec wire.Revocation) *apiError {
 }
 
 // checkWGKeyUsable refuses a WireGuard key that was retired or revoked,
-// whoever offers it. It runs inside a store transaction, so it reports
-// nothing to the audit hook; the caller passes the refusal to c.refused
-// after the transaction.
-func (c *Coordinator) checkWGKeyUsable(tx store.Tx, wgKey string) error {
+// whoever offers it, and a key another identity holds or ever held (one
+// key, one node, ever: a node keeps one peer per key, so a second node
+// publishing a key takes its traffic; issue 17, item 1). It runs inside
+// the store transaction that then writes the key, which is what makes the
+// check race-free (and PutNode refuses a bound key again, so a write path
+// that forgot the check still cannot share a key). It reports nothing to
+// the audit hook; the caller passes the refusal to c.refused after the
+// transaction.
+func (c *Coordinator) checkWGKeyUsable(tx store.Tx, did, wgKey string) error {
 	k, ok, err := tx.RetiredKey(wgKey)
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	return refuse(http.StatusForbidden, wire.CodeKeyRetired,
-		"WireGuard key %s was %s at %s and is never accepted again; the node must use a fresh key (agentnet node rotate, or a new state dir)",
-		wgFingerprint(wgKey), k.State, k.At.UTC().Format(time.RFC3339))
+	if ok {
+		return refuse(http.StatusForbidden, wire.CodeKeyRetired,
+			"WireGuard key %s was %s at %s and is never accepted again; the node must use a fresh key (agentnet node rotate, or a new state dir)",
+			wgFingerprint(wgKey), k.State, k.At.UTC().Format(time.RFC3339))
+	}
+	raw, err := wire.ParseWGKey(wgKey)
+	if err != nil {
+		return refuse(http.StatusBadRequest, wire.CodeBadRequest, "%v", err)
+	}
+	owner, ok, err := tx.WGKeyOwner(raw)
+	if err != nil || !ok || owner == did {
+		return err
+	}
+	return errKeyInUse(wgKey)
+}
+
+func errKeyInUse(wgKey string) *apiError {
+	return refuse(http.StatusConflict, wire.CodeKeyInUse,
+		"WireGuard key %s belongs to another node identity; a key is bound to one node, ever: "+
+			"the node must use a fresh key of its own (agentnet node rotate, or a new state dir)", wgFingerprint(wgKey))
+}
+
+// keyInUse turns the store's ErrKeyInUse into the API refusal.
+func keyInUse(err error, wgKey string) error {
+	if errors.Is(err, store.ErrKeyInUse) {
+		return errKeyInUse(wgKey).with(err)
+	}
+	return err
 }
 
 // bindWGKey sets n's WireGuard key to newKey inside tx, retiring the old
@@ -190,7 +221,7 @@ func (c *Coordinator) refused(did string, r *http.Request, err error) {
 	switch ae.code {
 	case wire.CodeNodeRevoked, wire.CodeNodeExpired:
 		c.event(eventRefused, slog.String("did", did), slog.String("reason", ae.code), slog.String("path", r.URL.Path))
-	case wire.CodeKeyRetired:
+	case wire.CodeKeyRetired, wire.CodeKeyInUse:
 		c.event(eventKeyRefused, slog.String("did", did), slog.String("reason", ae.code), slog.String("path", r.URL.Path), slog.String("err", ae.msg))
 	}
 }

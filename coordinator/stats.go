@@ -15,15 +15,18 @@ type Stats struct {
 	Updates        uint64            // accepted UpdateRequests
 	TokensCreated  uint64
 	NodesDeleted   uint64
-	MapsSent       uint64 // whole maps written to streams
-	DeltasSent     uint64 // map deltas written to streams
-	Keepalives     uint64 // keepalives written to streams
-	Coalesced      uint64 // change notifications merged into one already pending
-	StreamsOpen    int64  // streams open now
-	LogsSuppressed uint64 // refusal log lines rate-limited away (still counted in Refused)
-	ProbesAccepted uint64 // accepted POST /v1/probe requests
-	ProbesSent     uint64 // probe messages written to streams
-	ProbesDropped  uint64 // probe messages not queued: stream queue full or node offline
+	MapsSent       uint64            // whole maps written to streams
+	DeltasSent     uint64            // map deltas written to streams
+	Keepalives     uint64            // keepalives written to streams
+	Coalesced      uint64            // change notifications merged into one already pending
+	StreamsOpen    int64             // streams open now
+	LogsSuppressed uint64            // refusal log lines rate-limited away (still counted in Refused)
+	ProbesAccepted uint64            // accepted POST /v1/probe requests
+	ProbesSent     uint64            // probe messages written to streams
+	ProbesDropped  uint64            // probe messages not queued: stream queue full or node offline
+	ConnsOpen      int               // TLS connections open now (ConnLimits)
+	ConnsRefused   map[string]uint64 // connections closed at accept, every one in scope busy, by cap ("per_source", "total")
+	ConnsShed      map[string]uint64 // idle connections closed to admit a new one over a cap, by cap
 }
 
 // counters are the live values behind Stats.
@@ -32,6 +35,7 @@ type counters struct {
 	mapsSent, deltasSent, keepalives, coalesced, logsSuppressed          atomic.Uint64
 	streamsOpen                                                          atomic.Int64
 	probesAccepted, probesSent, probesDropped                            atomic.Uint64
+	connRefusedSource, connRefusedTotal, connShedSource, connShedTotal   atomic.Uint64
 
 	mu      sync.Mutex // guards refused
 	refused map[string]uint64
@@ -72,5 +76,8 @@ func (c *Coordinator) Stats() Stats {
 		ProbesAccepted: s.probesAccepted.Load(),
 		ProbesSent:     s.probesSent.Load(),
 		ProbesDropped:  s.probesDropped.Load(),
+		ConnsOpen:      c.openConns(),
+		ConnsRefused:   map[string]uint64{connCapSource: s.connRefusedSource.Load(), connCapTotal: s.connRefusedTotal.Load()},
+		ConnsShed:      map[string]uint64{connCapSource: s.connShedSource.Load(), connCapTotal: s.connShedTotal.Load()},
 	}
 }

@@ -25,9 +25,6 @@ import (
 //  4. The sections (checkQuery, in the handler): the additional record is
 //     an OPT, and its EDNS version is 0.
 
-// refusedLogInterval spaces the log lines about one refused source.
-const refusedLogInterval = 10 * time.Second
-
 // errRefusedSource ends a TCP connection from a source outside Allow.
 var errRefusedSource = errors.New("dns: source not allowed")
 

@@ -30,21 +30,6 @@ import (
 	"github.com/agentnet/agentnet/internal/logthrottle"
 )
 
-const (
-	// DefaultDomain is Config.Domain's default.
-	DefaultDomain = "agents.internal"
-
-	// ttl is short: the table changes with every network map and agents
-	// must not cache a revoked or moved name for long.
-	ttl = 5
-
-	// forwardTimeout bounds one upstream exchange.
-	forwardTimeout = 3 * time.Second
-
-	// shutdownTimeout bounds how long Close waits for in-flight queries.
-	shutdownTimeout = 5 * time.Second
-)
-
 // ErrClosed is returned by Serve and ListenAndServe after Close.
 var ErrClosed = errors.New("dns: server closed")
 
@@ -93,6 +78,9 @@ type Stats struct {
 
 // Server answers DNS queries for agent names. Its methods are safe for
 // concurrent use.
+//
+// Lock order: mu and the limiter's lock are never held together (the
+// limiter is asked on the query path, mu only by Serve and Close).
 type Server struct {
 	domain   string // lowercase FQDN with trailing dot, e.g. "agents.internal."
 	upstream string

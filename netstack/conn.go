@@ -1,10 +1,15 @@
 package netstack
 
 import (
+	"errors"
 	"net"
-	"sync/atomic"
+	"net/netip"
+	"sync"
+	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // The gonet adapters report a closed endpoint with gVisor's own error
@@ -13,34 +18,115 @@ import (
 // errors.Is(err, net.ErrClosed) as with the standard library. They cost
 // one allocation per conn, none per packet.
 
-// tcpListener is a net.Listener on a Stack.
+// tcpListener is a net.Listener on a Stack. It is gonet's TCPListener
+// plus the connection caps: gonet hides the accepted endpoint, and
+// resetting a refused connection needs it.
 type tcpListener struct {
-	*gonet.TCPListener
-	s      *Stack
-	closed atomic.Bool
+	s  *Stack
+	ep tcpip.Endpoint // listening
+	wq *waiter.Queue  // ep's
+
+	closeOnce sync.Once
+	cancel    chan struct{} // closed by Close: wakes a blocked Accept
 }
 
-// Accept implements net.Listener.
+func newTCPListener(s *Stack, ep tcpip.Endpoint, wq *waiter.Queue) *tcpListener {
+	return &tcpListener{s: s, ep: ep, wq: wq, cancel: make(chan struct{})}
+}
+
+// Accept implements net.Listener. It resets (RST) and counts, without
+// blocking, each connection over a cap (Config.MaxConnsPerSource,
+// MaxConns), and returns the next one within them. The returned conn
+// holds its slot until Close.
 func (l *tcpListener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.Accept()
-	if err != nil {
-		if l.closed.Load() || l.s.closed() {
-			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		var peer tcpip.FullAddress
+		ep, wq, terr := l.ep.Accept(&peer)
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			select {
+			case <-l.cancel:
+				return nil, l.closedError()
+			case <-l.s.done:
+				return nil, l.closedError()
+			case <-ready:
+			}
+			continue
 		}
-		return nil, err
+		if terr != nil {
+			if l.isClosed() || l.s.closed() {
+				return nil, l.closedError()
+			}
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: errors.New(terr.String())}
+		}
+		src, _ := netip.AddrFromSlice(peer.Addr.AsSlice())
+		src = src.Unmap()
+		if _, ok := l.s.conns.Acquire(src); !ok {
+			// Linger 0: Close sends RST and frees the endpoint at once
+			// (no FIN exchange, no TIME_WAIT).
+			ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+			ep.Close()
+			continue
+		}
+		return &acceptedConn{tcpConn: tcpConn{TCPConn: gonet.NewTCPConn(wq, ep), s: l.s}, ep: ep, src: src}, nil
 	}
-	return &tcpConn{TCPConn: c.(*gonet.TCPConn), s: l.s}, nil
+}
+
+func (l *tcpListener) isClosed() bool {
+	select {
+	case <-l.cancel:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *tcpListener) closedError() error {
+	return &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
 }
 
 // Close implements net.Listener: a blocked Accept returns net.ErrClosed.
+// Connections not yet accepted are dropped; accepted ones stay open.
 func (l *tcpListener) Close() error {
-	if l.closed.Swap(true) {
+	l.closeOnce.Do(func() {
+		close(l.cancel)
+		l.ep.Close()
+	})
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *tcpListener) Addr() net.Addr {
+	a, err := l.ep.GetLocalAddress()
+	if err != nil {
 		return nil
 	}
-	// Shutdown wakes a blocked Accept (it closes gonet's cancel channel);
-	// Close releases the endpoint.
-	l.TCPListener.Shutdown()
-	return l.TCPListener.Close()
+	return &net.TCPAddr{IP: a.Addr.AsSlice(), Port: int(a.Port)}
+}
+
+// acceptedConn is a conn from tcpListener.Accept: it gives its slot back
+// on Close.
+type acceptedConn struct {
+	tcpConn
+	ep   tcpip.Endpoint
+	src  netip.Addr
+	once sync.Once
+}
+
+// Close implements net.Conn and releases the connection's slot.
+func (c *acceptedConn) Close() error {
+	c.once.Do(func() { c.s.conns.Release(c.src) })
+	return c.TCPConn.Close()
+}
+
+// SetLinger is net.TCPConn's SetLinger: with sec 0, Close resets the
+// connection (RST) instead of closing it gracefully; negative restores
+// the default.
+func (c *acceptedConn) SetLinger(sec int) error {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: sec >= 0, Timeout: time.Duration(sec) * time.Second})
+	return nil
 }
 
 // tcpConn is a net.Conn on a Stack.

@@ -25,6 +25,16 @@
 // goroutine hand-off per packet, MSS-sized segments end to end), the
 // per-packet cost moves out of gVisor's TCP and into a memcpy.
 //
+// # Inbound connections
+//
+// ListenTCP's listeners share the stack's caps (Config.MaxConnsPerSource,
+// MaxConns): Accept resets (RST) and counts each connection over a cap and
+// returns the next one within them, so a flood from one peer neither grows
+// without bound nor blocks the accept loop; a connection holds its slot
+// until Close. Connections not yet accepted, half-open or queued, are
+// bounded by each listener's backlog (Config.ListenBacklog; past it gVisor
+// sends SYN cookies and drops handshakes the queue cannot take).
+//
 // # Lifetime
 //
 // New starts the stack; TUN returns its device for device.NewDevice;

@@ -20,18 +20,6 @@ import (
 // payload already emitted, FIN and PSH only on the last segment, and a full
 // TCP checksum over the RFC 793 §3.1 / RFC 8200 §8.1 pseudo-header.
 
-// IP and TCP header constants used by the splitter (RFC 791, RFC 8200,
-// RFC 793).
-const (
-	ipv4MinHeaderLen = 20
-	ipv6HeaderLen    = 40
-	tcpMinHeaderLen  = 20
-	protoTCP         = 6
-	tcpFlagFIN       = 0x01
-	tcpFlagPSH       = 0x08
-	tcpChecksumOff   = 16
-)
-
 // errShortBuffer reports a caller buffer too small for a segment.
 var errShortBuffer = errors.New("netstack: tun read buffer too small for packet")
 

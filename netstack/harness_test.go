@@ -69,14 +69,24 @@ type pair struct {
 
 func newPair(tb testing.TB, mtu int) *pair {
 	tb.Helper()
-	a, err := New(Config{Addrs: []netip.Addr{addrA4, addrA6}, MTU: mtu})
+	return newPairConfig(tb, Config{MTU: mtu}, Config{MTU: mtu})
+}
+
+// newPairConfig is newPair with the configs of a and b (Addrs are filled
+// in; the MTUs must match).
+func newPairConfig(tb testing.TB, ca, cb Config) *pair {
+	tb.Helper()
+	ca.Addrs = []netip.Addr{addrA4, addrA6}
+	a, err := New(ca)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b, err := New(Config{Addrs: []netip.Addr{addrB4, addrB6}, MTU: mtu})
+	cb.Addrs = []netip.Addr{addrB4, addrB6}
+	b, err := New(cb)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	mtu := ca.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}

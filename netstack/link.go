@@ -22,6 +22,10 @@ import (
 //     the queue, Write injects decrypted packets through GRO.
 //
 // Converting between *link, *linkEndpoint and *linkTUN is free.
+//
+// Lock order: readMu before out's mu (Read pops under readMu; close takes
+// readMu only after closing out). writeMu is never held with either: the
+// inbound direction shares only atomics with the outbound one.
 type link struct {
 	log *slog.Logger
 	mtu atomic.Uint32
@@ -65,17 +69,6 @@ type linkStats struct {
 	readBatches  atomic.Uint64 // Read calls that returned packets
 	writeBatches atomic.Uint64 // Write calls
 }
-
-// Queue bounds (see pktQueue). 4096 packets or 16 MiB, whichever first.
-const (
-	outQueuePackets = 4096
-	outQueueBytes   = 16 << 20
-	// batchSize is what BatchSize reports: wireguard-go allocates this many
-	// buffers per Read and encrypts the batch in parallel.
-	batchSize = 128
-	// gsoMaxSize is the largest segment gVisor TCP may hand WritePackets.
-	gsoMaxSize = 1 << 16
-)
 
 // linkEndpoint is the gVisor face of link.
 type linkEndpoint link

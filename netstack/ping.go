@@ -17,9 +17,6 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// pingPayloadLen is the echo payload: 16 random bytes to match the reply.
-const pingPayloadLen = 16
-
 // Ping sends one ICMP (IPv4) or ICMPv6 echo request to dst through the
 // stack and returns the round-trip time of the matching reply. It uses a
 // gVisor "ping socket" endpoint (like Linux's unprivileged ICMP sockets):

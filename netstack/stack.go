@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -19,23 +20,13 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/agentnet/agentnet/internal/connlimit"
 )
 
 // nicID is the only NIC of a Stack.
 const nicID tcpip.NICID = 1
-
-// DefaultMTU is the MTU used when Config.MTU is zero: the IPv6 minimum
-// (RFC 8200 §5), safe on any path after WireGuard's 80-byte overhead.
-const DefaultMTU = 1280
-
-// TCP buffer sizes. gVisor's defaults (1 MiB) cap a single stream's
-// bandwidth-delay product; auto-tuning (moderate receive buffer) grows the
-// receive buffer up to the max.
-const (
-	tcpBufMin     = 4 << 10
-	tcpBufDefault = 1 << 20
-	tcpBufMax     = 8 << 20
-)
 
 // ErrInvalidConfig is returned by New for a configuration it refuses.
 var ErrInvalidConfig = errors.New("netstack: invalid config")
@@ -52,14 +43,37 @@ type Config struct {
 	MTU int
 	// Logger. Optional, default slog.Default().
 	Logger *slog.Logger
+
+	// MaxConnsPerSource caps the inbound TCP connections from one source
+	// address open at once, over all of the stack's listeners; Accept
+	// resets the ones beyond it (RST) and counts them (Stats). A peer
+	// counts its IPv4 and IPv6 addresses separately. Optional, default
+	// connlimit.DefaultPerSource (256); negative is refused.
+	MaxConnsPerSource int
+	// MaxConns caps all inbound TCP connections open at once, like
+	// MaxConnsPerSource. Optional, default connlimit.DefaultTotal (4096);
+	// negative is refused.
+	MaxConns int
+	// ListenBacklog bounds each listener's connections in flight:
+	// handshakes in progress and connections established but not yet
+	// accepted. Past it gVisor answers SYNs with SYN cookies (no state)
+	// and drops the handshake's last ACK while the accept queue is full,
+	// as Linux does (the peer retransmits). Optional, default
+	// DefaultListenBacklog (256); negative is refused.
+	ListenBacklog int
+	// Now is the clock of the refusal logs' rate limit. Optional, default
+	// time.Now.
+	Now func() time.Time
 }
 
 // Stack is a userspace TCP/IP stack (gVisor) whose only interface is a
 // batched tun.Device for wireguard-go. It is safe for concurrent use.
 type Stack struct {
-	log   *slog.Logger
-	stack *stack.Stack
-	link  *link
+	log     *slog.Logger
+	stack   *stack.Stack
+	link    *link
+	conns   *connlimit.Limiter // inbound TCP connections of every listener
+	backlog int                // Config.ListenBacklog
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -87,6 +101,17 @@ func New(cfg Config) (*Stack, error) {
 			return nil, fmt.Errorf("%w: bad address %v", ErrInvalidConfig, a)
 		}
 	}
+	backlog := cfg.ListenBacklog
+	if backlog == 0 {
+		backlog = DefaultListenBacklog
+	}
+	if backlog < 0 {
+		return nil, fmt.Errorf("%w: ListenBacklog %d is negative", ErrInvalidConfig, backlog)
+	}
+	conns, err := connlimit.New(connlimit.Config{PerSource: cfg.MaxConnsPerSource, Total: cfg.MaxConns, Logger: log.With("netstack", "tcp"), Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
 
 	st := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -94,10 +119,12 @@ func New(cfg Config) (*Stack, error) {
 		HandleLocal:        true,
 	})
 	s := &Stack{
-		log:   log,
-		stack: st,
-		link:  newLink(mtu, log),
-		done:  make(chan struct{}),
+		log:     log,
+		stack:   st,
+		link:    newLink(mtu, log),
+		conns:   conns,
+		backlog: backlog,
+		done:    make(chan struct{}),
 	}
 	if err := s.configure(cfg.Addrs); err != nil {
 		s.Close()
@@ -185,19 +212,27 @@ type Stats struct {
 	ReadBatches uint64 // Read calls that returned packets
 	InPackets   uint64 // packets accepted by TUN Write
 	InDropped   uint64 // inbound packets dropped (not IP, stack closed)
+
+	ConnsOpen             uint64 // inbound TCP connections accepted and not yet closed
+	ConnsRefusedPerSource uint64 // inbound TCP connections reset: MaxConnsPerSource
+	ConnsRefusedTotal     uint64 // inbound TCP connections reset: MaxConns
 }
 
 // Stats returns a snapshot of the data-path counters.
 func (s *Stack) Stats() Stats {
 	st := &s.link.stats
+	cs := s.conns.Stats()
 	return Stats{
-		OutPackets:  st.outPackets.Load(),
-		OutGSO:      st.outGSO.Load(),
-		OutDropped:  st.outDropped.Load(),
-		OutMaxBatch: st.outMaxBatch.Load(),
-		ReadBatches: st.readBatches.Load(),
-		InPackets:   st.inPackets.Load(),
-		InDropped:   st.inDropped.Load(),
+		ConnsOpen:             uint64(cs.Open),
+		ConnsRefusedPerSource: cs.RefusedPerSource,
+		ConnsRefusedTotal:     cs.RefusedTotal,
+		OutPackets:            st.outPackets.Load(),
+		OutGSO:                st.outGSO.Load(),
+		OutDropped:            st.outDropped.Load(),
+		OutMaxBatch:           st.outMaxBatch.Load(),
+		ReadBatches:           st.readBatches.Load(),
+		InPackets:             st.inPackets.Load(),
+		InDropped:             st.inDropped.Load(),
 	}
 }
 
@@ -235,16 +270,31 @@ func (s *Stack) DialContext(ctx context.Context, network, address string) (net.C
 
 // ListenTCP listens on ap. An invalid or unspecified IPv6 address means all
 // local addresses, IPv4 and IPv6; 0.0.0.0 means all local IPv4 addresses.
+// Its connections count against the caps of Config (MaxConnsPerSource,
+// MaxConns) from Accept until Close; Accept resets those over a cap.
 func (s *Stack) ListenTCP(ap netip.AddrPort) (net.Listener, error) {
 	if s.closed() {
 		return nil, &net.OpError{Op: "listen", Net: "tcp", Err: net.ErrClosed}
 	}
 	fa, proto := listenAddr(ap)
-	l, err := gonet.ListenTCP(s.stack, fa, proto)
-	if err != nil {
-		return nil, err
+	// gonet.ListenTCP, but with our backlog; see tcpListener for why not
+	// gonet's listener.
+	wq := new(waiter.Queue)
+	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, &net.OpError{Op: "listen", Net: "tcp", Err: errors.New(terr.String())}
 	}
-	return &tcpListener{TCPListener: l, s: s}, nil
+	opErr := func(op string, terr tcpip.Error) error {
+		ep.Close()
+		return &net.OpError{Op: op, Net: "tcp", Addr: &net.TCPAddr{IP: fa.Addr.AsSlice(), Port: int(fa.Port)}, Err: errors.New(terr.String())}
+	}
+	if terr := ep.Bind(fa); terr != nil {
+		return nil, opErr("bind", terr)
+	}
+	if terr := ep.Listen(s.backlog); terr != nil {
+		return nil, opErr("listen", terr)
+	}
+	return newTCPListener(s, ep, wq), nil
 }
 
 // ListenUDP binds a packet conn on ap, with the address rules of ListenTCP.

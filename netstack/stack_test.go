@@ -219,6 +219,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{},
 		{Addrs: []netip.Addr{{}}},
 		{Addrs: []netip.Addr{addrA4}, MTU: 100},
+		{Addrs: []netip.Addr{addrA4}, MaxConnsPerSource: -1},
+		{Addrs: []netip.Addr{addrA4}, MaxConns: -1},
+		{Addrs: []netip.Addr{addrA4}, ListenBacklog: -1},
 	} {
 		if s, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
 			if s != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestVersionMismatch(t *testing.T) {
 		ListenAddr: testnet.Loopback, EnrollTimeout: 3 * time.Second, Logger: testnet.Logger(t)}
 	start := time.Now()
 	_, err := overlay.New(ctxT(t, 10*time.Second), cfg)
-	if !errors.Is(err, wire.ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks 1") {
+	if !errors.Is(err, wire.ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks "+strconv.Itoa(wire.ProtocolVersion)) {
 		t.Fatalf("version mismatch: %v", err)
 	}
 	if time.Since(start) > time.Second {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"time"
 
 	"github.com/agentnet/agentnet/wire"
 )
@@ -15,7 +16,7 @@ import (
 // does before using it at start. It needs no running node; tools such as
 // 'agentnet netcheck' read their relays and credentials from it.
 func LoadCachedMap(stateDir string) (*wire.Map, error) {
-	st, ok, err := loadState(stateDir)
+	st, ok, err := loadState(stateDir, time.Now()) // a tool, not a node: the real clock
 	if err != nil {
 		return nil, err
 	}

@@ -18,20 +18,6 @@ import (
 // evicted (and counted). Entries are values, so lookups and updates do not
 // allocate; a shard's map allocates only while it grows towards its bound.
 
-// Flow table defaults (FilterConfig).
-const (
-	defaultMaxFlows     = 32768
-	defaultTCPTimeout   = 2 * time.Hour
-	defaultUDPTimeout   = 3 * time.Minute
-	defaultICMPTimeout  = 30 * time.Second
-	defaultOtherTimeout = 10 * time.Minute
-
-	flowShards = 16
-	// evictSample is how many entries of a full shard are looked at to find
-	// expired ones or the least recently used.
-	evictSample = 32
-)
-
 // flowEntry is one tracked connection, stored under its canonical key.
 type flowEntry struct {
 	last    int64     // clock of the last packet, ns

@@ -4,40 +4,23 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
-type testClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
-}
-
 // TestNodeExpiryStopsNode: a node enrolled with a token carrying a node TTL
 // is dropped once the coordinator's (injected) clock passes it, hears
 // node_expired, and stops with its peers gone.
 func TestNodeExpiryStopsNode(t *testing.T) {
 	dir := t.TempDir()
-	clock := &testClock{}
+	clock := clocktest.New(time.Now())
 	log := testnet.Logger(t)
 	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Now: clock.Now, Logger: log})
 	if err != nil {
@@ -74,9 +57,9 @@ func TestNodeExpiryStopsNode(t *testing.T) {
 	if _, err := b.WaitMap(ctx, lacksPeer("alpha")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.Refused() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	// WaitMap wakes on the refusal too (lifecycle.go): no polling.
+	if _, err := a.WaitMap(ctx, func(*wire.Map) bool { return a.Refused() != nil }); err != nil {
+		t.Fatalf("alpha never heard its expiry: %v", err)
 	}
 	r := a.Refused()
 	if r == nil || r.Code != wire.CodeNodeExpired || !strings.Contains(r.Error, "--state NEWDIR") {

@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/agentnet/agentnet/wire"
 )
@@ -42,4 +43,24 @@ func (n *Node) ConfiguredPeersForTest() int {
 		return -1
 	}
 	return strings.Count(s, "public_key=")
+}
+
+// HoldCacheWriteForTest makes the node's next write of its map cache (the
+// I/O step of a map application, node.go) close entered and wait for
+// release before writing. release may be called more than once.
+func (n *Node) HoldCacheWriteForTest() (entered <-chan struct{}, release func()) {
+	in, out := make(chan struct{}), make(chan struct{})
+	held := false // writeCache runs under mapMu: no other guard needed
+	n.mapMu.Lock()
+	write := n.writeCache
+	n.writeCache = func(dir string, s *signedMap) error {
+		if !held {
+			held = true
+			close(in)
+			<-out
+		}
+		return write(dir, s)
+	}
+	n.mapMu.Unlock()
+	return in, sync.OnceFunc(func() { close(out) })
 }

@@ -119,6 +119,10 @@ type filterConfig struct {
 // elements). Write reorders the slice headers of bufs to drop denied
 // packets without copying any packet data, then passes the survivors on.
 // Close closes the inner device (blocked calls return its error).
+//
+// Lock order: none is held with another. setMu is the control path's
+// (setFilter); rejectMu, logs.mu and the flow table's shard locks are the
+// data path's, each taken alone and never across a call into another.
 type filterDevice struct {
 	wgtun.Device // the data plane's device: netstack or kernel TUN
 
@@ -178,7 +182,7 @@ func newFilterDevice(inner wgtun.Device, cfg filterConfig) *filterDevice {
 	def(&cfg.UDPTimeout, defaultUDPTimeout)
 	def(&cfg.ICMPTimeout, defaultICMPTimeout)
 	def(&cfg.OtherTimeout, defaultOtherTimeout)
-	def(&cfg.LogInterval, 10*time.Second)
+	def(&cfg.LogInterval, defaultDenyLogInterval)
 	if cfg.MaxFlows <= 0 {
 		cfg.MaxFlows = defaultMaxFlows
 	}
@@ -447,8 +451,6 @@ type denyLimiter struct {
 	last       map[denyKey]int64 // guarded by mu
 	suppressed atomic.Uint64     // denials not logged because the table was full
 }
-
-const maxDenyKeys = 4096
 
 type denyKey struct {
 	src, dst [16]byte

@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -151,12 +152,13 @@ type sink struct {
 	ch   *tuntest.ChannelTUN
 	mu   sync.Mutex
 	pkts [][]byte
+	more chan struct{} // a packet arrived since the last take; cap 1
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newSink(tb testing.TB) *sink {
-	s := &sink{ch: tuntest.NewChannelTUN(), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &sink{ch: tuntest.NewChannelTUN(), more: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for {
@@ -168,6 +170,10 @@ func newSink(tb testing.TB) *sink {
 					s.pkts = s.pkts[:0]
 				}
 				s.mu.Unlock()
+				select {
+				case s.more <- struct{}{}:
+				default:
+				}
 			case <-s.stop:
 				return
 			}
@@ -189,22 +195,18 @@ func (s *sink) take() [][]byte {
 	return p
 }
 
-// fakeClock is an adjustable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// takeN takes packets until it holds n or wait passes without a new one.
+func (s *sink) takeN(n int, wait time.Duration) [][]byte {
+	got := s.take()
+	for len(got) < n {
+		select {
+		case <-s.more:
+			got = append(got, s.take()...)
+		case <-time.After(wait):
+			return got
+		}
+	}
+	return got
 }
 
 // logRecords collects slog records.
@@ -245,16 +247,16 @@ func (l *logRecords) denials() []map[string]string {
 type testFilterEnv struct {
 	f     *filterDevice
 	sink  *sink
-	clock *fakeClock
+	clock *clocktest.Clock
 	logs  *logRecords
 	mu    sync.Mutex
 	deny  []FilterDenial
 }
 
 func newTestFilter(t *testing.T, nf *wire.Filter, cfg filterConfig) *testFilterEnv {
-	e := &testFilterEnv{sink: newSink(t), clock: &fakeClock{t: time.Unix(1e9, 0)}, logs: &logRecords{}}
+	e := &testFilterEnv{sink: newSink(t), clock: clocktest.New(time.Unix(1e9, 0)), logs: &logRecords{}}
 	cfg.Logger = slog.New(e.logs)
-	cfg.Now = e.clock.now
+	cfg.Now = e.clock.Now
 	cfg.OnDeny = func(d FilterDenial) {
 		e.mu.Lock()
 		e.deny = append(e.deny, d)
@@ -338,12 +340,7 @@ func TestFilterDecision(t *testing.T) {
 	// Outbound denials are answered locally: udp4 → ICMP port unreachable,
 	// echo → admin prohibited, udp6 → ICMPv6 port unreachable. Multicast
 	// never.
-	rejects := e.sink.take()
-	deadline := time.Now().Add(time.Second)
-	for len(rejects) < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-		rejects = append(rejects, e.sink.take()...)
-	}
+	rejects := e.sink.takeN(3, time.Second)
 	if len(rejects) != 3 || st.Rejects != 3 {
 		t.Fatalf("rejects: %d packets, counted %d; want 3", len(rejects), st.Rejects)
 	}
@@ -473,11 +470,11 @@ func TestFilterFlowTimeoutAndEviction(t *testing.T) {
 	if !e.check(dirOut, udpPkt(fSelf6, fV6P2, 34000, 5005)) {
 		t.Fatal("udp6 denied")
 	}
-	e.clock.advance(59 * time.Second)
+	e.clock.Add(59 * time.Second)
 	if !e.check(dirIn, udpPkt(fV6P2, fSelf6, 5005, 34000)) {
 		t.Fatal("reply within the timeout denied")
 	}
-	e.clock.advance(61 * time.Second)
+	e.clock.Add(61 * time.Second)
 	if e.check(dirIn, udpPkt(fV6P2, fSelf6, 5005, 34000)) {
 		t.Fatal("reply after the idle timeout allowed")
 	}
@@ -519,7 +516,7 @@ func TestFilterDenyLogRateLimited(t *testing.T) {
 	if d := e.denials(); len(d) != 6 || d[0].Rule != "web" || d[0].Port != 22 || d[0].Src != fPeer2 {
 		t.Fatalf("OnDeny got %d denials: %+v", len(d), d)
 	}
-	e.clock.advance(11 * time.Second)
+	e.clock.Add(11 * time.Second)
 	e.check(dirIn, pkt)
 	if n := len(e.logs.denials()); n != 3 {
 		t.Fatalf("after the interval: %d logs, want 3", n)

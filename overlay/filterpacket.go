@@ -10,45 +10,6 @@ import (
 // packet an ICMP error quotes. It never allocates and never panics: every
 // index is checked against the packet length first (FuzzFilterPacket).
 
-// IP protocol numbers the filter knows (IANA "Assigned Internet Protocol
-// Numbers").
-const (
-	protoICMP   = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
-
-	// IPv6 extension headers walked over (RFC 8200 §4).
-	protoHopByHop  = 0
-	protoRouting   = 43
-	protoFragment  = 44
-	protoDestOpts  = 60
-	protoNoNextHdr = 59
-)
-
-// TCP flags (RFC 9293 §3.1).
-const (
-	tcpFIN = 0x01
-	tcpSYN = 0x02
-	tcpRST = 0x04
-	tcpACK = 0x10
-)
-
-// ICMP types the filter treats specially.
-const (
-	icmp4EchoReply    = 0
-	icmp4Unreach      = 3
-	icmp4Echo         = 8
-	icmp4TimeExceed   = 11
-	icmp4ParamProb    = 12
-	icmp6Unreach      = 1
-	icmp6PacketTooBig = 2
-	icmp6TimeExceed   = 3
-	icmp6ParamProb    = 4
-	icmp6Echo         = 128
-	icmp6EchoReply    = 129
-)
-
 // parseResult says why a packet could not be judged on its rules.
 type parseResult uint8
 
@@ -68,9 +29,6 @@ const (
 	icmpError                   // destination unreachable, too big, time exceeded, parameter problem: only related to a flow
 	icmpOther                   // any other type: judged by the rules, no flow
 )
-
-// maxExtHeaders bounds the IPv6 extension header walk.
-const maxExtHeaders = 8
 
 // flowKey is a connection's 5-tuple. Addresses are 16 bytes (IPv4 as
 // IPv4-mapped IPv6), so one key type serves both families. For ICMP echo,

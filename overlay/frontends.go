@@ -29,14 +29,16 @@ func (n *Node) startFrontends(f Frontends) error {
 		return nil
 	}
 	if f.SOCKS5 != "" {
-		s, err := proxy.NewSOCKS5(proxy.SOCKS5Config{Listen: f.SOCKS5, Overlay: n, AllowOutside: f.SOCKS5AllowOutside, Logger: n.log})
+		s, err := proxy.NewSOCKS5(proxy.SOCKS5Config{Listen: f.SOCKS5, Overlay: n, AllowOutside: f.SOCKS5AllowOutside, Logger: n.log,
+			MaxConnsPerSource: n.cfg.MaxConnsPerPeer, MaxConns: n.cfg.MaxConns})
 		if err := add(s, "SOCKS5 on "+f.SOCKS5, err); err != nil {
 			return err
 		}
 		n.log.Info("SOCKS5 proxy up", "endpoint", s.Addr())
 	}
 	if f.HTTPProxy != "" {
-		h, err := proxy.NewHTTPProxy(proxy.HTTPProxyConfig{Listen: f.HTTPProxy, Overlay: n, AllowOutside: f.SOCKS5AllowOutside, Logger: n.log})
+		h, err := proxy.NewHTTPProxy(proxy.HTTPProxyConfig{Listen: f.HTTPProxy, Overlay: n, AllowOutside: f.SOCKS5AllowOutside, Logger: n.log,
+			MaxConnsPerSource: n.cfg.MaxConnsPerPeer, MaxConns: n.cfg.MaxConns})
 		if err := add(h, "HTTP proxy on "+f.HTTPProxy, err); err != nil {
 			return err
 		}
@@ -48,6 +50,7 @@ func (n *Node) startFrontends(f Frontends) error {
 			return fmt.Errorf("overlay: --forward %q: %w", spec, err)
 		}
 		cfg.Overlay, cfg.Logger = n, n.log
+		cfg.MaxConnsPerSource, cfg.MaxConns = n.cfg.MaxConnsPerPeer, n.cfg.MaxConns
 		fw, err := proxy.NewForward(cfg)
 		if err := add(fw, "forward "+spec, err); err != nil {
 			return err
@@ -60,6 +63,7 @@ func (n *Node) startFrontends(f Frontends) error {
 			return fmt.Errorf("overlay: --expose %q: %w", spec, err)
 		}
 		cfg.Overlay, cfg.Logger = n, n.log
+		cfg.MaxConnsPerSource, cfg.MaxConns = n.cfg.MaxConnsPerPeer, n.cfg.MaxConns
 		ex, err := proxy.NewExpose(cfg)
 		if err := add(ex, "expose "+spec, err); err != nil {
 			return err
@@ -67,4 +71,23 @@ func (n *Node) startFrontends(f Frontends) error {
 		n.log.Info("exposing local service", "port", cfg.Port, "endpoint", cfg.Target)
 	}
 	return nil
+}
+
+// connRefused sums the inbound TCP connections reset over a cap
+// (Config.MaxConnsPerPeer, MaxConns) by the netstack's listeners and by
+// the front-ends. A connection refused by one is never seen by the other,
+// so nothing is counted twice.
+func (n *Node) connRefused() (perSource, total uint64) {
+	if p, ok := n.plane.(netstackPlane); ok {
+		st := p.Stats()
+		perSource, total = st.ConnsRefusedPerSource, st.ConnsRefusedTotal
+	}
+	for _, f := range n.frontends { // set before metrics start, never changed afterwards
+		if cs, ok := f.(interface{ ConnStats() proxy.ConnStats }); ok {
+			st := cs.ConnStats()
+			perSource += st.RefusedPerSource
+			total += st.RefusedTotal
+		}
+	}
+	return perSource, total
 }

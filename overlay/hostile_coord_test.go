@@ -15,28 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
 )
-
-// lockedBuf is a log sink safe for concurrent writers.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestHostileCoordinatorKeepsLastGoodMap: the coordinator is replaced, at
 // its address and with its own certificate (so the pin matches), by a
@@ -108,10 +91,10 @@ func TestHostileCoordinatorKeepsLastGoodMap(t *testing.T) {
 
 // twoNodes starts alpha (its Warn logs captured) and bravo and waits until
 // they know each other.
-func twoNodes(t *testing.T) (n *testnet.Net, a, b *overlay.Node, logs *lockedBuf) {
+func twoNodes(t *testing.T) (n *testnet.Net, a, b *overlay.Node, logs *logtest.Buffer) {
 	t.Helper()
 	n = testnet.New(t)
-	logs = &lockedBuf{}
+	logs = &logtest.Buffer{}
 	cfg := n.NodeConfig("alpha")
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a = n.StartNodeConfig(cfg)

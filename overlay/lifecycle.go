@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	agentdns "github.com/agentnet/agentnet/dns"
 	"github.com/agentnet/agentnet/wire"
@@ -53,7 +52,7 @@ func (n *Node) onRefusal(err error) bool {
 			return false // a rotation is under way
 		}
 		n.mu.Lock()
-		recent := time.Since(n.state.WGRotated) < rotateTimeout
+		recent := n.now().Sub(n.state.WGRotated) < rotateTimeout
 		n.mu.Unlock()
 		n.rotMu.Unlock()
 		if recent {
@@ -70,23 +69,36 @@ func (n *Node) onRefusal(err error) bool {
 }
 
 // refuse puts the node in the refused state (see the top of this file).
+// Like applyMap it holds mapMu throughout and does its UAPI and disk I/O
+// outside mu.
 func (n *Node) refuse(r wire.ErrorResponse) {
+	n.mapMu.Lock()
+	defer n.mapMu.Unlock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.refused != nil || n.closed {
+		n.mu.Unlock()
 		return
 	}
 	n.refused = &r
 	n.log.Error("coordinator refused this node for good; dropping all peers and stopping",
 		"reason", r.Code, "err", r.Error)
-	if diff := wgDiff(n.active, nil); diff != "" {
+	diff := wgDiff(n.active, nil)
+	n.peers, n.active = map[[32]byte]wgPeer{}, map[[32]byte]wgPeer{}
+	n.lazy.setPeers(nil, nil)
+	n.pbind.setPeers(nil)
+	n.mu.Unlock()
+
+	if diff != "" {
 		if err := n.dev.IpcSet(diff); err != nil {
 			n.log.Error("could not remove wireguard peers", "err", err)
 		}
 	}
-	n.peers, n.active = map[[32]byte]wgPeer{}, map[[32]byte]wgPeer{}
-	n.lazy.setPeers(nil, nil)
-	n.pbind.setPeers(nil)
+	if err := os.Remove(filepath.Join(n.cfg.StateDir, mapFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("could not delete the cached network map", "err", err)
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.nm != nil {
 		m := *n.nm
 		m.Peers = nil
@@ -99,10 +111,7 @@ func (n *Node) refuse(r wire.ErrorResponse) {
 		close(n.mapWait)
 	}
 	n.mapWait = make(chan struct{})
-	if err := os.Remove(filepath.Join(n.cfg.StateDir, mapFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		n.log.Warn("could not delete the cached network map", "err", err)
-	}
-	n.state.Refused = &r
+	n.state.Refused = &r // n.state is guarded by mu; rotate.go saves it under mu too
 	if err := saveState(n.cfg.StateDir, n.state); err != nil {
 		n.log.Error("could not record the refusal in the node state", "err", err)
 	}

@@ -160,9 +160,9 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 	}
 
 	// The revoked node hears it on its next contact and stops for good.
-	deadline = time.Now().Add(10 * time.Second)
-	for a.Refused() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	// WaitMap wakes on the refusal too (lifecycle.go): no polling.
+	if _, err := a.WaitMap(ctxT(t, 10*time.Second), func(*wire.Map) bool { return a.Refused() != nil }); err != nil {
+		t.Fatalf("alpha never heard its revocation: %v", err)
 	}
 	r := a.Refused()
 	if r == nil || r.Code != wire.CodeNodeRevoked || !strings.Contains(r.Error, "new identity") {

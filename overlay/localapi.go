@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 )
 
 // localAPI serves status and ping to the CLI over a unix socket in the state
@@ -39,7 +38,7 @@ func startLocalAPI(n *Node) (*localAPI, error) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), localPingTimeout)
 		defer cancel()
 		res, err := n.Ping(ctx, r.URL.Query().Get("peer"))
 		if err != nil {
@@ -49,7 +48,7 @@ func startLocalAPI(n *Node) (*localAPI, error) {
 		writeJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("POST /v1/rotate", n.handleRotate) // rotate.go
-	a := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	a := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: localHeaderTimeout}, ln: ln}
 	a.done.Add(1)
 	go func() {
 		defer a.done.Done()
@@ -59,7 +58,7 @@ func startLocalAPI(n *Node) (*localAPI, error) {
 }
 
 func (a *localAPI) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), localShutdownGrace)
 	defer cancel()
 	if a.srv.Shutdown(ctx) != nil {
 		a.srv.Close()
@@ -82,7 +81,7 @@ type LocalClient struct {
 func NewLocalClient(stateDir string) *LocalClient {
 	path := filepath.Join(stateDir, socketFile)
 	return &LocalClient{http: &http.Client{
-		Timeout: 15 * time.Second,
+		Timeout: localClientTimeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "unix", path)

@@ -13,12 +13,7 @@ import (
 // with 1,000 peers: 53 MiB instead of 30). After a large map the node
 // collects and returns freed memory to the OS, at most once per
 // freeMemoryEvery and freeMemoryDelay after the last such map, so a burst
-// of maps costs one collection.
-const (
-	freeMemoryMinPeers = 128 // smaller maps leave little garbage
-	freeMemoryDelay    = 200 * time.Millisecond
-	freeMemoryEvery    = time.Second
-)
+// of maps costs one collection (freeMemory* in constants.go).
 
 // wantFreeMemory asks memoryLoop to return freed memory (never blocks).
 func (n *Node) wantFreeMemory() {
@@ -39,7 +34,7 @@ func (n *Node) memoryLoop() {
 			return
 		case <-n.freeMem:
 		}
-		wait := max(freeMemoryDelay, freeMemoryEvery-time.Since(last))
+		wait := max(freeMemoryDelay, freeMemoryEvery-n.now().Sub(last))
 		if !sleepCtx(n.ctx, wait) {
 			return
 		}
@@ -48,6 +43,6 @@ func (n *Node) memoryLoop() {
 		default:
 		}
 		debug.FreeOSMemory()
-		last = time.Now()
+		last = n.now()
 	}
 }

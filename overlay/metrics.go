@@ -33,6 +33,7 @@ type nodeCollector struct {
 	filterPackets, filterInvalid, filterRejects    *prometheus.Desc
 	filterSpoofed, filterFlows, filterEvicted      *prometheus.Desc
 	filterPolicy                                   *prometheus.Desc
+	connRefused                                    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*nodeCollector)(nil)
@@ -77,6 +78,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		filterFlows:     d("agentnet_filter_flows", "Connections tracked by the packet filter."),
 		filterEvicted:   d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
 		filterPolicy:    d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
+		connRefused:     d("agentnet_conn_refused_total", "Inbound TCP connections reset because a cap was reached: per_source (Config.MaxConnsPerPeer), total (Config.MaxConns); netstack listeners and front-ends.", "reason"),
 	}
 }
 
@@ -89,6 +91,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.udpRxPackets, c.udpTxPackets, c.udpRxBytes, c.udpTxBytes, c.udpRxDrops, c.udpRxErrors, c.udpTxErrs,
 		c.dnsQueries,
 		c.filterPackets, c.filterInvalid, c.filterRejects, c.filterSpoofed, c.filterFlows, c.filterEvicted, c.filterPolicy,
+		c.connRefused,
 	} {
 		ch <- d
 	}
@@ -187,6 +190,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.filterFlows, float64(f.flows.len()))
 	counter(c.filterEvicted, f.flows.evicted.Load())
 	gauge(c.filterPolicy, float64(f.ruleSet().version))
+
+	perSource, total := n.connRefused()
+	counter(c.connRefused, perSource, "per_source")
+	counter(c.connRefused, total, "total")
 }
 
 // startMetrics serves the node's metrics on Config.MetricsListen, if set.

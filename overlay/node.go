@@ -71,6 +71,17 @@ type Config struct {
 	// Frontends for programs that cannot embed a node (netstack mode
 	// mostly). Optional, default none.
 	Frontends Frontends
+	// MaxConnsPerPeer caps the inbound TCP connections from one source
+	// address open at once: a peer's overlay IPv4 or IPv6 in the netstack
+	// (every listener: --expose, Listen, DNS), a client address in each
+	// front-end. Beyond it a connection is reset and counted
+	// (agentnet_conn_refused_total{reason="per_source"}). Optional,
+	// default 256; negative fails New in netstack mode or with front-ends.
+	MaxConnsPerPeer int
+	// MaxConns caps all inbound TCP connections open at once, in the
+	// netstack and in each front-end (reason="total"). Optional, default
+	// 4096; negative as for MaxConnsPerPeer.
+	MaxConns int
 	// EnrollTimeout bounds how long first contact with the coordinator is
 	// retried while it is unreachable. Optional, default 60s.
 	EnrollTimeout time.Duration
@@ -96,12 +107,24 @@ type Config struct {
 	// not block. Optional, default none (denials are still counted and
 	// logged, rate-limited).
 	OnFilterDeny func(FilterDenial)
+	// Now is the node's clock: map and report times, status ages, key
+	// rotation dates, the packet filter's conntrack and log intervals,
+	// the built-in DNS's log intervals.
+	// wireguard-go keeps its own (real) clock, so handshake ages and
+	// channel up/down reports assume Now is close to it; testing/synctest
+	// fakes both. Optional, default time.Now.
+	Now func() time.Time
 }
 
 // Node is a running agentnet node. Its methods are safe for concurrent use.
+//
+// Lock order: rotMu before mapMu before mu. The data path (activatePeer,
+// lazywg.go) takes only mu; no I/O (UAPI, disk, DNS) happens under mu in
+// applyMap, which does it under mapMu alone.
 type Node struct {
 	cfg       Config
 	log       *slog.Logger
+	now       func() time.Time // Config.Now
 	state     *nodeState
 	wgPub     [32]byte // this node's WireGuard public key; changed under mu by rotate.go
 	ctl       *controlClient
@@ -125,7 +148,15 @@ type Node struct {
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 	freeMem     chan struct{} // asks memoryLoop to return freed memory; cap 1
 
-	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mu
+	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mapMu and mu
+
+	// mapMu serialises map applications (applyMap) and the refusal
+	// (lifecycle.go), including their I/O. The data path never takes it.
+	mapMu sync.Mutex
+	// writeCache writes the signed map to the state directory
+	// (saveCachedMap); a seam for tests that hold a map application in
+	// its I/O.
+	writeCache func(dir string, s *signedMap) error
 
 	paths pathsGlue // path discovery: publishing candidates, relay, probes (publish.go)
 
@@ -153,13 +184,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, errors.New("overlay: Config.StateDir is required (--state DIR)")
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = 1280
+		cfg.MTU = defaultMTU
 	}
 	if cfg.KeyRotation == 0 {
 		cfg.KeyRotation = DefaultKeyRotation
 	}
 	if cfg.EnrollTimeout == 0 {
-		cfg.EnrollTimeout = 60 * time.Second
+		cfg.EnrollTimeout = defaultEnrollTimeout
 	}
 	if !cfg.ListenAddr.IsValid() {
 		cfg.ListenAddr = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
@@ -167,13 +198,16 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		if cfg.PacketConn != nil {
 			cfg.PacketConn.Close()
 		}
 		return nil, fmt.Errorf("overlay: create state dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger, now: cfg.Now, writeCache: saveCachedMap, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -204,6 +238,10 @@ func (n *Node) start(ctx context.Context) error {
 			Addrs:  []netip.Addr{m.Self.IPv4, m.Self.IPv6, m.DNSIP},
 			MTU:    n.cfg.MTU,
 			Logger: n.log,
+
+			MaxConnsPerSource: n.cfg.MaxConnsPerPeer,
+			MaxConns:          n.cfg.MaxConns,
+			Now:               n.cfg.Now,
 		})
 		if err != nil {
 			return fmt.Errorf("overlay: netstack: %w", err)
@@ -225,7 +263,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.setupPaths(); err != nil {
 		return err
 	}
-	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny})
+	n.filter = newFilterDevice(n.plane.TUN(), filterConfig{Logger: n.log, OnDeny: n.onFilterDeny, Now: n.now})
 	n.filter.lazy = n.lazy
 	n.dev = device.NewDevice(n.filter, n.pbind, wgLogger(n.log, n.filter.wgLogged))
 	// Paths are ours: wireguard-go must never replace a peer's endpoint
@@ -283,7 +321,7 @@ func (n *Node) start(ctx context.Context) error {
 // the token on first start.
 func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *wire.Map, error) {
 	dir := n.cfg.StateDir
-	st, ok, err := loadState(dir)
+	st, ok, err := loadState(dir, n.now())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("overlay: %w", err)
 	}
@@ -299,7 +337,7 @@ func (n *Node) loadOrEnroll(ctx context.Context) (*nodeState, *signedMap, *wire.
 			return nil, nil, nil, fmt.Errorf("overlay: %w", err)
 		}
 		if !ok {
-			if st, err = newState(); err != nil {
+			if st, err = newState(n.now()); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -425,7 +463,7 @@ func (n *Node) endpoints() []netip.AddrPort {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(ip, la.Port()))
-		if len(out) == 8 {
+		if len(out) == maxAdvertised {
 			break
 		}
 	}
@@ -523,18 +561,38 @@ func (n *Node) onSignedMap(s *signedMap) (*signedMap, *wire.Map) {
 
 // applyMap installs a verified map: WireGuard peers (diffed), DNS records,
 // and the on-disk cache. Maps older than the current one are ignored.
+//
+// It works in three steps so that no I/O happens under n.mu, which the
+// data path waits on (activatePeer, first packet to a lazy peer):
+//
+//  1. under n.mu: check the serial, build the new peer set and the UAPI
+//     diff, and publish peers/active to the data path (filter, paths,
+//     lazy index);
+//  2. without n.mu: configure wireguard-go (IpcSet), set the DNS records
+//     and write the cache (fsync'd);
+//  3. under n.mu: make the map the one in force (n.nm) and wake WaitMap.
+//
+// mapMu serialises applications (and refuse) across all three steps, so
+// the next map's diff is against what this one configured. Step 2 may run
+// beside activatePeer's own IpcSet: that one only adds a peer in the new
+// map and not in the new active set, which this diff never touches.
 func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
 	did := wire.DID(n.state.identity().Public().(ed25519.PublicKey))
 	if m.Self.DID != did {
 		return fmt.Errorf("map is for %s, not this node (%s)", m.Self.DID, did)
 	}
+	n.mapMu.Lock()
+	defer n.mapMu.Unlock()
+
+	// Step 1: the diff, under the lock.
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed || n.refused != nil {
+		n.mu.Unlock()
 		return nil
 	}
 	if n.nm != nil {
 		if m.Serial < n.nm.Serial {
+			n.mu.Unlock()
 			n.log.Debug("ignoring older network map", "serial", m.Serial, "have", n.nm.Serial)
 			return nil
 		}
@@ -542,6 +600,7 @@ func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
 			n.log.Error("coordinator changed this node's addresses; restart the node to take them", "ipv4", m.Self.IPv4)
 		}
 	}
+	newSerial := n.nm == nil || m.Serial != n.nm.Serial
 	peers := make(map[[32]byte]wgPeer, len(m.Peers))
 	recs := []agentdns.Record{{Name: m.Self.Name, IPv4: m.Self.IPv4, IPv6: m.Self.IPv6}}
 	for _, p := range m.Peers {
@@ -560,29 +619,39 @@ func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
 	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, wire.DefaultPrefix4}, n.log))
 	n.kickRelay()
 	active := n.activeFor(peers)
-	if diff := wgDiff(n.active, active); diff != "" {
+	diff := wgDiff(n.active, active)
+	n.peers, n.active = peers, active
+	n.lazy.setPeers(peers, active)
+	n.mu.Unlock()
+
+	// Step 2: the I/O, outside the lock.
+	if diff != "" {
 		n.log.Debug("wireguard peers changed", "serial", m.Serial, "uapi", diff)
 		if err := n.dev.IpcSet(diff); err != nil {
+			// n.active already says configured; the device refusing a
+			// diff built from verified keys means it is closing.
 			return fmt.Errorf("configure wireguard peers: %w", err)
 		}
 	}
-	n.peers, n.active = peers, active
-	n.lazy.setPeers(peers, active)
 	n.pbind.flush()
 	for _, d := range n.dns {
 		d.SetRecords(recs)
 	}
-	if n.nm == nil || m.Serial != n.nm.Serial {
-		if err := saveCachedMap(n.cfg.StateDir, s); err != nil {
+	if newSerial {
+		if err := n.writeCache(n.cfg.StateDir, s); err != nil {
 			n.log.Warn("could not cache network map", "err", err)
 		}
 	}
+
+	// Step 3: the map is in force.
+	n.mu.Lock()
 	n.nm = m
 	if n.mapWait != nil {
 		close(n.mapWait)
 	}
 	n.mapWait = make(chan struct{})
-	n.lastMap = time.Now()
+	n.lastMap = n.now()
+	n.mu.Unlock()
 	n.log.Debug("applied network map", "serial", m.Serial, "peers", len(m.Peers))
 	if len(m.Peers) >= freeMemoryMinPeers {
 		n.wantFreeMemory()
@@ -608,7 +677,7 @@ func (n *Node) startDNS(m *wire.Map) error {
 			overlay = append(overlay, p)
 		}
 	}
-	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log, Allow: overlay}
+	dcfg := agentdns.Config{Domain: m.Domain, Upstream: n.cfg.DNSUpstream, Logger: n.log, Allow: overlay, Now: n.now}
 	in := agentdns.New(dcfg)
 	n.dns = append(n.dns, in)
 	ap := netip.AddrPortFrom(m.DNSIP, 53)
@@ -665,7 +734,11 @@ func (n *Node) Close() error {
 		d.Close()
 	}
 	if n.dev != nil {
+		// A map application in its I/O step finishes first; later ones
+		// see closed and configure nothing.
+		n.mapMu.Lock()
 		n.dev.Close() // closes the bind and the TUN side of the stack
+		n.mapMu.Unlock()
 	} else if n.bind != nil {
 		n.bind.Close()
 	}
@@ -682,9 +755,9 @@ func (n *Node) Close() error {
 }
 
 func backoff(attempt int) time.Duration {
-	d := time.Duration(min(attempt, 6)) * time.Second
-	if attempt > 6 {
-		d = 15 * time.Second
+	d := time.Duration(min(attempt, backoffSteps)) * time.Second
+	if attempt > backoffSteps {
+		d = backoffMax
 	}
 	return d/2 + rand.N(d/2+1)
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
@@ -30,7 +31,7 @@ import (
 // on planner, and writer (in no rule) is absent from planner's map and DNS.
 func TestPolicyEndToEnd(t *testing.T) {
 	n := testnet.New(t)
-	logs := &lockedBuf{}
+	logs := &logtest.Buffer{}
 	pcfg := n.NodeConfig("planner")
 	pcfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	planner := n.StartNodeConfig(pcfg)

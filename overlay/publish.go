@@ -115,7 +115,7 @@ func (n *Node) publish() error {
 // requests to the coordinator.
 func (n *Node) publishLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(20 * time.Second)
+	t := time.NewTicker(publishEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -135,7 +135,7 @@ func (n *Node) publishLoop() {
 		}
 		if err := n.publish(); err != nil && n.ctx.Err() == nil {
 			n.log.Warn("could not publish endpoints; retrying", "err", err)
-			time.AfterFunc(2*time.Second, n.kickPublish)
+			time.AfterFunc(publishRetry, n.kickPublish)
 		}
 	}
 }
@@ -171,7 +171,7 @@ func (n *Node) onProbe(pr *wire.Probe) {
 		n.log.Warn("ignoring probe message", "peer", pr.Peer, "err", err)
 		return
 	}
-	delay := time.Duration(min(max(pr.DelayMS, 0), 5000)) * time.Millisecond
+	delay := time.Duration(min(max(pr.DelayMS, 0), int(maxProbeDelay/time.Millisecond))) * time.Millisecond // clamped before scaling: no overflow
 	if n.pbind.probeAt(k, pr.Endpoints, pr.Relayed, delay, pr.Generation) {
 		n.log.Debug("probe scheduled by coordinator", "peer", pr.Peer, "delay", delay)
 	}

@@ -19,18 +19,6 @@ import (
 // error about an error), nor for fragments or malformed packets (the
 // caller never asks).
 
-// rejectOffset is where rejects start in their buffer: room for the
-// virtio-net header a kernel TUN device writes in front (wireguard-go's own
-// offset, device.MessageTransportOffsetContent).
-const rejectOffset = 16
-
-// ICMP error sizes: the whole answer fits the minimum MTU of its family
-// (RFC 1812 §4.3.2.3: 576 bytes; RFC 4443 §2.4(c): 1280 bytes).
-const (
-	maxICMPv4Error = 576
-	maxICMPv6Error = 1280
-)
-
 // buildReject writes into out the answer to the denied outbound packet pkt
 // (parsed into p) and returns its length, or 0 when none is due. out must
 // hold at least maxICMPv6Error bytes.

@@ -21,15 +21,6 @@ import (
 // next report. Denials of one flow key are merged into one event with a
 // count, so a flood costs one map lookup per packet and no memory.
 
-// Reporter defaults.
-const (
-	defaultReportInterval = 5 * time.Second
-	reportQueue           = 1024 // events waiting to be sent
-	// sessionExpired is when a WireGuard session is dead without a new
-	// handshake: RejectAfterTime (WireGuard paper §6.1).
-	sessionExpired = 180 * time.Second
-)
-
 // Denial is one packet the node's filter dropped. The filter's deny
 // callback hands each one to Node.addDenial.
 type Denial struct {
@@ -59,6 +50,7 @@ type reporter struct {
 	n        *Node
 	log      *slog.Logger
 	interval time.Duration
+	now      func() time.Time // the node's clock
 
 	mu      sync.Mutex // guards the fields below
 	queue   []wire.ReportEvent
@@ -75,7 +67,11 @@ func newReporter(n *Node, interval time.Duration) *reporter {
 	if interval == 0 {
 		interval = defaultReportInterval
 	}
-	return &reporter{n: n, log: n.log, interval: interval, denials: make(map[denialKey]uint64), up: make(map[[32]byte]string)}
+	now := n.now
+	if now == nil {
+		now = time.Now
+	}
+	return &reporter{n: n, log: n.log, interval: interval, now: now, denials: make(map[denialKey]uint64), up: make(map[[32]byte]string)}
 }
 
 // addDenial queues a filter denial. Safe for concurrent use from the data
@@ -175,7 +171,7 @@ func (r *reporter) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		r.watchChannels(time.Now())
+		r.watchChannels(r.now())
 		for {
 			r.mu.Lock()
 			empty := len(r.queue) == 0 && r.dropped == 0
@@ -270,7 +266,7 @@ func (c *controlClient) report(ctx context.Context, req wire.ReportRequest) erro
 
 // addDenial is the filter's entry point: it queues one dropped packet for
 // the next security report. Safe for concurrent use; never blocks.
-func (n *Node) addDenial(d Denial) { n.reports.addDenial(d, time.Now()) }
+func (n *Node) addDenial(d Denial) { n.reports.addDenial(d, n.reports.now()) }
 
 // ReportStats counts security-report events: sent (accepted by the
 // coordinator), lost (dropped on a full queue or refused) and queued.

@@ -66,7 +66,7 @@ func (s *nodeState) discoKeys() (*discoKeys, error) {
 func (s *nodeState) enrolled() bool { return len(s.CoordinatorKey) == ed25519.PublicKeySize }
 
 // newState makes fresh keys.
-func newState() (*nodeState, error) {
+func newState(now time.Time) (*nodeState, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	_, _ = rand.Read(seed)
 	wg, err := ecdh.X25519().GenerateKey(rand.Reader)
@@ -77,12 +77,12 @@ func newState() (*nodeState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes(), DiscoPrivate: disco.Bytes(), WGRotated: time.Now()}, nil
+	return &nodeState{IdentitySeed: seed, WGPrivate: wg.Bytes(), DiscoPrivate: disco.Bytes(), WGRotated: now}, nil
 }
 
 // loadState reads the state dir; a missing state file is not an error
 // (ok=false), a damaged one is.
-func loadState(dir string) (*nodeState, bool, error) {
+func loadState(dir string, now time.Time) (*nodeState, bool, error) {
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, false, nil
@@ -101,7 +101,7 @@ func loadState(dir string) (*nodeState, bool, error) {
 		// A rotation was cut short: the coordinator may already have
 		// retired the old key, so go on with the new one (an update
 		// with it completes the rotation either way).
-		s.WGPrivate, s.WGNext, s.WGRotated = s.WGNext, nil, time.Now()
+		s.WGPrivate, s.WGNext, s.WGRotated = s.WGNext, nil, now
 		if err := saveState(dir, &s); err != nil {
 			return nil, false, fmt.Errorf("save node state: %w", err)
 		}

@@ -73,7 +73,7 @@ func (n *Node) Status() Status {
 	n.mu.Unlock()
 	st := Status{
 		Self: nodeStatus(m.Self, m.Domain), Coordinator: n.state.CoordinatorURL, Connected: connected,
-		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: time.Since(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
+		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: n.now().Sub(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
 	}
 	st.Self.Online = refused == nil
 	st.Refused, st.WGKey = refused, wire.Fingerprint(wgPub[:])
@@ -82,7 +82,7 @@ func (n *Node) Status() Status {
 	if s, err := n.dev.IpcGet(); err == nil {
 		stats = parseWGStats(s)
 	}
-	now := time.Now()
+	now := n.now()
 	for _, p := range m.Peers {
 		ps := nodeStatus(p, m.Domain)
 		if k, err := wire.ParseWGKey(p.WGKey); err == nil {

@@ -99,7 +99,7 @@ func (p *kernelPlane) Ping(ctx context.Context, dst netip.Addr) (time.Duration, 
 	if c.LocalAddr().Network() == "ip:icmp" || c.LocalAddr().Network() == "ip4:icmp" {
 		to = &net.IPAddr{IP: dst.AsSlice()}
 	}
-	start := time.Now()
+	start := time.Now() // an RTT times real I/O: the real clock, not the node's
 	if _, err := c.WriteTo(b, to); err != nil {
 		return 0, err
 	}
@@ -134,9 +134,6 @@ type dnsDivert struct {
 	once sync.Once
 	wg   sync.WaitGroup
 }
-
-// divertOffset leaves room for wireguard-go's virtio header on kernel writes.
-const divertOffset = 16
 
 func newDNSDivert(kernel, dnsTUN wgtun.Device, dnsIP netip.Addr, log *slog.Logger) *dnsDivert {
 	d := &dnsDivert{Device: kernel, dnsTUN: dnsTUN, dnsIP: dnsIP.As4(), log: log}

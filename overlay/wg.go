@@ -51,9 +51,6 @@ func (p wgPeer) equal(q wgPeer) bool {
 	return true
 }
 
-// persistentKeepalive keeps NAT mappings warm (seconds).
-const persistentKeepalive = 25
-
 // keepaliveFor picks which side of a pair sends persistent keepalives: only
 // the one with the larger WireGuard key, the side whose initiation wins a
 // collision in peerBind. Setting a keepalive makes wireguard-go initiate a

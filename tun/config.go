@@ -8,23 +8,6 @@ import (
 	"strings"
 )
 
-const (
-	// defaultMTU is the MTU when Config.MTU is zero: the IPv6 minimum link
-	// MTU (RFC 8200 §5). With WireGuard's 80 bytes of overhead the outer
-	// packets fit any underlay path of 1360 bytes or more.
-	defaultMTU = 1280
-	// maxNameLen is IFNAMSIZ (16) minus the terminating NUL.
-	maxNameLen = 15
-	// minMTUv6 is the IPv6 minimum link MTU (RFC 8200 §5); below it the
-	// kernel disables IPv6 on the link and drops its IPv6 addresses.
-	minMTUv6 = 1280
-	// minMTUv4 is the IPv4 minimum reassembly size hosts must accept
-	// (RFC 791).
-	minMTUv4 = 576
-	// maxMTU is the largest MTU a TUN device accepts.
-	maxMTU = 65535
-)
-
 // ErrForeignDevice is returned by Create and Cleanup when a network device
 // with the configured name exists but was not created by this package. The
 // device is left alone.

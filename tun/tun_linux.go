@@ -24,15 +24,6 @@ const (
 	ownerAlias = "agentnet"
 	// cloneDevice is the TUN clone device wireguard-go's CreateTUN opens.
 	cloneDevice = "/dev/net/tun"
-	// netlinkTimeout bounds every netlink request, so a wedged kernel
-	// answer cannot hang Create or Close.
-	netlinkTimeout = 10 * time.Second
-	// drainTimeout bounds how long Close waits for wireguard-go's event
-	// goroutines to finish after the tun.Device is closed.
-	drainTimeout = 5 * time.Second
-	// ipv6ReadyTimeout bounds how long Create waits for the kernel to make
-	// the IPv6 addresses usable.
-	ipv6ReadyTimeout = 2 * time.Second
 	// privHint is appended to errors caused by missing privileges.
 	privHint = "needs CAP_NET_ADMIN: run as root or grant the capability"
 )

@@ -28,12 +28,14 @@ const (
 	CodeNotFound     = "not_found"
 	CodeNoAddresses  = "no_addresses" // the address pool is exhausted
 	CodeRateLimited  = "rate_limited" // too many requests from this source; wait Retry-After seconds
+	CodeReplayed     = "replayed"     // 409: a signed request whose nonce was already used; sign a new one
 	CodeInternal     = "internal"
 
 	// Lifecycle refusals (permanent: the node must not retry).
 	CodeNodeRevoked = "node_revoked" // an admin revoked this identity; re-enroll with a new identity and token
 	CodeNodeExpired = "node_expired" // the identity outlived its token's node TTL; re-enroll with a new token
 	CodeKeyRetired  = "key_retired"  // a WireGuard key that was rotated away or revoked; never accepted again
+	CodeKeyInUse    = "key_in_use"   // 409: a WireGuard key another node identity holds or held; one key, one node, ever
 
 	// Admin refusals.
 	CodeTokenRevoked      = "token_revoked"       // enrollment with a join token an admin revoked

@@ -139,41 +139,51 @@ func FuzzVerifySignedMap(f *testing.F) {
 }
 
 // FuzzVerifyRequest: VerifyRequest never panics and accepts a request only
-// when method, path, time header, body and signer are exactly what the
-// node key signed.
+// when method, path, raw query, time, nonce, body and signer are exactly
+// what the node key signed; it returns that nonce and time.
 func FuzzVerifyRequest(f *testing.F) {
 	key := fuzzKey(3)
 	now := time.Unix(1_800_000_000, 0)
 	body := []byte(`{"wg_key":"x"}`)
-	req, _ := http.NewRequest(http.MethodPost, "https://127.0.0.1:1"+PathUpdate, nil)
-	SignRequest(req, key, body, now)
-	did, ts, sig := req.Header.Get(HeaderNode), req.Header.Get(HeaderTime), req.Header.Get(HeaderSignature)
-	f.Add(http.MethodPost, PathUpdate, did, ts, sig, body)
-	f.Add(http.MethodGet, PathUpdate, did, ts, sig, body)
-	f.Add(http.MethodPost, PathEnroll, did, ts, sig, body)
-	f.Add(http.MethodPost, PathUpdate, did, ts+"0", sig, body)
-	f.Add(http.MethodPost, PathUpdate, did, "+"+ts, sig, body)
-	f.Add(http.MethodPost, PathUpdate, did, ts, sig+"=", body)
-	f.Add(http.MethodPost, PathUpdate, "did:key:z", ts, sig, []byte{})
-	f.Add(http.MethodPost, PathUpdate, did, "-9223372036854775808", "", []byte(nil))
-	f.Fuzz(func(t *testing.T, method, path, gotDID, gotTS, gotSig string, gotBody []byte) {
-		r := &http.Request{Method: method, URL: &url.URL{Path: path}, Header: http.Header{}}
+	nonce := [NonceSize]byte{1, 2, 3}
+	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:1"+PathStream+"?a=1", nil)
+	signRequest(req, key, body, now, nonce)
+	did, ts, n, sig := req.Header.Get(HeaderNode), req.Header.Get(HeaderTime), req.Header.Get(HeaderNonce), req.Header.Get(HeaderSignature)
+	f.Add(http.MethodGet, PathStream, "a=1", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a=2", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1&", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a%3D1", did, ts, n, sig, body)
+	f.Add(http.MethodPost, PathStream, "a=1", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathEnroll, "a=1", did, ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1", did, ts+"0", n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1", did, "+"+ts, n, sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1", did, ts, n+"A", sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1", did, ts, "", sig, body)
+	f.Add(http.MethodGet, PathStream, "a=1", did, ts, n, sig+"=", body)
+	f.Add(http.MethodGet, PathStream, "a=1", "did:key:z", ts, n, sig, []byte{})
+	f.Add(http.MethodGet, PathStream, "", did, "-9223372036854775808", "", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, method, path, query, gotDID, gotTS, gotNonce, gotSig string, gotBody []byte) {
+		r := &http.Request{Method: method, URL: &url.URL{Path: path, RawQuery: query}, Header: http.Header{}}
 		r.Header.Set(HeaderNode, gotDID)
 		r.Header.Set(HeaderTime, gotTS)
+		r.Header.Set(HeaderNonce, gotNonce)
 		r.Header.Set(HeaderSignature, gotSig)
-		signer, pub, err := VerifyRequest(r, gotBody, now)
+		auth, err := VerifyRequest(r, gotBody, now)
 		if err != nil {
 			if !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrBadDID) {
 				t.Fatalf("VerifyRequest error %v is neither ErrBadSignature nor ErrBadDID", err)
 			}
 			return
 		}
-		exact := method == http.MethodPost && path == PathUpdate && gotDID == did && gotTS == ts && gotSig == sig && bytes.Equal(gotBody, body)
+		exact := method == http.MethodGet && path == PathStream && query == "a=1" && gotDID == did && gotTS == ts &&
+			gotNonce == n && gotSig == sig && bytes.Equal(gotBody, body)
 		if !exact {
-			t.Fatalf("VerifyRequest accepted a forged request: %s %q node=%q time=%q sig=%q body=%q", method, path, gotDID, gotTS, gotSig, gotBody)
+			t.Fatalf("VerifyRequest accepted a forged request: %s %q?%q node=%q time=%q nonce=%q sig=%q body=%q",
+				method, path, query, gotDID, gotTS, gotNonce, gotSig, gotBody)
 		}
-		if signer != did || !pub.Equal(key.Public()) {
-			t.Fatalf("VerifyRequest named signer %s, want %s", signer, did)
+		if auth.DID != did || !auth.Key.Equal(key.Public()) || auth.Nonce != nonce || !auth.Time.Equal(now) {
+			t.Fatalf("VerifyRequest returned %+v, want signer %s, nonce %x, time %v", auth, did, nonce, now)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,18 +84,33 @@ func TestRequestSignature(t *testing.T) {
 	body := []byte(`{"x":1}`)
 	r, _ := http.NewRequest("POST", "https://c/v1/update", nil)
 	SignRequest(r, priv, body, now)
-	if did, _, err := VerifyRequest(r, body, now.Add(time.Minute)); err != nil || did != DID(priv.Public().(ed25519.PublicKey)) {
-		t.Fatalf("verify: %s %v", did, err)
+	auth, err := VerifyRequest(r, body, now.Add(time.Minute))
+	if err != nil || auth.DID != DID(priv.Public().(ed25519.PublicKey)) {
+		t.Fatalf("verify: %+v %v", auth, err)
 	}
-	if _, _, err := VerifyRequest(r, []byte(`{"x":2}`), now); !errors.Is(err, ErrBadSignature) {
+	if _, err := VerifyRequest(r, []byte(`{"x":2}`), now); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("changed body accepted: %v", err)
 	}
-	if _, _, err := VerifyRequest(r, body, now.Add(MaxClockSkew+time.Minute)); !errors.Is(err, ErrBadSignature) {
+	if _, err := VerifyRequest(r, body, now.Add(MaxClockSkew+time.Minute)); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("stale request accepted: %v", err)
 	}
-	r.URL.Path = "/v1/enroll"
-	if _, _, err := VerifyRequest(r, body, now); !errors.Is(err, ErrBadSignature) {
-		t.Fatalf("request replayed on another path accepted: %v", err)
+	// Two signings of one request differ in their nonce.
+	r2, _ := http.NewRequest("POST", "https://c/v1/update", nil)
+	SignRequest(r2, priv, body, now)
+	if a2, err := VerifyRequest(r2, body, now); err != nil || a2.Nonce == auth.Nonce {
+		t.Fatalf("second signing: nonce %x (first %x), %v", a2.Nonce, auth.Nonce, err)
+	}
+	for what, mod := range map[string]func(*http.Request){
+		"on another path":    func(r *http.Request) { r.URL.Path = "/v1/enroll" },
+		"with a query":       func(r *http.Request) { r.URL.RawQuery = "x=1" },
+		"with another nonce": func(r *http.Request) { r.Header.Set(HeaderNonce, "AAAAAAAAAAAAAAAAAAAAAA") },
+		"without its nonce":  func(r *http.Request) { r.Header.Del(HeaderNonce) },
+	} {
+		r3 := r.Clone(r.Context())
+		mod(r3)
+		if _, err := VerifyRequest(r3, body, now); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("request replayed %s accepted: %v", what, err)
+		}
 	}
 }
 
@@ -103,7 +119,11 @@ func TestCheckVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := CheckVersion("node", 99)
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks 1") {
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "99") || !strings.Contains(err.Error(), "speaks "+strconv.Itoa(ProtocolVersion)) {
 		t.Fatalf("CheckVersion(99) = %v", err)
+	}
+	// A version-1 node signs without a nonce: it is told to upgrade.
+	if err := CheckVersion("node", 1); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "upgrade the node") {
+		t.Fatalf("CheckVersion(1) = %v", err)
 	}
 }

@@ -6,33 +6,15 @@ import (
 	"encoding/base64"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/coordinator/audit"
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
-
-// lockedBuf is an output sink a running command and the test share.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func startTestCoordinator(t *testing.T, dir string) *coordinator.Coordinator {
 	t.Helper()
@@ -117,7 +99,7 @@ func TestAuditTail(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var fout, ferr lockedBuf
+	var fout, ferr logtest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runAudit(ctx, []string{"tail", "--admin", c.AdminCredPath(), "--follow", "--json"}, &fout, &ferr)

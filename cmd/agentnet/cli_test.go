@@ -10,12 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/agentnet/agentnet/wire"
 )
 
 // TestDemo runs the README's first command in-process.
@@ -51,7 +54,7 @@ func TestHelpAndUsage(t *testing.T) {
 		t.Errorf("node without --state: exit %d, stderr %q", code, errb.String())
 	}
 	out.Reset()
-	if code := run([]string{"version"}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "control protocol 1") {
+	if code := run([]string{"version"}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "control protocol "+strconv.Itoa(wire.ProtocolVersion)) {
 		t.Errorf("version: exit %d, %q", code, out.String())
 	}
 }

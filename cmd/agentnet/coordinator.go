@@ -34,6 +34,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	enrollLimit := fs.String("rate-limit-enroll", coordinator.DefaultEnrollLimit.String(), "per-source limit on enrollments: RATE/BURST (requests per second, burst) or off")
 	adminLimit := fs.String("rate-limit-admin", coordinator.DefaultAdminLimit.String(), "per-source limit on admin API requests: RATE/BURST or off")
 	loginLimit := fs.String("rate-limit-login", coordinator.DefaultLoginLimit.String(), "per-source limit on console logins: RATE/BURST or off")
+	connsPerSource := fs.Int("conn-limit-source", coordinator.DefaultConnsPerSource, "open connections per source address (IPv4, IPv6 /64); over it the source's oldest idle connection is closed, or the new one refused if none is idle (negative: no cap)")
+	connsTotal := fs.Int("conn-limit-total", coordinator.DefaultConnsTotal, "open connections in all, handled like --conn-limit-source; keep it below the file-descriptor limit (negative: no cap)")
 	var relayFiles listFlag
 	fs.Var(&relayFiles, "relay", "relay.cred file written by 'agentnet relay' (repeatable); its relays go into every map with per-node credentials")
 	if err := parseWithConfig(fs, args); err != nil {
@@ -73,6 +75,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		DataDir: *data, Listen: *listen, URL: *url, Prefix4: p, Domain: *domain,
 		DefaultTokenTTL: *tokenTTL, Logger: log, Console: *console,
 		MetricsListen: *metricsListen, AuditReset: *auditReset, RateLimits: limits, Relays: relays,
+		ConnLimits: coordinator.ConnLimits{PerSource: nonZero(*connsPerSource), Total: nonZero(*connsTotal)},
 	})
 	if err != nil {
 		return err
@@ -180,4 +183,13 @@ func runTokenAdmin(ctx context.Context, verb string, args []string, stdout, stde
 		fmt.Fprintf(stdout, "%-18s %-9v %-5d %-20s %-8v %s\n", t.ID, t.Reusable, t.Uses, t.Expires.Format(time.DateTime), t.Revoked, strings.Join(t.Tags, ","))
 	}
 	return nil
+}
+
+// nonZero maps a count flag's 0 to -1 (no cap): a zero ConnLimits field
+// means "default", which is not what --conn-limit-source 0 says.
+func nonZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/agentnet/agentnet/netstack/proxy"
 	"github.com/agentnet/agentnet/overlay"
 )
 
@@ -37,6 +38,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	keyRotation := fs.Duration("key-rotation", overlay.DefaultKeyRotation, "replace the WireGuard key this often (0: never); 'agentnet node rotate' rotates now")
 	forceRelay := fs.Bool("force-relay", false, "never use direct paths: send everything through the relay (debugging, measuring the relay)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9100 (default: off)")
+	maxConnsPerPeer := fs.Int("max-conns-per-peer", proxy.DefaultMaxConnsPerSource, "inbound TCP connections one source address (a peer's overlay IP; a front-end's client) may hold open at once; more are reset and counted in agentnet_conn_refused_total")
+	maxConns := fs.Int("max-conns", proxy.DefaultMaxConns, "inbound TCP connections open at once in total, in netstack mode and in each front-end; more are reset and counted")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseWithConfig(fs, args); err != nil {
 		return err
@@ -59,6 +62,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if *maxConnsPerPeer <= 0 || *maxConns <= 0 {
+		return fmt.Errorf("%w: --max-conns-per-peer %d, --max-conns %d: want positive numbers", errUsage, *maxConnsPerPeer, *maxConns)
+	}
 	if *keyRotation < 0 {
 		return fmt.Errorf("%w: --key-rotation %v is negative; use 0 to disable", errUsage, *keyRotation)
 	}
@@ -70,6 +76,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
 		TUN: *tunName, AcceptDNS: *acceptDNS, MetricsListen: *metricsListen, ForceRelay: *forceRelay,
+		MaxConnsPerPeer: *maxConnsPerPeer, MaxConns: *maxConns,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
 			Forwards: forwards, Exposes: exposes},
 	})

@@ -44,10 +44,14 @@ func OpenBolt(path string) (Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNodes, bucketNames, bucketIPs, bucketTokens, bucketMeta, bucketPolicies, bucketRevoked, bucketRetiredKeys} {
+		backfill := tx.Bucket(bucketWGKeys) == nil
+		for _, b := range [][]byte{bucketNodes, bucketNames, bucketIPs, bucketTokens, bucketMeta, bucketPolicies, bucketRevoked, bucketRetiredKeys, bucketWGKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if backfill {
+			return backfillWGKeys(tx)
 		}
 		return nil
 	})
@@ -105,6 +109,9 @@ func (t boltTx) Nodes() ([]wire.Node, error) {
 func (t boltTx) PutNode(n wire.Node) error {
 	if n.DID == "" || n.Name == "" || !n.IPv4.IsValid() || !n.IPv6.IsValid() {
 		return fmt.Errorf("store: node %q/%q lacks DID, name or address", n.Name, n.DID)
+	}
+	if err := t.bindWGKey(n.WGKey, n.DID); err != nil {
+		return err
 	}
 	old, ok, err := t.Node(n.DID)
 	if err != nil {

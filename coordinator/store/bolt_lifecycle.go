@@ -66,6 +66,9 @@ func (t boltTx) PutRetiredKey(r RetiredKey) error {
 	if r.Key == "" || r.DID == "" {
 		return errors.New("store: retired key lacks key or DID")
 	}
+	if err := t.bindWGKey(r.Key, r.DID); err != nil {
+		return err
+	}
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err

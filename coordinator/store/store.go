@@ -36,7 +36,9 @@ type Tx interface {
 	Nodes() ([]wire.Node, error)
 	// PutNode creates or replaces a node keyed by its DID and keeps the
 	// name and address indexes in step (old entries of a renamed or
-	// renumbered node are removed).
+	// renumbered node are removed). It binds the node's WireGuard key to
+	// its DID for good, and fails with ErrKeyInUse (writing nothing) if
+	// another identity holds or ever held that key (see WGKeyOwner).
 	PutNode(n wire.Node) error
 	// DeleteNode removes a node and its index entries; a missing node is
 	// not an error.
@@ -45,6 +47,14 @@ type Tx interface {
 	NameOwner(name string) (string, bool, error)
 	// AddrOwner returns the DID holding an overlay address (IPv4 or IPv6).
 	AddrOwner(a netip.Addr) (string, bool, error)
+	// WGKeyOwner returns the DID a WireGuard key is bound to: the identity
+	// that holds it or ever held it. Bindings are made by PutNode and
+	// PutRetiredKey and never removed, so one key names one node, ever.
+	// Keys are their raw 32 bytes, never a text spelling. Checking it and
+	// writing the node in one Update is what keeps keys unique: an
+	// implementation that retries fn on conflict must count this index in
+	// the conflict set.
+	WGKeyOwner(key [32]byte) (string, bool, error)
 
 	// Token returns a join-token record by id.
 	Token(id string) (TokenRecord, bool, error)
@@ -62,7 +72,8 @@ type Tx interface {
 	// RetiredKey returns what is known about a WireGuard key (base64) that
 	// is no longer in use: rotated away, or its identity revoked/expired.
 	RetiredKey(wgKey string) (RetiredKey, bool, error)
-	// PutRetiredKey creates or replaces a retired-key record.
+	// PutRetiredKey creates or replaces a retired-key record; it binds the
+	// key like PutNode (ErrKeyInUse if bound to another identity).
 	PutRetiredKey(k RetiredKey) error
 	// RetiredKeysOf returns the retired keys of one identity.
 	RetiredKeysOf(did string) ([]RetiredKey, error)
@@ -119,3 +130,7 @@ const KeyStateRetired = "retired"
 
 // ErrClosed is returned by a Store used after Close.
 var ErrClosed = errors.New("store: closed")
+
+// ErrKeyInUse is returned (wrapped) by PutNode and PutRetiredKey for a
+// WireGuard key bound to another identity (Tx.WGKeyOwner).
+var ErrKeyInUse = errors.New("store: WireGuard key bound to another node identity")

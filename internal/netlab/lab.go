@@ -38,7 +38,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -154,6 +153,9 @@ func New(t testing.TB) *Lab {
 			t.Fatal(msg + " (NETLAB_REQUIRE=1)")
 		}
 		t.Skip(msg)
+	}
+	if err := supported(); err != nil {
+		skip("%v", err)
 	}
 	if os.Geteuid() != 0 {
 		skip("network-namespace lab needs root (euid %d)", os.Geteuid())
@@ -531,7 +533,7 @@ func removeNS(ns string) error {
 	if out, err := command("ip", "netns", "pids", ns); err == nil {
 		for _, f := range strings.Fields(out) {
 			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				_ = killPID(pid)
 			}
 		}
 	}

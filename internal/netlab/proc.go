@@ -25,7 +25,7 @@ const stopGrace = 5 * time.Second
 // gets its own process group and SIGKILL when the test process dies.
 func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = nsProcAttr() // proc_linux.go
 	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }

@@ -23,6 +23,13 @@
 // AllowOutside, both go through the host network instead (names through the
 // host resolver).
 //
+// # Connection caps
+//
+// Each front-end caps the client connections it holds, per source address
+// (MaxConnsPerSource, default 256) and in total (MaxConns, default 4096),
+// in Accept (limit.go): a connection over a cap is reset and counted
+// (ConnStats), and Accept goes on to the next without waiting for a slot.
+//
 // # Lifetime
 //
 // Each constructor starts serving before it returns. Close stops the

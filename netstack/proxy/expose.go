@@ -23,6 +23,16 @@ type ExposeConfig struct {
 	// DialTimeout bounds dialing Target. Optional; default
 	// DefaultDialTimeout (30 s).
 	DialTimeout time.Duration
+	// MaxConnsPerSource caps the client connections from one source
+	// address open at once; Accept resets (RST) and counts (ConnStats)
+	// the ones beyond it. On a loopback listener every local program is
+	// the same source. Optional; default DefaultMaxConnsPerSource (256);
+	// negative is refused.
+	MaxConnsPerSource int
+	// MaxConns caps all client connections open at once, like
+	// MaxConnsPerSource. Optional; default DefaultMaxConns (4096);
+	// negative is refused.
+	MaxConns int
 	// Logger receives logs. Optional; default discards.
 	Logger *slog.Logger
 }
@@ -85,6 +95,11 @@ func NewExpose(cfg ExposeConfig) (*Expose, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	base := orDiscard(cfg.Logger).With("proxy", "expose", "port", cfg.Port) // "endpoint" is the refused source there
+	lim, err := newLimiter(cfg.MaxConnsPerSource, cfg.MaxConns, base)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: expose: %w", err)
+	}
 	addr := fmt.Sprintf(":%d", cfg.Port)
 	ln, err := cfg.Overlay.Listen("tcp", addr)
 	if err != nil {
@@ -95,6 +110,6 @@ func NewExpose(cfg ExposeConfig) (*Expose, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", target)
 	}
-	log := orDiscard(cfg.Logger).With("proxy", "expose", "port", cfg.Port, "endpoint", cfg.Target)
-	return &Expose{startRelay(ln, dial, cfg.DialTimeout, log, "expose: dial local target failed; closing overlay connection")}, nil
+	log := base.With("endpoint", cfg.Target)
+	return &Expose{startRelay(&limitListener{Listener: ln, lim: lim}, dial, cfg.DialTimeout, log, "expose: dial local target failed; closing overlay connection")}, nil
 }

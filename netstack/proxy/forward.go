@@ -24,6 +24,16 @@ type ForwardConfig struct {
 	// DialTimeout bounds dialing Target. Optional; default
 	// DefaultDialTimeout (30 s).
 	DialTimeout time.Duration
+	// MaxConnsPerSource caps the client connections from one source
+	// address open at once; Accept resets (RST) and counts (ConnStats)
+	// the ones beyond it. On a loopback listener every local program is
+	// the same source. Optional; default DefaultMaxConnsPerSource (256);
+	// negative is refused.
+	MaxConnsPerSource int
+	// MaxConns caps all client connections open at once, like
+	// MaxConnsPerSource. Optional; default DefaultMaxConns (4096);
+	// negative is refused.
+	MaxConns int
 	// Logger receives logs. Optional; default discards.
 	Logger *slog.Logger
 }
@@ -87,12 +97,17 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	base := orDiscard(cfg.Logger).With("proxy", "forward") // "endpoint" is the refused source there
+	lim, err := newLimiter(cfg.MaxConnsPerSource, cfg.MaxConns, base)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: forward: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: forward: listen on %s: %w", cfg.Listen, err)
 	}
 	target, overlay := cfg.Target, cfg.Overlay
 	dial := func(ctx context.Context) (net.Conn, error) { return overlay.Dial(ctx, "tcp", target) }
-	log := orDiscard(cfg.Logger).With("proxy", "forward", "endpoint", cfg.Target)
-	return &Forward{startRelay(ln, dial, cfg.DialTimeout, log, "forward: dial target failed; closing local connection")}, nil
+	log := base.With("endpoint", cfg.Target)
+	return &Forward{startRelay(&limitListener{Listener: ln, lim: lim}, dial, cfg.DialTimeout, log, "forward: dial target failed; closing local connection")}, nil
 }

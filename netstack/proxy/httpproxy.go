@@ -27,6 +27,16 @@ type HTTPProxyConfig struct {
 	// DialTimeout bounds resolving and dialing one destination.
 	// Optional; default DefaultDialTimeout (30 s).
 	DialTimeout time.Duration
+	// MaxConnsPerSource caps the client connections from one source
+	// address open at once; Accept resets (RST) and counts (ConnStats)
+	// the ones beyond it. On a loopback listener every local program is
+	// the same source. Optional; default DefaultMaxConnsPerSource (256);
+	// negative is refused.
+	MaxConnsPerSource int
+	// MaxConns caps all client connections open at once, like
+	// MaxConnsPerSource. Optional; default DefaultMaxConns (4096);
+	// negative is refused.
+	MaxConns int
 	// Logger receives logs. Optional; default discards.
 	Logger *slog.Logger
 }
@@ -38,7 +48,7 @@ type HTTPProxyConfig struct {
 type HTTPProxy struct {
 	cfg    HTTPProxyConfig
 	log    *slog.Logger
-	ln     net.Listener
+	ln     *limitListener
 	srv    *http.Server
 	rp     *httputil.ReverseProxy
 	tr     *http.Transport
@@ -60,22 +70,27 @@ func NewHTTPProxy(cfg HTTPProxyConfig) (*HTTPProxy, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	log := orDiscard(cfg.Logger).With("proxy", "http")
+	lim, err := newLimiter(cfg.MaxConnsPerSource, cfg.MaxConns, log)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: http: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: http: listen on %s: %w", cfg.Listen, err)
 	}
 	h := &HTTPProxy{
 		cfg: cfg,
-		log: orDiscard(cfg.Logger).With("proxy", "http"),
-		ln:  ln,
+		log: log,
+		ln:  &limitListener{Listener: ln, lim: lim},
 		r:   router{ov: cfg.Overlay, allowOutside: cfg.AllowOutside},
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.tr = &http.Transport{
 		Proxy:                 nil, // never chain to the host's proxy
 		DialContext:           h.dialUpstream,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   upstreamIdleConns,
+		IdleConnTimeout:       upstreamIdleTimeout,
 		ResponseHeaderTimeout: 0,
 	}
 	errLog := slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)
@@ -93,12 +108,15 @@ func NewHTTPProxy(cfg HTTPProxyConfig) (*HTTPProxy, error) {
 		ErrorLog:          errLog,
 		BaseContext:       func(net.Listener) context.Context { return h.ctx },
 	}
-	h.t.start(func() { h.srv.Serve(ln) })
+	h.t.start(func() { h.srv.Serve(h.ln) })
 	return h, nil
 }
 
 // Addr returns the address the proxy listens on.
 func (h *HTTPProxy) Addr() net.Addr { return h.ln.Addr() }
+
+// ConnStats returns the counters of client connections.
+func (h *HTTPProxy) ConnStats() ConnStats { return connStats(h.ln.lim) }
 
 // Close stops the listener, closes client connections, tunnels and
 // upstream connections, and waits for all handlers.

@@ -13,7 +13,7 @@ import (
 // side is the overlay (Forward: local listener → overlay dial; Expose:
 // overlay listener → local dial).
 type relay struct {
-	ln      net.Listener
+	ln      *limitListener
 	dial    func(ctx context.Context) (net.Conn, error)
 	timeout time.Duration
 	log     *slog.Logger
@@ -26,7 +26,7 @@ type relay struct {
 }
 
 // startRelay starts serving ln; the relay owns ln from here on.
-func startRelay(ln net.Listener, dial func(ctx context.Context) (net.Conn, error), timeout time.Duration, log *slog.Logger, what string) *relay {
+func startRelay(ln *limitListener, dial func(ctx context.Context) (net.Conn, error), timeout time.Duration, log *slog.Logger, what string) *relay {
 	r := &relay{ln: ln, dial: dial, timeout: timeout, log: log, what: what}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.t.start(func() { serveListener(r.ctx, &r.t, ln, r.log, r.handle) })
@@ -35,6 +35,9 @@ func startRelay(ln net.Listener, dial func(ctx context.Context) (net.Conn, error
 
 // Addr returns the listener's address.
 func (r *relay) Addr() net.Addr { return r.ln.Addr() }
+
+// ConnStats returns the counters of accepted connections.
+func (r *relay) ConnStats() ConnStats { return connStats(r.ln.lim) }
 
 // Close stops the listener, closes every connection and waits for all
 // goroutines.

@@ -15,38 +15,6 @@ import (
 	"time"
 )
 
-// SOCKS protocol constants, RFC 1928.
-const (
-	socksVersion = 0x05
-
-	authNone         = 0x00 // §3 NO AUTHENTICATION REQUIRED
-	authNoAcceptable = 0xff // §3 NO ACCEPTABLE METHODS
-
-	cmdConnect      = 0x01 // §4
-	cmdBind         = 0x02
-	cmdUDPAssociate = 0x03
-
-	atypIPv4   = 0x01 // §5
-	atypDomain = 0x03
-	atypIPv6   = 0x04
-
-	repSucceeded          = 0x00 // §6
-	repGeneralFailure     = 0x01
-	repNotAllowed         = 0x02 // connection not allowed by ruleset
-	repNetUnreachable     = 0x03
-	repHostUnreachable    = 0x04
-	repConnRefused        = 0x05
-	repTTLExpired         = 0x06
-	repCmdNotSupported    = 0x07
-	repAddrTypeNotSupport = 0x08
-)
-
-// Defaults for SOCKS5Config.
-const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultDialTimeout      = 30 * time.Second
-)
-
 // SOCKS5Config configures NewSOCKS5.
 type SOCKS5Config struct {
 	// Listen is the TCP address to serve on, e.g. "127.0.0.1:1080".
@@ -64,6 +32,16 @@ type SOCKS5Config struct {
 	// DialTimeout bounds resolving and dialing one destination.
 	// Optional; default DefaultDialTimeout (30 s).
 	DialTimeout time.Duration
+	// MaxConnsPerSource caps the client connections from one source
+	// address open at once; Accept resets (RST) and counts (ConnStats)
+	// the ones beyond it. On a loopback listener every local program is
+	// the same source. Optional; default DefaultMaxConnsPerSource (256);
+	// negative is refused.
+	MaxConnsPerSource int
+	// MaxConns caps all client connections open at once, like
+	// MaxConnsPerSource. Optional; default DefaultMaxConns (4096);
+	// negative is refused.
+	MaxConns int
 	// Logger receives logs. Optional; default discards.
 	Logger *slog.Logger
 }
@@ -74,7 +52,7 @@ type SOCKS5Config struct {
 type SOCKS5 struct {
 	cfg    SOCKS5Config
 	log    *slog.Logger
-	ln     net.Listener
+	ln     *limitListener
 	r      router
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,23 +74,31 @@ func NewSOCKS5(cfg SOCKS5Config) (*SOCKS5, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	log := orDiscard(cfg.Logger).With("proxy", "socks5")
+	lim, err := newLimiter(cfg.MaxConnsPerSource, cfg.MaxConns, log)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: socks5: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: socks5: listen on %s: %w", cfg.Listen, err)
 	}
 	s := &SOCKS5{
 		cfg: cfg,
-		log: orDiscard(cfg.Logger).With("proxy", "socks5"),
-		ln:  ln,
+		log: log,
+		ln:  &limitListener{Listener: ln, lim: lim},
 		r:   router{ov: cfg.Overlay, allowOutside: cfg.AllowOutside},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.t.start(func() { serveListener(s.ctx, &s.t, ln, s.log, s.handle) })
+	s.t.start(func() { serveListener(s.ctx, &s.t, s.ln, s.log, s.handle) })
 	return s, nil
 }
 
 // Addr returns the address the server listens on.
 func (s *SOCKS5) Addr() net.Addr { return s.ln.Addr() }
+
+// ConnStats returns the counters of client connections.
+func (s *SOCKS5) ConnStats() ConnStats { return connStats(s.ln.lim) }
 
 // Close stops the listener, closes every client connection, relay socket
 // and destination connection, and waits for all goroutines.

@@ -12,13 +12,6 @@ import (
 	"time"
 )
 
-// maxUDPHeader is the largest SOCKS UDP request header we write: RSV(2)
-// FRAG(1) ATYP(1) IPv6(16) PORT(2) (RFC 1928 §7).
-const maxUDPHeader = 22
-
-// udpResolveTimeout bounds resolving one datagram's destination name.
-const udpResolveTimeout = 5 * time.Second
-
 // association is one UDP ASSOCIATE (RFC 1928 §7). It lives as long as the
 // TCP control connection. Datagrams are accepted only from the control
 // connection's client IP (and port, if the client named one in its

@@ -100,7 +100,7 @@ func (c *trackedConn) Close() error {
 // connection in a tracked goroutine. handle owns c; c is tracked (closed by
 // tracker.close) and untracked and closed when handle returns.
 func serveListener(ctx context.Context, t *tracker, ln net.Listener, log *slog.Logger, handle func(c net.Conn)) {
-	backoff := 5 * time.Millisecond
+	backoff := acceptBackoffMin
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -114,10 +114,10 @@ func serveListener(ctx context.Context, t *tracker, ln net.Listener, log *slog.L
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, time.Second)
+			backoff = min(2*backoff, acceptBackoffMax)
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		backoff = acceptBackoffMin
 		if !t.add(c) {
 			c.Close()
 			return

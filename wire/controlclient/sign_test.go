@@ -31,7 +31,8 @@ func TestSignedRequests(t *testing.T) {
 	got := make(chan seen, 2)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		did, _, err := wire.VerifyRequest(r, body, t0)
+		auth, err := wire.VerifyRequest(r, body, t0)
+		did := auth.DID
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return

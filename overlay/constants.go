@@ -1,0 +1,135 @@
+package overlay
+
+import "time"
+
+// Timing and sizes of the node and its packet filter, and the wire-format
+// numbers the filter reads. The peer paths' own (disco, probes, relay,
+// rotation) sit with their code in the files of the path layer.
+
+// Node defaults (Config).
+const (
+	defaultMTU           = 1280 // Config.MTU: the IPv6 minimum, so any path carries it
+	defaultEnrollTimeout = 60 * time.Second
+	// Reconnect backoff (backoff): attempt n waits n seconds up to
+	// backoffSteps, then backoffMax; each wait is jittered to 50-100 %.
+	backoffSteps = 6
+	backoffMax   = 15 * time.Second
+	// maxAdvertised bounds the interface addresses a node advertises as
+	// its endpoints.
+	maxAdvertised = 8
+)
+
+// Publishing candidates (publish.go): a check every publishEvery (and on
+// every change), a retry publishRetry after a failed update; a
+// coordinator's probe delay is capped at maxProbeDelay.
+const (
+	publishEvery  = 20 * time.Second
+	publishRetry  = 2 * time.Second
+	maxProbeDelay = 5 * time.Second
+)
+
+// Local API (localapi.go).
+const (
+	localPingTimeout   = 5 * time.Second // one /v1/ping
+	localHeaderTimeout = 5 * time.Second
+	localShutdownGrace = 500 * time.Millisecond // then in-flight requests are cut
+	localClientTimeout = 15 * time.Second       // LocalClient's requests
+)
+
+// Returning a large map's garbage to the OS (memory.go).
+const (
+	freeMemoryMinPeers = 128 // smaller maps leave little garbage
+	freeMemoryDelay    = 200 * time.Millisecond
+	freeMemoryEvery    = time.Second
+)
+
+// Reporter defaults.
+const (
+	defaultReportInterval = 5 * time.Second
+	reportQueue           = 1024 // events waiting to be sent
+	// sessionExpired is when a WireGuard session is dead without a new
+	// handshake: RejectAfterTime (WireGuard paper §6.1).
+	sessionExpired = 180 * time.Second
+)
+
+// persistentKeepalive keeps NAT mappings warm (seconds).
+const persistentKeepalive = 25
+
+// Flow table defaults (FilterConfig).
+const (
+	defaultMaxFlows     = 32768
+	defaultTCPTimeout   = 2 * time.Hour
+	defaultUDPTimeout   = 3 * time.Minute
+	defaultICMPTimeout  = 30 * time.Second
+	defaultOtherTimeout = 10 * time.Minute
+
+	flowShards = 16
+	// evictSample is how many entries of a full shard are looked at to find
+	// expired ones or the least recently used.
+	evictSample = 32
+)
+
+// defaultDenyLogInterval is FilterConfig.LogInterval's default: each
+// (source, reason) denial is logged once per interval.
+const defaultDenyLogInterval = 10 * time.Second
+
+// maxDenyKeys bounds the filter's table of (source, reason) pairs whose
+// denials are being logged once per interval.
+const maxDenyKeys = 4096
+
+// rejectOffset is where rejects start in their buffer: room for the
+// virtio-net header a kernel TUN device writes in front (wireguard-go's own
+// offset, device.MessageTransportOffsetContent).
+const rejectOffset = 16
+
+// ICMP error sizes: the whole answer fits the minimum MTU of its family
+// (RFC 1812 §4.3.2.3: 576 bytes; RFC 4443 §2.4(c): 1280 bytes).
+const (
+	maxICMPv4Error = 576
+	maxICMPv6Error = 1280
+)
+
+// divertOffset leaves room for wireguard-go's virtio header on kernel writes.
+const divertOffset = 16
+
+// maxExtHeaders bounds the IPv6 extension header walk.
+const maxExtHeaders = 8
+
+// IP protocol numbers the filter knows (IANA "Assigned Internet Protocol
+// Numbers").
+const (
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+
+	// IPv6 extension headers walked over (RFC 8200 §4).
+	protoHopByHop  = 0
+	protoRouting   = 43
+	protoFragment  = 44
+	protoDestOpts  = 60
+	protoNoNextHdr = 59
+)
+
+// TCP flags (RFC 9293 §3.1).
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// ICMP types the filter treats specially.
+const (
+	icmp4EchoReply    = 0
+	icmp4Unreach      = 3
+	icmp4Echo         = 8
+	icmp4TimeExceed   = 11
+	icmp4ParamProb    = 12
+	icmp6Unreach      = 1
+	icmp6PacketTooBig = 2
+	icmp6TimeExceed   = 3
+	icmp6ParamProb    = 4
+	icmp6Echo         = 128
+	icmp6EchoReply    = 129
+)
