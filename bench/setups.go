@@ -23,6 +23,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -167,7 +168,7 @@ func newAgentnetNet(ctx context.Context, log *slog.Logger) (*agentnetNet, error)
 		return nil, fmt.Errorf("start relay: %w", err)
 	}
 	c, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log.With("c", "coord"),
-		RateLimits: benchNoLimits, Relays: []relay.Cred{rl.Cred()}})
+		RateLimits: benchNoLimits, Relays: []turncred.Cred{rl.Cred()}})
 	if err != nil {
 		rl.Close()
 		os.RemoveAll(dir)

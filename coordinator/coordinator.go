@@ -22,7 +22,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator/console"
 	"github.com/agentnet/agentnet/coordinator/store"
 	"github.com/agentnet/agentnet/internal/logthrottle"
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -75,9 +75,9 @@ type Config struct {
 	ConnLimits ConnLimits
 	// Relays is optional: the TURN/STUN relays put into every map, each
 	// with a per-node credential (user = node name, 24 h, see relays.go).
-	// Load them with relay.LoadCred from each relay's relay.cred. Default:
+	// Load them with turncred.LoadCred from each relay's relay.cred. Default:
 	// none.
-	Relays []relay.Cred
+	Relays []turncred.Cred
 
 	// AuditReset is optional, default false. On start the audit log
 	// (DataDir/audit.jsonl) is verified; a broken log makes New fail with

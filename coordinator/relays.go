@@ -6,11 +6,11 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
-// Relay credentials in maps (TURN REST scheme, see relay.Credentials).
+// Relay credentials in maps (TURN REST scheme, see turncred.Credentials).
 //
 // A credential issued at time t expires at t truncated to the hour plus
 // relayCredTTL, so every map built within the same hour carries the same
@@ -26,7 +26,7 @@ const (
 )
 
 // checkRelays validates Config.Relays at start.
-func checkRelays(creds []relay.Cred) error {
+func checkRelays(creds []turncred.Cred) error {
 	seen := make(map[string]bool)
 	for i, r := range creds {
 		if err := r.Check(); err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -32,11 +34,11 @@ func startRelay(t *testing.T) *relay.Server {
 // credential for that node which the relay accepts, over every transport.
 func TestMapsCarryRelayCredentials(t *testing.T) {
 	r := startRelay(t)
-	cred, err := relay.LoadCred(r.CredPath())
+	cred, err := turncred.LoadCred(r.CredPath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, func(c *Config) { c.Relays = []relay.Cred{cred} })
+	h := newHarness(t, func(c *Config) { c.Relays = []turncred.Cred{cred} })
 	a := newTestNode(t, h.c)
 	resp := a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
 	m := verify(t, resp.Map, h.c.PublicKey())
@@ -54,7 +56,7 @@ func TestMapsCarryRelayCredentials(t *testing.T) {
 	}
 	for _, addr := range got.Addrs {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c, err := relay.DialTURN(ctx, addr, got.TLSPin, got.Username, got.Password, nil)
+		c, err := turnclient.DialProbe(ctx, turnclient.Config{Relay: got, Transport: addr.Transport})
 		if err != nil {
 			cancel()
 			t.Fatal(err)
@@ -77,7 +79,7 @@ func TestRelayConfigRefused(t *testing.T) {
 	r := startRelay(t)
 	bad := r.Cred()
 	bad.Secret = []byte("short")
-	for name, relays := range map[string][]relay.Cred{
+	for name, relays := range map[string][]turncred.Cred{
 		"short secret": {bad},
 		"duplicate":    {r.Cred(), r.Cred()},
 	} {
@@ -94,7 +96,7 @@ func TestRelayCredentialsRefreshed(t *testing.T) {
 	r := startRelay(t)
 	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 	h := newHarness(t, func(c *Config) {
-		c.Relays = []relay.Cred{r.Cred()}
+		c.Relays = []turncred.Cred{r.Cred()}
 		c.Now = clock.Now
 		c.keepalive = 50 * time.Millisecond
 	})

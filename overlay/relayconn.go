@@ -10,7 +10,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -49,7 +49,7 @@ type relayPath struct {
 }
 
 // allocation is what the relay path needs of our relay allocation (a
-// *relay.Allocation; in tests an in-memory one).
+// *turnclient.Allocation; in tests an in-memory one).
 type allocation interface {
 	Relay() wire.Relay
 	Transport() string // udp, tcp or tls
@@ -62,7 +62,7 @@ type allocation interface {
 	Dropped() uint64 // packets the allocation itself dropped
 }
 
-var _ allocation = (*relay.Allocation)(nil)
+var _ allocation = (*turnclient.Allocation)(nil)
 
 // allocRef holds an allocation for atomic.Pointer.
 type allocRef struct{ allocation }
@@ -177,13 +177,13 @@ func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 // STUN every stunEvery. Owner: Node (n.wg); it ends with n.ctx.
 //
 // With Config.PacketConn there is no allocation, only STUN through that
-// conn: relay.Allocate dials real sockets, and a custom transport's
+// conn: turnclient.Allocate dials real sockets, and a custom transport's
 // addresses (vnet's in tests) must never be sent to on the real network.
 func (n *Node) relayLoop() {
 	defer n.wg.Done()
 	canAllocate := n.cfg.PacketConn == nil
 	var (
-		a        *relay.Allocation
+		a        *turnclient.Allocation
 		dead     <-chan struct{}
 		retryAt  time.Time
 		attempt  int
@@ -235,7 +235,7 @@ func (n *Node) relayLoop() {
 				dead = a.Dead()
 				n.pbind.setAlloc(a)
 				n.wg.Add(1)
-				go func(a *relay.Allocation) {
+				go func(a *turnclient.Allocation) {
 					defer n.wg.Done()
 					n.pbind.readAlloc(a)
 				}(a)
@@ -268,13 +268,13 @@ func (n *Node) relayLoop() {
 }
 
 // allocate tries UDP, then TCP, then TLS on r.
-func (n *Node) allocate(r wire.Relay) *relay.Allocation {
+func (n *Node) allocate(r wire.Relay) *turnclient.Allocation {
 	var errs []error
 	for _, tr := range []string{wire.TransportUDP, wire.TransportTCP, wire.TransportTLS} {
 		if !slices.ContainsFunc(r.Addrs, func(a wire.RelayAddr) bool { return a.Transport == tr }) {
 			continue
 		}
-		a, err := relay.Allocate(n.ctx, relay.AllocConfig{Relay: r, Transport: tr, Timeout: allocTimeout, Logger: n.log})
+		a, err := turnclient.Allocate(n.ctx, turnclient.Config{Relay: r, Transport: tr, Timeout: allocTimeout, Logger: n.log})
 		if err == nil {
 			n.log.Info("relay allocation", "relay", r.Name, "path", a.RelayedAddr(), "transport", tr)
 			return a
@@ -289,7 +289,7 @@ func (n *Node) allocate(r wire.Relay) *relay.Allocation {
 }
 
 // permitPeers lets every peer's candidate IPs send to our relayed address.
-func (n *Node) permitPeers(a *relay.Allocation, done map[netip.Addr]bool) {
+func (n *Node) permitPeers(a *turnclient.Allocation, done map[netip.Addr]bool) {
 	var ips []netip.Addr
 	for _, ip := range n.pbind.peerIPs() {
 		if !done[ip] {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -33,8 +34,8 @@ func benchRelay(b *testing.B, transport string) {
 		defer close(done)
 		buf := make([]byte, 2048)
 		for {
-			r.Relayed.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			n, _, err := r.Relayed.ReadFrom(buf)
+			r.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			n, _, err := r.ReadFrom(buf)
 			if err != nil {
 				return
 			}
@@ -42,12 +43,11 @@ func benchRelay(b *testing.B, transport string) {
 		}
 	}()
 	payload := make([]byte, 1280)
-	to := net.UDPAddrFromAddrPort(rAddr)
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		if _, err := a.Relayed.WriteTo(payload, to); err != nil {
+		if _, err := a.WriteTo(payload, rAddr); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -71,17 +71,16 @@ func BenchmarkRelayServer(b *testing.B) {
 	a := dial(b, s, wire.TransportUDP, "a")
 	allocate(b, a)
 	peer := loopbackUDP(b)
-	tuneUDP(peer)
+	udpbatch.Tune(peer)
 	// The first packet to a peer creates the permission and binds channel
 	// 0x4000 (pion's first channel number).
 	for range 3 {
-		a.Relayed.WriteTo([]byte("bind"), peer.LocalAddr())
+		a.WriteTo([]byte("bind"), peer.LocalAddr().(*net.UDPAddr).AddrPort())
 		time.Sleep(100 * time.Millisecond)
 	}
 	frame := make([]byte, 4+1280)
 	frame[0], frame[1] = 0x40, 0x00
 	frame[2], frame[3] = byte(1280>>8), byte(1280&0xff)
-	server := net.UDPAddrFromAddrPort(addrOf(b, s, wire.TransportUDP).Addr)
 
 	var got atomic.Int64
 	done := make(chan struct{})
@@ -103,7 +102,7 @@ func BenchmarkRelayServer(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		if _, err := a.conn.WriteTo(frame, server); err != nil {
+		if err := a.WriteRaw(frame); err != nil {
 			b.Fatal(err)
 		}
 	}

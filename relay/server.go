@@ -20,6 +20,9 @@ import (
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/internal/logthrottle"
+	"github.com/agentnet/agentnet/relay/internal/pionlog"
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -83,7 +86,9 @@ type Config struct {
 	BandwidthPerUser int64
 	// Logger is optional. Default: discard.
 	Logger *slog.Logger
-	// Now is optional: the clock for credential expiry. Default time.Now.
+	// Now is optional: the clock for credential expiry, bandwidth limits,
+	// refusal log throttling and the TLS certificate's validity. Default
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -105,11 +110,11 @@ type Server struct {
 
 	turn     *turn.Server
 	udp      *net.UDPConn
-	udpOut   *udpBatch // batched sends on udp to clients (relayConn.queue); nil on IPv6
+	udpOut   *udpbatch.Conn // batched sends on udp to clients (relayConn.queue); nil on IPv6
 	alt      *net.UDPConn
 	tcp      *trackedListener
 	tlsLn    *trackedListener
-	cred     Cred
+	cred     turncred.Cred
 	credPath string
 
 	stats   counters
@@ -118,6 +123,8 @@ type Server struct {
 
 	closeOnce sync.Once
 
+	// Lock order: none. clientsMu, mu, stats.mu, a relayConn's wmu and a
+	// trackedListener's mu are each taken alone, never one inside another.
 	clientsMu sync.RWMutex                  // guards clients
 	clients   map[netip.AddrPort]*relayConn // UDP allocations by client address
 
@@ -224,15 +231,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tuneUDP(s.udp)
+	udpbatch.Tune(s.udp)
 	if listenIP.Is4() {
-		s.udpOut = newUDPBatch(s.udp, false)
+		s.udpOut = udpbatch.New(s.udp, false)
 	}
 	s.tcp.s = s
 	pcs = append(pcs, turn.PacketConnConfig{PacketConn: turnSocket{UDPConn: s.udp, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 	lcs = append(lcs, turn.ListenerConfig{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 	port := s.udp.LocalAddr().(*net.UDPAddr).Port
-	s.cred = Cred{
+	s.cred = turncred.Cred{
 		Name:   cfg.Name,
 		Secret: s.secret,
 		Addrs: []wire.RelayAddr{
@@ -253,7 +260,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("relay: TLSListen %q: %w", cfg.TLSListen, err)
 		}
-		cert, leaf, err := loadOrCreateCert(filepath.Join(cfg.DataDir, fileTLSKey), filepath.Join(cfg.DataDir, fileTLSCrt), cfg.Name, s.now())
+		cert, pin, err := loadOrCreateCert(cfg.DataDir, cfg.Name, s.now)
 		if err != nil {
 			return nil, err
 		}
@@ -273,14 +280,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}),
 			RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		})
-		s.cred.TLSPin = wire.CertPin(leaf)
+		s.cred.TLSPin = pin
 		s.cred.Addrs = append(s.cred.Addrs, wire.RelayAddr{Transport: wire.TransportTLS, Addr: netip.AddrPortFrom(s.publicIP, tlsPort)})
 	} else {
 		if s.alt, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(altAP)); err != nil {
 			return nil, fmt.Errorf("relay: STUN alt port %v: %w (it is the Listen port + 1 when there is no TLS listener)", altAP, err)
 		}
 	}
-	tuneUDP(s.alt)
+	udpbatch.Tune(s.alt)
 	altPort := uint16(s.alt.LocalAddr().(*net.UDPAddr).Port)
 	s.listenPorts[altPort] = true
 	s.cred.STUNAlt = netip.AddrPortFrom(s.publicIP, altPort)
@@ -313,7 +320,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.turn, err = turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: pcs,
 		ListenerConfigs:   lcs,
-		LoggerFactory:     pionLogs{log: s.log},
+		LoggerFactory:     pionlog.Factory{Log: s.log},
 		Realm:             Realm,
 		AuthHandler:       s.auth,
 		QuotaHandler:      s.quota,
@@ -387,7 +394,7 @@ func addHostIPs(set map[netip.Addr]bool) {
 // malformed and expired usernames and returns the long-term key (RFC 8489
 // §9.2.2) of the password the coordinator derived from the shared secret.
 func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
-	exp, name, err := parseUsername(username)
+	exp, name, err := turncred.ParseUsername(username)
 	if err != nil {
 		s.refuse(ReasonBadUsername, "endpoint", src.String(), "err", err)
 		return nil, false
@@ -396,13 +403,13 @@ func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
 		s.refuse(ReasonExpired, "node", name, "endpoint", src.String(), "expired", exp.UTC())
 		return nil, false
 	}
-	return turn.GenerateAuthKey(username, realm, restPassword(s.secret, username)), true
+	return turn.GenerateAuthKey(username, realm, turncred.Password(s.secret, username)), true
 }
 
 // onAuth counts requests whose message integrity failed: a wrong password.
 func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
 	if !verdict {
-		_, name, _ := parseUsername(username)
+		_, name, _ := turncred.ParseUsername(username)
 		s.refuse(ReasonBadPassword, "node", name, "endpoint", src.String(), "method", method)
 	}
 }
@@ -423,7 +430,7 @@ func (s *Server) refuse(reason string, attrs ...any) {
 }
 
 // Cred returns the relay's credential (also written to CredPath).
-func (s *Server) Cred() Cred { return s.cred }
+func (s *Server) Cred() turncred.Cred { return s.cred }
 
 // CredPath returns the path of relay.cred.
 func (s *Server) CredPath() string { return s.credPath }

@@ -15,6 +15,8 @@ import (
 	"github.com/pion/stun/v3"
 	"go.uber.org/goleak"
 
+	"github.com/agentnet/agentnet/relay/turnclient"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -53,17 +55,19 @@ func addrOf(t testing.TB, s *Server, transport string) wire.RelayAddr {
 }
 
 // dial connects a TURN client for node user with a fresh credential.
-func dial(t testing.TB, s *Server, transport, user string) *TURNConn {
+func dial(t testing.TB, s *Server, transport, user string) *turnclient.Probe {
 	t.Helper()
-	u, p, _ := Credentials(s.Cred().Secret, user, time.Hour, time.Now())
+	u, p, _ := turncred.Credentials(s.Cred().Secret, user, time.Hour, time.Now())
 	return dialAs(t, s, transport, u, p)
 }
 
-func dialAs(t testing.TB, s *Server, transport, username, password string) *TURNConn {
+func dialAs(t testing.TB, s *Server, transport, username, password string) *turnclient.Probe {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := DialTURN(ctx, addrOf(t, s, transport), s.Cred().TLSPin, username, password, nil)
+	r := wire.Relay{Name: s.Cred().Name, Addrs: []wire.RelayAddr{addrOf(t, s, transport)}, TLSPin: s.Cred().TLSPin,
+		Username: username, Password: password}
+	c, err := turnclient.DialProbe(ctx, turnclient.Config{Relay: r, Transport: transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +75,7 @@ func dialAs(t testing.TB, s *Server, transport, username, password string) *TURN
 	return c
 }
 
-func allocate(t testing.TB, c *TURNConn) netip.AddrPort {
+func allocate(t testing.TB, c *turnclient.Probe) netip.AddrPort {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -80,49 +84,6 @@ func allocate(t testing.TB, c *TURNConn) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
-}
-
-func TestSTUNBothPorts(t *testing.T) {
-	for _, tls := range []bool{true, false} {
-		s := startRelay(t, func(c *Config) {
-			if !tls {
-				c.TLSListen = ""
-			}
-		})
-		uc := loopbackUDP(t)
-		self := uc.LocalAddr().(*net.UDPAddr).AddrPort()
-		main := addrOf(t, s, wire.TransportUDP).Addr
-		if s.STUNAlt() == main || !s.STUNAlt().IsValid() {
-			t.Fatalf("STUN alt %v must be a second port (main %v)", s.STUNAlt(), main)
-		}
-		for _, to := range []netip.AddrPort{main, s.STUNAlt()} {
-			got, _, err := stunBinding(context.Background(), uc, to, 2*time.Second)
-			if err != nil {
-				t.Fatalf("tls=%v: STUN binding to %v: %v", tls, to, err)
-			}
-			if got != self {
-				t.Fatalf("tls=%v: mapped address from %v = %v, want %v", tls, to, got, self)
-			}
-		}
-		if tls && s.STUNAlt().Port() != addrOf(t, s, wire.TransportTLS).Addr.Port() {
-			t.Errorf("STUN alt %v is not the TLS port %v", s.STUNAlt(), addrOf(t, s, wire.TransportTLS).Addr)
-		}
-		// The counter follows the answer's send, which the client may read
-		// first: wait for it.
-		for deadline := time.Now().Add(2 * time.Second); s.Stats().STUNAltAnswered < 1 && time.Now().Before(deadline); {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if n := s.Stats().STUNAltAnswered; n != 1 {
-			t.Errorf("STUNAltAnswered = %d, want 1", n)
-		}
-		// Garbage to the alt port gets no answer.
-		uc.WriteToUDPAddrPort([]byte("hello relay, not STUN"), s.STUNAlt())
-		uc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if n, _, err := uc.ReadFromUDPAddrPort(make([]byte, 100)); err == nil {
-			t.Errorf("alt port answered %d bytes to a non-STUN packet", n)
-		}
-		s.Close()
-	}
 }
 
 func TestCredFileAndRestart(t *testing.T) {
@@ -134,7 +95,7 @@ func TestCredFileAndRestart(t *testing.T) {
 	}
 	first := s.Cred()
 	s.Close()
-	for _, f := range []string{fileCred, fileSecret, fileTLSKey} {
+	for _, f := range []string{fileCred, fileSecret, fileTLSKey, fileTLSCrt} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -146,7 +107,7 @@ func TestCredFileAndRestart(t *testing.T) {
 	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir mode %v, want 0700", fi.Mode().Perm())
 	}
-	loaded, err := LoadCred(filepath.Join(dir, fileCred))
+	loaded, err := turncred.LoadCred(filepath.Join(dir, fileCred))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +128,22 @@ func TestCredFileAndRestart(t *testing.T) {
 	}
 	// The pin is the one the TLS listener presents: a TLS allocation works.
 	allocate(t, dial(t, s2, wire.TransportTLS, "a"))
+	s2.Close()
+
+	// Without its certificate the relay issues a new one from the kept
+	// key: the pin, and so relay.cred at the coordinator, stays valid.
+	if err := os.Remove(filepath.Join(dir, fileTLSCrt)); err != nil {
+		t.Fatal(err)
+	}
+	s3, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if s3.Cred().TLSPin != first.TLSPin {
+		t.Fatalf("a new certificate changed the pin: %s → %s", first.TLSPin, s3.Cred().TLSPin)
+	}
+	allocate(t, dial(t, s3, wire.TransportTLS, "a"))
 
 	// Damaged credential files fail with a clear error.
 	for name, body := range map[string]string{
@@ -177,11 +154,11 @@ func TestCredFileAndRestart(t *testing.T) {
 	} {
 		p := filepath.Join(t.TempDir(), "c")
 		os.WriteFile(p, []byte(body), 0o600)
-		if _, err := LoadCred(p); err == nil {
+		if _, err := turncred.LoadCred(p); err == nil {
 			t.Errorf("%s: LoadCred accepted %s", name, body)
 		}
 	}
-	if _, err := LoadCred(filepath.Join(dir, "missing")); err == nil {
+	if _, err := turncred.LoadCred(filepath.Join(dir, "missing")); err == nil {
 		t.Error("LoadCred of a missing file succeeded")
 	}
 }
@@ -224,21 +201,21 @@ func TestRelayData(t *testing.T) {
 
 // exchange sends from a to b's relayed address and back, retrying while
 // permissions and channels are set up, and checks the payloads.
-func exchange(t testing.TB, a *TURNConn, aAddr netip.AddrPort, b *TURNConn, bAddr netip.AddrPort) {
+func exchange(t testing.TB, a *turnclient.Probe, aAddr netip.AddrPort, b *turnclient.Probe, bAddr netip.AddrPort) {
 	t.Helper()
 	// b must permit a's relayed address before a's packets are relayed to it.
-	if _, err := b.Relayed.WriteTo([]byte("open"), net.UDPAddrFromAddrPort(aAddr)); err != nil {
+	if _, err := b.WriteTo([]byte("open"), aAddr); err != nil {
 		t.Fatalf("permit: %v", err)
 	}
-	recv := func(c *TURNConn, want string, from netip.AddrPort) bool {
+	recv := func(c *turnclient.Probe, want string, from netip.AddrPort) bool {
 		buf := make([]byte, 1600)
-		c.Relayed.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		for {
-			n, src, err := c.Relayed.ReadFrom(buf)
+			n, src, err := c.ReadFrom(buf)
 			if err != nil {
 				return false
 			}
-			if string(buf[:n]) == want && src.String() == from.String() {
+			if string(buf[:n]) == want && src == from {
 				return true
 			}
 		}
@@ -247,7 +224,7 @@ func exchange(t testing.TB, a *TURNConn, aAddr netip.AddrPort, b *TURNConn, bAdd
 		if i == 20 {
 			t.Fatalf("no packet relayed from %v to %v", aAddr, bAddr)
 		}
-		if _, err := a.Relayed.WriteTo([]byte("ping"), net.UDPAddrFromAddrPort(bAddr)); err != nil {
+		if _, err := a.WriteTo([]byte("ping"), bAddr); err != nil {
 			t.Fatalf("send: %v", err)
 		}
 		if recv(b, "ping", aAddr) {
@@ -258,7 +235,7 @@ func exchange(t testing.TB, a *TURNConn, aAddr netip.AddrPort, b *TURNConn, bAdd
 		if i == 20 {
 			t.Fatalf("no packet relayed from %v to %v", bAddr, aAddr)
 		}
-		b.Relayed.WriteTo([]byte("pong"), net.UDPAddrFromAddrPort(aAddr))
+		b.WriteTo([]byte("pong"), aAddr)
 		if recv(a, "pong", bAddr) {
 			break
 		}
@@ -281,7 +258,7 @@ func TestRefuseLoopbackPeer(t *testing.T) {
 	a := dial(t, s, wire.TransportUDP, "a")
 	allocate(t, a)
 	peer, got := listenPeer(t)
-	_, err := a.Relayed.WriteTo([]byte("ssrf"), net.UDPAddrFromAddrPort(peer))
+	_, err := a.WriteTo([]byte("ssrf"), peer)
 	if err == nil {
 		t.Error("write towards a loopback peer succeeded; want the permission refused")
 	}
@@ -308,7 +285,7 @@ func TestRefuseDeniedAndSpecialPeers(t *testing.T) {
 		a := dial(t, s, wire.TransportUDP, "a")
 		allocate(t, a)
 		before := s.Stats().Refused[reason]
-		a.Relayed.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peer)))
+		a.WriteTo([]byte("x"), netip.MustParseAddrPort(peer))
 		if s.Stats().Refused[reason] == before {
 			t.Errorf("peer %s: Refused[%s] did not move; stats %+v", peer, reason, s.Stats().Refused)
 		}
@@ -325,7 +302,7 @@ func TestRefuseSelf(t *testing.T) {
 	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
 	for _, to := range []netip.AddrPort{s.STUNAlt(), addrOf(t, s, wire.TransportUDP).Addr} {
 		for range 3 {
-			a.Relayed.WriteTo(req.Raw, net.UDPAddrFromAddrPort(to))
+			a.WriteTo(req.Raw, to)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -341,7 +318,7 @@ func TestRefuseSelf(t *testing.T) {
 	// AllowLoopback.
 	peer, got := listenPeer(t)
 	for range 3 {
-		a.Relayed.WriteTo([]byte("hi"), net.UDPAddrFromAddrPort(peer))
+		a.WriteTo([]byte("hi"), peer)
 	}
 	if !got() {
 		t.Fatal("AllowLoopback: nothing relayed to a loopback peer")
@@ -352,9 +329,9 @@ func TestRefuseBadCredentials(t *testing.T) {
 	now := time.Now()
 	s := startRelay(t, nil)
 	secret := s.Cred().Secret
-	u, _, _ := Credentials(secret, "a", time.Hour, now)
-	uOld, pOld, _ := Credentials(secret, "a", -time.Minute, now)
-	_, pOther, _ := Credentials([]byte("another relay's secret!"), "a", time.Hour, now)
+	u, _, _ := turncred.Credentials(secret, "a", time.Hour, now)
+	uOld, pOld, _ := turncred.Credentials(secret, "a", -time.Minute, now)
+	_, pOther, _ := turncred.Credentials([]byte("another relay's secret!"), "a", time.Hour, now)
 	for _, tc := range []struct {
 		name, user, pass, reason string
 	}{
@@ -380,7 +357,7 @@ func TestRefuseBadCredentials(t *testing.T) {
 
 func TestAllocationQuota(t *testing.T) {
 	s := startRelay(t, func(c *Config) { c.MaxAllocationsPerUser = 2 })
-	var first *TURNConn
+	var first *turnclient.Probe
 	for i := range 2 {
 		c := dial(t, s, wire.TransportUDP, "a")
 		allocate(t, c)
@@ -416,7 +393,7 @@ func TestBandwidthLimit(t *testing.T) {
 	exchange(t, a, aAddr, b, bAddr)
 	payload := make([]byte, 1000)
 	for range 300 { // 300 kB at once: far over a 64 kB burst
-		a.Relayed.WriteTo(payload, net.UDPAddrFromAddrPort(bAddr))
+		a.WriteTo(payload, bAddr)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if s.Stats().Refused[ReasonBandwidth] == 0 {
@@ -442,4 +419,15 @@ func TestCloseUnblocksClients(t *testing.T) {
 	if s.Stats().Allocations != 0 {
 		t.Fatalf("allocations left after Close: %+v", s.Stats())
 	}
+}
+
+// loopbackUDP is a UDP socket on 127.0.0.1, closed when the test ends.
+func loopbackUDP(tb testing.TB) *net.UDPConn {
+	tb.Helper()
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { uc.Close() })
+	return uc
 }

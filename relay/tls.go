@@ -1,80 +1,26 @@
 package relay
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"io/fs"
-	"math/big"
-	"os"
+	"path/filepath"
 	"time"
 
-	"github.com/agentnet/agentnet/internal/atomicfile"
+	"github.com/agentnet/agentnet/internal/pincert"
 )
 
-// certValidity is long because nodes trust the pin, not the dates.
-const certValidity = 10 * 365 * 24 * time.Hour
-
-// loadOrCreateCert returns the TLS listener's certificate from keyPath and
-// crtPath, creating a P-256 key and a self-signed certificate there on first
-// start. Restarts reuse them, so the pin in relay.cred stays valid.
-func loadOrCreateCert(keyPath, crtPath, name string, now time.Time) (tls.Certificate, *x509.Certificate, error) {
-	keyPEM, kerr := os.ReadFile(keyPath)
-	crtPEM, cerr := os.ReadFile(crtPath)
-	if errors.Is(kerr, fs.ErrNotExist) && errors.Is(cerr, fs.ErrNotExist) {
-		var err error
-		if keyPEM, crtPEM, err = newCert(name, now); err != nil {
-			return tls.Certificate{}, nil, fmt.Errorf("relay: create TLS certificate: %w", err)
-		}
-		if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
-			return tls.Certificate{}, nil, fmt.Errorf("relay: write TLS key: %w", err)
-		}
-		if err := atomicfile.Write(crtPath, crtPEM, 0o600); err != nil {
-			return tls.Certificate{}, nil, fmt.Errorf("relay: write TLS certificate: %w", err)
-		}
-	} else if kerr != nil || cerr != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("relay: read TLS key and certificate (%v; %v); delete both %s and %s to make new ones (the pin changes: copy relay.cred again)",
-			kerr, cerr, keyPath, crtPath)
-	}
-	cert, err := tls.X509KeyPair(crtPEM, keyPEM)
+// loadOrCreateCert returns the TLS listener's certificate and its pin
+// (internal/pincert): a P-256 key made on first start in dir and kept,
+// and a self-signed certificate re-issued from it when missing or
+// expired. Restarts keep the key, so the pin in relay.cred stays valid.
+func loadOrCreateCert(dir, name string, now func() time.Time) (tls.Certificate, string, error) {
+	keyPath, crtPath := filepath.Join(dir, fileTLSKey), filepath.Join(dir, fileTLSCrt)
+	cert, pin, err := pincert.LoadOrCreate(pincert.Config{
+		KeyPath: keyPath, CertPath: crtPath, CommonName: "agentnet relay " + name, Now: now,
+	})
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("relay: TLS key pair in %s, %s: %w", keyPath, crtPath, err)
+		return tls.Certificate{}, "", fmt.Errorf("relay: TLS certificate: %w; delete %s and %s to make new ones (the pin changes: copy relay.cred to the coordinator again)",
+			err, keyPath, crtPath)
 	}
-	return cert, cert.Leaf, nil
-}
-
-func newCert(name string, now time.Time) (keyPEM, crtPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "agentnet relay " + name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	k, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return cert, pin, nil
 }

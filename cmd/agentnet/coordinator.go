@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator"
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -63,9 +63,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	var relays []relay.Cred
+	var relays []turncred.Cred
 	for _, f := range relayFiles {
-		rc, err := relay.LoadCred(f)
+		rc, err := turncred.LoadCred(f)
 		if err != nil {
 			return err
 		}

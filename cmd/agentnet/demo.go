@@ -21,6 +21,7 @@ import (
 	"github.com/agentnet/agentnet/coordinator"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
@@ -74,7 +75,7 @@ func demo(ctx context.Context, dir string, log *slog.Logger, out io.Writer) (err
 	step("relay %s at %s (TURN/STUN over udp and tcp, tls on %s)", rel.Cred().Name, rel.Cred().Addrs[0].Addr, rel.Cred().Addrs[len(rel.Cred().Addrs)-1].Addr)
 
 	coord, err := coordinator.New(coordinator.Config{DataDir: filepath.Join(dir, "coord"), Listen: "127.0.0.1:0", Logger: log,
-		Relays: []relay.Cred{rel.Cred()}})
+		Relays: []turncred.Cred{rel.Cred()}})
 	if err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}

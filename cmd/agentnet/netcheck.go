@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/agentnet/agentnet/overlay"
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/netcheck"
 )
 
 func runNetcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,7 +35,7 @@ func runNetcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(m.Relays) == 0 {
 		return fmt.Errorf("the network map of %s lists no relays; start the coordinator with --relay FILE", m.Self.Name)
 	}
-	rep := relay.Check(ctx, relay.CheckConfig{Relays: m.Relays, Timeout: *timeout})
+	rep := netcheck.Check(ctx, netcheck.Config{Relays: m.Relays, Timeout: *timeout})
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -58,7 +58,7 @@ func runNetcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return fmt.Errorf("no relay reachable")
 }
 
-func printNetcheck(w io.Writer, rep relay.Report) {
+func printNetcheck(w io.Writer, rep netcheck.Report) {
 	fmt.Fprintf(w, "UDP: %s\nNAT mapping: %s\n\n", yesNo(rep.UDP), rep.Mapping)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "RELAY\tPROBE\tADDR\tRESULT\tLATENCY")

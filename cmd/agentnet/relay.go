@@ -17,13 +17,15 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"Run a TURN/STUN relay (pion/turn) for nodes that cannot reach each other directly.\n"+
 			"It serves TURN on UDP and TCP at --listen, TURN over TLS at --tls-listen, and STUN on\n"+
 			"the UDP port and a second 'STUN alt' UDP port (the TLS port number, or --listen port+1).\n"+
-			"On first start it makes DIR/relay.secret, a TLS certificate, and writes DIR/relay.cred (0600),\n"+
-			"which the coordinator reads: agentnet coordinator ... --relay DIR/relay.cred.\n"+
+			"On first start it makes DIR/relay.secret and a TLS key and self-signed certificate\n"+
+			"(DIR/tls.key, DIR/tls.crt), and writes DIR/relay.cred (0600), which the coordinator reads:\n"+
+			"agentnet coordinator ... --relay DIR/relay.cred. Restarts with the same --data keep the\n"+
+			"secret and the TLS key, so the TLS pin in relay.cred stays valid; delete tls.key for a new pin.\n"+
 			"Nodes authenticate with short-lived credentials the coordinator derives from the secret.", stderr)
 	listen := fs.String("listen", "0.0.0.0:3478", "UDP and TCP listen address (same port)")
 	tlsListen := fs.String("tls-listen", "", "TURN over TLS listen address, e.g. 0.0.0.0:5349 (default: off)")
 	publicIP := fs.String("public-ip", "", "IPv4 address nodes reach the relay at; written to relay.cred and used for relayed addresses (default: the --listen IP; required when it is 0.0.0.0)")
-	data := fs.String("data", "", "state directory (required): relay.secret, relay.cred, tls.key, tls.crt")
+	data := fs.String("data", "", "state directory (required), kept across restarts: relay.secret, relay.cred, tls.key, tls.crt (the TLS pin follows tls.key)")
 	secretFile := fs.String("secret-file", "", "shared secret file, base64 (default DIR/relay.secret, generated on first start)")
 	name := fs.String("name", "", "relay name in maps and logs (default: the host name)")
 	var deny listFlag

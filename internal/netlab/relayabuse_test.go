@@ -11,7 +11,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/agentnet/agentnet/relay"
+	"github.com/agentnet/agentnet/relay/turnclient"
+	"github.com/agentnet/agentnet/relay/turncred"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -62,7 +63,7 @@ func TestRelayAbuse(t *testing.T) {
 		"--data", data, "--deny", netip.PrefixFrom(denied.Addr, 32).String(), "--name", "lab-relay")
 	credPath := filepath.Join(data, "relay.cred")
 	waitFile(t, credPath, 15*time.Second)
-	cred, err := relay.LoadCred(credPath)
+	cred, err := turncred.LoadCred(credPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,16 +91,19 @@ func TestRelayAbuse(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dial := func(user, pass string) (*relay.TURNConn, error) {
-		var tc *relay.TURNConn
+	dial := func(user, pass string) (*turnclient.Probe, error) {
+		var tc *turnclient.Probe
 		var err error
-		inNS(t, client.NS, func() { tc, err = relay.DialTURN(ctx, addr, cred.TLSPin, user, pass, nil) })
+		inNS(t, client.NS, func() {
+			tc, err = turnclient.DialProbe(ctx, turnclient.Config{Transport: addr.Transport,
+				Relay: wire.Relay{Addrs: []wire.RelayAddr{addr}, TLSPin: cred.TLSPin, Username: user, Password: pass}})
+		})
 		return tc, err
 	}
 
 	// Bad and expired credentials: no allocation.
-	goodUser, goodPass, _ := relay.Credentials(cred.Secret, "abuser", time.Hour, time.Now())
-	oldUser, oldPass, _ := relay.Credentials(cred.Secret, "abuser", time.Minute, time.Now().Add(-time.Hour))
+	goodUser, goodPass, _ := turncred.Credentials(cred.Secret, "abuser", time.Hour, time.Now())
+	oldUser, oldPass, _ := turncred.Credentials(cred.Secret, "abuser", time.Minute, time.Now().Add(-time.Hour))
 	for _, c := range []struct{ name, user, pass string }{
 		{"wrong password", goodUser, "AAAA" + goodPass[4:]},
 		{"expired", oldUser, oldPass},
@@ -128,7 +132,7 @@ func TestRelayAbuse(t *testing.T) {
 	}
 	send := func(to netip.AddrPort) {
 		for range 3 {
-			_, _ = tc.Relayed.WriteTo([]byte("relay abuse probe"), net.UDPAddrFromAddrPort(to))
+			_, _ = tc.WriteTo([]byte("relay abuse probe"), to)
 		}
 	}
 	send(netip.MustParseAddrPort("127.0.0.1:9999"))

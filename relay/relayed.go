@@ -9,102 +9,15 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
+
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
+	"github.com/agentnet/agentnet/relay/turncred"
 )
 
-// Refusal reasons, the keys of Stats.Refused and the "reason" log field.
-const (
-	ReasonBadUsername    = "bad_username"     // username is not "<expiry>:<node>"
-	ReasonExpired        = "expired"          // credential past its expiry
-	ReasonBadPassword    = "bad_password"     // message integrity did not verify
-	ReasonQuota          = "allocation_quota" // MaxAllocationsPerUser reached
-	ReasonBandwidth      = "bandwidth"        // packet over BandwidthPerUser, dropped
-	ReasonTCPConns       = "tcp_conns"        // too many TCP/TLS connections
-	ReasonPeerLoopback   = "peer_loopback"
-	ReasonPeerLinkLocal  = "peer_link_local"
-	ReasonPeerUnspec     = "peer_unspecified"
-	ReasonPeerMulticast  = "peer_multicast"
-	ReasonPeerBroadcast  = "peer_broadcast"
-	ReasonPeerNotIPv4    = "peer_not_ipv4" // allocations are IPv4 (pion/turn allocates udp4)
-	ReasonPeerDenied     = "peer_denied"   // in Config.Deny
-	ReasonPeerSelf       = "peer_self"     // one of the relay's own service addresses
-	ReasonPeerBadAddress = "peer_bad_address"
-)
-
-// errPeerRefused is what a relay socket's WriteTo returns for a refused
-// destination; pion logs it at debug level and the packet is gone.
-var errPeerRefused = errors.New("relay: peer address refused by policy")
-
-var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-
-// peerRefusal returns why the relay must not send to peer, or "". With
-// port 0 only the address is judged (TURN permissions are per IP, RFC 8656
-// §9); every packet is then judged with its port in relayConn.WriteTo.
-//
-// The relay never relays to loopback (unless AllowLoopback), link-local,
-// unspecified, multicast or broadcast addresses, nor to Deny prefixes. To
-// its own addresses it relays only to ports of its live allocations (two
-// nodes that are both relayed through it), never to its listeners or any
-// other service on the host; with AllowLoopback, loopback peers other than
-// its own listener ports are allowed (single-machine demos and tests).
-func (s *Server) peerRefusal(peer netip.AddrPort) string {
-	ip := peer.Addr().Unmap()
-	switch {
-	case !ip.IsValid():
-		return ReasonPeerBadAddress
-	case !ip.Is4():
-		return ReasonPeerNotIPv4
-	case ip.IsUnspecified():
-		return ReasonPeerUnspec
-	case ip.IsMulticast():
-		return ReasonPeerMulticast
-	case ip == broadcast4:
-		return ReasonPeerBroadcast
-	case ip.IsLinkLocalUnicast():
-		return ReasonPeerLinkLocal
-	case ip.IsLoopback() && !s.cfg.AllowLoopback:
-		return ReasonPeerLoopback
-	}
-	for _, p := range s.cfg.Deny {
-		if p.Contains(ip) {
-			return ReasonPeerDenied
-		}
-	}
-	if !ip.IsLoopback() && !s.ownIPs[ip] {
-		return ""
-	}
-	port := peer.Port()
-	if port == 0 {
-		return ""
-	}
-	if s.listenPorts[port] {
-		return ReasonPeerSelf
-	}
-	if ip.IsLoopback() {
-		return "" // AllowLoopback
-	}
-	s.mu.Lock()
-	_, alloc := s.allocs[port]
-	s.mu.Unlock()
-	if !alloc {
-		return ReasonPeerSelf
-	}
-	return ""
-}
-
-// permit is pion's PermissionHandler: it judges CreatePermission and
-// ChannelBind requests by the peer's IP.
-func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
-	ip, ok := netip.AddrFromSlice(peerIP)
-	if !ok {
-		s.refuse(ReasonPeerBadAddress, "endpoint", client.String())
-		return false
-	}
-	if reason := s.peerRefusal(netip.AddrPortFrom(ip.Unmap(), 0)); reason != "" {
-		s.refuse(reason, "endpoint", client.String(), "peer", ip.Unmap().String())
-		return false
-	}
-	return true
-}
+// The relay's sockets as pion/turn sees them: each allocation's relayed
+// UDP socket (relayConn, made by relayAddrs), judged, charged and counted
+// on every packet, and the main UDP socket (turnSocket), whose frames to
+// a client join that client's allocation's batch.
 
 // user is the per-node state shared by all of a node's allocations.
 type user struct {
@@ -118,7 +31,7 @@ type user struct {
 // pass through here so that every packet is judged by peerRefusal, charged
 // to the node's bandwidth limit and counted.
 //
-// Reads are batched (batchReader). The frames pion's allocation goroutine
+// Reads are batched (udpbatch.Reader). The frames pion's allocation goroutine
 // then sends the client on the main UDP socket (turnSocket.WriteTo) are
 // gathered in w and sent together just before the next read would block,
 // so a burst from a peer crosses the relay in a few system calls.
@@ -126,13 +39,13 @@ type relayConn struct {
 	*net.UDPConn
 	s         *Server
 	port      uint16
-	r         *batchReader         // only pion's allocation goroutine
+	r         *udpbatch.Reader     // only pion's allocation goroutine
 	user      atomic.Pointer[user] // set by onAllocationCreated
 	closeOnce sync.Once
 
 	wmu       sync.Mutex // guards the fields below
 	gathering bool       // from a batch read to the flush before the next read
-	w         batchWriter
+	w         udpbatch.Writer
 	client    netip.AddrPort // the client's address on UDP (s.clients); zero on TCP/TLS
 }
 
@@ -161,11 +74,11 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // on the socket it sends the frames gathered for the client.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		fresh := !c.r.buffered()
+		fresh := !c.r.Buffered()
 		if fresh {
 			c.flush()
 		}
-		d, from, err := c.r.next()
+		d, from, err := c.r.Next()
 		if err != nil {
 			return 0, nil, err
 		}
@@ -188,10 +101,10 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *relayConn) queue(p []byte, to *net.UDPAddr) bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if !c.gathering || c.w.b == nil {
+	if !c.gathering || !c.w.HasConn() {
 		return false
 	}
-	if err := c.w.add(p, to); err != nil {
+	if err := c.w.Add(p, to); err != nil {
 		c.s.stats.clientSendErrors.Add(1)
 	}
 	return true
@@ -202,7 +115,7 @@ func (c *relayConn) flush() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.gathering = false
-	if err := c.w.flush(); err != nil {
+	if err := c.w.Flush(); err != nil {
 		c.s.stats.clientSendErrors.Add(1)
 	}
 }
@@ -248,10 +161,13 @@ func (g relayAddrs) AllocatePacketConn(network string, requestedPort int) (net.P
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: open relayed socket: %w", err)
 	}
-	tuneUDP(uc)
+	udpbatch.Tune(uc)
 	port := uint16(uc.LocalAddr().(*net.UDPAddr).Port)
-	c := &relayConn{UDPConn: uc, s: s, port: port, w: batchWriter{b: s.udpOut}}
-	c.r = newBatchReader(newUDPBatch(uc, true), func() { s.stats.truncated.Add(1) })
+	c := &relayConn{UDPConn: uc, s: s, port: port}
+	if s.udpOut != nil {
+		c.w = udpbatch.NewWriter(s.udpOut)
+	}
+	c.r = udpbatch.NewReader(udpbatch.New(uc, true), func() { s.stats.truncated.Add(1) })
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -275,7 +191,7 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, proto, username, _ string,
 	if !ok {
 		return
 	}
-	_, name, err := parseUsername(username)
+	_, name, err := turncred.ParseUsername(username)
 	if err != nil {
 		return // authenticated, so cannot happen
 	}
@@ -307,28 +223,6 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, proto, username, _ string,
 	}
 	s.stats.allocationsTotal.Add(1)
 	s.log.Debug("relay: allocation", "node", name, "endpoint", src.String(), "path", proto, "relay", ua.Port)
-}
-
-// quota is pion's QuotaHandler: at most MaxAllocationsPerUser live
-// allocations per node (all transports together). Two allocations racing
-// on separate TCP connections may both pass; the quota then overshoots by
-// at most the number of racing connections.
-func (s *Server) quota(username, _ string, src net.Addr) bool {
-	_, name, err := parseUsername(username)
-	if err != nil {
-		return false
-	}
-	s.mu.Lock()
-	n := 0
-	if u := s.users[name]; u != nil {
-		n = u.allocs
-	}
-	s.mu.Unlock()
-	if n >= s.cfg.MaxAllocationsPerUser {
-		s.refuse(ReasonQuota, "node", name, "endpoint", src.String())
-		return false
-	}
-	return true
 }
 
 // turnSocket is the main UDP socket as pion sees it. The frames pion's

@@ -1,8 +1,12 @@
-package relay
+// Package netcheck diagnoses a node's way to its relays, as 'agentnet
+// netcheck' reports it: STUN binding to each relay's main and STUN alt
+// ports (the node's mapped address, its NAT's mapping behaviour, RFC 4787
+// §4.1, and the round trip), and a TURN allocation over each transport the
+// relay offers with the node's own credential (turnclient.Probe).
+package netcheck
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +16,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
-	"github.com/pion/turn/v4"
 
+	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -24,8 +28,8 @@ const (
 	MappingUnknown     = "unknown"
 )
 
-// CheckConfig configures Check.
-type CheckConfig struct {
+// Config configures Check.
+type Config struct {
 	// Relays is required: the relays to check, with the node's credentials,
 	// as in its network map. Check sends to these addresses only.
 	Relays []wire.Relay
@@ -34,6 +38,7 @@ type CheckConfig struct {
 	// Logger is optional. Default: discard.
 	Logger *slog.Logger
 	// Now is optional: the clock for credential expiry. Default time.Now.
+	// Latencies and socket deadlines are measured on the real clock.
 	Now func() time.Time
 }
 
@@ -71,7 +76,7 @@ type TransportReport struct {
 // latency), and a TURN allocation over each of the relay's transports with
 // the node's credentials (TLS trusts exactly the relay's pin). Allocations
 // are released before Check returns.
-func Check(ctx context.Context, cfg CheckConfig) Report {
+func Check(ctx context.Context, cfg Config) Report {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Second
 	}
@@ -103,7 +108,7 @@ func Check(ctx context.Context, cfg CheckConfig) Report {
 	return rep
 }
 
-func checkRelay(ctx context.Context, cfg CheckConfig, r wire.Relay) RelayReport {
+func checkRelay(ctx context.Context, cfg Config, r wire.Relay) RelayReport {
 	rr := RelayReport{Name: r.Name, Mapping: MappingUnknown, Allocs: []TransportReport{}}
 	if !r.Expires.IsZero() && !cfg.Now().Before(r.Expires) {
 		rr.CredError = fmt.Sprintf("credential expired at %s; the cached map is stale: run the node so it fetches a fresh one", r.Expires.UTC().Format(time.RFC3339))
@@ -132,7 +137,7 @@ func checkRelay(ctx context.Context, cfg CheckConfig, r wire.Relay) RelayReport 
 
 // stunCheck sends binding requests to the main port and then the STUN alt
 // port from one fresh socket.
-func stunCheck(ctx context.Context, cfg CheckConfig, r wire.Relay, main netip.AddrPort, rr *RelayReport) {
+func stunCheck(ctx context.Context, cfg Config, r wire.Relay, main netip.AddrPort, rr *RelayReport) {
 	uc, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		rr.STUNError = fmt.Sprintf("open UDP socket: %v", err)
@@ -216,12 +221,16 @@ func stunBinding(ctx context.Context, uc *net.UDPConn, to netip.AddrPort, timeou
 }
 
 // allocCheck allocates over one transport, then releases the allocation.
-func allocCheck(ctx context.Context, cfg CheckConfig, r wire.Relay, a wire.RelayAddr) TransportReport {
+func allocCheck(ctx context.Context, cfg Config, r wire.Relay, a wire.RelayAddr) TransportReport {
 	tr := TransportReport{Transport: a.Transport, Addr: a.Addr}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	c, err := DialTURN(ctx, a, r.TLSPin, r.Username, r.Password, cfg.Logger)
+	one := r
+	one.Addrs = []wire.RelayAddr{a}
+	// Expires is judged above (CredError); the relay judges it here.
+	one.Expires = time.Time{}
+	c, err := turnclient.DialProbe(ctx, turnclient.Config{Relay: one, Transport: a.Transport, Timeout: cfg.Timeout, Logger: cfg.Logger})
 	if err != nil {
 		tr.Error = err.Error()
 		return tr
@@ -234,93 +243,4 @@ func allocCheck(ctx context.Context, cfg CheckConfig, r wire.Relay, a wire.Relay
 	}
 	tr.OK, tr.Relayed, tr.LatencyMS = true, relayed, float64(time.Since(start).Microseconds())/1000
 	return tr
-}
-
-// TURNConn is a pion TURN client on its own socket or connection, for
-// checks and tests: one allocation at a time. Close releases everything.
-type TURNConn struct {
-	Client  *turn.Client
-	Relayed net.PacketConn // after Allocate
-	conn    net.PacketConn
-}
-
-// DialTURN connects a TURN client to a relay address over its transport
-// (TLS trusts exactly pin) and starts its read loop.
-func DialTURN(ctx context.Context, a wire.RelayAddr, pin, username, password string, log *slog.Logger) (*TURNConn, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	var pc net.PacketConn
-	var d net.Dialer
-	switch a.Transport {
-	case wire.TransportUDP:
-		uc, err := net.ListenUDP("udp", nil)
-		if err != nil {
-			return nil, fmt.Errorf("relay: open UDP socket: %w", err)
-		}
-		pc = uc
-	case wire.TransportTCP:
-		c, err := d.DialContext(ctx, "tcp", a.Addr.String())
-		if err != nil {
-			return nil, fmt.Errorf("relay: connect tcp %v: %w", a.Addr, err)
-		}
-		pc = turn.NewSTUNConn(c)
-	case wire.TransportTLS:
-		if pin == "" {
-			return nil, fmt.Errorf("relay: tls %v: no TLS pin in the map", a.Addr)
-		}
-		td := tls.Dialer{NetDialer: &d, Config: wire.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
-		c, err := td.DialContext(ctx, "tcp", a.Addr.String())
-		if err != nil {
-			return nil, fmt.Errorf("relay: connect tls %v: %w", a.Addr, err)
-		}
-		pc = turn.NewSTUNConn(c)
-	default:
-		return nil, fmt.Errorf("relay: unknown transport %q", a.Transport)
-	}
-	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: a.Addr.String(),
-		TURNServerAddr: a.Addr.String(),
-		Conn:           pc,
-		Username:       username,
-		Password:       password,
-		Realm:          Realm,
-		LoggerFactory:  pionLogs{log: log},
-	})
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("relay: TURN client for %v: %w", a.Addr, err)
-	}
-	if err := c.Listen(); err != nil {
-		c.Close()
-		pc.Close()
-		return nil, fmt.Errorf("relay: TURN client for %v: %w", a.Addr, err)
-	}
-	return &TURNConn{Client: c, conn: pc}, nil
-}
-
-// Allocate makes the client's allocation and returns its relayed address.
-// ctx cancels a pending allocation by closing the client.
-func (t *TURNConn) Allocate(ctx context.Context) (netip.AddrPort, error) {
-	stop := context.AfterFunc(ctx, func() { t.conn.Close() })
-	defer stop()
-	rc, err := t.Client.Allocate()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return netip.AddrPort{}, fmt.Errorf("relay: allocate: %w", err)
-	}
-	t.Relayed = rc
-	ap, _ := netip.ParseAddrPort(rc.LocalAddr().String())
-	return ap, nil
-}
-
-// Close releases the allocation (if any), the client and its socket.
-func (t *TURNConn) Close() {
-	if t.Relayed != nil {
-		t.Relayed.Close()
-	}
-	t.Client.Close()
-	t.conn.Close()
 }

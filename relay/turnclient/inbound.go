@@ -1,4 +1,4 @@
-package relay
+package turnclient
 
 import (
 	"encoding/binary"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/agentnet/agentnet/internal/udpgso"
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
 )
 
 // The receive side of an Allocation. pion/turn's client reads the
@@ -56,14 +57,17 @@ type rxBatch struct {
 	pkts []rxPkt
 }
 
-// startReading starts readLoop; closing the connection ends it (see Close).
-func (a *Allocation) startReading(uc *net.UDPConn) {
+// startReading starts readLoop; closing the connection ends it (see
+// Close). uc is the socket towards the relay when it is a *net.UDPConn
+// (batched reads); udp says the transport is UDP, on any PacketConn.
+func (a *Allocation) startReading(uc *net.UDPConn, udp bool) {
 	a.readMsgs, a.readBuf = 1, rxFrameBuf
+	a.udp = udp
 	if uc != nil {
-		a.batch = newUDPBatch(uc, true)
-		a.readMsgs = plainReadMsgs
-		if a.batch.gro {
-			a.readMsgs, a.readBuf = 1, groBufSize
+		a.batch = udpbatch.New(uc, true)
+		a.readMsgs = udpbatch.PlainReadMsgs
+		if a.batch.GRO() {
+			a.readMsgs, a.readBuf = 1, udpbatch.GROBufSize
 		}
 	}
 	a.rx = make(chan *rxBatch, rxQueue)
@@ -134,9 +138,9 @@ func (a *Allocation) readLoop() {
 			cur.buf, cur.pkts = cur.buf[:0], cur.pkts[:0]
 		}
 		err := a.read(cur, &msg)
-		if errors.Is(err, os.ErrDeadlineExceeded) && !a.closed.Load() {
+		if errors.Is(err, os.ErrDeadlineExceeded) && a.batch != nil && !a.closed.Load() {
 			// ReadFrom's kick: it has room for cur (UDP only).
-			_ = a.batch.uc.SetReadDeadline(time.Time{})
+			_ = a.batch.UDP().SetReadDeadline(time.Time{})
 			err = nil
 		}
 		if err != nil {
@@ -184,7 +188,7 @@ func (a *Allocation) read(b *rxBatch, msg *stun.Message) error {
 	var n int
 	if a.batch != nil {
 		var err error
-		if n, err = a.batch.bc.ReadBatch(b.msgs, 0); err != nil {
+		if n, err = a.batch.ReadBatch(b.msgs, 0); err != nil {
 			return err
 		}
 	} else {
@@ -215,7 +219,7 @@ func (a *Allocation) parse(b *rxBatch, m *ipv4.Message, msg *stun.Message) {
 		a.rxDrops.Add(1)
 		return
 	}
-	if a.batch != nil {
+	if a.udp {
 		ua, ok := m.Addr.(*net.UDPAddr)
 		if !ok || netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port()) != a.server {
 			a.rxForeign.Add(1) // not from the relay: never handled
@@ -265,7 +269,7 @@ func (a *Allocation) frame(b *rxBatch, d []byte, from net.Addr, msg *stun.Messag
 		// pion copies what it keeps. Its own loop stops at the first
 		// error; ours goes on (the relay's input is not ours to trust).
 		if _, err := a.client.HandleInbound(d, from); err != nil {
-			a.log.Debug("relay: unhandled message from relay", "err", err)
+			a.log.Debug("turnclient: unhandled message from relay", "err", err)
 		}
 	}
 }
@@ -301,8 +305,9 @@ func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 		}
 		if a.pending.Load() && a.batch != nil {
 			// readLoop holds packets it could not queue and may be
-			// blocked reading: wake it (it clears the deadline).
-			_ = a.batch.uc.SetReadDeadline(time.Now())
+			// blocked reading: wake it (it clears the deadline). Any
+			// past instant does; the clock is not read.
+			_ = a.batch.UDP().SetReadDeadline(time.Unix(1, 0))
 		}
 		select {
 		case a.cur = <-a.rx:
@@ -317,7 +322,7 @@ func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 			if a.closed.Load() || errors.Is(a.readErr, net.ErrClosed) {
 				return 0, netip.AddrPort{}, net.ErrClosed
 			}
-			return 0, netip.AddrPort{}, fmt.Errorf("relay: read from %s: %w", a.relay.Name, a.readErr)
+			return 0, netip.AddrPort{}, fmt.Errorf("turnclient: read from %s: %w", a.relay.Name, a.readErr)
 		}
 	}
 	pk := a.cur.pkts[a.curI]

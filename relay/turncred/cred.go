@@ -1,38 +1,33 @@
-package relay
+// Package turncred holds a relay's TURN credentials as the control plane
+// sees them: the relay.cred file a relay writes for its coordinator (Cred,
+// LoadCred) and the TURN REST scheme (draft-uberti-behave-turn-rest-00
+// §2.2) by which a coordinator mints short-lived per-node credentials from
+// the relay's shared secret (Credentials, Cred.Relay) and the relay checks
+// them (ParseUsername, Password) before the long-term credential mechanism
+// of RFC 8489 §9.2 verifies the message integrity.
+//
+// It imports no TURN or DTLS code, so the coordinator links it without
+// pion's server (the rule is a test: relay/deps_test.go).
+package turncred
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // TURN REST credentials are HMAC-SHA1 by specification
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/agentnet/agentnet/internal/atomicfile"
 	"github.com/agentnet/agentnet/wire"
 )
 
-// Files in Config.DataDir.
-const (
-	fileSecret = "relay.secret" // base64 of the shared secret, 0600
-	fileCred   = "relay.cred"   // Cred JSON for the coordinator, 0600
-	fileTLSKey = "tls.key"      // ECDSA P-256, PKCS#8 PEM
-	fileTLSCrt = "tls.crt"      // self-signed, PEM
-)
-
-// secretLen is the size of a generated secret; MinSecretLen the smallest
-// one accepted from a file.
-const (
-	secretLen    = 32
-	MinSecretLen = 16
-)
+// MinSecretLen is the smallest shared secret a credential may carry.
+const MinSecretLen = 16
 
 // maxUserLen bounds the node-name part of a TURN REST username.
 const maxUserLen = 64
@@ -82,15 +77,15 @@ func LoadCred(path string) (Cred, error) {
 	var c Cred
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return c, fmt.Errorf("relay: read credential: %w (it is DATA/relay.cred of 'agentnet relay --data DATA')", err)
+		return c, fmt.Errorf("turncred: read credential: %w (it is DATA/relay.cred of 'agentnet relay --data DATA')", err)
 	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("relay: %s is not a relay credential: %w", path, err)
+		return c, fmt.Errorf("turncred: %s is not a relay credential: %w", path, err)
 	}
 	if err := c.Check(); err != nil {
-		return c, fmt.Errorf("relay: %s: %w; copy it again from the relay's data directory", path, err)
+		return c, fmt.Errorf("turncred: %s: %w; copy it again from the relay's data directory", path, err)
 	}
 	return c, nil
 }
@@ -111,17 +106,23 @@ func (c Cred) Relay(user string, ttl time.Duration, now time.Time) wire.Relay {
 func Credentials(secret []byte, user string, ttl time.Duration, now time.Time) (username, password string, expires time.Time) {
 	expires = now.Add(ttl).Truncate(time.Second)
 	username = strconv.FormatInt(expires.Unix(), 10) + ":" + user
-	return username, restPassword(secret, username), expires
+	return username, Password(secret, username), expires
 }
 
-func restPassword(secret []byte, username string) string {
+// Password is the TURN REST password of username: base64 of
+// HMAC-SHA1(secret, username). A relay verifies a credential by deriving
+// it again from the username and its secret (after ParseUsername) and
+// feeding it to the long-term credential check (RFC 8489 §9.2.2).
+func Password(secret []byte, username string) string {
 	mac := hmac.New(sha1.New, secret)
 	mac.Write([]byte(username))
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// parseUsername splits a TURN REST username into its expiry and user.
-func parseUsername(username string) (time.Time, string, error) {
+// ParseUsername splits a TURN REST username into its expiry and user
+// (the node name). It does not judge the expiry; the relay does, with its
+// clock.
+func ParseUsername(username string) (time.Time, string, error) {
 	ts, user, ok := strings.Cut(username, ":")
 	if !ok || user == "" || len(user) > maxUserLen {
 		return time.Time{}, "", errors.New("username is not <expiry>:<node>")
@@ -131,26 +132,4 @@ func parseUsername(username string) (time.Time, string, error) {
 		return time.Time{}, "", errors.New("username expiry is not a unix time")
 	}
 	return time.Unix(sec, 0), user, nil
-}
-
-// loadOrCreateSecret reads the base64 secret in path or creates 32 random
-// bytes there (0600) on first start.
-func loadOrCreateSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		secret := make([]byte, secretLen)
-		_, _ = rand.Read(secret)
-		if err := atomicfile.Write(path, []byte(base64.StdEncoding.EncodeToString(secret)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("relay: write secret: %w", err)
-		}
-		return secret, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("relay: read secret: %w", err)
-	}
-	secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("relay: secret file %s must hold base64 of at least %d bytes (e.g. 'head -c32 /dev/urandom | base64'); delete it to have one generated", path, MinSecretLen)
-	}
-	return secret, nil
 }

@@ -1,4 +1,4 @@
-package relay
+package turnclient
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
+	"github.com/agentnet/agentnet/relay/internal/pionlog"
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
 	"github.com/agentnet/agentnet/wire"
 )
 
@@ -22,7 +24,7 @@ func TestAllocationBurst(t *testing.T) {
 	fx := startTURNFixture(t)
 	a := testAlloc(t, fx.relay, wire.TransportUDP)
 	peer := loopbackUDP(t)
-	tuneUDP(peer)
+	udpbatch.Tune(peer)
 	peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := a.Permit(peerAP.Addr()); err != nil {
 		t.Fatal(err)
@@ -138,7 +140,7 @@ func FuzzAllocationFrame(f *testing.F) {
 		f.Add(m.Raw)
 	}
 	uc := loopbackUDP(f)
-	client, err := turn.NewClient(&turn.ClientConfig{Conn: uc, LoggerFactory: pionLogs{log: slog.New(slog.DiscardHandler), client: true}})
+	client, err := turn.NewClient(&turn.ClientConfig{Conn: uc, LoggerFactory: pionlog.Factory{Log: slog.New(slog.DiscardHandler), Client: true}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,4 +1,20 @@
-package relay
+// Package turnclient is the TURN client (RFC 8656) a node uses when no
+// direct path to a peer works: an allocation on one of the relays its map
+// names (Allocate), over UDP, TCP or TLS (trusting exactly the relay's
+// pin), whose relayed UDP address forwards peers' packets to the node.
+//
+// The allocation and its permissions are pion/turn's client; the receive
+// side is this package's own batched reader (inbound.go: recvmmsg and UDP
+// GRO on UDP), which decodes ChannelData and Data indications without
+// pion's per-packet copies. Its API speaks netip.AddrPort and wire.Relay,
+// never pion's or net's address types. Sockets come from Config.Dial and
+// Config.ListenPacket (default: the host's network), so a test can carry
+// the client's traffic over a transport of its own (in memory, or through
+// a simulated NAT) to the relay.
+//
+// Probe (DialProbe) is a second, plain client for checks and tests
+// (netcheck, attacker fixtures): pion's own read loop, one allocation.
+package turnclient
 
 import (
 	"context"
@@ -15,11 +31,16 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"github.com/agentnet/agentnet/relay/internal/pionlog"
+	"github.com/agentnet/agentnet/relay/internal/udpbatch"
 	"github.com/agentnet/agentnet/wire"
 )
 
-// AllocConfig configures Allocate.
-type AllocConfig struct {
+// DefaultTimeout is Config.Timeout's default.
+const DefaultTimeout = 5 * time.Second
+
+// Config configures Allocate and DialProbe.
+type Config struct {
 	// Relay is required: the relay as the network map names it, with this
 	// node's TURN REST credential.
 	Relay wire.Relay
@@ -27,12 +48,69 @@ type AllocConfig struct {
 	// TransportTLS. The relay must list an address for it. TLS verifies
 	// the relay's certificate against Relay.TLSPin (required for TLS).
 	Transport string
-	// Timeout is optional, default 5s: how long connecting and the
-	// Allocate transaction may take. A UDP relay that does not answer
-	// within it is treated as unreachable (UDP blocked).
+	// Timeout is optional, default DefaultTimeout: how long connecting
+	// and the Allocate transaction may take. A UDP relay that does not
+	// answer within it is treated as unreachable (UDP blocked).
 	Timeout time.Duration
-	// Logger is optional, default slog.Default().
+	// Logger is optional. Default: slog.Default() for Allocate, discard
+	// for DialProbe.
 	Logger *slog.Logger
+	// Dial is optional: how TCP and TLS connect to the relay (network
+	// "tcp"; TLS runs over the returned conn). Default: a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ListenPacket is optional: the UDP socket towards the relay (network
+	// "udp", addr the unspecified address of the relay's family, port 0).
+	// A *net.UDPConn gets large buffers and batched reads; any other
+	// PacketConn is read one datagram at a time, and its ReadFrom must
+	// return *net.UDPAddr sources. Default: net.ListenConfig.
+	ListenPacket func(ctx context.Context, network, addr string) (net.PacketConn, error)
+	// Now is optional: the clock every time read here goes through: the
+	// check that Relay's credential has not expired (Relay.Expires; zero:
+	// not checked), done before anything is sent. Default time.Now.
+	Now func() time.Time
+}
+
+// ErrCredentialExpired means Config.Relay's credential expired by
+// Config.Now: the map it came from is stale, and the relay would refuse it.
+var ErrCredentialExpired = errors.New("relay credential expired")
+
+// setDefaults fills in the optional fields and checks the required ones;
+// it returns the relay's address for Transport.
+func (cfg *Config) setDefaults(log *slog.Logger) (netip.AddrPort, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = log
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = d.DialContext
+	}
+	if cfg.ListenPacket == nil {
+		var lc net.ListenConfig
+		cfg.ListenPacket = lc.ListenPacket
+	}
+	var server netip.AddrPort
+	for _, a := range cfg.Relay.Addrs {
+		if a.Transport == cfg.Transport {
+			server = a.Addr
+			break
+		}
+	}
+	if !server.IsValid() {
+		return server, fmt.Errorf("turnclient: %s has no %s address; check its relay.cred", cfg.Relay.Name, cfg.Transport)
+	}
+	if cfg.Transport == wire.TransportTLS && cfg.Relay.TLSPin == "" {
+		return server, fmt.Errorf("turnclient: %s: TLS needs the relay's certificate pin (tls_pin)", cfg.Relay.Name)
+	}
+	if exp := cfg.Relay.Expires; !exp.IsZero() && !cfg.Now().Before(exp) {
+		return server, fmt.Errorf("turnclient: %s: %w at %s; the map is stale", cfg.Relay.Name, ErrCredentialExpired, exp.UTC().Format(time.RFC3339))
+	}
+	return netip.AddrPortFrom(server.Addr().Unmap(), server.Port()), nil
 }
 
 // Allocation is one TURN allocation (RFC 5766) on a relay: a UDP relayed
@@ -57,9 +135,10 @@ type Allocation struct {
 
 	// The receive side (inbound.go): readLoop fills rx from free,
 	// ReadFrom hands out cur and returns it to free.
-	batch     *udpBatch // UDP only
-	readMsgs  int       // messages per read
-	readBuf   int       // bytes per message
+	batch     *udpbatch.Conn // UDP on a *net.UDPConn only
+	udp       bool           // the transport is UDP: only the relay's datagrams count
+	readMsgs  int            // messages per read
+	readBuf   int            // bytes per message
 	chans     atomic.Pointer[channelFinder]
 	rx, free  chan *rxBatch
 	loopDone  chan struct{} // closed when readLoop returned
@@ -78,34 +157,19 @@ type Allocation struct {
 
 // Allocate connects to cfg.Relay over cfg.Transport, authenticates with the
 // relay credential and allocates a relayed UDP address.
-func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	var server netip.AddrPort
-	for _, a := range cfg.Relay.Addrs {
-		if a.Transport == cfg.Transport {
-			server = a.Addr
-			break
-		}
-	}
-	if !server.IsValid() {
-		return nil, fmt.Errorf("relay: %s has no %s address; check its relay.cred", cfg.Relay.Name, cfg.Transport)
-	}
-	if cfg.Transport == wire.TransportTLS && cfg.Relay.TLSPin == "" {
-		return nil, fmt.Errorf("relay: %s: TLS needs the relay's certificate pin (tls_pin)", cfg.Relay.Name)
+func Allocate(ctx context.Context, cfg Config) (*Allocation, error) {
+	server, err := cfg.setDefaults(slog.Default())
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	a := &Allocation{relay: cfg.Relay, transport: cfg.Transport, dead: make(chan struct{}),
-		server: netip.AddrPortFrom(server.Addr().Unmap(), server.Port()),
+		server: server,
 		log:    cfg.Logger.With("relay", cfg.Relay.Name, "endpoint", server, "transport", cfg.Transport)}
-	base, err := dialRelay(ctx, cfg.Transport, server, cfg.Relay.TLSPin)
+	base, err := cfg.dial(ctx, server)
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect to %s (%s %s): %w", cfg.Relay.Name, cfg.Transport, server, err)
+		return nil, fmt.Errorf("turnclient: connect to %s (%s %s): %w", cfg.Relay.Name, cfg.Transport, server, err)
 	}
 	a.base = &watchedConn{PacketConn: base, onErr: a.markDead, closed: &a.closed}
 	a.client, err = turn.NewClient(&turn.ClientConfig{
@@ -114,7 +178,7 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		Username:       cfg.Relay.Username,
 		Password:       cfg.Relay.Password,
 		Conn:           a.base,
-		LoggerFactory: pionLogs{log: a.log, client: true, onWarn: func(msg string) bool {
+		LoggerFactory: pionlog.Factory{Log: a.log, Client: true, OnWarn: func(msg string) bool {
 			if strings.Contains(msg, "Failed to refresh allocation") {
 				a.markDead(errors.New(msg))
 				return true
@@ -124,10 +188,10 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 	})
 	if err != nil {
 		base.Close()
-		return nil, fmt.Errorf("relay: %s: %w", cfg.Relay.Name, err)
+		return nil, fmt.Errorf("turnclient: %s: %w", cfg.Relay.Name, err)
 	}
 	uc, _ := base.(*net.UDPConn)
-	a.startReading(uc) // instead of a.client.Listen
+	a.startReading(uc, cfg.Transport == wire.TransportUDP) // instead of a.client.Listen
 	type result struct {
 		pc  net.PacketConn
 		err error
@@ -153,17 +217,17 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %v (%s blocked?)", cfg.Timeout, cfg.Transport)
 		}
-		return nil, fmt.Errorf("relay: allocate on %s via %s %s: %w", cfg.Relay.Name, cfg.Transport, server, err)
+		return nil, fmt.Errorf("turnclient: allocate on %s via %s %s: %w", cfg.Relay.Name, cfg.Transport, server, err)
 	}
 	ua, _ := a.conn.LocalAddr().(*net.UDPAddr)
 	if ua == nil {
 		a.Close()
-		return nil, fmt.Errorf("relay: allocate on %s: relayed address %v is not UDP", cfg.Relay.Name, a.conn.LocalAddr())
+		return nil, fmt.Errorf("turnclient: allocate on %s: relayed address %v is not UDP", cfg.Relay.Name, a.conn.LocalAddr())
 	}
 	f, ok := a.conn.(channelFinder)
 	if !ok {
 		a.Close()
-		return nil, fmt.Errorf("relay: allocate on %s: pion's relayed conn %T has no channel table", cfg.Relay.Name, a.conn)
+		return nil, fmt.Errorf("turnclient: allocate on %s: pion's relayed conn %T has no channel table", cfg.Relay.Name, a.conn)
 	}
 	a.chans.Store(&f)
 	ap := ua.AddrPort()
@@ -172,35 +236,43 @@ func Allocate(ctx context.Context, cfg AllocConfig) (*Allocation, error) {
 	return a, nil
 }
 
-func dialRelay(ctx context.Context, transport string, server netip.AddrPort, pin string) (net.PacketConn, error) {
-	switch transport {
+// dial opens the socket or stream towards the relay at server: a UDP
+// socket (cfg.ListenPacket), or a TCP or TLS stream (cfg.Dial) framed as
+// STUN messages.
+func (cfg *Config) dial(ctx context.Context, server netip.AddrPort) (net.PacketConn, error) {
+	switch cfg.Transport {
 	case wire.TransportUDP:
 		la := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 		if server.Addr().Is6() {
 			la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
-		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(la))
+		pc, err := cfg.ListenPacket(ctx, "udp", la.String())
 		if err != nil {
 			return nil, err
 		}
-		tuneUDP(uc) // relayed bursts arrive here: the default ~200 KiB drops them
-		return uc, nil
+		if uc, ok := pc.(*net.UDPConn); ok {
+			udpbatch.Tune(uc) // relayed bursts arrive here: the default ~200 KiB drops them
+		}
+		return pc, nil
 	case wire.TransportTCP:
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", server.String())
+		c, err := cfg.Dial(ctx, "tcp", server.String())
 		if err != nil {
 			return nil, err
 		}
 		return turn.NewSTUNConn(c), nil
 	case wire.TransportTLS:
-		d := tls.Dialer{Config: wire.PinnedTLSConfigFor(pin, ErrPinMismatch, "")}
-		c, err := d.DialContext(ctx, "tcp", server.String())
+		c, err := cfg.Dial(ctx, "tcp", server.String())
 		if err != nil {
 			return nil, err
 		}
-		return turn.NewSTUNConn(c), nil
+		tc := tls.Client(c, wire.PinnedTLSConfigFor(cfg.Relay.TLSPin, ErrPinMismatch, ""))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return turn.NewSTUNConn(tc), nil
 	}
-	return nil, fmt.Errorf("unknown transport %q (want udp, tcp or tls)", transport)
+	return nil, fmt.Errorf("unknown transport %q (want udp, tcp or tls)", cfg.Transport)
 }
 
 // ErrPinMismatch means a relay's TLS certificate is not the pinned one.
@@ -237,7 +309,7 @@ func (a *Allocation) WriteTo(p []byte, to netip.AddrPort) error {
 		return net.ErrClosed
 	}
 	if _, err := a.conn.WriteTo(p, net.UDPAddrFromAddrPort(to)); err != nil {
-		return fmt.Errorf("relay: send via %s to %s: %w", a.relay.Name, to, err)
+		return fmt.Errorf("turnclient: send via %s to %s: %w", a.relay.Name, to, err)
 	}
 	return nil
 }
@@ -257,7 +329,7 @@ func (a *Allocation) Permit(ips ...netip.Addr) error {
 		addrs[i] = &net.UDPAddr{IP: ip.AsSlice()}
 	}
 	if err := a.client.CreatePermission(addrs...); err != nil {
-		return fmt.Errorf("relay: permit %v on %s: %w", ips, a.relay.Name, err)
+		return fmt.Errorf("turnclient: permit %v on %s: %w", ips, a.relay.Name, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package relay
+package udpbatch
 
 import (
 	"bytes"
@@ -8,13 +8,13 @@ import (
 )
 
 // TestBatchWriterReader sends runs of equal and unequal frames through a
-// batchWriter (GSO where the kernel has it) to a batchReader (GRO) and to
+// Writer (GSO where the kernel has it) to a Reader (GRO) and to
 // a plain socket: every frame must arrive whole, in order, as its own
 // datagram.
 func TestBatchWriterReader(t *testing.T) {
 	listen := func() *net.UDPConn {
 		uc := loopbackUDP(t)
-		tuneUDP(uc)
+		Tune(uc)
 		return uc
 	}
 	src, groDst, plainDst := listen(), listen(), listen()
@@ -25,14 +25,14 @@ func TestBatchWriterReader(t *testing.T) {
 		frames = append(frames, f)
 	}
 	for _, dst := range []*net.UDPConn{groDst, plainDst} {
-		w := batchWriter{b: newUDPBatch(src, false)}
+		w := NewWriter(New(src, false))
 		to := dst.LocalAddr().(*net.UDPAddr)
 		for _, f := range frames {
-			if err := w.add(f, to); err != nil {
+			if err := w.Add(f, to); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := w.flush(); err != nil {
+		if err := w.Flush(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -48,16 +48,16 @@ func TestBatchWriterReader(t *testing.T) {
 		}
 	}
 	groDst.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r := newBatchReader(newUDPBatch(groDst, true), nil)
-	check("batchReader", func() ([]byte, error) {
-		d, from, err := r.next()
+	r := NewReader(New(groDst, true), nil)
+	check("Reader", func() ([]byte, error) {
+		d, from, err := r.Next()
 		if err == nil && from.Port != src.LocalAddr().(*net.UDPAddr).Port {
 			t.Errorf("from %v, want %v", from, src.LocalAddr())
 		}
 		return d, err
 	})
-	if r.buffered() {
-		t.Error("batchReader has more datagrams than were sent")
+	if r.Buffered() {
+		t.Error("Reader has more datagrams than were sent")
 	}
 	plainDst.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 2048)

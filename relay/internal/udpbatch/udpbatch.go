@@ -1,4 +1,8 @@
-package relay
+// Package udpbatch is batched UDP I/O for the relay's data path, on both
+// sides of a relayed packet: the relay server (relayed sockets and the
+// frames it sends on to clients) and the TURN client (an allocation's
+// socket towards the relay).
+package udpbatch
 
 import (
 	"net"
@@ -11,7 +15,7 @@ import (
 	"github.com/agentnet/agentnet/internal/udpgso"
 )
 
-// Batched UDP I/O for the relay's data path. The two hot legs of a relayed
+// The relay's data path. The two hot legs of a relayed
 // packet are a peer's datagram arriving on an allocation's relayed socket
 // and the frame (ChannelData or Data indication) the relay sends on to the
 // allocation's client; pion/turn does both one datagram per system call.
@@ -26,15 +30,19 @@ const (
 	// maxGSOBytes keeps a GSO super-datagram under the 64 KiB IP limit
 	// with its headers.
 	maxGSOBytes = 65000
-	// groBufSize holds one coalesced read: up to 64 KiB.
-	groBufSize = 1 << 16
+	// GROBufSize holds one coalesced read: up to 64 KiB.
+	GROBufSize = 1 << 16
 	// plainBufSize holds one datagram of a relayed socket without GRO
 	// (the overlay's packets are at most ~1500 bytes).
 	plainBufSize = 2048
-	// plainReadMsgs is how many datagrams one read takes without GRO.
-	plainReadMsgs = 16
+	// PlainReadMsgs is how many datagrams one read takes without GRO.
+	PlainReadMsgs = 16
 	// maxWriteFrames bounds the frames gathered before a flush.
 	maxWriteFrames = 128
+	// maxFrame is the largest frame a Writer batches (larger ones go
+	// alone): a TURN frame of a WireGuard packet of an overlay MTU up to
+	// 1500, as the relay's inbound MTU.
+	maxFrame = 1700
 )
 
 // batchConn is the batch-capable view of a UDP socket (x/net's
@@ -44,18 +52,18 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-// udpBatch is one UDP socket with its offloads. Safe for concurrent use.
-type udpBatch struct {
+// Conn is one UDP socket with its offloads. Safe for concurrent use.
+type Conn struct {
 	uc  *net.UDPConn
 	bc  batchConn
 	gro bool        // reads may return GRO-coalesced datagrams
 	gso atomic.Bool // sends may use UDP_SEGMENT; cleared when the kernel refuses it
 }
 
-// newUDPBatch uses the offloads the kernel confirms on uc; GRO only with
-// gro (a socket pion reads itself must never see coalesced datagrams).
-func newUDPBatch(uc *net.UDPConn, gro bool) *udpBatch {
-	b := &udpBatch{uc: uc}
+// New uses the offloads the kernel confirms on uc; GRO only with gro (a
+// socket pion reads itself must never see coalesced datagrams).
+func New(uc *net.UDPConn, gro bool) *Conn {
+	b := &Conn{uc: uc}
 	if ua, ok := uc.LocalAddr().(*net.UDPAddr); ok && ua.IP.To4() == nil {
 		b.bc = ipv6.NewPacketConn(uc)
 	} else {
@@ -67,10 +75,21 @@ func newUDPBatch(uc *net.UDPConn, gro bool) *udpBatch {
 	return b
 }
 
-// batchReader hands out the datagrams of a socket one by one, reading a
+// UDP returns the socket.
+func (b *Conn) UDP() *net.UDPConn { return b.uc }
+
+// GRO reports whether reads may return GRO-coalesced datagrams (see
+// GROSize in internal/udpgso).
+func (b *Conn) GRO() bool { return b.gro }
+
+// ReadBatch reads up to len(ms) messages (recvmmsg where the kernel has
+// it); the flags are recvmmsg's.
+func (b *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) { return b.bc.ReadBatch(ms, flags) }
+
+// Reader hands out the datagrams of a socket one by one, reading a
 // batch whenever the last one is used up. One goroutine at a time.
-type batchReader struct {
-	b    *udpBatch
+type Reader struct {
+	b    *Conn
 	msgs []ipv4.Message
 	n    int // messages in the current batch
 	mi   int // the message being handed out
@@ -78,14 +97,14 @@ type batchReader struct {
 	drop func()
 }
 
-// newBatchReader reads b; drop (optional) counts datagrams that did not
-// fit the buffer and were cut off by the kernel.
-func newBatchReader(b *udpBatch, drop func()) *batchReader {
-	count, size := plainReadMsgs, plainBufSize
+// NewReader reads b; drop (optional) counts datagrams that did not fit
+// the buffer and were cut off by the kernel.
+func NewReader(b *Conn, drop func()) *Reader {
+	count, size := PlainReadMsgs, plainBufSize
 	if b.gro {
-		count, size = 1, groBufSize
+		count, size = 1, GROBufSize
 	}
-	r := &batchReader{b: b, drop: drop, msgs: make([]ipv4.Message, count)}
+	r := &Reader{b: b, drop: drop, msgs: make([]ipv4.Message, count)}
 	for i := range r.msgs {
 		r.msgs[i].Buffers = [][]byte{make([]byte, size)}
 		r.msgs[i].OOB = make([]byte, udpgso.OOBSize)
@@ -93,9 +112,9 @@ func newBatchReader(b *udpBatch, drop func()) *batchReader {
 	return r
 }
 
-// buffered reports whether next has a datagram without reading the
+// Buffered reports whether Next has a datagram without reading the
 // socket. It steps over used-up and truncated messages (counting those).
-func (r *batchReader) buffered() bool {
+func (r *Reader) Buffered() bool {
 	for r.mi < r.n {
 		m := &r.msgs[r.mi]
 		_, ok := m.Addr.(*net.UDPAddr)
@@ -111,12 +130,12 @@ func (r *batchReader) buffered() bool {
 	return false
 }
 
-// next returns the next datagram and its source, reading a batch when
+// Next returns the next datagram and its source, reading a batch when
 // none is buffered. The bytes are valid until the next call; the address
 // is shared by the datagrams of one coalesced read and must not be
 // modified.
-func (r *batchReader) next() ([]byte, *net.UDPAddr, error) {
-	for !r.buffered() {
+func (r *Reader) Next() ([]byte, *net.UDPAddr, error) {
+	for !r.Buffered() {
 		for i := range r.msgs[:r.n] {
 			r.msgs[i].OOB = r.msgs[i].OOB[:cap(r.msgs[i].OOB)]
 		}
@@ -139,14 +158,15 @@ func (r *batchReader) next() ([]byte, *net.UDPAddr, error) {
 	return d, m.Addr.(*net.UDPAddr), nil
 }
 
-// writeBufs pools the byte buffers of batchWriters, held only between
+// writeBufs pools the byte buffers of Writers, held only between
 // the first frame of a batch and its flush.
-var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteFrames*inboundMTU); return &b }}
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteFrames*maxFrame); return &b }}
 
-// batchWriter gathers frames to one destination and sends them in as few
-// system calls as it can. One goroutine at a time.
-type batchWriter struct {
-	b    *udpBatch
+// Writer gathers frames to one destination and sends them in as few
+// system calls as it can. One goroutine at a time. The zero Writer has no
+// socket: use NewWriter.
+type Writer struct {
+	b    *Conn
 	to   *net.UDPAddr
 	buf  *[]byte // from writeBufs while frames are pending
 	lens []int
@@ -154,17 +174,23 @@ type batchWriter struct {
 	oob  []byte
 }
 
-// add queues a copy of p for to, flushing first when to differs or the
+// NewWriter sends on b.
+func NewWriter(b *Conn) Writer { return Writer{b: b} }
+
+// HasConn reports whether w has a socket to send on.
+func (w *Writer) HasConn() bool { return w.b != nil }
+
+// Add queues a copy of p for to, flushing first when to differs or the
 // batch is full. The error is that of such a flush or of sending p alone.
-func (w *batchWriter) add(p []byte, to *net.UDPAddr) error {
-	if len(p) > maxWriteFrames*inboundMTU {
+func (w *Writer) Add(p []byte, to *net.UDPAddr) error {
+	if len(p) > maxWriteFrames*maxFrame {
 		_, err := w.b.uc.WriteTo(p, to)
 		return err
 	}
 	var err error
 	if len(w.lens) > 0 && (len(w.lens) == maxWriteFrames || len(*w.buf)+len(p) > cap(*w.buf) ||
 		(w.to != to && w.to.AddrPort() != to.AddrPort())) {
-		err = w.flush()
+		err = w.Flush()
 	}
 	if w.buf == nil {
 		w.buf = writeBufs.Get().(*[]byte)
@@ -175,11 +201,11 @@ func (w *batchWriter) add(p []byte, to *net.UDPAddr) error {
 	return err
 }
 
-// flush sends the pending frames: runs of equal length (the last of a
+// Flush sends the pending frames: runs of equal length (the last of a
 // run may be shorter) as one GSO message each, all messages in one
 // sendmmsg where possible. If the kernel refuses GSO, it is turned off for
 // the socket and the frames go again one per message.
-func (w *batchWriter) flush() error {
+func (w *Writer) Flush() error {
 	if len(w.lens) == 0 {
 		return nil
 	}
@@ -198,7 +224,7 @@ func (w *batchWriter) flush() error {
 	return err
 }
 
-func (w *batchWriter) send(gso bool) error {
+func (w *Writer) send(gso bool) error {
 	buf := *w.buf
 	w.msgs = w.msgs[:0]
 	w.oob = w.oob[:0]

@@ -1,4 +1,4 @@
-package relay
+package turnclient
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ func testAlloc(t *testing.T, r wire.Relay, transport string) *Allocation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err := Allocate(ctx, AllocConfig{Relay: r, Transport: transport, Logger: slog.New(slog.DiscardHandler)})
+	a, err := Allocate(ctx, Config{Relay: r, Transport: transport, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("allocate via %s: %v", transport, err)
 	}
@@ -93,12 +93,12 @@ func TestAllocateRefusals(t *testing.T) {
 
 	bad := fx.relay
 	bad.Password = "wrong"
-	if _, err := Allocate(ctx, AllocConfig{Relay: bad, Transport: wire.TransportUDP, Timeout: 3 * time.Second, Logger: log}); err == nil {
+	if _, err := Allocate(ctx, Config{Relay: bad, Transport: wire.TransportUDP, Timeout: 3 * time.Second, Logger: log}); err == nil {
 		t.Error("allocation with a wrong password succeeded")
 	}
 	pinned := fx.relay
 	pinned.TLSPin = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-	if _, err := Allocate(ctx, AllocConfig{Relay: pinned, Transport: wire.TransportTLS, Logger: log}); !errors.Is(err, ErrPinMismatch) {
+	if _, err := Allocate(ctx, Config{Relay: pinned, Transport: wire.TransportTLS, Logger: log}); !errors.Is(err, ErrPinMismatch) {
 		t.Errorf("TLS with a wrong pin: %v, want ErrPinMismatch", err)
 	}
 	// A UDP relay address nobody answers on: the timeout names UDP.
@@ -107,11 +107,11 @@ func TestAllocateRefusals(t *testing.T) {
 	blocked := fx.relay
 	blocked.Addrs = []wire.RelayAddr{{Transport: wire.TransportUDP, Addr: silent.LocalAddr().(*net.UDPAddr).AddrPort()}}
 	start := time.Now()
-	_, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: wire.TransportUDP, Timeout: 500 * time.Millisecond, Logger: log})
+	_, err := Allocate(ctx, Config{Relay: blocked, Transport: wire.TransportUDP, Timeout: 500 * time.Millisecond, Logger: log})
 	if err == nil || !strings.Contains(err.Error(), "udp blocked") || time.Since(start) > 3*time.Second {
 		t.Errorf("silent relay: %v after %v; want a prompt 'udp blocked' error", err, time.Since(start))
 	}
-	if _, err := Allocate(ctx, AllocConfig{Relay: blocked, Transport: wire.TransportTCP, Logger: log}); err == nil || !strings.Contains(err.Error(), "no tcp address") {
+	if _, err := Allocate(ctx, Config{Relay: blocked, Transport: wire.TransportTCP, Logger: log}); err == nil || !strings.Contains(err.Error(), "no tcp address") {
 		t.Errorf("missing transport: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package relay
+package udpbatch
 
 import (
 	"net"
@@ -8,7 +8,7 @@ import (
 
 // forceBuffers raises SO_RCVBUF/SO_SNDBUF beyond net.core.{r,w}mem_max when
 // the process holds CAP_NET_ADMIN; without it the portable sizes set by
-// tuneUDP stand.
+// Tune stand.
 func forceBuffers(uc *net.UDPConn, size int) {
 	rc, err := uc.SyscallConn()
 	if err != nil {

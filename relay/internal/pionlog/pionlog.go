@@ -1,4 +1,6 @@
-package relay
+// Package pionlog routes pion/turn's logs (server and client) into slog,
+// for the relay server and the TURN client alike.
+package pionlog
 
 import (
 	"context"
@@ -8,49 +10,50 @@ import (
 	"github.com/pion/logging"
 )
 
-// pionLogs routes pion/turn's own logs (server and client) into slog.
+// Factory is pion's logging.LoggerFactory over a slog.Logger.
 // pion logs per packet, including remote input, so on the server
 // everything it says goes to Debug; the relay logs its own decisions
 // (refusals, allocations) itself. A client's warnings and errors are about
 // its own allocation and go to Warn; onWarn sees each of them first and
 // may take it (returning true), e.g. to notice a failed refresh that pion
 // only logs.
-type pionLogs struct {
-	log    *slog.Logger
-	client bool
-	onWarn func(msg string) bool // optional
+type Factory struct {
+	Log    *slog.Logger          // required
+	Client bool                  // a client's warnings go to Warn; a server's to Debug
+	OnWarn func(msg string) bool // optional
 }
 
-func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
+// NewLogger implements logging.LoggerFactory.
+func (f Factory) NewLogger(scope string) logging.LeveledLogger {
 	return pionLogger{f: f, scope: scope}
 }
 
 type pionLogger struct {
-	f     pionLogs
+	f     Factory
 	scope string
 }
 
 func (l pionLogger) emit(level slog.Level, msg string) {
-	l.f.log.Log(context.Background(), level, "relay: pion", "scope", l.scope, "msg", msg)
+	l.f.Log.Log(context.Background(), level, "relay: pion", "scope", l.scope, "msg", msg)
 }
 
 func (l pionLogger) debug(msg string) {
-	if l.f.log.Enabled(context.Background(), slog.LevelDebug) {
+	if l.f.Log.Enabled(context.Background(), slog.LevelDebug) {
 		l.emit(slog.LevelDebug, msg)
 	}
 }
 
 func (l pionLogger) debugf(format string, args ...any) {
-	if l.f.log.Enabled(context.Background(), slog.LevelDebug) {
+	if l.f.Log.Enabled(context.Background(), slog.LevelDebug) {
 		l.emit(slog.LevelDebug, fmt.Sprintf(format, args...))
 	}
 }
 
 func (l pionLogger) warn(msg string) {
-	if l.f.onWarn != nil && l.f.onWarn(msg) {
+	if l.f.OnWarn != nil && l.f.OnWarn(msg) {
 		return
 	}
-	if l.f.client {
+	if l.f.Client {
 		l.emit(slog.LevelWarn, msg)
 		return
 	}
