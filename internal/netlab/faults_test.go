@@ -1,0 +1,380 @@
+package netlab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/agentnet/agentnet/wire"
+)
+
+// The faults suite (issue 17, "Done when"): real agentnet processes in the
+// lab, crashed, cut off and attacked, each test reporting its figures in a
+// "FAULTS" log line.
+
+// buildFaultgen builds the load and attack generator (testdata/faultgen).
+func buildFaultgen(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return build(t, "faultgen", filepath.Dir(file), "./testdata/faultgen")
+}
+
+// faultLab is a lab with a coordinator (admin rate limit off) and a relay
+// on public hosts of one router, keeping both processes so tests can crash
+// and restart them.
+type faultLab struct {
+	*travLab
+	fg        string
+	coordHost *Host
+	coordArgs []string
+	coord     *Proc
+	coordData string
+	admin     string // admin.cred
+	relayHost *Host
+	relayArgs []string
+	relay     *Proc
+}
+
+func newFaultLab(t *testing.T) *faultLab {
+	t.Helper()
+	l := New(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("NETLAB_REQUIRE") == "1" {
+			t.Fatal("curl not installed (NETLAB_REQUIRE=1)")
+		}
+		t.Skip("curl not installed (CI installs it)")
+	}
+	tl := &travLab{t: t, l: l, bin: BuildAgentnet(t), httpserve: buildHTTPServe(t), dir: t.TempDir()}
+	fl := &faultLab{travLab: tl, fg: buildFaultgen(t)}
+	tl.r = l.AddRouter("r")
+	fl.coordHost, fl.relayHost = tl.r.AddHost("coord"), tl.r.AddHost("relay")
+	rel := fl.relayHost
+
+	relayData := filepath.Join(tl.dir, "relay")
+	fl.relayArgs = []string{"relay", "--listen", rel.Addr.String() + ":3478", "--tls-listen", rel.Addr.String() + ":5349",
+		"--public-ip", rel.Addr.String(), "--data", relayData, "--name", "lab-relay"}
+	fl.relay = rel.Start(t, tl.bin, fl.relayArgs...)
+	cred := filepath.Join(relayData, "relay.cred")
+	waitFile(t, cred, 15*time.Second)
+
+	fl.coordData = filepath.Join(tl.dir, "coord")
+	fl.admin = filepath.Join(fl.coordData, "admin.cred")
+	fl.coordArgs = []string{"coordinator", "--listen", fl.coordHost.Addr.String() + ":8443", "--data", fl.coordData,
+		"--relay", cred, "--rate-limit-admin", "off"}
+	fl.startCoord()
+	tl.token = strings.TrimSpace(fl.coordHost.Run(t, tl.bin, "token", "create", "--admin", fl.admin, "--reusable", "--ttl", "30m"))
+	return fl
+}
+
+// startCoord (re)starts the coordinator on its state directory.
+func (fl *faultLab) startCoord() {
+	fl.t.Helper()
+	fl.coord = fl.coordHost.Start(fl.t, fl.bin, fl.coordArgs...)
+	if _, err := fl.coord.WaitLine(regexp.MustCompile(`^coordinator at https://`), 20*time.Second); err != nil {
+		fl.t.Fatal(err)
+	}
+}
+
+// startNode runs a node on h; extra are more flags (default: kernel TUN
+// mode). It returns the node and its process once it printed "up".
+func (fl *faultLab) startNode(h *Host, name string, extra ...string) (*travNode, *Proc) {
+	fl.t.Helper()
+	n := &travNode{h: h, name: name, state: filepath.Join(fl.dir, name)}
+	args := []string{"node", "--token", fl.token, "--name", name, "--state", n.state, "--listen", "0.0.0.0:41641"}
+	if len(extra) == 0 {
+		extra = []string{"--tun", "agentnet0"}
+	}
+	p := h.Start(fl.t, fl.bin, append(args, extra...)...)
+	m, err := p.WaitLine(travUpRE, 30*time.Second)
+	if err != nil {
+		fl.t.Fatal(err)
+	}
+	n.ip, n.up = m[2], time.Now()
+	return n, p
+}
+
+// hello fetches /hello from to's httpserve on port through from's overlay
+// within limit and returns how long it took.
+func hello(from *Host, to *travNode, port int, limit time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit+2*time.Second)
+	defer cancel()
+	start := time.Now()
+	sec := strconv.FormatFloat(limit.Seconds(), 'f', 3, 64)
+	out, errOut, err := from.Output(ctx, "curl", "-sS", "--fail", "--max-time", sec, fmt.Sprintf("http://%s:%d/hello", to.ip, port))
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("curl %s:%d/hello: %v: %s", to.ip, port, err, strings.TrimSpace(errOut))
+	}
+	if !strings.HasPrefix(out, "hello from") {
+		return took, fmt.Errorf("curl %s:%d/hello: %q", to.ip, port, out)
+	}
+	return took, nil
+}
+
+// untilHello polls hello until it succeeds or within passes.
+func untilHello(from *Host, to *travNode, within time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		_, err := hello(from, to, 8080, time.Second)
+		if err == nil {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > within {
+			return time.Since(start), err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// vmRSS is /proc/PID/status VmRSS in bytes.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
+}
+
+// TestFaultsCoordinatorKillWriteLoop: an admin client creates tokens in a
+// loop (4 writers) while the coordinator is killed with SIGKILL at a random
+// moment, three times. After each kill the bbolt file opens and passes
+// bbolt's consistency check, and after each restart on the same state
+// directory every token whose creation was acknowledged (200) is listed.
+func TestFaultsCoordinatorKillWriteLoop(t *testing.T) {
+	t.Parallel()
+	l := New(t)
+	bin, fg := BuildAgentnet(t), buildFaultgen(t)
+	r := l.AddRouter("r")
+	coord, client := r.AddHost("coord"), r.AddHost("admin")
+	data := filepath.Join(t.TempDir(), "coord")
+	admin := filepath.Join(data, "admin.cred")
+	start := func() *Proc {
+		p := coord.Start(t, bin, "coordinator", "--listen", coord.Addr.String()+":8443", "--data", data, "--rate-limit-admin", "off")
+		if _, err := p.WaitLine(regexp.MustCompile(`^coordinator at https://`), 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cp := start()
+	ackRE := regexp.MustCompile(`^acked (\S+)$`)
+	acked := map[string]bool{}
+	var figures []string
+	for cycle := range 3 {
+		gen := client.Start(t, fg, "tokens", "--admin", admin, "--workers", "4")
+		if _, err := gen.WaitLine(ackRE, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(200+mrand.IntN(1300)) * time.Millisecond)
+		cp.Kill()
+		select {
+		case <-gen.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatal("the write loop did not stop after the coordinator died")
+		}
+		n := 0
+		for _, s := range gen.Lines() {
+			if m := ackRE.FindStringSubmatch(s); m != nil {
+				acked[m[1]] = true
+				n++
+			}
+		}
+
+		// The file a SIGKILL left behind opens and is consistent.
+		db, err := bolt.Open(filepath.Join(data, "coord.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("cycle %d: bbolt file after kill -9: %v", cycle, err)
+		}
+		var problems []string
+		_ = db.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				problems = append(problems, err.Error())
+			}
+			return nil
+		})
+		db.Close()
+		if len(problems) > 0 {
+			t.Fatalf("cycle %d: bbolt check after kill -9: %s", cycle, strings.Join(problems, "; "))
+		}
+
+		restartAt := time.Now()
+		cp = start()
+		restart := time.Since(restartAt)
+		out := client.Run(t, bin, "token", "list", "--admin", admin, "--json")
+		var list []wire.TokenInfo
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatalf("token list --json: %v\n%s", err, out)
+		}
+		have := map[string]bool{}
+		for _, ti := range list {
+			have[ti.ID] = true
+		}
+		var lost []string
+		for id := range acked {
+			if !have[id] {
+				lost = append(lost, id)
+			}
+		}
+		if len(lost) > 0 {
+			t.Fatalf("cycle %d: %d acknowledged token(s) missing after kill -9 and restart: %v", cycle, len(lost), lost)
+		}
+		figures = append(figures, fmt.Sprintf("cycle %d: %d acked, %d listed, restart %v", cycle, n, len(list), restart.Round(time.Millisecond)))
+	}
+	t.Logf("FAULTS coordinator kill -9 in a write loop: %d acknowledged writes, none lost; %s", len(acked), strings.Join(figures, "; "))
+}
+
+// TestFaultsCoordinatorDown: with the coordinator stopped for 60 s, two
+// nodes keep talking (TCP through the tunnel and agentnet ping every few
+// seconds), and one of them, restarted during the outage, comes up from its
+// cached signed map and reaches its peer. Once the coordinator is back both
+// nodes reconnect to it.
+func TestFaultsCoordinatorDown(t *testing.T) {
+	t.Parallel()
+	fl := newFaultLab(t)
+	ha, hb := fl.r.AddHost("a"), fl.r.AddHost("b")
+	fl.serve(ha)
+	fl.serve(hb)
+	a, _ := fl.startNode(ha, "planner")
+	b, bp := fl.startNode(hb, "search")
+	if _, err := untilHello(ha, b, 30*time.Second); err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+	if _, err := untilHello(hb, a, 10*time.Second); err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+
+	fl.coord.Kill()
+	down := time.Now()
+	const outage = 60 * time.Second
+	checks, restarted := 0, false
+	var upAfter, reachAfter time.Duration
+	for time.Since(down) < outage {
+		if _, err := hello(ha, b, 8080, 3*time.Second); err != nil {
+			t.Fatalf("%v into the coordinator outage, planner → search: %v", time.Since(down).Round(time.Second), err)
+		}
+		if _, err := hello(hb, a, 8080, 3*time.Second); err != nil {
+			t.Fatalf("%v into the coordinator outage, search → planner: %v", time.Since(down).Round(time.Second), err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, errOut, err := ha.Output(ctx, fl.bin, "ping", "--state", a.state, "--count", "1", "search")
+		cancel()
+		if err != nil {
+			t.Fatalf("%v into the outage: agentnet ping search: %v\n%s%s", time.Since(down).Round(time.Second), err, out, errOut)
+		}
+		checks++
+		if !restarted && time.Since(down) > 15*time.Second {
+			restarted = true
+			if err := bp.Stop(); err != nil {
+				t.Fatalf("stopping search: %v", err)
+			}
+			at := time.Now()
+			b, bp = fl.startNode(hb, "search")
+			upAfter = time.Since(at)
+			var err error
+			if reachAfter, err = untilHello(ha, b, 15*time.Second); err != nil {
+				t.Fatalf("search restarted during the outage: planner cannot reach it: %v", err)
+			}
+			if _, err := untilHello(hb, a, 5*time.Second); err != nil {
+				t.Fatalf("search restarted during the outage cannot reach planner: %v", err)
+			}
+		}
+		time.Sleep(3 * time.Second)
+	}
+	if !restarted {
+		t.Fatal("search was not restarted during the outage")
+	}
+
+	fl.startCoord()
+	back := time.Now()
+	for _, n := range []*travNode{a, b} {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			out, _, err := n.h.Output(ctx, fl.bin, "status", "--state", n.state, "--json")
+			cancel()
+			var st struct {
+				Connected bool `json:"connected"`
+			}
+			if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Connected {
+				break
+			}
+			if time.Since(back) > 60*time.Second {
+				t.Fatalf("%s not reconnected to the coordinator 60 s after its restart", n.name)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	t.Logf("FAULTS coordinator down %v: %d rounds of TCP both ways + agentnet ping, all answered; search restarted during the outage up in %v, reached in %v more; both reconnected %v after the coordinator came back",
+		outage, checks, upAfter.Round(time.Millisecond), reachAfter.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
+
+// TestFaultsConnFlood: one peer opens 3,000 TCP connections to a node's
+// --expose port and holds them; another peer still gets an answer through
+// the same port in under 1 s, and the node's RSS grows by at most
+// connFloodRSSBound (it caps a peer at --max-conns-per-peer, default 256:
+// before the cap 10,000 connections cost 1.06 GB).
+func TestFaultsConnFlood(t *testing.T) {
+	t.Parallel()
+	const (
+		flood             = 3000
+		connFloodRSSBound = 96 << 20
+	)
+	fl := newFaultLab(t)
+	hv, hx, ho := fl.r.AddHost("victim"), fl.r.AddHost("attacker"), fl.r.AddHost("other")
+	srv := hv.Start(t, fl.httpserve, "--listen", "127.0.0.1:8080")
+	if _, err := srv.WaitLine(regexp.MustCompile(`^serving on`), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v, vp := fl.startNode(hv, "victim", "--expose", "8080=127.0.0.1:8080")
+	fl.startNode(hx, "attacker")
+	fl.startNode(ho, "other")
+	if _, err := untilHello(ho, v, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := untilHello(hx, v, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := vmRSS(t, vp.PID())
+
+	gen := hx.Start(t, fl.fg, "conns", "--to", v.ip+":8080", "--n", strconv.Itoa(flood), "--hold", "20s")
+	m, err := gen.WaitLine(regexp.MustCompile(`^opened (\d+) refused (\d+) failed (\d+) in (\S+)`), 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peak := vmRSS(t, vp.PID())
+	var worst time.Duration
+	for range 5 {
+		took, err := hello(ho, v, 8080, 5*time.Second)
+		if err != nil {
+			t.Fatalf("other peer during the connection flood: %v", err)
+		}
+		worst = max(worst, took)
+		peak = max(peak, vmRSS(t, vp.PID()))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if worst >= time.Second {
+		t.Errorf("other peer's request took %v during the connection flood, want < 1 s", worst)
+	}
+	if grew := peak - before; grew > connFloodRSSBound {
+		t.Errorf("victim RSS grew by %d MiB (%d → %d MiB) under %d connections from one peer, bound %d MiB",
+			grew>>20, before>>20, peak>>20, flood, connFloodRSSBound>>20)
+	}
+	t.Logf("FAULTS connection flood: %d connects from one peer: %s held, %s refused, %s failed in %s; other peer's slowest request %v; victim RSS %d → %d MiB (bound: +%d MiB)",
+		flood, m[1], m[2], m[3], m[4], worst.Round(time.Millisecond), before>>20, peak>>20, connFloodRSSBound>>20)
+}
