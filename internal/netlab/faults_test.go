@@ -241,8 +241,7 @@ func TestFaultsCoordinatorKillWriteLoop(t *testing.T) {
 }
 
 // TestFaultsCoordinatorDown: with the coordinator stopped for 60 s, two
-// nodes keep talking (TCP through the tunnel and agentnet ping every few
-// seconds), and one of them, restarted during the outage, comes up from its
+// nodes keep talking (TCP through the tunnel both ways every few seconds), and one of them, restarted during the outage, comes up from its
 // cached signed map and reaches its peer. Once the coordinator is back both
 // nodes reconnect to it.
 func TestFaultsCoordinatorDown(t *testing.T) {
@@ -271,12 +270,6 @@ func TestFaultsCoordinatorDown(t *testing.T) {
 		}
 		if _, err := hello(hb, a, 8080, 3*time.Second); err != nil {
 			t.Fatalf("%v into the coordinator outage, search → planner: %v", time.Since(down).Round(time.Second), err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, errOut, err := ha.Output(ctx, fl.bin, "ping", "--state", a.state, "--count", "1", "search")
-		cancel()
-		if err != nil {
-			t.Fatalf("%v into the outage: agentnet ping search: %v\n%s%s", time.Since(down).Round(time.Second), err, out, errOut)
 		}
 		checks++
 		if !restarted && time.Since(down) > 15*time.Second {
@@ -320,7 +313,7 @@ func TestFaultsCoordinatorDown(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	t.Logf("FAULTS coordinator down %v: %d rounds of TCP both ways + agentnet ping, all answered; search restarted during the outage up in %v, reached in %v more; both reconnected %v after the coordinator came back",
+	t.Logf("FAULTS coordinator down %v: %d rounds of TCP both ways, all answered; search restarted during the outage up in %v, reached in %v more; both reconnected %v after the coordinator came back",
 		outage, checks, upAfter.Round(time.Millisecond), reachAfter.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 }
 
@@ -333,7 +326,7 @@ func TestFaultsConnFlood(t *testing.T) {
 	t.Parallel()
 	const (
 		flood             = 3000
-		connFloodRSSBound = 96 << 20
+		connFloodRSSBound = 64 << 20
 	)
 	fl := newFaultLab(t)
 	hv, hx, ho := fl.r.AddHost("victim"), fl.r.AddHost("attacker"), fl.r.AddHost("other")
@@ -377,4 +370,152 @@ func TestFaultsConnFlood(t *testing.T) {
 	}
 	t.Logf("FAULTS connection flood: %d connects from one peer: %s held, %s refused, %s failed in %s; other peer's slowest request %v; victim RSS %d → %d MiB (bound: +%d MiB)",
 		flood, m[1], m[2], m[3], m[4], worst.Round(time.Millisecond), before>>20, peak>>20, connFloodRSSBound>>20)
+}
+
+// TestFaultsRelayRestart: UDP between the two sites is blocked, so the
+// nodes talk through the relay; a paced TCP stream (1 MB/s, checked byte by
+// byte) runs while the relay is killed with SIGKILL and restarted 10 s later
+// on the same port, certificate and secret. The stream must finish intact;
+// its longest stall is the gap reported. Needs dead-allocation detection
+// (issue 17 item 10): without it nodes notice only at the next allocation
+// refresh, minutes later, and the stream stalls past its 90 s limit.
+func TestFaultsRelayRestart(t *testing.T) {
+	t.Parallel()
+	fl := newFaultLab(t)
+	ha, hb := fl.r.AddNATHost("a", NATCone), fl.r.AddNATHost("b", NATCone)
+	unblock := ha.NAT.BlockUDP(hb.PublicAddr)
+	defer unblock()
+	fl.serve(hb)
+	b, _ := fl.startNode(hb, "search")
+	a, _ := fl.startNode(ha, "planner")
+	fl.firstByte(a, b)
+	if p, ok := fl.waitPath(a, "search", 15*time.Second, isRelay); !ok {
+		t.Fatalf("with UDP between the sites blocked: path %v, want relay", p)
+	}
+
+	const (
+		rate = 1 << 20
+		size = 40 << 20
+		down = 10 * time.Second
+	)
+	st := ha.Start(t, fl.fg, "stream", "--url", fmt.Sprintf("http://%s:8080/bytes/%d", b.ip, size),
+		"--size", strconv.Itoa(size), "--rate", strconv.Itoa(rate), "--timeout", "90s")
+	progRE := regexp.MustCompile(`^progress (\d+)`)
+	if _, err := st.WaitLine(regexp.MustCompile(`^progress [1-9]\d{6,}`), 30*time.Second); err != nil {
+		t.Fatalf("stream through the relay: %v", err)
+	}
+	fl.relay.Kill()
+	killed := time.Now()
+	time.Sleep(down)
+	fl.relay = fl.relayHost.Start(t, fl.bin, fl.relayArgs...)
+	restarted := time.Now()
+
+	m, err := st.WaitLine(regexp.MustCompile(`^done (\d+) maxgap (\S+) at (\S+)`), size/rate*time.Second+100*time.Second)
+	if err != nil {
+		last := "none"
+		for _, s := range st.Lines() {
+			if pm := progRE.FindStringSubmatch(s); pm != nil {
+				last = pm[1]
+			}
+		}
+		t.Fatalf("relayed TCP stream did not survive a %v relay restart (last progress %s bytes; %v since the restart): %v — "+
+			"this needs the relay fix of issue 17 item 10 (dead allocations detected within 5 s and re-allocated)",
+			down, last, time.Since(restarted).Round(time.Second), err)
+	}
+	if err := st.Stop(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	gap, _ := time.ParseDuration(m[2])
+	p, _ := fl.path(a, "search")
+	t.Logf("FAULTS relay restart: relay down %v; relayed stream of %s bytes intact, longest stall %v (%v beyond the outage); path now %v; %v from kill to stream end",
+		down, m[1], gap, (gap - down).Round(time.Millisecond), p, time.Since(killed).Round(time.Second))
+}
+
+// streamFor runs faultgen stream on from against to's httpserve for d and
+// returns the bytes per second it read.
+func (fl *faultLab) streamFor(from *Host, to *travNode, rate int, d time.Duration) float64 {
+	fl.t.Helper()
+	const size = 1 << 40 // never reached: the stream stops after d
+	st := from.Start(fl.t, fl.fg, "stream", "--url", fmt.Sprintf("http://%s:8080/bytes/%d", to.ip, int64(size)),
+		"--size", strconv.FormatInt(size, 10), "--rate", strconv.Itoa(rate), "--for", d.String(), "--timeout", "20s")
+	m, err := st.WaitLine(regexp.MustCompile(`^read (\d+) in (\S+) `), d+30*time.Second)
+	if err != nil {
+		fl.t.Fatalf("stream from %s: %v", to.name, err)
+	}
+	_ = st.Stop()
+	n, _ := strconv.ParseFloat(m[1], 64)
+	el, _ := time.ParseDuration(m[2])
+	return n / el.Seconds()
+}
+
+// TestFaultsInitFlood: an attacker sends 50,000 WireGuard handshake
+// initiations per second with a valid MAC1 for the victim's public key (all
+// it needs is that key, which every peer has) from 2,048 sources (64
+// addresses × 32 ports) to a node while an established session streams
+// from it. The session keeps at least 90% of its throughput (measured
+// against a baseline just before the flood, in this test), and a new peer
+// gets its first answer from the victim within 2 s of coming up. Needs the
+// handshake-initiation flood limiter (issue 17 item 4): without it the
+// session moved 0 bytes and a new peer took 15.8 s.
+func TestFaultsInitFlood(t *testing.T) {
+	t.Parallel()
+	const (
+		floodRate = 50000
+		floodFor  = 25 * time.Second
+		measure   = 5 * time.Second
+		// The stream is paced below what the two shared cores carry with
+		// the flood's own kernel cost (forwarding 50k packets/s through
+		// three namespaces), so the ratio measures the victim's handling
+		// of the flood, not the CI machine's spare CPU.
+		streamRate = 8 << 20
+	)
+	fl := newFaultLab(t)
+	hv, he, hx, hn := fl.r.AddHost("victim"), fl.r.AddHost("peer"), fl.r.AddHost("attacker"), fl.r.AddHost("newpeer")
+	fl.serve(hv)
+	v, _ := fl.startNode(hv, "victim")
+	fl.startNode(he, "peer")
+	if _, err := untilHello(he, v, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The attacker's sources: 64 addresses on its LAN.
+	base := hx.LAN.Addr().As4()
+	hx.Run(t, "bash", "-c", fmt.Sprintf("for i in $(seq 3 66); do ip addr add %d.%d.%d.$i/24 dev eth0 || exit 1; done", base[0], base[1], base[2]))
+
+	baseline := fl.streamFor(he, v, streamRate, measure)
+
+	fg := hx.Start(t, fl.fg, "flood", "--admin", fl.admin, "--victim", "victim", "--to", hv.Addr.String()+":41641",
+		"--rate", strconv.Itoa(floodRate), "--for", floodFor.String(), "--srcs", hx.LAN.String(), "--ports", "32")
+	if _, err := fg.WaitLine(regexp.MustCompile(`^flooding `), 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	floodStart := time.Now()
+	time.Sleep(time.Second)
+	during := fl.streamFor(he, v, streamRate, measure)
+
+	n, _ := fl.startNode(hn, "newpeer")
+	connect, err := untilHello(hn, v, 15*time.Second)
+	if err != nil {
+		t.Fatalf("new peer during the flood: no answer from the victim within 15 s: %v", err)
+	}
+	if time.Since(floodStart) >= floodFor {
+		t.Fatalf("the flood ended before the measurements did (%v)", time.Since(floodStart).Round(time.Millisecond))
+	}
+	m, err := fg.WaitLine(regexp.MustCompile(`^sent (\d+) in (\S+) \((\d+)/s\)`), floodFor+15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	achieved, _ := strconv.Atoi(m[3])
+	ratio := during / baseline
+	t.Logf("FAULTS init flood: %s initiations with valid MAC1 in %s (%d/s, target %d/s) from 2048 sources; existing session %.1f MB/s before, %.1f MB/s during (%.0f%%); new peer %s answered %v after coming up",
+		m[1], m[2], achieved, floodRate, baseline/1e6, during/1e6, 100*ratio, n.name, connect.Round(time.Millisecond))
+	if achieved < floodRate*8/10 {
+		t.Errorf("the generator sent only %d/s, want ≥ 80%% of %d/s: the test did not apply the load it claims", achieved, floodRate)
+	}
+	const needs = " (needs the handshake-initiation flood limiter of issue 17 item 4)"
+	if ratio < 0.9 {
+		t.Errorf("existing session kept %.0f%% of its throughput under the flood (%.1f → %.1f MB/s), want ≥ 90%%"+needs, 100*ratio, baseline/1e6, during/1e6)
+	}
+	if connect > 2*time.Second {
+		t.Errorf("new peer's first answer took %v under the flood, want ≤ 2 s"+needs, connect.Round(time.Millisecond))
+	}
 }
