@@ -209,7 +209,7 @@ func flood(fs *flag.FlagSet, args []string) error {
 		msgs[i].Buffers = make([][]byte, 1)
 	}
 	start := time.Now()
-	sent, k, c := 0, 0, 0
+	sent, failed, k, c := 0, 0, 0, 0
 	for {
 		el := time.Since(start)
 		if el >= *dur {
@@ -227,13 +227,15 @@ func flood(fs *flag.FlagSet, args []string) error {
 		}
 		got, err := conns[c%len(conns)].WriteBatch(msgs[:n], 0)
 		c++
-		if err != nil && got <= 0 {
-			got = n // a full send buffer (ENOBUFS) counts as sent: it left us
+		if err != nil || got <= 0 {
+			failed++ // a full socket buffer or qdisc (ENOBUFS, EAGAIN)
+			time.Sleep(100 * time.Microsecond)
+			continue
 		}
 		sent += got
 	}
 	el := time.Since(start)
-	fmt.Printf("sent %d in %v (%.0f/s)\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds())
+	fmt.Printf("sent %d in %v (%.0f/s), %d failed sends\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds(), failed)
 	return nil
 }
 
