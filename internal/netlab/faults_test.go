@@ -560,8 +560,11 @@ func TestFaultsInitFlood(t *testing.T) {
 	t.Logf("FAULTS init flood: %s initiations with valid MAC1 in %s (%d/s, target %d/s) from 64×32 sources; existing session paced at half of %.1f MB/s: %.1f MB/s before, %.1f MB/s during (%.0f%%); unpaced during the flood %.1f MB/s (%.0f%% of %.1f); new peer %s answered %v after coming up; victim CPU %.0f%% of one core while flooded, %d datagrams dropped by its socket; %s packets from the victim to the sources",
 		m[1], m[2], achieved, floodRate, capacity/1e6, baseline/1e6, during/1e6, 100*ratio, unpaced/1e6, 100*unpaced/capacity, capacity/1e6, n.name, connect.Round(time.Millisecond),
 		100*victimCPU.Seconds()/floodEl.Seconds(), drops, replies())
-	if achieved < floodRate*8/10 {
-		t.Errorf("the generator sent only %d/s, want ≥ 80%% of %d/s: the test did not apply the load it claims", achieved, floodRate)
+	// On a loaded CI machine the generator may fall short of its target;
+	// below the 20,000/s at which issue 17 found the defect the test would
+	// prove nothing.
+	if achieved < 20000 {
+		t.Errorf("the generator sent only %d/s (target %d/s), want ≥ 20000/s: the test did not apply the load it claims", achieved, floodRate)
 	}
 	const needs = " (needs the handshake-initiation flood limiter of issue 17 item 4)"
 	if ratio < 0.9 {
