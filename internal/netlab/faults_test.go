@@ -494,7 +494,7 @@ func TestFaultsInitFlood(t *testing.T) {
 	// Not parallel: the package's sequential tests run before its parallel
 	// ones, so the flood (two cores' worth of packets) neither disturbs the
 	// timing of other lab tests nor is measured against them.
-const (
+	const (
 		floodRate = 50000
 		floodFor  = 25 * time.Second
 		measure   = 5 * time.Second
