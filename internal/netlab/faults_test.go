@@ -550,9 +550,6 @@ func TestFaultsInitFlood(t *testing.T) {
 	unpaced := fl.streamFor(he, v, 1<<30, 3*time.Second)
 	victimCPU, floodEl := cpuTime(t, vp.PID())-cpu0, time.Since(floodStart)
 	drops := udpDrops(t, hv, 41641) - drops0
-	if time.Since(floodStart) >= floodFor {
-		t.Fatalf("the flood ended before the measurements did (%v)", time.Since(floodStart).Round(time.Millisecond))
-	}
 	m, err := fg.WaitLine(regexp.MustCompile(`^sent (\d+) in (\S+) \((\d+)/s\)`), floodFor+15*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -565,6 +562,9 @@ func TestFaultsInitFlood(t *testing.T) {
 	// On a loaded CI machine the generator may fall short of its target;
 	// below the 20,000/s at which issue 17 found the defect the test would
 	// prove nothing.
+	if floodEl >= floodFor {
+		t.Errorf("the flood ended before the measurements did (%v)", floodEl.Round(time.Millisecond))
+	}
 	if achieved < 20000 {
 		t.Errorf("the generator sent only %d/s (target %d/s), want ≥ 20000/s: the test did not apply the load it claims", achieved, floodRate)
 	}
