@@ -545,9 +545,9 @@ func TestFaultsInitFlood(t *testing.T) {
 	time.Sleep(time.Second)
 	during := fl.streamFor(he, v, streamRate, measure)
 
+	unpaced := fl.streamFor(he, v, 1<<30, 3*time.Second)
 	n, _ := fl.startNode(hn, "newpeer")
 	connect, connectErr := untilHello(hn, v, 10*time.Second)
-	unpaced := fl.streamFor(he, v, 1<<30, 3*time.Second)
 	victimCPU, floodEl := cpuTime(t, vp.PID())-cpu0, time.Since(floodStart)
 	drops := udpDrops(t, hv, 41641) - drops0
 	m, err := fg.WaitLine(regexp.MustCompile(`^sent (\d+) in (\S+) \((\d+)/s\)`), floodFor+15*time.Second)
