@@ -86,7 +86,26 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: adminclient.New(c.AdminCred())}
+	admin := adminclient.New(c.AdminCred())
+	if ln, ok := cfg.listener.(*pipeListener); ok {
+		admin = adminclient.NewDial(c.AdminCred(), ln.dialContext)
+	}
+	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: admin}
+}
+
+// newPipeHarness is newHarness on an in-memory listener (pipeListener):
+// called inside a synctest bubble, the coordinator's tickers and timeouts
+// (expiry sweeper, keepalives, write timeouts) and its clock run on the
+// bubble's fake time, and testNodes and the admin client dial it in memory.
+func newPipeHarness(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	return newHarness(t, func(c *Config) {
+		c.Listen = ""
+		c.listener = newPipeListener()
+		if mod != nil {
+			mod(c)
+		}
+	})
 }
 
 func (h *harness) token(req wire.CreateTokenRequest) string {
@@ -140,6 +159,9 @@ func newTestNode(t *testing.T, c *Coordinator) *testNode {
 	var wg [32]byte
 	rand.Read(wg[:])
 	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(c.Pin())}
+	if ln, ok := c.cfg.listener.(*pipeListener); ok {
+		tr.DialContext = ln.dialContext
+	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testNode{
 		t:   t,
