@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentnet/agentnet/relay"
@@ -91,26 +92,31 @@ func TestRelayConfigRefused(t *testing.T) {
 }
 
 // TestRelayCredentialsRefreshed: a stream whose credentials run low gets
-// a fresh map at a keepalive, even when nothing changed.
+// a fresh map at a keepalive, even when nothing changed. The stream runs in
+// a synctest bubble over in-memory connections, so the keepalive that
+// carries the fresh map is the next one on fake time.
 func TestRelayCredentialsRefreshed(t *testing.T) {
 	r := startRelay(t)
-	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-	h := newHarness(t, func(c *Config) {
-		c.Relays = []turncred.Cred{r.Cred()}
-		c.Now = clock.Now
-		c.keepalive = 50 * time.Millisecond
+	synctest.Test(t, func(t *testing.T) {
+		clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+		h := newPipeHarness(t, func(c *Config) {
+			c.Relays = []turncred.Cred{r.Cred()}
+			c.Now = clock.Now
+		})
+		a := newTestNode(t, h.c)
+		a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
+		s := a.openStream(h.c.PublicKey())
+		first := s.waitMap(time.Second, "first map", func(m *wire.Map) bool { return len(m.Relays) == 1 })
+		clock.Add(13 * time.Hour)
+		time.Sleep(wire.StreamKeepalive) // fake time: the next keepalive
+		synctest.Wait()
+		next := s.waitMap(time.Nanosecond, "fresh credentials", func(m *wire.Map) bool {
+			return len(m.Relays) == 1 && m.Relays[0].Expires.After(first.Relays[0].Expires)
+		})
+		if want := clock.Now().Truncate(time.Hour).Add(24 * time.Hour); !next.Relays[0].Expires.Equal(want) {
+			t.Fatalf("refreshed expiry %v, want %v", next.Relays[0].Expires, want)
+		}
 	})
-	a := newTestNode(t, h.c)
-	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
-	s := a.openStream(h.c.PublicKey())
-	first := s.waitMap(time.Second, "first map", func(m *wire.Map) bool { return len(m.Relays) == 1 })
-	clock.Add(13 * time.Hour)
-	next := s.waitMap(2*time.Second, "fresh credentials", func(m *wire.Map) bool {
-		return len(m.Relays) == 1 && m.Relays[0].Expires.After(first.Relays[0].Expires)
-	})
-	if want := clock.Now().Truncate(time.Hour).Add(24 * time.Hour); !next.Relays[0].Expires.Equal(want) {
-		t.Fatalf("refreshed expiry %v, want %v", next.Relays[0].Expires, want)
-	}
 }
 
 func (n *testNode) postUpdate(req wire.UpdateRequest) (int, wire.ErrorResponse) {
