@@ -19,29 +19,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuf is a log sink safe for concurrent writers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a settable clock for Config.Now.
 type fakeClock struct {
@@ -66,13 +49,13 @@ type harness struct {
 	t     *testing.T
 	c     *Coordinator
 	cfg   Config
-	logs  *syncBuf
+	logs  *logtest.Buffer
 	admin *adminclient.Client
 }
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	cfg := Config{
 		DataDir: t.TempDir(),
 		Listen:  "127.0.0.1:0",

@@ -40,16 +40,18 @@ func (l *Buffer) String() string {
 // It is how a test waits for a log line or output instead of polling.
 func (l *Buffer) Wait(ctx context.Context, ok func(written string) bool) error {
 	for {
+		// Take the text and the wake channel of the next Write together,
+		// so that no Write falls between the check and the wait.
 		l.mu.Lock()
-		if ok(l.b.String()) {
-			l.mu.Unlock()
-			return nil
-		}
+		written := l.b.String()
 		if l.wake == nil {
 			l.wake = make(chan struct{})
 		}
 		wake := l.wake
 		l.mu.Unlock()
+		if ok(written) {
+			return nil
+		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
