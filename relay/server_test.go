@@ -395,9 +395,12 @@ func TestBandwidthLimit(t *testing.T) {
 	for range 300 { // 300 kB at once: far over a 64 kB burst
 		a.WriteTo(payload, bAddr)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if s.Stats().Refused[ReasonBandwidth] == 0 {
-		t.Fatalf("no packet dropped over the bandwidth limit: %+v", s.Stats())
+	// The relay reads the burst in the background: wait (bounded) until it
+	// has counted a drop rather than assume 100 ms is enough.
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().Refused[ReasonBandwidth] == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no packet dropped over the bandwidth limit within 5s: %+v", s.Stats())
+		}
 	}
 }
 
