@@ -306,13 +306,15 @@ func TestRefuseSelf(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	st := s.Stats()
-	if st.STUNAltAnswered != 0 {
-		t.Fatalf("relay relayed to its own STUN alt port (%d answers)", st.STUNAltAnswered)
+	// Each of the six is refused (and counted) when it arrives: wait
+	// (bounded) for all six rather than assume 100 ms is enough.
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().Refused[ReasonPeerSelf] < 6; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Refused[%s] = %d within 5s, want 6; stats %+v", ReasonPeerSelf, s.Stats().Refused[ReasonPeerSelf], s.Stats())
+		}
 	}
-	if st.Refused[ReasonPeerSelf] == 0 {
-		t.Fatalf("Refused[%s] = 0; stats %+v", ReasonPeerSelf, st)
+	if st := s.Stats(); st.STUNAltAnswered != 0 {
+		t.Fatalf("relay relayed to its own STUN alt port (%d answers)", st.STUNAltAnswered)
 	}
 	// A loopback peer that is not the relay itself is allowed with
 	// AllowLoopback.
