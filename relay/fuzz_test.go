@@ -27,9 +27,9 @@ func FuzzServerInput(f *testing.F) {
 		stun.NewShortTermIntegrity("x"), stun.Fingerprint)
 	f.Add(bind.Raw)
 	f.Add(alloc.Raw)
-	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})    // ChannelData, no channel bound
-	f.Add([]byte{0x7f, 0xff, 0xff, 0xff})                // ChannelData claiming 64 KiB
-	f.Add([]byte{0x00, 0x17, 0x00, 0x08, 0x21, 0x12})    // truncated Send indication
+	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})   // ChannelData, no channel bound
+	f.Add([]byte{0x7f, 0xff, 0xff, 0xff})               // ChannelData claiming 64 KiB
+	f.Add([]byte{0x00, 0x17, 0x00, 0x08, 0x21, 0x12})   // truncated Send indication
 	f.Add(append(append([]byte{}, bind.Raw[:4]...), 0)) // truncated header
 	long := binary.BigEndian.AppendUint16([]byte{0x00, 0x01}, 0xfffc)
 	f.Add(append(long, bind.Raw[4:]...)) // length far past the datagram
