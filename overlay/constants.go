@@ -2,9 +2,11 @@ package overlay
 
 import "time"
 
-// Timing and sizes of the node and its packet filter, and the wire-format
-// numbers the filter reads. The peer paths' own (disco, probes, relay,
-// rotation) sit with their code in the files of the path layer.
+// Timing and sizes of the node, its packet filter and its bind (peerBind
+// and its parts: paths, probes, the handshake guard, the relay path, key
+// rotation), and the wire-format numbers they read. The layouts of the
+// messages we parse ourselves (disco.go, initiation.go) stay with their
+// parsers.
 
 // Node defaults (Config).
 const (
@@ -132,4 +134,55 @@ const (
 	icmp6ParamProb    = 4
 	icmp6Echo         = 128
 	icmp6EchoReply    = 129
+)
+
+// WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
+// endian) and wireguard-go's handshake retry interval, REKEY_TIMEOUT.
+const (
+	wgMsgInitiation = 1
+	wgMsgResponse   = 2
+	wgMsgCookie     = 3
+	wgMsgData       = 4
+	wgRekeyTimeout  = 5 * time.Second
+)
+
+// peerEndpointPrefix starts the endpoint strings peerBind hands to
+// wireguard-go: "peer:" + hex WireGuard public key.
+const peerEndpointPrefix = "peer:"
+
+// maxStrangers bounds the handshake guard's strangers table (an attacker
+// can send from many addresses; the oldest entry is evicted).
+const maxStrangers = 64
+
+// Path checks and probing (paths.go, probe.go, pathtable.go).
+const (
+	probeTick       = 250 * time.Millisecond // the probe loop's tick
+	pathTimeout     = 5 * time.Second        // a path without a pong for this long is dead
+	activePingEvery = 2 * time.Second        // pings on the path in use
+	slowRoundEvery  = 40 * time.Second       // > the 30 s UDP conntrack timeout plus a round's span, see probe.go
+	pingExpiry      = 10 * time.Second
+	maxLearned      = 8  // learned (peer-reflexive) candidates kept per peer
+	maxPendingPings = 64 // pings per peer waiting for their pong
+	// Pre-punching (probe.go): a ping with TTL prePunchTTL opens our own
+	// NAT's mapping but expires before the peer's NAT; the full ping
+	// follows prePunchLead later.
+	prePunchTTL  = 2
+	prePunchLead = time.Second
+)
+
+// The relay path (relayconn.go): our allocation, kept by relayLoop.
+const (
+	allocQueue     = 4096             // packets from the allocation waiting for wireguard-go
+	allocTimeout   = 3 * time.Second  // one allocation attempt per transport
+	allocRetryStep = 5 * time.Second  // retry n waits n × step ...
+	allocRetryMax  = time.Minute      // ... up to this
+	relayLoopTick  = time.Second      // the relay loop's check of relays and permissions
+	stunEvery      = 20 * time.Second // STUN binding requests to every relay
+)
+
+// Key rotation (rotate.go).
+const (
+	rotateTimeout = 30 * time.Second       // one rotation, update included
+	rotateRetry   = time.Minute            // after a failed periodic rotation
+	rekeySettle   = 150 * time.Millisecond // from the coordinator's answer to sending held initiations
 )

@@ -22,13 +22,20 @@ func (n *Node) SetRelaysForTest(rs []wire.Relay) {
 
 // DropDirectForTest makes the node drop direct traffic (disco and
 // WireGuard) to and from addresses drop matches, as a NAT that lets
-// nothing through would; nil lifts it.
+// nothing through would; nil lifts it. The first call puts a dropSocket
+// under the node's peerBind and reopens it (wireguard-go's BindUpdate, on
+// the same port).
 func (n *Node) DropDirectForTest(drop func(netip.AddrPort) bool) {
-	if drop == nil {
-		n.pbind.testDrop.Store(nil)
+	if d, ok := n.pbind.socket().(*dropSocket); ok {
+		d.set(drop)
 		return
 	}
-	n.pbind.testDrop.Store(&drop)
+	d := &dropSocket{socket: n.pbind.socket()}
+	d.set(drop)
+	n.pbind.sock.Store(&socketRef{d})
+	if err := n.dev.BindUpdate(); err != nil {
+		n.log.Error("test: reopen the bind under a dropSocket", "err", err)
+	}
 }
 
 // DeliverProbeForTest hands the node a MsgProbe as if the coordinator's

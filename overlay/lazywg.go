@@ -38,7 +38,7 @@ import (
 type lazyWG struct {
 	// activate configures a map peer in wireguard-go (Node.activatePeer).
 	// Set before use. It takes Node.mu and wireguard-go's configuration
-	// lock: never call it holding peerBind.mu or from a receive function.
+	// lock: never call it holding a peerBind lock or from a receive function.
 	activate func(key [32]byte)
 
 	idx    atomic.Pointer[lazyIndex]

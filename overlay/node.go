@@ -257,7 +257,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.lazy.setKey(priv); err != nil {
 		return fmt.Errorf("overlay: wireguard key: %w", err)
 	}
-	n.pbind = newPeerBind(n.bind, pub, n.log)
+	n.pbind = newPeerBind(peerBindConfig{Socket: n.bind, Self: pub, Logger: n.log, Now: n.now})
 	n.pbind.forceRelay = n.cfg.ForceRelay
 	n.pbind.lazy = n.lazy
 	if err := n.setupPaths(); err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/agentnet/agentnet/wire"
 )
 
-// This file is the path half of peerBind: which candidates a peer has, which
+// This file is path choice in the pathTable (pathtable.go): which candidates a peer has, which
 // one its packets use now, and why. Probing (probe.go) feeds it pongs; the
 // data path only ever loads peerEndpoint.path, an immutable *path.
 //
@@ -54,15 +54,6 @@ func directPath(ap netip.AddrPort, verified bool) *path {
 	return &path{kind: kindDirect, addr: ap, ep: newUDPEndpoint(ap), transport: wire.TransportUDP, verified: verified}
 }
 
-// Timing of path checks and probing.
-const (
-	pathTimeout     = 5 * time.Second  // a path without a pong for this long is dead
-	activePingEvery = 2 * time.Second  // pings on the path in use
-	slowRoundEvery  = 40 * time.Second // > the 30 s UDP conntrack timeout plus a round's span, see probe.go
-	pingExpiry      = 10 * time.Second
-	maxLearned      = 8 // learned (peer-reflexive) candidates kept per peer
-)
-
 // quickRounds are the delays after a probe round starts at which it is
 // repeated (0, ~1, ~3 s); later rounds are slowRoundEvery apart.
 var quickRounds = []time.Duration{time.Second, 2 * time.Second}
@@ -104,7 +95,7 @@ type peerInfo struct {
 
 // setPeers is setPeerInfo for peers that only have one known endpoint (or
 // none: the zero AddrPort), without disco.
-func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
+func (t *pathTable) setPeers(paths map[[32]byte]netip.AddrPort) {
 	infos := make([]peerInfo, 0, len(paths))
 	for k, ap := range paths {
 		pi := peerInfo{key: k}
@@ -113,61 +104,63 @@ func (p *peerBind) setPeers(paths map[[32]byte]netip.AddrPort) {
 		}
 		infos = append(infos, pi)
 	}
-	p.setPeerInfo(infos)
+	t.setPeerInfo(infos)
 }
 
 // setPeerInfo sets every peer's candidates and forgets peers not listed.
 // New or changed candidates start a probe round. Call flush once
 // wireguard-go knows the same peers.
-func (p *peerBind) setPeerInfo(infos []peerInfo) {
-	now := p.now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (t *pathTable) setPeerInfo(infos []peerInfo) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.unlock()
 	keep := make(map[[32]byte]bool, len(infos))
 	for _, pi := range infos {
 		keep[pi.key] = true
 	}
-	for k, e := range p.byKey {
+	for k, e := range t.byKey {
 		if !keep[k] {
-			p.forgetLocked(e)
+			t.forgetLocked(e)
 		}
 	}
 	for _, pi := range infos {
-		e := p.endpointLocked(pi.key)
+		e := t.endpointLocked(pi.key)
 		e.name = pi.name
-		if pi.hasDisco && p.disco != nil && (e.disco == nil || e.discoPub != pi.disco) {
+		if pi.hasDisco && t.disco != nil && (e.disco == nil || e.discoPub != pi.disco) {
 			if e.disco != nil {
-				delete(p.byDisco, e.discoPub)
+				delete(t.byDisco, e.discoPub)
 			}
 			e.discoPub = pi.disco
-			e.disco = p.disco.shared(pi.disco)
-			p.byDisco[pi.disco] = e
+			e.disco = t.disco.shared(pi.disco)
+			t.byDisco[pi.disco] = e
 		}
 		changed := !slices.Equal(e.endpoints, pi.endpoints) || !slices.Equal(e.relayed, pi.relayed)
 		e.endpoints, e.relayed = pi.endpoints, pi.relayed
 		if changed {
-			p.rebuildCandsLocked(e, now)
-			p.startRoundLocked(e, now, true)
+			t.rebuildCandsLocked(e, now)
+			t.startRoundLocked(e, now, true)
 		}
-		p.chooseLocked(e, now)
+		t.chooseLocked(e, now)
 	}
-	p.rebuildAddrsLocked()
+	t.rebuildAddrsLocked()
 }
 
-func (p *peerBind) forgetLocked(e *peerEndpoint) {
-	delete(p.byKey, e.key)
-	if e.disco != nil && p.byDisco[e.discoPub] == e {
-		delete(p.byDisco, e.discoPub)
+func (t *pathTable) forgetLocked(e *peerEndpoint) {
+	delete(t.byKey, e.key)
+	t.indexDirty = true
+	t.guard.forget(e.key)
+	if e.disco != nil && t.byDisco[e.discoPub] == e {
+		delete(t.byDisco, e.discoPub)
 	}
 	for _, idx := range e.idx {
-		if p.byIndex[idx] == e {
-			delete(p.byIndex, idx)
+		if t.byIndex[idx] == e {
+			delete(t.byIndex, idx)
 		}
 	}
 }
 
 // rebuildCandsLocked merges the map's candidates with the learned ones.
-func (p *peerBind) rebuildCandsLocked(e *peerEndpoint, now time.Time) {
+func (t *pathTable) rebuildCandsLocked(e *peerEndpoint, now time.Time) {
 	old := e.cands
 	e.cands = make(map[netip.AddrPort]*candidate, len(e.endpoints)+len(e.relayed))
 	add := func(ap netip.AddrPort, relay bool, source string) {
@@ -197,7 +190,7 @@ func (p *peerBind) rebuildCandsLocked(e *peerEndpoint, now time.Time) {
 // learnLocked adds a candidate learnt from the wire (a ping from a new
 // source, a call-me-maybe, an attributed WireGuard packet) and asks for a
 // ping to verify it. It never moves the path: only a pong does.
-func (p *peerBind) learnLocked(e *peerEndpoint, ap netip.AddrPort, source string, now time.Time) *candidate {
+func (t *pathTable) learnLocked(e *peerEndpoint, ap netip.AddrPort, source string, now time.Time) *candidate {
 	if c := e.cands[ap]; c != nil {
 		return c
 	}
@@ -216,38 +209,41 @@ func (p *peerBind) learnLocked(e *peerEndpoint, ap netip.AddrPort, source string
 	}
 	if learned >= maxLearned && oldest != nil {
 		delete(e.cands, oldest.addr)
-		delete(p.byAddr, oldest.addr)
+		delete(t.byAddr, oldest.addr)
+		t.indexDirty = true
 	}
 	c := &candidate{addr: ap, source: source, added: now, wantPing: true}
 	e.cands[ap] = c
-	if p.byAddr[ap] == nil {
-		p.byAddr[ap] = e
+	if t.byAddr[ap] == nil {
+		t.byAddr[ap] = e
+		t.indexDirty = true
 	}
-	p.kick()
+	t.kick()
 	return c
 }
 
 // rebuildAddrsLocked maps every candidate address (and where a peer's
 // packets arrive from on our allocation) to its peer, for attributing
 // received packets.
-func (p *peerBind) rebuildAddrsLocked() {
-	p.byAddr = make(map[netip.AddrPort]*peerEndpoint, len(p.byKey))
-	for _, e := range p.byKey {
+func (t *pathTable) rebuildAddrsLocked() {
+	t.byAddr = make(map[netip.AddrPort]*peerEndpoint, len(t.byKey))
+	t.indexDirty = true
+	for _, e := range t.byKey {
 		for ap := range e.cands {
-			p.byAddr[ap] = e
+			t.byAddr[ap] = e
 		}
 		if e.allocSrc.IsValid() {
-			p.byAddr[e.allocSrc] = e
+			t.byAddr[e.allocSrc] = e
 		}
 	}
 }
 
 // chooseLocked picks the peer's path (see the top of this file) and
 // publishes it when it changed.
-func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
+func (t *pathTable) chooseLocked(e *peerEndpoint, now time.Time) {
 	var best *candidate
 	for _, c := range e.cands {
-		if c.relay || !c.alive(now) || p.forceRelay {
+		if c.relay || !c.alive(now) || t.forceRelay {
 			continue
 		}
 		if best == nil || c.rtt < best.rtt {
@@ -265,10 +261,10 @@ func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 	case best != nil:
 		np = directPath(best.addr, true)
 		e.reason = ""
-	case len(e.relayed) > 0 && p.relayPathLocked(e) != nil:
-		np = p.relayPathLocked(e)
-		e.reason = p.relayReasonLocked(e, now)
-	case len(e.endpoints) > 0 && (e.disco == nil || len(p.relays) == 0):
+	case len(e.relayed) > 0 && t.relayPathLocked(e) != nil:
+		np = t.relayPathLocked(e)
+		e.reason = t.relayReasonLocked(e, now)
+	case len(e.endpoints) > 0 && (e.disco == nil || len(t.relays) == 0):
 		// Nothing verified and no relay to fall back on (or a peer that
 		// cannot probe): try its first endpoint. With a relay in the map,
 		// a peer without a verified path waits for a probe or for its
@@ -293,18 +289,26 @@ func (p *peerBind) chooseLocked(e *peerEndpoint, now time.Time) {
 		e.path.Store(nil)
 	} else {
 		e.path.Store(np)
-		if cur == nil && e.parked != nil {
-			p.flushWanted.Store(true)
+		if cur == nil && t.guard.pathArrived(e.key) {
+			t.flushWanted.Store(true) // its parked initiation can go now
 		}
 		if cur != nil {
-			p.resendInitLocked(e, now)
+			t.resendLocked(e, now)
 		}
 	}
 	if cur != nil && np != nil && (cur.kind != np.kind || cur.addr != np.addr) {
-		p.pathSwitches.Add(1)
+		t.pathSwitches.Add(1)
 	}
 	if np != nil {
-		p.log.Info("peer path", "peer", e.logName(), "path", np.describe(), "reason", e.reason)
+		t.log.Info("peer path", "peer", e.logName(), "path", np.describe(), "reason", e.reason)
+	}
+}
+
+// resendLocked tells the guard that e's path moved (or answered for the
+// first time): our unanswered handshake messages go out again on it.
+func (t *pathTable) resendLocked(e *peerEndpoint, now time.Time) {
+	if t.guard.pathMoved(e.key, now) {
+		t.flushWanted.Store(true)
 	}
 }
 
@@ -323,12 +327,11 @@ func (pa *path) describe() string {
 }
 
 // relayPathLocked is the relay path to e, or nil without one.
-func (p *peerBind) relayPathLocked(e *peerEndpoint) *path {
+func (t *pathTable) relayPathLocked(e *peerEndpoint) *path {
 	if len(e.relayed) == 0 {
 		return nil
 	}
-	a := p.alloc.Load()
-	if a != nil && a.Transport() != wire.TransportUDP {
+	if a := t.ainfo; a.ok && a.transport != wire.TransportUDP {
 		// No UDP to the relay: our allocation sends to where the peer's
 		// packets came from on it (or a guess: its published endpoints,
 		// one of which is its mapped address on the relay).
@@ -339,35 +342,35 @@ func (p *peerBind) relayPathLocked(e *peerEndpoint) *path {
 		if !dst.IsValid() {
 			return nil
 		}
-		return &path{kind: kindRelay, addr: dst, viaAlloc: true, relay: a.Relay().Name, transport: a.Transport()}
+		return &path{kind: kindRelay, addr: dst, viaAlloc: true, relay: a.relay, transport: a.transport}
 	}
 	dst := e.relayed[0]
-	return &path{kind: kindRelay, addr: dst, ep: newUDPEndpoint(dst), relay: p.relayNameLocked(dst), transport: wire.TransportUDP}
+	return &path{kind: kindRelay, addr: dst, ep: newUDPEndpoint(dst), relay: t.relayNameLocked(dst), transport: wire.TransportUDP}
 }
 
-func (p *peerBind) relayNameLocked(relayed netip.AddrPort) string {
-	for _, r := range p.relays {
+func (t *pathTable) relayNameLocked(relayed netip.AddrPort) string {
+	for _, r := range t.relays {
 		for _, a := range r.Addrs {
 			if a.Addr.Addr() == relayed.Addr() {
 				return r.Name
 			}
 		}
 	}
-	if len(p.relays) > 0 {
-		return p.relays[0].Name
+	if len(t.relays) > 0 {
+		return t.relays[0].Name
 	}
 	return "?"
 }
 
-func (p *peerBind) relayReasonLocked(e *peerEndpoint, now time.Time) string {
+func (t *pathTable) relayReasonLocked(e *peerEndpoint, now time.Time) string {
 	direct := e.directCands()
 	switch {
-	case p.forceRelay:
+	case t.forceRelay:
 		return "direct paths disabled on this node (--force-relay)"
 	case len(direct) == 0:
 		return "peer has no direct candidates"
-	case p.alloc.Load() != nil && p.alloc.Load().Transport() != wire.TransportUDP:
-		return "UDP to relay blocked; using " + p.alloc.Load().Transport()
+	case t.ainfo.ok && t.ainfo.transport != wire.TransportUDP:
+		return "UDP to relay blocked; using " + t.ainfo.transport
 	case e.disco == nil:
 		return "peer does not probe paths (no disco key)"
 	case e.round <= len(quickRounds) && now.Sub(e.roundStart) < 5*time.Second:
@@ -408,10 +411,10 @@ type PathStatus struct {
 }
 
 // pathStatus reports peer k's path, nil without one.
-func (p *peerBind) pathStatus(k [32]byte) *PathStatus {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.byKey[k]
+func (t *pathTable) pathStatus(k [32]byte) *PathStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.byKey[k]
 	if e == nil {
 		return nil
 	}

@@ -1,7 +1,7 @@
 package overlay
 
 import (
-	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -13,122 +13,108 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/wire"
 )
 
-// WireGuard message types (WireGuard paper §5.4: the first 4 bytes, little
-// endian) and wireguard-go's handshake retry interval.
-const (
-	wgMsgInitiation = 1
-	wgMsgResponse   = 2
-	wgMsgCookie     = 3
-	wgMsgData       = 4
-	wgRekeyTimeout  = 5 * time.Second
-)
-
-// peerEndpointPrefix starts the endpoint strings peerBind hands to
-// wireguard-go: "peer:" + hex WireGuard public key.
-const peerEndpointPrefix = "peer:"
-
 // peerBind is the conn.Bind wireguard-go sees. Its endpoints name peers, not
 // addresses (as Tailscale's magicsock does): the UDP path of each peer is set
-// from the network map with setPeers, and a path change never touches the
+// from the network map with setPeerInfo, and a path change never touches the
 // WireGuard config. This is where NAT traversal and relay paths plug in.
 //
-// It also removes two handshake stalls that plain address endpoints have.
-// Each would otherwise cost REKEY_TIMEOUT (5 s), because wireguard-go sends
-// a new initiation at most that often:
+// It is a thin adapter over three parts that own no socket:
 //
-//   - An initiation for a peer whose path is not known yet is parked, not
-//     lost, and sent as soon as the path arrives.
-//   - An initiation from an address no peer has yet (typically a node that
-//     joined a moment ago and knows us before we know it) is passed on and
-//     also remembered; when setPeers gives a peer that path, the initiation
-//     is delivered again through a second receive function, so the
-//     handshake completes without waiting for the retry.
-//   - Simultaneous initiations: when both sides initiate at once, each
-//     consumes the other's initiation, discarding its own, and both wait as
-//     responders. Tie-break: the side with the larger WireGuard key drops an
-//     incoming initiation from a peer it sent an initiation to in the last
-//     REKEY_TIMEOUT; its own handshake then completes.
+//   - handshakeGuard (handshake_guard.go): parking of initiations,
+//     redelivery of strangers' initiations, resends on a new path, and the
+//     initiation tie-break;
+//   - pathTable (pathtable.go, paths.go, probe.go): candidates, path choice
+//     and the probe schedule, a state machine advanced by tick(now) that
+//     returns what to send;
+//   - the relay path (relayconn.go): our relay allocation and the packets
+//     that arrive through it.
 //
-// Path discovery lives in paths.go (choice), probe.go (disco pings, STUN,
-// receiver-index attribution) and relayconn.go (the relay allocation).
+// peerBind does the I/O for all three: Send, the receive functions, and
+// sending what the parts return.
 //
-// Concurrency: Send and the receive functions may run concurrently with
-// setPeerInfo; mu guards the peer tables and every peerEndpoint's mutable
-// fields. Data sends take no lock: a peer's path is an atomic pointer to an
-// immutable path, and the allocation an atomic pointer.
+// Inbound: a data packet from a known peer path takes no lock: the
+// receive function loads the published address → peer table (peerIndex,
+// copy on write) once per batch and looks the source up. Handshake
+// messages, disco and STUN take short locks per packet; disco boxes are
+// opened and STUN parsed outside every lock.
+//
+// Outbound: data sends take no lock either: a peer's path is an atomic
+// pointer to an immutable path, and the allocation an atomic pointer.
+// Handshake messages go through the guard.
+//
+// Lock order: pathTable.mu before handshakeGuard.mu; doneMu is a leaf. No
+// packet is sent under any of them.
 type peerBind struct {
-	*Bind
-	self [32]byte // our WireGuard public key
-	log  *slog.Logger
-	now  func() time.Time
+	// sock is the UDP socket (a *Bind). Sends load it; Open reads it, so a
+	// replacement (tests: a decorator that drops traffic as a NAT would,
+	// then wireguard-go's BindUpdate) takes effect for receiving at the
+	// next Open.
+	sock       atomic.Pointer[socketRef]
+	*pathTable // candidates, path choice, probing
+	relayPath  // our relay allocation
+	guard      *handshakeGuard
+	log        *slog.Logger
+	now        func() time.Time
 
 	// Set before use, then read-only.
-	disco      *discoKeys                                // nil: no path discovery (peers get their first endpoint)
-	askProbe   func(peer string)                         // asks the coordinator for a simultaneous probe; optional
-	ownCands   func() []netip.AddrPort                   // our candidates, for call-me-maybe; optional
-	onMapped   func()                                    // our STUN-mapped address changed; optional
-	onPathLost func()                                    // a verified direct path died; optional
-	testDrop   atomic.Pointer[func(netip.AddrPort) bool] // tests: drop direct traffic to/from matching addresses
-	forceRelay bool                                      // Config.ForceRelay: never choose or probe a direct path; set before Open
-	lazy       *lazyWG                                   // lazily configured peers (lazywg.go); nil: all are configured
+	askProbe   func(peer string)       // asks the coordinator for a simultaneous probe; optional
+	ownCands   func() []netip.AddrPort // our candidates, for call-me-maybe; optional
+	onMapped   func()                  // our STUN-mapped address changed; optional
+	onPathLost func()                  // a verified direct path died; optional
+	lazy       *lazyWG                 // lazily configured peers (lazywg.go); nil: all are configured
 
-	alloc   atomic.Pointer[turnclient.Allocation] // our relay allocation, nil without
-	allocRx chan allocPkt                         // packets from the allocation for wireguard-go; bounded
-	wake    chan struct{}                         // wakes probeLoop
-
-	mu      sync.Mutex // guards the fields below and peerEndpoint fields
-	byKey   map[[32]byte]*peerEndpoint
-	byAddr  map[netip.AddrPort]*peerEndpoint // every candidate address → peer
-	byDisco map[[32]byte]*peerEndpoint
-	byIndex map[uint32]*peerEndpoint // our handshake sender indexes → peer
-	relays  []wire.Relay
-	stunTx  map[[12]byte]stunReq
-	mapped  map[string]netip.AddrPort // relay name → our address as it sees us
-	stunAt  time.Time                 // last STUN answer
-	denied  map[string]time.Time      // disco denial log limiter
-	// strangers holds the latest initiation from each unknown address.
-	strangers map[netip.AddrPort]stranger
-	inject    chan injected // initiations to deliver again; bounded
+	inject chan injected // initiations to deliver again; bounded
 	// lazyQ holds initiations from peers wireguard-go does not have yet,
 	// for the node's activator (lazywg.go), which configures the peer and
 	// then passes them to inject; bounded, drops counted in lazyDrops.
 	lazyQ chan injected
-	// done is closed by Close: it ends the inject receive function.
-	done chan struct{}
-	// hold parks every outgoing initiation while this node's WireGuard
-	// key is being rotated (rotate.go: beginRekey/endRekey).
-	hold bool
-	// flushWanted: a peer with a parked initiation got its first path
-	// (chooseLocked); the next sendOuts flushes, outside mu.
-	flushWanted atomic.Bool
+
+	doneMu sync.Mutex    // guards done
+	done   chan struct{} // closed by Close: ends the inject and allocation receive functions
 
 	parkedSent  atomic.Uint64 // parked initiations sent once a path arrived
 	noPath      atomic.Uint64 // packets dropped: no path to the peer yet
 	tieDropped  atomic.Uint64 // initiations dropped by the tie-break
 	redelivered atomic.Uint64 // strangers' initiations delivered again
 	lazyDrops   atomic.Uint64 // initiations from unconfigured peers dropped: lazyQ full
-
-	probesSent      atomic.Uint64 // disco pings sent
-	pongsRecv       atomic.Uint64 // disco pings answered
-	discoRx         atomic.Uint64 // disco messages accepted
-	discoBad        atomic.Uint64 // disco messages dropped (do not open, unknown sender, stale)
-	junkRx          atomic.Uint64 // packets neither WireGuard, disco nor an expected STUN answer
-	pathSwitches    atomic.Uint64 // path changes of any peer
-	indexAttributed atomic.Uint64 // packets from unknown sources named by receiver index
-	allocRxPackets  atomic.Uint64 // packets from the allocation handed to wireguard-go
-	allocRxDrops    atomic.Uint64 // packets from the allocation dropped (unattributed, queue full)
-	allocTxErrors   atomic.Uint64
 }
 
-type stranger struct {
-	pkt []byte
-	at  time.Time
+// socket is what peerBind needs of the UDP socket under it: *Bind, or in
+// tests a decorator of one.
+type socket interface {
+	conn.Bind
+	// SendTTL sends one datagram with this IP TTL (bind_ttl_*.go); an
+	// error means the datagram was not sent.
+	SendTTL(pkt []byte, dst netip.AddrPort, ttl int) error
+	LocalAddr() netip.AddrPort
+}
+
+type socketRef struct{ socket }
+
+// socket returns the socket to send on.
+func (p *peerBind) socket() socket { return p.sock.Load().socket }
+
+// LocalAddr is the socket's local address.
+func (p *peerBind) LocalAddr() netip.AddrPort { return p.socket().LocalAddr() }
+
+// BatchSize is the socket's.
+func (p *peerBind) BatchSize() int { return p.socket().BatchSize() }
+
+// SetMark sets the socket's mark (SO_MARK).
+func (p *peerBind) SetMark(mark uint32) error { return p.socket().SetMark(mark) }
+
+// peerBindConfig configures newPeerBind.
+type peerBindConfig struct {
+	Socket socket           // required: the UDP socket (a *Bind)
+	Self   [32]byte         // required: our WireGuard public key
+	Logger *slog.Logger     // optional; default slog.Default()
+	Now    func() time.Time // optional; default time.Now. Every time read of the bind and its parts
 }
 
 type injected struct {
@@ -136,48 +122,34 @@ type injected struct {
 	ep  *peerEndpoint
 }
 
-// maxStrangers bounds the strangers table (an attacker can send from many
-// addresses; the oldest entry is evicted).
-const maxStrangers = 64
-
 var _ conn.Bind = (*peerBind)(nil)
 
-func newPeerBind(b *Bind, self [32]byte, log *slog.Logger) *peerBind {
-	return &peerBind{Bind: b, self: self, log: log, now: time.Now, byKey: map[[32]byte]*peerEndpoint{}, byAddr: map[netip.AddrPort]*peerEndpoint{},
-		byDisco: map[[32]byte]*peerEndpoint{}, byIndex: map[uint32]*peerEndpoint{}, stunTx: map[[12]byte]stunReq{},
-		mapped: map[string]netip.AddrPort{}, denied: map[string]time.Time{},
-		strangers: map[netip.AddrPort]stranger{}, inject: make(chan injected, 16), lazyQ: make(chan injected, 64),
-		allocRx: make(chan allocPkt, allocQueue), wake: make(chan struct{}, 1)}
+func newPeerBind(cfg peerBindConfig) *peerBind {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	g := newHandshakeGuard(cfg.Self)
+	p := &peerBind{pathTable: newPathTable(cfg.Self, g, cfg.Now, cfg.Logger), guard: g,
+		relayPath: relayPath{allocRx: make(chan allocPkt, allocQueue)},
+		log:       cfg.Logger, now: cfg.Now, inject: make(chan injected, 16), lazyQ: make(chan injected, 64)}
+	p.sock.Store(&socketRef{cfg.Socket})
+	return p
 }
 
 // peerEndpoint is a conn.Endpoint naming one peer.
 type peerEndpoint struct {
-	key  [32]byte
-	wins bool // our key is larger: our initiation wins a collision
+	key [32]byte
 
-	path atomic.Pointer[path] // current path; nil: unknown
+	path        atomic.Pointer[path] // current path; nil: unknown
+	respPending atomic.Bool          // the guard waits for data showing our response arrived
 
-	// guarded by peerBind.mu
-	parked   []byte    // our last initiation while path was unknown
-	parkedAt time.Time // when it was parked
-	initSent time.Time // our last initiation on the wire
-	// lastInit is a copy of our last initiation sent on a path, kept until
-	// a handshake response arrives: when the path changes before that, it
-	// is sent again on the new one (the first copy may have been lost on
-	// a path that was still opening, e.g. before the peer's relay
-	// permission or NAT mapping existed), instead of waiting for
-	// wireguard-go's 5 s retry. A duplicate that did arrive is rejected by
-	// the responder's replay check (WireGuard paper §5.1, TAI64N).
-	lastInit []byte
-	// lastResp is the same for our last handshake response (the initiator
-	// waits 5 s for it too): kept until the peer's first data packet shows
-	// it arrived; resendResp is a copy queued for flush.
-	lastResp   []byte
-	respSent   time.Time
-	resendResp []byte
-
+	// guarded by pathTable.mu
+	wins               bool // our key is larger: we keep slow probe rounds going
 	name               string
-	disco              *[32]byte // shared box key; nil: the peer has no disco key
+	disco              *[32]byte // shared box key; nil: the peer has no disco key. Replaced, never modified
 	discoPub           [32]byte
 	endpoints, relayed []netip.AddrPort // from the map
 	cands              map[netip.AddrPort]*candidate
@@ -228,26 +200,13 @@ func (e *peerEndpoint) currentPath() netip.AddrPort {
 // ParseEndpoint accepts "peer:<hex key>" for peers and "ip:port" otherwise.
 func (p *peerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	if !strings.HasPrefix(s, peerEndpointPrefix) {
-		return p.Bind.ParseEndpoint(s)
+		return p.socket().ParseEndpoint(s)
 	}
 	raw, err := hex.DecodeString(s[len(peerEndpointPrefix):])
 	if err != nil || len(raw) != 32 {
 		return nil, fmt.Errorf("overlay: bad peer endpoint %.20q", s)
 	}
-	var k [32]byte
-	copy(k[:], raw)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.endpointLocked(k), nil
-}
-
-func (p *peerBind) endpointLocked(k [32]byte) *peerEndpoint {
-	e := p.byKey[k]
-	if e == nil {
-		e = &peerEndpoint{key: k, wins: bytes.Compare(p.self[:], k[:]) > 0, pings: map[txID]sentPing{}}
-		p.byKey[k] = e
-	}
-	return e
+	return p.endpoint([32]byte(raw)), nil
 }
 
 // flush sends the parked initiations of peers that now have a path, and
@@ -255,43 +214,29 @@ func (p *peerBind) endpointLocked(k [32]byte) *peerEndpoint {
 // path. It runs after wireguard-go has been told about new peers, so the
 // redelivered initiations find them.
 func (p *peerBind) flush() {
-	type send struct {
-		pkt []byte
-		pa  *path
+	ix := p.peers()
+	peerAt := func(ap netip.AddrPort) ([32]byte, bool) {
+		if e := ix.byAddr[ap]; e != nil {
+			return e.key, true
+		}
+		return [32]byte{}, false
 	}
-	var out []send
-	now := time.Now()
-	p.mu.Lock()
-	for ap, st := range p.strangers {
-		e := p.byAddr[ap]
-		if e == nil {
-			continue
+	pathOf := func(k [32]byte) *path {
+		if e := ix.byKey[k]; e != nil {
+			return e.path.Load()
 		}
-		delete(p.strangers, ap)
-		if now.Sub(st.at) < wgRekeyTimeout {
-			p.redeliver(injected{st.pkt, e})
+		return nil
+	}
+	sends, redeliver := p.guard.flush(p.now(), peerAt, pathOf)
+	for _, r := range redeliver {
+		if e := ix.byKey[r.key]; e != nil {
+			p.redeliver(injected{r.pkt, e})
 		}
 	}
-	for _, e := range p.byKey {
-		pa := e.path.Load()
-		if e.resendResp != nil && pa != nil {
-			out = append(out, send{e.resendResp, pa})
-			e.resendResp = nil
-		}
-		if e.parked == nil || pa == nil || p.hold {
-			continue
-		}
-		if now.Sub(e.parkedAt) < wgRekeyTimeout {
-			out = append(out, send{e.parked, pa})
-			e.initSent = now
-		}
-		e.parked = nil
-	}
-	p.mu.Unlock()
-	for _, f := range out {
-		if p.sendPath([][]byte{f.pkt}, f.pa) == nil {
+	for _, s := range sends {
+		if p.sendPath([][]byte{s.pkt}, s.pa) == nil {
 			p.parkedSent.Add(1)
-			p.log.Debug("sent parked initiation", "endpoint", f.pa.addr)
+			p.log.Debug("sent parked initiation", "endpoint", s.pa.addr)
 		}
 	}
 }
@@ -313,11 +258,12 @@ func (p *peerBind) redeliver(in injected) {
 	}
 }
 
-// lazyInitLocked takes initiation b out of the batch (the caller zeroes
-// its size) when it comes from a map peer wireguard-go does not have yet:
-// e if its path is known, else the key read out of b. It returns the
-// delivery to queue on lazyQ, ok false if b should go on as it is.
-func (p *peerBind) lazyInitLocked(e *peerEndpoint, b []byte) (injected, bool) {
+// lazyInit takes initiation b out of the batch (the caller zeroes its
+// size) when it comes from a map peer wireguard-go does not have yet: e if
+// its path is known, else the key read out of b (one DH, under no lock).
+// It returns the delivery to queue on lazyQ, ok false if b should go on as
+// it is.
+func (p *peerBind) lazyInit(e *peerEndpoint, b []byte) (injected, bool) {
 	if p.lazy == nil || msgType(b) != wgMsgInitiation {
 		return injected{}, false
 	}
@@ -326,7 +272,7 @@ func (p *peerBind) lazyInitLocked(e *peerEndpoint, b []byte) (injected, bool) {
 		if !ok {
 			return injected{}, false
 		}
-		e = p.endpointLocked(k)
+		e = p.endpoint(k)
 	}
 	if !p.lazy.needs(e.key) {
 		return injected{}, false
@@ -356,7 +302,7 @@ func msgType(b []byte) uint32 {
 func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*peerEndpoint)
 	if !ok {
-		return p.Bind.Send(bufs, ep)
+		return p.socket().Send(bufs, ep)
 	}
 	typ := msgType(bufs[0])
 	if len(bufs) != 1 || typ != wgMsgInitiation && typ != wgMsgResponse {
@@ -369,65 +315,30 @@ func (p *peerBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 		return p.sendPath(bufs, pa)
 	}
-	p.mu.Lock() // setPeerInfo sets paths under mu: read it there, or a flush could be missed
-	p.recordIndexLocked(e, bufs[0])
-	pa := e.path.Load()
+	p.recordIndex(e, bufs[0])
+	now := p.now()
 	if typ == wgMsgResponse {
-		e.lastResp, e.respSent = append(e.lastResp[:0], bufs[0]...), time.Now()
-		p.mu.Unlock()
+		p.guard.response(e.key, bufs[0], now)
+		e.respPending.Store(true)
+		pa := e.path.Load()
 		if pa == nil {
 			p.noPath.Add(1)
 			return nil
 		}
 		return p.sendPath(bufs, pa)
 	}
-	if pa == nil || p.hold {
-		e.parked = append(e.parked[:0], bufs[0]...)
-		e.parkedAt = time.Now()
-		// A parked initiation goes out with the path (or at endRekey): it
-		// counts for the tie-break now. Otherwise the peer's initiation,
-		// arriving (or redelivered) before ours leaves, would replace our
-		// handshake state and void the response to ours: both sides then
-		// wait for the 5 s retry.
-		e.initSent = e.parkedAt
-		p.mu.Unlock()
-		if pa == nil {
+	// The guard reads the path under its lock: the path table publishes a
+	// path before it asks the guard for parked initiations, so one of the
+	// two sees the other.
+	pa, havePath := p.guard.initiation(e.key, bufs[0], e.path.Load, now)
+	if pa == nil {
+		if !havePath {
 			p.noPath.Add(1)
 		}
 		return nil // sent by flush once the path arrives (or the key rotation ends)
 	}
-	e.initSent = time.Now()
-	e.lastInit = append(e.lastInit[:0], bufs[0]...)
-	p.log.Debug("initiation sent", "peer", shortKey(e.key), "wins", e.wins)
-	p.mu.Unlock()
+	p.log.Debug("initiation sent", "peer", shortKey(e.key))
 	return p.sendPath(bufs, pa)
-}
-
-// resendInitLocked re-sends (through flush) our unanswered initiation to e
-// on its new path.
-func (p *peerBind) resendInitLocked(e *peerEndpoint, now time.Time) {
-	if e.lastResp != nil && now.Sub(e.respSent) < wgRekeyTimeout {
-		e.resendResp = append(e.resendResp[:0], e.lastResp...)
-		p.flushWanted.Store(true)
-	}
-	if e.lastInit == nil || e.parked != nil || p.hold || now.Sub(e.initSent) >= wgRekeyTimeout {
-		return
-	}
-	e.parked = append(e.parked[:0], e.lastInit...)
-	e.parkedAt = e.initSent
-	p.flushWanted.Store(true)
-}
-
-// handshakeAnsweredLocked notes what b from e says about our handshake
-// messages: a response answers our initiation, data shows our response
-// arrived.
-func (p *peerBind) handshakeAnsweredLocked(e *peerEndpoint, b []byte) {
-	switch msgType(b) {
-	case wgMsgResponse:
-		e.lastInit = nil
-	case wgMsgData:
-		e.lastResp = nil
-	}
 }
 
 // sendPath sends bufs along pa: our socket, or our relay allocation.
@@ -446,24 +357,15 @@ func (p *peerBind) sendPath(bufs [][]byte, pa *path) error {
 		}
 		return nil
 	}
-	if pa.kind == kindDirect && p.blockedDirect(pa.addr) {
-		return nil
-	}
-	return p.Bind.Send(bufs, pa.ep)
-}
-
-// blockedDirect is the test hook that emulates a NAT dropping direct
-// traffic; always false in production (testDrop nil).
-func (p *peerBind) blockedDirect(ap netip.AddrPort) bool {
-	f := p.testDrop.Load()
-	return f != nil && (*f)(ap)
+	return p.socket().Send(bufs, pa.ep)
 }
 
 // Open wraps the receive functions: packets from a known peer path carry
-// that peer's endpoint, and the initiation tie-break is applied. It adds one
-// receive function that delivers remembered initiations again.
+// that peer's endpoint, and the initiation tie-break is applied. It adds the
+// receive function of packets from our relay allocation and one that
+// delivers remembered initiations again.
 func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := p.Bind.Open(port)
+	fns, actual, err := p.socket().Open(port)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -471,9 +373,9 @@ func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		fns[i] = p.receive(fn)
 	}
 	done := make(chan struct{})
-	p.mu.Lock()
+	p.doneMu.Lock()
 	p.done = done
-	p.mu.Unlock()
+	p.doneMu.Unlock()
 	fns = append(fns, p.allocReceive(done), func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
 			select {
@@ -494,28 +396,28 @@ func (p *peerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	return fns, actual, nil
 }
 
-// Close closes the socket and ends the redelivery receive function.
+// Close closes the socket and ends the extra receive functions.
 func (p *peerBind) Close() error {
-	p.mu.Lock()
+	p.doneMu.Lock()
 	if p.done != nil {
 		close(p.done)
 		p.done = nil
 	}
-	p.mu.Unlock()
-	return p.Bind.Close()
+	p.doneMu.Unlock()
+	return p.socket().Close()
 }
 
+// receive wraps one of the socket's receive functions. Data packets from a
+// known peer path are the fast path: one atomic load per batch and a map
+// lookup per packet, no lock. Everything else goes through inbound.
 func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(packets, sizes, eps)
 		if n == 0 {
 			return n, err
 		}
-		var outs []discoOut
-		var wants []injected
-		mappedChanged := false
-		now := p.now()
-		p.mu.Lock()
+		ix := p.peers()
+		var rx inboundBatch
 		for i := range n {
 			u, ok := eps[i].(*UDPEndpoint)
 			if !ok {
@@ -523,85 +425,211 @@ func (p *peerBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 			src := u.AddrPort()
 			b := packets[i][:sizes[i]]
-			if p.blockedDirect(src) {
-				sizes[i] = 0
-				continue
-			}
-			if !isWG(b) {
-				sizes[i] = 0 // wireguard-go skips empty messages
-				var changed bool
-				outs, changed = p.handleControlLocked(b, src, false, now, outs)
-				mappedChanged = mappedChanged || changed
-				continue
-			}
-			e := p.byAddr[src]
-			if e == nil {
-				e = p.attributeLocked(b, src, false, now)
-			}
-			if w, ok := p.lazyInitLocked(e, b); ok {
-				sizes[i] = 0 // delivered again once the peer is configured
-				wants = append(wants, w)
-				continue
-			}
-			if e == nil {
-				// Unknown path: wireguard-go roams to the raw address if
-				// the sender is a known peer; remember initiations in
-				// case it is one we are about to learn of.
-				if msgType(packets[i][:sizes[i]]) == wgMsgInitiation {
-					p.rememberLocked(u.AddrPort(), packets[i][:sizes[i]])
+			if e := ix.byAddr[src]; e != nil && msgType(b) == wgMsgData {
+				eps[i] = e
+				if e.respPending.Load() {
+					p.received(e, wgMsgData, p.now())
 				}
 				continue
 			}
-			eps[i] = e
-			p.handshakeAnsweredLocked(e, packets[i][:sizes[i]])
-			// initSent is not cleared by a response: the response and a
-			// colliding initiation can arrive in one batch, and the
-			// response may not even match our handshake.
-			if msgType(packets[i][:sizes[i]]) == wgMsgInitiation && p.losesLocked(e) {
+			if rx.now.IsZero() {
+				rx.now = p.now()
+			}
+			ep, keep := p.inbound(&rx, ix, b, src)
+			if ep != nil {
+				eps[i] = ep
+			}
+			if !keep {
 				sizes[i] = 0 // wireguard-go skips empty messages
 			}
 		}
-		p.mu.Unlock()
-		p.queueLazy(wants)
-		if len(outs) > 0 || p.flushWanted.Load() {
-			p.sendOuts(outs)
+		p.queueLazy(rx.wants)
+		if len(rx.outs) > 0 || p.flushWanted.Load() {
+			p.sendOuts(rx.outs)
 		}
-		if mappedChanged && p.onMapped != nil {
+		if rx.mappedChanged && p.onMapped != nil {
 			p.onMapped()
 		}
 		return n, err
 	}
 }
 
-func (p *peerBind) rememberLocked(ap netip.AddrPort, pkt []byte) {
-	if _, ok := p.strangers[ap]; !ok && len(p.strangers) >= maxStrangers {
-		var oldest netip.AddrPort
-		var at time.Time
-		for a, st := range p.strangers {
-			if at.IsZero() || st.at.Before(at) {
-				oldest, at = a, st.at
+// inboundBatch is what the slow path of one received batch collects to act
+// on after the batch.
+type inboundBatch struct {
+	now           time.Time
+	outs          []discoOut
+	wants         []injected
+	mappedChanged bool
+}
+
+// inbound handles a packet from our socket that is not data from a known
+// peer path. It returns the peer endpoint to hand it to wireguard-go with
+// (nil: keep the raw address) and whether to hand it on at all.
+func (p *peerBind) inbound(rx *inboundBatch, ix *peerIndex, b []byte, src netip.AddrPort) (*peerEndpoint, bool) {
+	if !isWG(b) {
+		var changed bool
+		rx.outs, changed = p.handleControl(b, src, false, rx.now, rx.outs)
+		rx.mappedChanged = rx.mappedChanged || changed
+		return nil, false
+	}
+	e := ix.peerAt(src)
+	if e == nil {
+		e = p.attribute(b, src, false, rx.now)
+	}
+	if w, ok := p.lazyInit(e, b); ok {
+		rx.wants = append(rx.wants, w) // delivered again once the peer is configured
+		return nil, false
+	}
+	if e == nil {
+		// Unknown path: wireguard-go roams to the raw address if the
+		// sender is a known peer; remember initiations in case it is one
+		// we are about to learn of.
+		if msgType(b) == wgMsgInitiation {
+			p.guard.remember(src, b, rx.now)
+		}
+		return nil, true
+	}
+	return e, !p.received(e, msgType(b), rx.now)
+}
+
+// received tells the guard of a WireGuard message of type typ from e and
+// reports whether to drop it (an initiation that loses the tie-break).
+func (p *peerBind) received(e *peerEndpoint, typ uint32, now time.Time) (drop bool) {
+	if typ == wgMsgData && !e.respPending.Swap(false) {
+		return false
+	}
+	if !p.guard.received(e.key, typ, now) {
+		return false
+	}
+	p.tieDropped.Add(1)
+	p.log.Debug("handshake collision: dropping peer's initiation, ours wins", "peer", shortKey(e.key))
+	return true
+}
+
+// loses reports whether a redelivered initiation from e collides with our
+// own unanswered one and must give way (counted).
+func (p *peerBind) loses(e *peerEndpoint) bool {
+	if !p.guard.loses(e.key, p.now()) {
+		return false
+	}
+	p.tieDropped.Add(1)
+	p.log.Debug("handshake collision: dropping peer's initiation, ours wins", "peer", shortKey(e.key))
+	return true
+}
+
+// handleControl handles a packet that is not WireGuard: disco (from our
+// socket or, viaAlloc, from our allocation) or a STUN answer. Anything
+// else is dropped and counted. It reports whether our mapped address
+// changed.
+func (p *peerBind) handleControl(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) ([]discoOut, bool) {
+	switch {
+	case isDisco(b):
+		return p.handleDisco(b, src, viaAlloc, now, outs), false
+	case !viaAlloc && stun.IsMessage(b):
+		txid, ap, ok := parseSTUNAnswer(b) // outside every lock
+		if !ok {
+			p.junkRx.Add(1)
+			return outs, false
+		}
+		ours, changed := p.stunAnswer(txid, ap, now)
+		if !ours {
+			p.junkRx.Add(1)
+		}
+		return outs, changed
+	}
+	p.junkRx.Add(1)
+	return outs, false
+}
+
+// handleDisco opens a disco packet (outside every lock) and hands it to
+// the path table. A packet that does not open as a known peer's is
+// dropped, counted and never answered.
+func (p *peerBind) handleDisco(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
+	if p.disco == nil {
+		p.discoBad.Add(1)
+		return outs
+	}
+	sender := discoSender(b)
+	shared := p.discoKey(sender)
+	if shared == nil {
+		p.denyDisco(src, reasonUnknownDisco, now)
+		return outs
+	}
+	m, err := openDisco(b, shared)
+	if err != nil {
+		p.denyDisco(src, err.Error(), now)
+		return outs
+	}
+	return p.acceptDisco(sender, shared, m, src, viaAlloc, now, outs)
+}
+
+// probeLoop runs ticks until ctx ends. Its owner is the Node.
+func (p *peerBind) probeLoop(ctx context.Context) {
+	t := time.NewTicker(probeTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.wake:
+		}
+		p.tick()
+	}
+}
+
+// tick advances the path table to now and sends what it returns.
+func (p *peerBind) tick() {
+	out := p.pathTable.tick(p.now())
+	if len(out.callMe) > 0 && p.ownCands != nil {
+		own := p.ownCands() // takes locks of its own: outside every lock of ours
+		for _, c := range out.callMe {
+			pkt := sealDisco(&p.disco.pub, c.shared, discoMsg{kind: discoCallMe, cands: own})
+			out.outs = append(out.outs, discoOut{pkt: pkt, to: c.to, viaAlloc: c.viaAlloc})
+		}
+	}
+	p.sendOuts(out.outs)
+	if out.pathLost && p.onPathLost != nil {
+		p.onPathLost() // has our own NAT mapping moved? check with STUN now
+	}
+	if p.askProbe != nil {
+		for _, name := range out.asks {
+			if name != "" {
+				p.askProbe(name)
 			}
 		}
-		delete(p.strangers, oldest)
 	}
-	p.strangers[ap] = stranger{pkt: append([]byte(nil), pkt...), at: time.Now()}
 }
 
-// loses reports whether an incoming initiation from e collides with our own
-// unanswered one and must give way (counted).
-func (p *peerBind) loses(e *peerEndpoint) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.losesLocked(e)
+// sendOuts sends disco packets; failures are like lost packets. A
+// pre-punch (ttl > 0) the socket cannot send with a TTL is skipped: the
+// full ping follows prePunchLead later.
+func (p *peerBind) sendOuts(outs []discoOut) {
+	if p.flushWanted.CompareAndSwap(true, false) {
+		defer p.flush() // a peer got its first path: send its parked initiation
+	}
+	for _, o := range outs {
+		if o.viaAlloc {
+			if a := p.alloc.Load(); a != nil {
+				_ = a.WriteTo(o.pkt, o.to)
+			}
+			continue
+		}
+		if o.ttl > 0 {
+			_ = p.socket().SendTTL(o.pkt, o.to, o.ttl)
+			continue
+		}
+		_ = p.socket().Send([][]byte{o.pkt}, newUDPEndpoint(o.to))
+	}
 }
 
-func (p *peerBind) losesLocked(e *peerEndpoint) bool {
-	if e.wins && time.Since(e.initSent) < wgRekeyTimeout {
-		p.tieDropped.Add(1)
-		p.log.Debug("handshake collision: dropping peer's initiation, ours wins", "peer", shortKey(e.key))
-		return true
+// sendSTUN sends a binding request from our socket to every relay's UDP
+// address; the answers (handleControl) are our mapped addresses.
+func (p *peerBind) sendSTUN(relays []wire.Relay) {
+	for _, o := range p.stunRequests(relays, p.now()) {
+		_ = p.socket().Send([][]byte{o.pkt}, newUDPEndpoint(o.to))
 	}
-	return false
 }
 
 // shortKey is a log-safe short name of a WireGuard public key.

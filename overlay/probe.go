@@ -3,7 +3,6 @@ package overlay
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -53,7 +52,8 @@ func (k *discoKeys) shared(peer [32]byte) *[32]byte {
 	return &s
 }
 
-// discoOut is a disco packet to send once peerBind.mu is released.
+// discoOut is a disco packet the path table wants sent; peerBind sends it
+// (sendOuts) outside every lock.
 type discoOut struct {
 	pkt      []byte
 	to       netip.AddrPort
@@ -67,138 +67,11 @@ type stunReq struct {
 	at    time.Time
 }
 
-const maxPendingPings = 64
-
 const reasonUnknownDisco = "unknown disco key"
-
-// kick wakes the probe loop.
-func (p *peerBind) kick() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// probeLoop runs ticks until ctx ends. Its owner is the Node.
-func (p *peerBind) probeLoop(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-p.wake:
-		}
-		p.tick()
-	}
-}
-
-// tick sends what is due: probe rounds, pings to new sources, pings on the
-// paths in use; and re-chooses paths (a dead one falls back).
-func (p *peerBind) tick() {
-	now := p.now()
-	var outs []discoOut
-	var asks []string
-	var callMe []callMeTo
-	pathLost := false
-	p.mu.Lock()
-	if p.disco == nil {
-		p.mu.Unlock()
-		return
-	}
-	for _, e := range p.byKey {
-		if e.disco == nil {
-			continue
-		}
-		for id, s := range e.pings {
-			if now.Sub(s.at) > pingExpiry {
-				delete(e.pings, id)
-			}
-		}
-		cur := e.path.Load()
-		wasDirect := cur != nil && cur.kind == kindDirect && cur.verified
-		if !e.roundAt.IsZero() && !now.Before(e.roundAt) {
-			slow := e.round > len(quickRounds)
-			outs = p.roundLocked(e, now, outs)
-			e.round++
-			e.roundAt = time.Time{}
-			switch {
-			case e.round <= len(quickRounds):
-				e.roundAt = now.Add(quickRounds[e.round-1])
-			case e.wins:
-				e.roundAt = now.Add(slowRoundEvery)
-			}
-			// A slow round asks the peer to probe with us (coordinator
-			// MsgProbe, call-me-maybe). Only a slow round does: the quick
-			// rounds that a MsgProbe starts must not ask again, or the
-			// two sides would keep each other probing every few seconds
-			// and keep a poisoned conntrack entry alive for good.
-			if slow && e.wins {
-				e.wantAsk = true
-			}
-		}
-		for _, c := range e.cands {
-			if c.wantPing && !now.Before(c.pingAt) {
-				c.wantPing, c.pingAt = false, time.Time{}
-				outs = p.pingLocked(e, c.addr, false, now, outs)
-			}
-		}
-		if cur != nil && now.Sub(e.lastActivePing) >= activePingEvery {
-			e.lastActivePing = now
-			to := cur.addr
-			if cur.kind == kindDirect || cur.viaAlloc || len(e.relayed) == 0 {
-				outs = p.pingLocked(e, to, cur.viaAlloc, now, outs)
-			} else {
-				outs = p.pingLocked(e, e.relayed[0], false, now, outs)
-			}
-		}
-		p.chooseLocked(e, now)
-		np := e.path.Load()
-		isDirect := np != nil && np.kind == kindDirect && np.verified
-		if wasDirect && !isDirect {
-			p.startRoundLocked(e, now, true)
-			e.reason = fmt.Sprintf("direct path %s stopped answering; probing again", cur.addr)
-			p.log.Info("peer path lost", "peer", e.logName(), "endpoint", cur.addr, "reason", "no pong for "+pathTimeout.String())
-			pathLost = true
-		}
-		if isDirect && e.round > len(quickRounds) {
-			e.roundAt = time.Time{} // direct works: no slow rounds
-		}
-		if e.wantAsk {
-			e.wantAsk = false
-			if !isDirect && np != nil && np.kind == kindRelay {
-				asks = append(asks, e.name)
-				if rp := p.relayPathLocked(e); rp != nil {
-					callMe = append(callMe, callMeTo{shared: e.disco, to: rp.addr, viaAlloc: rp.viaAlloc})
-				}
-			}
-		}
-	}
-	p.mu.Unlock()
-	if len(callMe) > 0 && p.ownCands != nil {
-		own := p.ownCands() // takes locks of its own: outside mu
-		for _, c := range callMe {
-			pkt := sealDisco(&p.disco.pub, c.shared, discoMsg{kind: discoCallMe, cands: own})
-			outs = append(outs, discoOut{pkt: pkt, to: c.to, viaAlloc: c.viaAlloc})
-		}
-	}
-	p.sendOuts(outs)
-	if pathLost && p.onPathLost != nil {
-		p.onPathLost() // has our own NAT mapping moved? check with STUN now
-	}
-	if p.askProbe != nil {
-		for _, name := range asks {
-			if name != "" {
-				p.askProbe(name)
-			}
-		}
-	}
-}
 
 // startRoundLocked starts probe rounds now; ask: also ask the peer (via
 // coordinator and relay) to probe at the same time.
-func (p *peerBind) startRoundLocked(e *peerEndpoint, now time.Time, ask bool) {
+func (t *pathTable) startRoundLocked(e *peerEndpoint, now time.Time, ask bool) {
 	if e.disco == nil {
 		return
 	}
@@ -206,28 +79,28 @@ func (p *peerBind) startRoundLocked(e *peerEndpoint, now time.Time, ask bool) {
 	if ask {
 		e.wantAsk = true
 	}
-	p.kick()
+	t.kick()
 }
 
 // probeAt schedules a round towards peer k at now+delay (MsgProbe), after
 // merging the candidates the probe carries. Stale generations are ignored.
-func (p *peerBind) probeAt(k [32]byte, endpoints, relayed []netip.AddrPort, delay time.Duration, gen uint64) bool {
-	now := p.now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.byKey[k]
+func (t *pathTable) probeAt(k [32]byte, endpoints, relayed []netip.AddrPort, delay time.Duration, gen uint64) bool {
+	now := t.now()
+	t.mu.Lock()
+	defer t.unlock()
+	e := t.byKey[k]
 	if e == nil || e.disco == nil || (gen != 0 && gen <= e.probeGen) {
 		return false
 	}
 	e.probeGen = gen
 	for _, ap := range endpoints {
 		if ap.IsValid() && e.cands[ap] == nil {
-			p.learnLocked(e, ap, "probe", now).wantPing = false
+			t.learnLocked(e, ap, "probe", now).wantPing = false
 		}
 	}
 	for _, ap := range relayed {
 		if ap.IsValid() && e.cands[ap] == nil {
-			c := p.learnLocked(e, ap, "probe", now)
+			c := t.learnLocked(e, ap, "probe", now)
 			c.relay, c.wantPing = true, false
 		}
 	}
@@ -236,9 +109,8 @@ func (p *peerBind) probeAt(k [32]byte, endpoints, relayed []netip.AddrPort, dela
 	return true
 }
 
-func (p *peerBind) udpBlocked() bool {
-	a := p.alloc.Load()
-	return a != nil && a.Transport() != wire.TransportUDP
+func (t *pathTable) udpBlocked() bool {
+	return t.ainfo.ok && t.ainfo.transport != wire.TransportUDP
 }
 
 // Pre-punching. A full-TTL ping that reaches the peer's NAT before the
@@ -255,36 +127,33 @@ func (p *peerBind) udpBlocked() bool {
 // pre-punch itself. TTL 2 passes one NAT (the host's own router); behind
 // nested NATs the pre-punch dies too early and the slow rounds (40 s apart,
 // longer than the 30 s UDP conntrack timeout) still get through.
-const (
-	prePunchTTL  = 2
-	prePunchLead = time.Second
-)
+// prePunchTTL and prePunchLead are in constants.go.
 
 // roundLocked pings every candidate of e once: relayed addresses at once,
 // direct ones pre-punched first.
-func (p *peerBind) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) []discoOut {
-	blocked := p.udpBlocked()
+func (t *pathTable) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) []discoOut {
+	blocked := t.udpBlocked()
 	for _, c := range e.cands {
 		if c.relay && blocked {
 			continue // our socket cannot reach the relay
 		}
-		if p.forceRelay && !c.relay {
+		if t.forceRelay && !c.relay {
 			continue
 		}
 		if c.relay || c.alive(now) {
-			outs = p.pingLocked(e, c.addr, false, now, outs)
+			outs = t.pingLocked(e, c.addr, false, now, outs)
 			continue
 		}
-		outs = p.pingLocked(e, c.addr, false, now, outs)
+		outs = t.pingLocked(e, c.addr, false, now, outs)
 		outs[len(outs)-1].ttl = prePunchTTL
 		c.wantPing, c.pingAt = true, now.Add(prePunchLead)
 	}
 	if blocked && len(e.relayed) > 0 {
 		if e.allocSrc.IsValid() {
-			outs = p.pingLocked(e, e.allocSrc, true, now, outs)
+			outs = t.pingLocked(e, e.allocSrc, true, now, outs)
 		} else {
 			for _, ap := range e.endpoints {
-				outs = p.pingLocked(e, ap, true, now, outs)
+				outs = t.pingLocked(e, ap, true, now, outs)
 			}
 		}
 	}
@@ -293,7 +162,7 @@ func (p *peerBind) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) 
 
 // pingLocked appends a ping to e at to (through our allocation if
 // viaAlloc) and remembers it for its pong.
-func (p *peerBind) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
+func (t *pathTable) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
 	if len(e.pings) >= maxPendingPings {
 		return outs
 	}
@@ -305,174 +174,147 @@ func (p *peerBind) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool,
 			c.unanswered = now
 		}
 	}
-	p.probesSent.Add(1)
-	pkt := sealDisco(&p.disco.pub, e.disco, discoMsg{kind: discoPing, txid: id, wgKey: p.self})
+	t.probesSent.Add(1)
+	pkt := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPing, txid: id, wgKey: t.self})
 	return append(outs, discoOut{pkt: pkt, to: to, viaAlloc: viaAlloc})
 }
 
-// callMeTo is a call-me-maybe to send: our candidates to a peer over its
-// relay path, asking it to probe them now.
-type callMeTo struct {
-	shared   *[32]byte
-	to       netip.AddrPort
-	viaAlloc bool
+// discoKey returns the shared box key of the peer whose disco public key
+// is sender, nil if none. The key is immutable (a new one replaces it), so
+// the caller opens the packet with it without holding mu.
+func (t *pathTable) discoKey(sender [32]byte) *[32]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.byDisco[sender]; e != nil {
+		return e.disco
+	}
+	return nil
 }
 
-// sendOuts sends disco packets; failures are like lost packets.
-func (p *peerBind) sendOuts(outs []discoOut) {
-	if p.flushWanted.CompareAndSwap(true, false) {
-		defer p.flush() // a peer got its first path: send its parked initiation
-	}
-	for _, o := range outs {
-		if o.viaAlloc {
-			if a := p.alloc.Load(); a != nil {
-				_ = a.WriteTo(o.pkt, o.to)
-			}
-			continue
-		}
-		if p.blockedDirect(o.to) {
-			continue
-		}
-		if o.ttl > 0 {
-			_ = p.Bind.SendTTL(o.pkt, o.to, o.ttl)
-			continue
-		}
-		_ = p.Bind.Send([][]byte{o.pkt}, newUDPEndpoint(o.to))
-	}
-}
-
-// handleControlLocked handles a packet that is not WireGuard: disco (from
-// our socket or, viaAlloc, from our allocation) or a STUN answer. Anything
-// else is dropped and counted.
-func (p *peerBind) handleControlLocked(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) ([]discoOut, bool) {
-	switch {
-	case isDisco(b):
-		return p.handleDiscoLocked(b, src, viaAlloc, now, outs), false
-	case !viaAlloc && stun.IsMessage(b):
-		return outs, p.handleSTUNLocked(b, src, now)
-	}
-	p.junkRx.Add(1)
-	return outs, false
-}
-
-// handleDiscoLocked opens a disco packet and acts on it. A packet that does
-// not open as a known peer's is dropped, counted and never answered.
-func (p *peerBind) handleDiscoLocked(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
-	if p.disco == nil {
-		p.discoBad.Add(1)
-		return outs
-	}
-	e := p.byDisco[discoSender(b)]
-	if e == nil || e.disco == nil {
-		p.denyDisco(src, reasonUnknownDisco)
-		return outs
-	}
-	m, err := openDisco(b, e.disco)
-	if err != nil {
-		p.denyDisco(src, err.Error())
+// acceptDisco acts on m, a disco message that opened with shared, the key
+// of the peer whose disco public key is sender; src is where it came from
+// (viaAlloc: from our allocation). It returns the packets to send (a pong)
+// appended to outs. A sender whose key changed meanwhile is stale: dropped.
+func (t *pathTable) acceptDisco(sender [32]byte, shared *[32]byte, m discoMsg, src netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
+	t.mu.Lock()
+	defer t.unlock()
+	e := t.byDisco[sender]
+	if e == nil || e.disco != shared {
+		t.denyLocked(src, "disco key changed", now)
 		return outs
 	}
 	switch m.kind {
 	case discoPing:
 		if m.wgKey != e.key {
-			p.denyDisco(src, "ping names another WireGuard key")
+			t.denyLocked(src, "ping names another WireGuard key", now)
 			return outs
 		}
-		p.discoRx.Add(1)
+		t.discoRx.Add(1)
 		if viaAlloc {
 			if e.allocSrc != src {
-				if p.byAddr[e.allocSrc] == e {
-					delete(p.byAddr, e.allocSrc)
+				if t.byAddr[e.allocSrc] == e {
+					delete(t.byAddr, e.allocSrc)
 				}
 				e.allocSrc = src
-				p.byAddr[src] = e
+				t.byAddr[src] = e
+				t.indexDirty = true
 			}
 		} else if e.cands[src] == nil {
 			// Peer-reflexive: the peer's mapping towards us. Verify it with
 			// our own ping; the path only moves on its pong.
-			p.learnLocked(e, src, "reflexive", now)
+			t.learnLocked(e, src, "reflexive", now)
 		}
-		pong := sealDisco(&p.disco.pub, e.disco, discoMsg{kind: discoPong, txid: m.txid, addr: src})
+		pong := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPong, txid: m.txid, addr: src})
 		return append(outs, discoOut{pkt: pong, to: src, viaAlloc: viaAlloc})
 	case discoPong:
 		s, ok := e.pings[m.txid]
 		if !ok || s.to != src || s.viaAlloc != viaAlloc {
-			p.denyDisco(src, "pong for no ping of ours on this path")
+			t.denyLocked(src, "pong for no ping of ours on this path", now)
 			return outs
 		}
-		p.discoRx.Add(1)
+		t.discoRx.Add(1)
 		delete(e.pings, m.txid)
-		p.pongsRecv.Add(1)
+		t.pongsRecv.Add(1)
 		rtt := now.Sub(s.at)
 		if viaAlloc {
 			if e.allocPong.IsZero() {
-				p.resendInitLocked(e, now) // the path works both ways now
+				t.resendLocked(e, now) // the path works both ways now
 			}
 			e.allocSrc, e.allocPong, e.allocRTT = src, now, rtt
-			p.byAddr[src] = e
+			if t.byAddr[src] != e {
+				t.byAddr[src] = e
+				t.indexDirty = true
+			}
 		} else if c := e.cands[src]; c != nil {
 			if c.lastPong.IsZero() {
-				p.resendInitLocked(e, now) // first answer on this path: permissions and mappings exist now
+				t.resendLocked(e, now) // first answer on this path: permissions and mappings exist now
 			}
 			c.lastPong, c.rtt, c.unanswered = now, rtt, time.Time{}
 		}
-		p.chooseLocked(e, now)
+		t.chooseLocked(e, now)
 	case discoCallMe:
-		p.discoRx.Add(1)
+		t.discoRx.Add(1)
 		for _, ap := range m.cands {
 			if e.cands[ap] == nil {
-				p.learnLocked(e, ap, "call-me-maybe", now).wantPing = false
+				t.learnLocked(e, ap, "call-me-maybe", now).wantPing = false
 			}
 		}
-		p.startRoundLocked(e, now, false)
+		t.startRoundLocked(e, now, false)
 	}
 	return outs
 }
 
 // denyDisco counts a dropped disco packet and logs it at most once per
 // source and reason per minute.
-func (p *peerBind) denyDisco(src netip.AddrPort, reason string) {
-	p.discoBad.Add(1)
+func (t *pathTable) denyDisco(src netip.AddrPort, reason string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.denyLocked(src, reason, now)
+}
+
+func (t *pathTable) denyLocked(src netip.AddrPort, reason string, now time.Time) {
+	t.discoBad.Add(1)
 	key := src.String() + "|" + reason
-	now := p.now()
-	if t, ok := p.denied[key]; ok && now.Sub(t) < time.Minute {
+	if at, ok := t.denied[key]; ok && now.Sub(at) < time.Minute {
 		return
 	}
-	if len(p.denied) > 256 {
-		clear(p.denied)
+	if len(t.denied) > 256 {
+		clear(t.denied)
 	}
-	p.denied[key] = now
+	t.denied[key] = now
 	level := slog.LevelWarn
 	if reason == reasonUnknownDisco {
 		level = slog.LevelDebug // common while a new peer's map is on its way
 	}
-	p.log.Log(context.Background(), level, "dropped disco packet", "endpoint", src, "reason", reason)
+	t.log.Log(context.Background(), level, "dropped disco packet", "endpoint", src, "reason", reason)
 }
 
-// recordIndexLocked remembers the sender index of a handshake message we
-// send to e (initiation and response both carry it at bytes 4..8,
-// WireGuard paper §5.4.2-5.4.3), so packets for that session from an
-// unknown source can be attributed to e.
-func (p *peerBind) recordIndexLocked(e *peerEndpoint, b []byte) {
+// recordIndex remembers the sender index of a handshake message we send to
+// e (initiation and response both carry it at bytes 4..8, WireGuard paper
+// §5.4.2-5.4.3), so packets for that session from an unknown source can be
+// attributed to e.
+func (t *pathTable) recordIndex(e *peerEndpoint, b []byte) {
 	if len(b) < 8 {
 		return
 	}
 	idx := binary.LittleEndian.Uint32(b[4:8])
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	slot := e.idxN % len(e.idx)
-	if old := e.idx[slot]; old != 0 && p.byIndex[old] == e {
-		delete(p.byIndex, old)
+	if old := e.idx[slot]; old != 0 && t.byIndex[old] == e {
+		delete(t.byIndex, old)
 	}
 	e.idx[slot] = idx
 	e.idxN++
-	p.byIndex[idx] = e
+	t.byIndex[idx] = e
 }
 
-// attributeLocked names the peer of a WireGuard packet from an unknown
-// source by its receiver index (response: bytes 8..12; cookie reply and
-// transport data: bytes 4..8). The source becomes a candidate to verify
-// with a ping; a spoofed packet therefore cannot move a path, and
-// wireguard-go authenticates the packet itself.
-func (p *peerBind) attributeLocked(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time) *peerEndpoint {
+// attribute names the peer of a WireGuard packet from an unknown source by
+// its receiver index (response: bytes 8..12; cookie reply and transport
+// data: bytes 4..8). The source becomes a candidate to verify with a ping;
+// a spoofed packet therefore cannot move a path, and wireguard-go
+// authenticates the packet itself.
+func (t *pathTable) attribute(b []byte, src netip.AddrPort, viaAlloc bool, now time.Time) *peerEndpoint {
 	var idx uint32
 	switch msgType(b) {
 	case wgMsgResponse:
@@ -488,14 +330,16 @@ func (p *peerBind) attributeLocked(b []byte, src netip.AddrPort, viaAlloc bool, 
 	default:
 		return nil
 	}
-	e := p.byIndex[idx]
+	t.mu.Lock()
+	defer t.unlock()
+	e := t.byIndex[idx]
 	if e == nil {
 		return nil
 	}
-	p.indexAttributed.Add(1)
+	t.indexAttributed.Add(1)
 	if !viaAlloc && e.disco != nil && e.cands[src] == nil {
-		p.log.Debug("packet from a new source attributed by session index; verifying", "peer", e.logName(), "endpoint", src)
-		p.learnLocked(e, src, "index", now)
+		t.log.Debug("packet from a new source attributed by session index; verifying", "peer", e.logName(), "endpoint", src)
+		t.learnLocked(e, src, "index", now)
 	}
 	return e
 }
@@ -506,10 +350,23 @@ func isWG(b []byte) bool {
 	return len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0
 }
 
-// sendSTUN sends a binding request from our socket to every relay's UDP
-// address; the answers (handleSTUNLocked) are our mapped addresses.
-func (p *peerBind) sendSTUN(relays []wire.Relay) {
-	now := p.now()
+// stunOut is a STUN binding request to send from our socket.
+type stunOut struct {
+	pkt []byte
+	to  netip.AddrPort
+}
+
+// stunRequests builds a binding request to every relay's UDP address and
+// remembers them; the answers (stunAnswer) are our mapped addresses.
+func (t *pathTable) stunRequests(relays []wire.Relay, now time.Time) []stunOut {
+	var out []stunOut
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, q := range t.stunTx {
+		if now.Sub(q.at) > pingExpiry {
+			delete(t.stunTx, id)
+		}
+	}
 	for _, r := range relays {
 		for _, a := range r.Addrs {
 			if a.Transport != wire.TransportUDP {
@@ -519,58 +376,57 @@ func (p *peerBind) sendSTUN(relays []wire.Relay) {
 			if err != nil {
 				continue
 			}
-			p.mu.Lock()
-			for id, q := range p.stunTx {
-				if now.Sub(q.at) > pingExpiry {
-					delete(p.stunTx, id)
-				}
-			}
-			p.stunTx[msg.TransactionID] = stunReq{relay: r.Name, at: now}
-			p.mu.Unlock()
-			_ = p.Bind.Send([][]byte{msg.Raw}, newUDPEndpoint(a.Addr))
+			t.stunTx[msg.TransactionID] = stunReq{relay: r.Name, at: now}
+			out = append(out, stunOut{pkt: msg.Raw, to: a.Addr})
 		}
 	}
+	return out
 }
 
-// handleSTUNLocked takes a binding answer to one of our requests; it
-// reports whether our mapped address changed.
-func (p *peerBind) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) bool {
+// parseSTUNAnswer decodes a binding success answer: its transaction and
+// the mapped address it reports. It takes no lock.
+func parseSTUNAnswer(b []byte) (txid [12]byte, mapped netip.AddrPort, ok bool) {
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if err := m.Decode(); err != nil {
-		p.junkRx.Add(1)
-		return false
+	if err := m.Decode(); err != nil || m.Type != stun.BindingSuccess {
+		return txid, mapped, false
 	}
-	req, ok := p.stunTx[m.TransactionID]
-	if !ok || m.Type != stun.BindingSuccess {
-		p.junkRx.Add(1)
-		return false
-	}
-	delete(p.stunTx, m.TransactionID)
 	var xa stun.XORMappedAddress
 	if err := xa.GetFrom(m); err != nil {
-		p.junkRx.Add(1)
-		return false
+		return txid, mapped, false
 	}
 	ip, ok := netip.AddrFromSlice(xa.IP)
 	if !ok {
-		return false
+		return txid, mapped, false
 	}
-	ap := netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
-	p.stunAt = now
-	if p.mapped[req.relay] == ap {
-		return false
+	return m.TransactionID, netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port)), true
+}
+
+// stunAnswer takes a parsed binding answer (parseSTUNAnswer); it reports
+// whether it answered one of our requests and whether our mapped address
+// changed.
+func (t *pathTable) stunAnswer(txid [12]byte, ap netip.AddrPort, now time.Time) (ours, changed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	req, ok := t.stunTx[txid]
+	if !ok {
+		return false, false
 	}
-	p.log.Info("mapped address", "relay", req.relay, "endpoint", ap)
-	p.mapped[req.relay] = ap
-	return true
+	delete(t.stunTx, txid)
+	t.stunAt = now
+	if t.mapped[req.relay] == ap {
+		return true, false
+	}
+	t.log.Info("mapped address", "relay", req.relay, "endpoint", ap)
+	t.mapped[req.relay] = ap
+	return true, true
 }
 
 // mappedAddrs returns our addresses as the relays see them (STUN).
-func (p *peerBind) mappedAddrs() []netip.AddrPort {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (t *pathTable) mappedAddrs() []netip.AddrPort {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var out []netip.AddrPort
-	for _, ap := range p.mapped {
+	for _, ap := range t.mapped {
 		out = append(out, ap)
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -27,9 +28,6 @@ import (
 // refuses to relay to its own addresses, so allocation-to-allocation is not
 // possible). Not covered: both peers UDP-blocked; they have no path.
 
-// allocQueue bounds packets from the allocation waiting for wireguard-go.
-const allocQueue = 4096
-
 // allocPkt is a packet from the allocation and the endpoint it is handed
 // to wireguard-go with.
 type allocPkt struct {
@@ -37,28 +35,54 @@ type allocPkt struct {
 	ep  conn.Endpoint
 }
 
-// setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
-func (p *peerBind) setAlloc(a *turnclient.Allocation) {
-	p.alloc.Store(a)
-	now := p.now()
-	p.mu.Lock()
-	for _, e := range p.byKey {
-		p.chooseLocked(e, now)
-	}
-	p.mu.Unlock()
+// relayPath is peerBind's part for our relay allocation: the allocation
+// itself (sendPath and sendOuts send through it lock-free) and the bounded
+// queue of packets from it for wireguard-go. The allocation's socket is the
+// relay client's; relayLoop owns its lifetime.
+type relayPath struct {
+	alloc   atomic.Pointer[allocRef] // our relay allocation, nil without
+	allocRx chan allocPkt            // packets from the allocation for wireguard-go; bounded
+
+	allocRxPackets atomic.Uint64 // packets from the allocation handed to wireguard-go
+	allocRxDrops   atomic.Uint64 // packets from the allocation dropped (unattributed, queue full)
+	allocTxErrors  atomic.Uint64
 }
 
-// setRelays sets the relays of the map (for naming paths).
-func (p *peerBind) setRelays(rs []wire.Relay) {
-	p.mu.Lock()
-	p.relays = rs
-	p.mu.Unlock()
+// allocation is what the relay path needs of our relay allocation (a
+// *turnclient.Allocation; in tests an in-memory one).
+type allocation interface {
+	Relay() wire.Relay
+	Transport() string // udp, tcp or tls
+	RelayedAddr() netip.AddrPort
+	// WriteTo sends p from our relayed address to the peer at to.
+	WriteTo(p []byte, to netip.AddrPort) error
+	// ReadFrom blocks for the next packet a peer sent to our relayed
+	// address; net.ErrClosed once the allocation is closed.
+	ReadFrom(p []byte) (int, netip.AddrPort, error)
+	Dropped() uint64 // packets the allocation itself dropped
+}
+
+var _ allocation = (*turnclient.Allocation)(nil)
+
+// allocRef holds an allocation for atomic.Pointer.
+type allocRef struct{ allocation }
+
+// setAlloc installs (or, nil, removes) our allocation and re-chooses paths.
+func (p *peerBind) setAlloc(a allocation) {
+	var ai allocInfo
+	if a == nil {
+		p.alloc.Store(nil)
+	} else {
+		p.alloc.Store(&allocRef{a})
+		ai = allocInfo{ok: true, relay: a.Relay().Name, transport: a.Transport()}
+	}
+	p.pathTable.setAlloc(ai)
 }
 
 // readAlloc reads a's packets until it is closed: disco is handled here,
 // WireGuard packets of known peers are queued for allocReceive (dropped
 // and counted when the queue is full), anything else is dropped.
-func (p *peerBind) readAlloc(a *turnclient.Allocation) {
+func (p *peerBind) readAlloc(a allocation) {
 	buf := make([]byte, 1<<16)
 	for {
 		n, src, err := a.ReadFrom(buf)
@@ -71,28 +95,24 @@ func (p *peerBind) readAlloc(a *turnclient.Allocation) {
 		b := buf[:n]
 		now := p.now()
 		if !isWG(b) {
-			p.mu.Lock()
-			outs, _ := p.handleControlLocked(b, src, true, now, nil)
-			p.mu.Unlock()
+			outs, _ := p.handleControl(b, src, true, now, nil)
 			p.sendOuts(outs)
 			continue
 		}
-		p.mu.Lock()
-		e := p.byAddr[src]
+		e := p.peers().peerAt(src)
 		if e == nil {
-			e = p.attributeLocked(b, src, true, now)
+			e = p.attribute(b, src, true, now)
 		}
-		if w, ok := p.lazyInitLocked(e, b); ok {
-			p.mu.Unlock()
+		if w, ok := p.lazyInit(e, b); ok {
 			p.queueLazy([]injected{w})
 			continue
 		}
-		var ep conn.Endpoint = e
+		var ep conn.Endpoint
+		drop := false
 		if e != nil {
-			p.handshakeAnsweredLocked(e, b)
-		}
-		drop := e != nil && msgType(b) == wgMsgInitiation && p.losesLocked(e)
-		if e == nil {
+			ep = e
+			drop = p.received(e, msgType(b), now)
+		} else if msgType(b) == wgMsgInitiation {
 			// An initiation from a source no disco ping has named yet (the
 			// peer's first packet through the relay): wireguard-go finds
 			// the peer by decrypting it and answers along the peer's own
@@ -100,15 +120,12 @@ func (p *peerBind) readAlloc(a *turnclient.Allocation) {
 			// If the sender is not a peer yet (it joined a moment ago and
 			// our map has not caught up) it is remembered and delivered
 			// again once the map names that address (flush), as on the
-			// UDP socket. Anything else unattributable is dropped.
-			if msgType(b) == wgMsgInitiation {
-				ep = newUDPEndpoint(src)
-				p.rememberLocked(src, b)
-			} else {
-				drop = true
-			}
+			// UDP socket.
+			ep = newUDPEndpoint(src)
+			p.guard.remember(src, b, now)
+		} else {
+			drop = true // anything else unattributable
 		}
-		p.mu.Unlock()
 		if drop {
 			p.allocRxDrops.Add(1)
 			continue
@@ -164,7 +181,6 @@ func (p *peerBind) allocReceive(done chan struct{}) conn.ReceiveFunc {
 // addresses (vnet's in tests) must never be sent to on the real network.
 func (n *Node) relayLoop() {
 	defer n.wg.Done()
-	const stunEvery = 20 * time.Second
 	canAllocate := n.cfg.PacketConn == nil
 	var (
 		a        *turnclient.Allocation
@@ -181,7 +197,7 @@ func (n *Node) relayLoop() {
 			a.Close()
 		}
 	}()
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(relayLoopTick)
 	defer tick.Stop()
 	for {
 		relays := n.relays()
@@ -206,12 +222,12 @@ func (n *Node) relayLoop() {
 		if n.paths.stunNow.Swap(false) {
 			stunNext = time.Time{}
 		}
-		now := time.Now()
+		now := n.now()
 		if canAllocate && a == nil && len(relays) > 0 && !now.Before(retryAt) {
 			a = n.allocate(relays[0])
 			if a == nil {
 				attempt++
-				retryAt = time.Now().Add(min(time.Duration(attempt)*5*time.Second, time.Minute))
+				retryAt = now.Add(min(time.Duration(attempt)*allocRetryStep, allocRetryMax))
 			} else {
 				attempt = 0
 				clear(permits)
@@ -258,7 +274,7 @@ func (n *Node) allocate(r wire.Relay) *turnclient.Allocation {
 		if !slices.ContainsFunc(r.Addrs, func(a wire.RelayAddr) bool { return a.Transport == tr }) {
 			continue
 		}
-		a, err := turnclient.Allocate(n.ctx, turnclient.Config{Relay: r, Transport: tr, Timeout: 3 * time.Second, Logger: n.log})
+		a, err := turnclient.Allocate(n.ctx, turnclient.Config{Relay: r, Transport: tr, Timeout: allocTimeout, Logger: n.log})
 		if err == nil {
 			n.log.Info("relay allocation", "relay", r.Name, "path", a.RelayedAddr(), "transport", tr)
 			return a
@@ -287,23 +303,6 @@ func (n *Node) permitPeers(a *turnclient.Allocation, done map[netip.Addr]bool) {
 	if err := a.Permit(ips...); err != nil {
 		n.log.Warn("relay refused permissions for peers", "relay", a.Relay().Name, "err", err)
 	}
-}
-
-// peerIPs returns the IPs of every peer's direct candidates.
-func (p *peerBind) peerIPs() []netip.Addr {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	seen := map[netip.Addr]bool{}
-	var out []netip.Addr
-	for _, e := range p.byKey {
-		for ap, c := range e.cands {
-			if !c.relay && !seen[ap.Addr()] {
-				seen[ap.Addr()] = true
-				out = append(out, ap.Addr())
-			}
-		}
-	}
-	return out
 }
 
 // relays returns the relays of the current map (or the test override).

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -47,12 +46,6 @@ import (
 // DefaultKeyRotation is Config.KeyRotation's default.
 const DefaultKeyRotation = 24 * time.Hour
 
-const (
-	rotateTimeout = 30 * time.Second       // one rotation, update included
-	rotateRetry   = time.Minute            // after a failed periodic rotation
-	rekeySettle   = 150 * time.Millisecond // from the coordinator's answer to sending held initiations
-)
-
 // RotateKey replaces the node's WireGuard key now (see above) and returns
 // the short fingerprints of the old and new public keys.
 func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
@@ -97,7 +90,7 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	}
 
 	n.mu.Lock()
-	n.state.WGPrivate, n.state.WGNext, n.state.WGRotated = k.Bytes(), nil, time.Now()
+	n.state.WGPrivate, n.state.WGNext, n.state.WGRotated = k.Bytes(), nil, n.now()
 	err = saveState(n.cfg.StateDir, n.state)
 	n.wgPub = newPub
 	peers := make(map[[32]byte]wgPeer, len(n.peers))
@@ -167,7 +160,7 @@ func (n *Node) startRotation() {
 	go func() {
 		defer n.wg.Done()
 		for {
-			if !sleepCtx(n.ctx, max(time.Until(due), 0)) {
+			if !sleepCtx(n.ctx, max(due.Sub(n.now()), 0)) {
 				return
 			}
 			if n.Refused() != nil {
@@ -177,40 +170,25 @@ func (n *Node) startRotation() {
 			_, _, err := n.RotateKey(ctx)
 			cancel()
 			if err != nil {
-				due = time.Now().Add(min(rotateRetry, every))
+				due = n.now().Add(min(rotateRetry, every))
 				continue
 			}
-			due = time.Now().Add(every)
+			due = n.now().Add(every)
 		}
 	}()
 }
 
-// beginRekey makes self the key peerBind's tie-break compares with, forgets
+// beginRekey makes self our key for the tie-break and probing, forgets
 // initiations sent or parked under the old key, and holds every initiation
 // until endRekey.
 func (p *peerBind) beginRekey(self [32]byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.self = self
-	p.hold = true
-	for _, e := range p.byKey {
-		e.wins = bytes.Compare(self[:], e.key[:]) > 0
-		e.initSent = time.Time{}
-		e.parked = nil
-	}
+	p.setSelf(self)
+	p.guard.beginRekey(self)
 }
 
 // endRekey stops holding initiations and, if send, sends the held ones.
 func (p *peerBind) endRekey(send bool) {
-	p.mu.Lock()
-	p.hold = false
-	if !send {
-		for _, e := range p.byKey {
-			e.parked = nil
-			e.initSent = time.Time{}
-		}
-	}
-	p.mu.Unlock()
+	p.guard.endRekey(send)
 	if send {
 		p.flush()
 	}
