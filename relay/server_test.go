@@ -279,7 +279,7 @@ func TestRefuseDeniedAndSpecialPeers(t *testing.T) {
 		"255.255.255.255:9":    ReasonPeerBroadcast,
 		"0.0.0.0:9":            ReasonPeerUnspec,
 		"127.0.0.53:53":        ReasonPeerLoopback,
-		"[2001:db8::1]:9":      ReasonPeerNotIPv4,
+		"[2001:db8::1]:9":      ReasonPeerDocs,
 		"[::ffff:127.0.0.1]:9": ReasonPeerLoopback,
 	} {
 		a := dial(t, s, wire.TransportUDP, "a")
