@@ -64,7 +64,8 @@ func newFaultLab(t *testing.T) *faultLab {
 
 	relayData := filepath.Join(tl.dir, "relay")
 	fl.relayArgs = []string{"relay", "--listen", rel.Addr.String() + ":3478", "--tls-listen", rel.Addr.String() + ":5349",
-		"--public-ip", rel.Addr.String(), "--data", relayData, "--name", "lab-relay"}
+		"--public-ip", rel.Addr.String(), "--data", relayData, "--name", "lab-relay",
+		"--allow", "198.18.0.0/15"} // the lab's addresses are in the benchmarking range
 	fl.relay = rel.Start(t, tl.bin, fl.relayArgs...)
 	cred := filepath.Join(relayData, "relay.cred")
 	waitFile(t, cred, 15*time.Second)
