@@ -204,4 +204,12 @@ const (
 	initReadPerSrc  = 10
 	initReadSources = 4096 // per-source buckets kept; past that they start over
 	initReadQueue   = 64
+	// Strangers' initiations passed on to wireguard-go: initPassRate a
+	// second, burst initPassBurst, the rest dropped. wireguard-go answers
+	// a full handshake queue (over 1/8 of its 1,024) with cookie replies,
+	// which cost a new peer a 5 s retry; this keeps a flood well below
+	// that and its DH work under a fraction of a core. Initiations from
+	// peers' known paths are not limited here.
+	initPassRate  = 1000
+	initPassBurst = 128
 )

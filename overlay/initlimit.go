@@ -24,11 +24,14 @@ import (
 // reads, and over the queue's bound it is dropped and counted. The data
 // path never waits on either.
 //
-// The initiation itself always goes on to wireguard-go as before: for a
-// configured peer (roaming) that is the only delivery, and wireguard-go's
-// own defence — cookie replies demanding MAC2 when its handshake queue
-// fills, then a per-IP rate limit (WireGuard paper §5.3) — takes over
-// from there.
+// The initiation itself goes on to wireguard-go as before — for a
+// configured peer (roaming) that is the only delivery — but no more than
+// initPassRate a second from sources no path names: past its queue's
+// 1/8 wireguard-go's own defence starts (cookie replies demanding MAC2,
+// then a per-IP rate limit; WireGuard paper §5.3), which is sound but
+// costs every new peer a 5 s retry. Initiations from peers' known paths
+// are not limited here and go on at once; under a flood wireguard-go's
+// cookie mechanism still covers them.
 
 // mac1OK reports whether msg, an initiation of the right size, carries a
 // valid MAC1 for r's key (WireGuard paper §5.4.4): junk is dropped before
@@ -70,6 +73,15 @@ type initLimiter struct {
 	mu     sync.Mutex
 	global tokenBucket
 	per    map[netip.Addr]*tokenBucket
+	pass   tokenBucket // initiations passed on to wireguard-go
+}
+
+// allowPass reports whether a stranger's initiation may go on to
+// wireguard-go now.
+func (l *initLimiter) allowPass(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pass.take(now, initPassRate, initPassBurst)
 }
 
 // allow reports whether an initiation from src may be read now. The

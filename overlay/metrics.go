@@ -80,7 +80,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		filterEvicted:   d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
 		filterPolicy:    d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
 		junk:            d("agentnet_node_junk_packets_total", "Received datagrams dropped unanswered as junk, by kind: not_wireguard, wireguard_invalid (wrong size, bad MAC1), wireguard_unknown (naming none of our sessions, from an unknown source; passed to WireGuard), too_short, disco_failed.", "kind"),
-		initsUnread:     d("agentnet_node_handshake_initiations_unread_total", "Handshake initiations from unknown sources not read for a lazy peer's key (still passed to WireGuard), by reason: rate_limited, queue_full.", "reason"),
+		initsUnread:     d("agentnet_node_handshake_initiations_unread_total", "Handshake initiations from unknown sources not read for a lazy peer's key, by reason: rate_limited, queue_full (both still passed to WireGuard), dropped (over the rate passed to WireGuard).", "reason"),
 		keyConflicts:    d("agentnet_node_key_conflict_peers_total", "Map peers ignored because their WireGuard key was another peer's or this node's."),
 		connRefused:     d("agentnet_conn_refused_total", "Inbound TCP connections reset because a cap was reached: per_source (Config.MaxConnsPerPeer), total (Config.MaxConns); netstack listeners and front-ends.", "reason"),
 	}
@@ -154,6 +154,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.junk, j.DiscoFailed, "disco_failed")
 	counter(c.initsUnread, st.Paths.InitsUnread.RateLimited, "rate_limited")
 	counter(c.initsUnread, st.Paths.InitsUnread.QueueFull, "queue_full")
+	counter(c.initsUnread, st.Paths.InitsUnread.Dropped, "dropped")
 	counter(c.keyConflicts, st.KeyConflictPeers)
 
 	bs := n.bind.Stats()

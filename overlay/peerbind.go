@@ -96,6 +96,7 @@ type peerBind struct {
 	wgUnknown   atomic.Uint64 // WireGuard responses, cookies and data from unknown sources naming none of our sessions
 	initLimited atomic.Uint64 // strangers' initiations not read: rate limit
 	initQDrops  atomic.Uint64 // strangers' initiations not read: initQ full
+	initDropped atomic.Uint64 // strangers' initiations not passed to wireguard-go: rate limit
 }
 
 // socket is what peerBind needs of the UDP socket under it: *Bind, or in
@@ -285,10 +286,11 @@ func (p *peerBind) lazyInit(e *peerEndpoint, b []byte) (injected, bool) {
 }
 
 // screenInit looks at initiation b from src, a source no peer path names,
-// and reports whether to drop it as junk (counted). Otherwise b goes on
-// to wireguard-go, and, if some map peer is not configured yet and the
-// rate limit allows, a copy goes to initQ for the activator to find its
-// sender (initlimit.go). Cheap: no DH here, never blocks.
+// and reports whether to drop it: junk, or over the rate of strangers'
+// initiations passed to wireguard-go (both counted). If some map peer is
+// not configured yet and the read limit allows, a copy goes to initQ for
+// the activator to find its sender (initlimit.go). Cheap: no DH here,
+// never blocks.
 func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop bool) {
 	if len(b) < wgInitiationSize {
 		p.junkShort.Add(1)
@@ -309,19 +311,23 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 		p.junkWG.Add(1)
 		return true
 	}
+	drop = !p.initLimit.allowPass(now)
+	if drop {
+		p.initDropped.Add(1)
+	}
 	if !p.lazy.anyOff() {
-		return false // nothing to find: wireguard-go knows every peer it may be
+		return drop // nothing to find: wireguard-go knows every peer it may be
 	}
 	if !p.initLimit.allow(src.Addr(), now) {
 		p.initLimited.Add(1)
-		return false
+		return drop
 	}
 	select {
 	case p.initQ <- append([]byte(nil), b...):
 	default:
 		p.initQDrops.Add(1)
 	}
-	return false
+	return drop
 }
 
 // screenWG drops (counting) a WireGuard-shaped packet from an unknown

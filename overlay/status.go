@@ -48,8 +48,9 @@ type PathStats struct {
 	// Junk counts datagrams dropped unanswered because they were junk.
 	Junk JunkStats `json:"junk"`
 	// InitsUnread counts handshake initiations from unknown sources whose
-	// sender was not looked for (they still went to WireGuard): over the
-	// rate limit, or the queue was full.
+	// sender was not looked for: over the rate limit, or the queue was
+	// full (they still went to WireGuard), or dropped over the rate
+	// WireGuard is given.
 	InitsUnread InitsUnread `json:"initiations_unread"`
 }
 
@@ -66,6 +67,9 @@ type JunkStats struct {
 type InitsUnread struct {
 	RateLimited uint64 `json:"rate_limited"`
 	QueueFull   uint64 `json:"queue_full"`
+	// Dropped were not passed to WireGuard either: over the rate of
+	// strangers' initiations it is given.
+	Dropped uint64 `json:"dropped"`
 }
 
 // PeerStatus describes one node.
@@ -179,7 +183,7 @@ func (n *Node) pathStats() PathStats {
 		RelayRxPackets: p.allocRxPackets.Load(), RelayRxDrops: p.allocRxDrops.Load(),
 		Junk: JunkStats{NotWireGuard: p.junkRx.Load(), WireGuardInvalid: p.junkWG.Load(), WireGuardUnknown: p.wgUnknown.Load(),
 			TooShort: p.junkShort.Load(), DiscoFailed: p.discoBad.Load()},
-		InitsUnread: InitsUnread{RateLimited: p.initLimited.Load(), QueueFull: p.initQDrops.Load()},
+		InitsUnread: InitsUnread{RateLimited: p.initLimited.Load(), QueueFull: p.initQDrops.Load(), Dropped: p.initDropped.Load()},
 	}
 	for _, ap := range n.candidates() {
 		ps.Endpoints = append(ps.Endpoints, ap.String())
