@@ -29,7 +29,7 @@ type tap struct {
 	pc      *net.UDPConn
 	a, b    netip.AddrPort // alpha's and bravo's sockets
 	mu      sync.Mutex
-	fromB   [][]byte // every datagram bravo sent, in order
+	fromB   [][]byte    // every datagram bravo sent, in order
 	holdOne atomic.Bool // hold back the next data packet from bravo (never forwarded)
 	held    []byte
 	resps   atomic.Int64 // handshake responses alpha sent
