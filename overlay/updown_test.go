@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
 )
@@ -37,8 +39,15 @@ func TestUpDownCycles(t *testing.T) {
 		t.Fatal(err)
 	}
 	testnet.WaitPeers(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = a.Ping(ctx, "bravo") // bravo configures alpha in wireguard-go (lazywg.go), for good
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	a.Close()
-	base := settledGoroutines(0)
+	settledGoroutines(0)
+	base := goleak.IgnoreCurrent()
 
 	for i := range cycles {
 		a, err := startNode(cfg)
@@ -57,12 +66,17 @@ func TestUpDownCycles(t *testing.T) {
 			t.Fatalf("cycle %d: close: %v", i, err)
 		}
 	}
-	// A few goroutines of the coordinator's and bravo's HTTP/2
-	// connections come and go with timing; a leak per cycle would be 50.
-	const slack = 5
-	if got := settledGoroutines(base + slack); got > base+slack {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines after %d cycles, %d before:\n%s", got, cycles, base, buf[:runtime.Stack(buf, true)])
+	// HTTP/2 connections between closed nodes' control clients and the
+	// coordinator may outlive Node.Close until their idle timeout (90 s):
+	// a stream torn down at Close is still active when Close drops idle
+	// connections. They are left out here (and reported in issue 17's
+	// notes); everything else must be gone.
+	if err := goleak.Find(base,
+		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).serve"),
+		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).readFrames"),
+	); err != nil {
+		t.Fatalf("after %d cycles: %v", cycles, err)
 	}
 }
 
