@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentnet/agentnet/coordinator/audit"
@@ -191,36 +192,37 @@ func TestAuditReportEndpoint(t *testing.T) {
 	}
 }
 
+// TestAuditTailFollow runs in a synctest bubble over in-memory
+// connections: synctest.Wait tells when the long poll is waiting, and the
+// poll must answer the new record at once on the fake clock.
 func TestAuditTailFollow(t *testing.T) {
-	h := newHarness(t, nil)
-	h.token(wire.CreateTokenRequest{})
-	page, err := h.admin.Audit(context.Background(), 20, 0, false, 0)
-	if err != nil || len(page.Records) != 1 || page.HeadSeq != 1 {
-		t.Fatalf("tail: %v %+v", err, page)
-	}
-	got := make(chan wire.AuditPage, 1)
-	go func() {
-		p, err := h.admin.Audit(context.Background(), 20, page.HeadSeq, true, 10*time.Second)
-		if err != nil {
-			t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		h := newPipeHarness(t, nil)
+		h.token(wire.CreateTokenRequest{})
+		page, err := h.admin.Audit(context.Background(), 20, 0, false, 0)
+		if err != nil || len(page.Records) != 1 || page.HeadSeq != 1 {
+			t.Fatalf("tail: %v %+v", err, page)
 		}
-		got <- p
-	}()
-	time.Sleep(200 * time.Millisecond) // the long poll is waiting
-	start := time.Now()
-	h.token(wire.CreateTokenRequest{})
-	select {
-	case p := <-got:
+		got := make(chan wire.AuditPage, 1)
+		go func() {
+			p, err := h.admin.Audit(context.Background(), 20, page.HeadSeq, true, 10*time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- p
+		}()
+		synctest.Wait() // the long poll is waiting
+		start := time.Now()
+		h.token(wire.CreateTokenRequest{})
+		p := <-got
 		if len(p.Records) != 1 || p.HeadSeq != 2 {
 			t.Errorf("follow page %+v", p)
 		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("long poll answered after %v", d)
+		if d := time.Since(start); d != 0 {
+			t.Errorf("long poll answered %v after the new record, want at once", d)
 		}
-	case <-time.After(8 * time.Second):
-		t.Fatal("long poll did not return on a new record")
-	}
-	if _, err := h.admin.Audit(context.Background(), 5000, 0, false, 0); err == nil {
-		t.Error("n=5000 accepted")
-	}
+		if _, err := h.admin.Audit(context.Background(), 5000, 0, false, 0); err == nil {
+			t.Error("n=5000 accepted")
+		}
+	})
 }

@@ -141,20 +141,21 @@ func TestConnCapRefusalCounted(t *testing.T) {
 // (a refusal is counted before it is logged).
 func (h *harness) waitLog(what string, parts ...string) {
 	h.t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for {
-		for _, line := range strings.Split(h.logs.String(), "\n") {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := h.logs.Wait(ctx, func(logs string) bool {
+		for _, line := range strings.Split(logs, "\n") {
 			ok := true
 			for _, p := range parts {
 				ok = ok && strings.Contains(line, p)
 			}
 			if ok {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("log: not %s within 1s (want a line with %q):\n%s", what, parts, h.logs.String())
-		}
-		time.Sleep(time.Millisecond)
+		return false
+	})
+	if err != nil {
+		h.t.Fatalf("log: not %s within 1s (want a line with %q):\n%s", what, parts, h.logs.String())
 	}
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"log"
@@ -45,6 +46,21 @@ func (l *pipeListener) dial() net.Conn {
 	c, s := net.Pipe()
 	l.ch <- s
 	return c
+}
+
+// dialContext is dial for an http.Transport: it fails once the listener
+// is closed or ctx is done instead of waiting for an Accept.
+func (l *pipeListener) dialContext(ctx context.Context, _, _ string) (net.Conn, error) {
+	c, s := net.Pipe()
+	select {
+	case l.ch <- s:
+		return c, nil
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	c.Close()
+	s.Close()
+	return nil, net.ErrClosed
 }
 
 // connEvents records connLimiter events.

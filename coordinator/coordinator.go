@@ -97,6 +97,9 @@ type Config struct {
 	// replayPerSigner and replayTotal override the replay cache's bounds
 	// in this package's tests.
 	replayPerSigner, replayTotal int
+	// listener replaces Listen in this package's tests: an in-memory
+	// listener, so that a coordinator runs inside a synctest bubble.
+	listener net.Listener
 }
 
 // Coordinator is a running control plane. Its methods are safe for
@@ -169,7 +172,7 @@ func New(cfg Config) (_ *Coordinator, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("coordinator: Config.DataDir is required")
 	}
-	if cfg.Listen == "" {
+	if cfg.Listen == "" && cfg.listener == nil {
 		return nil, errors.New("coordinator: Config.Listen is required")
 	}
 	if !cfg.Prefix4.IsValid() {
@@ -252,8 +255,10 @@ func New(cfg Config) (_ *Coordinator, err error) {
 		return nil, err
 	}
 
-	if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("coordinator: listen: %w", err)
+	if c.ln = cfg.listener; c.ln == nil {
+		if c.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("coordinator: listen: %w", err)
+		}
 	}
 	c.conns = newConnLimiter(c.ln, cfg.ConnLimits, c.connCapped)
 	listenAP, _ := netip.ParseAddrPort(c.ln.Addr().String())

@@ -19,29 +19,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/agentnet/agentnet/internal/logtest"
 	"github.com/agentnet/agentnet/wire"
 	"github.com/agentnet/agentnet/wire/adminclient"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuf is a log sink safe for concurrent writers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a settable clock for Config.Now.
 type fakeClock struct {
@@ -66,13 +49,13 @@ type harness struct {
 	t     *testing.T
 	c     *Coordinator
 	cfg   Config
-	logs  *syncBuf
+	logs  *logtest.Buffer
 	admin *adminclient.Client
 }
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	cfg := Config{
 		DataDir: t.TempDir(),
 		Listen:  "127.0.0.1:0",
@@ -86,7 +69,26 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: adminclient.New(c.AdminCred())}
+	admin := adminclient.New(c.AdminCred())
+	if ln, ok := cfg.listener.(*pipeListener); ok {
+		admin = adminclient.NewDial(c.AdminCred(), ln.dialContext)
+	}
+	return &harness{t: t, c: c, cfg: cfg, logs: logs, admin: admin}
+}
+
+// newPipeHarness is newHarness on an in-memory listener (pipeListener):
+// called inside a synctest bubble, the coordinator's tickers and timeouts
+// (expiry sweeper, keepalives, write timeouts) and its clock run on the
+// bubble's fake time, and testNodes and the admin client dial it in memory.
+func newPipeHarness(t *testing.T, mod func(*Config)) *harness {
+	t.Helper()
+	return newHarness(t, func(c *Config) {
+		c.Listen = ""
+		c.listener = newPipeListener()
+		if mod != nil {
+			mod(c)
+		}
+	})
 }
 
 func (h *harness) token(req wire.CreateTokenRequest) string {
@@ -140,6 +142,9 @@ func newTestNode(t *testing.T, c *Coordinator) *testNode {
 	var wg [32]byte
 	rand.Read(wg[:])
 	tr := &http.Transport{TLSClientConfig: wire.PinnedTLSConfig(c.Pin())}
+	if ln, ok := c.cfg.listener.(*pipeListener); ok {
+		tr.DialContext = ln.dialContext
+	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testNode{
 		t:   t,

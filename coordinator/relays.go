@@ -12,15 +12,27 @@ import (
 
 // Relay credentials in maps (TURN REST scheme, see turncred.Credentials).
 //
-// A credential issued at time t expires at t truncated to the hour plus
-// relayCredTTL, so every map built within the same hour carries the same
-// credential, and a node always gets at least relayCredTTL-1h of validity.
-// A stream whose last map's credentials have less than relayCredRefresh
-// left is sent a fresh map (checked at every keepalive), so a node on a
-// quiet network never runs on expired credentials.
+// A relay learns revocations by expiry: credentials are short-lived
+// (relayCredTTL) and a relay refuses any whose expiry lies more than
+// relay.DefaultMaxCredentialTTL ahead, so a revoked node's credential is
+// refused at most relayCredTTL after its revocation (it gets no fresh
+// map), and its allocation ends at its next refresh (RFC 8656 §7: at most
+// a few minutes later). The alternative, relays polling the coordinator
+// for revoked names, needs a path from every relay to the coordinator
+// and a new authenticated endpoint; expiry needs neither.
+//
+// A credential issued at time t expires at t truncated to relayCredStep
+// plus relayCredTTL, so every map built within the same step carries the
+// same credential, and a node always gets at least relayCredTTL -
+// relayCredStep of validity. A stream whose last map's credentials have
+// less than relayCredRefresh left is sent a fresh map (checked at every
+// keepalive), so a node on a quiet network never runs on expired
+// credentials; a node allocates again with the fresh credential when its
+// allocation's refresh is refused.
 const (
-	relayCredTTL     = 24 * time.Hour
-	relayCredRefresh = 12 * time.Hour
+	relayCredTTL     = time.Hour
+	relayCredStep    = 10 * time.Minute
+	relayCredRefresh = 30 * time.Minute
 	// maxRelayed bounds the relayed addresses a node may publish.
 	maxRelayed = 8
 )
@@ -42,7 +54,7 @@ func checkRelays(creds []turncred.Cred) error {
 
 // relayExpiry is when credentials issued at now expire.
 func relayExpiry(now time.Time) time.Time {
-	return now.Truncate(time.Hour).Add(relayCredTTL)
+	return now.Truncate(relayCredStep).Add(relayCredTTL)
 }
 
 // relaysFor returns every configured relay with a credential for node.
@@ -50,7 +62,7 @@ func (c *Coordinator) relaysFor(node string, now time.Time) []wire.Relay {
 	if len(c.cfg.Relays) == 0 {
 		return nil
 	}
-	base := now.Truncate(time.Hour)
+	base := now.Truncate(relayCredStep)
 	out := make([]wire.Relay, 0, len(c.cfg.Relays))
 	for _, r := range c.cfg.Relays {
 		out = append(out, r.Relay(node, relayCredTTL, base))

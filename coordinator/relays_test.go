@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"github.com/agentnet/agentnet/relay"
 	"github.com/agentnet/agentnet/relay/turnclient"
 	"github.com/agentnet/agentnet/relay/turncred"
@@ -48,7 +50,7 @@ func TestMapsCarryRelayCredentials(t *testing.T) {
 	got := m.Relays[0]
 	now := time.Now()
 	if got.Name != "r1" || !strings.HasSuffix(got.Username, ":alpha") || got.TLSPin != r.Cred().TLSPin ||
-		got.Expires.Before(now.Add(22*time.Hour)) || got.Expires.After(now.Add(24*time.Hour)) || len(got.Addrs) != 3 {
+		got.Expires.Before(now.Add(relayCredTTL-relayCredStep)) || got.Expires.After(now.Add(relayCredTTL)) || len(got.Addrs) != 3 {
 		t.Fatalf("relay in map: %+v", got)
 	}
 	if strings.Contains(string(resp.Map.Payload), base64.StdEncoding.EncodeToString(cred.Secret)) {
@@ -68,10 +70,10 @@ func TestMapsCarryRelayCredentials(t *testing.T) {
 			t.Fatalf("relay refused the map's credential over %s: %v", addr.Transport, err)
 		}
 	}
-	// Maps built within the same hour carry the same credential.
+	// Maps built within the same step carry the same credential.
 	if m2 := a.update(netip.MustParseAddrPort("127.0.0.1:41641")); m2.Relays[0].Password != got.Password &&
-		now.Truncate(time.Hour) == time.Now().Truncate(time.Hour) {
-		t.Fatalf("credential changed within the hour: %+v vs %+v", m2.Relays[0], got)
+		now.Truncate(relayCredStep) == time.Now().Truncate(relayCredStep) {
+		t.Fatalf("credential changed within the step: %+v vs %+v", m2.Relays[0], got)
 	}
 }
 
@@ -91,26 +93,31 @@ func TestRelayConfigRefused(t *testing.T) {
 }
 
 // TestRelayCredentialsRefreshed: a stream whose credentials run low gets
-// a fresh map at a keepalive, even when nothing changed.
+// a fresh map at a keepalive, even when nothing changed. The stream runs in
+// a synctest bubble over in-memory connections, so the keepalive that
+// carries the fresh map is the next one on fake time.
 func TestRelayCredentialsRefreshed(t *testing.T) {
 	r := startRelay(t)
-	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-	h := newHarness(t, func(c *Config) {
-		c.Relays = []turncred.Cred{r.Cred()}
-		c.Now = clock.Now
-		c.keepalive = 50 * time.Millisecond
+	synctest.Test(t, func(t *testing.T) {
+		clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+		h := newPipeHarness(t, func(c *Config) {
+			c.Relays = []turncred.Cred{r.Cred()}
+			c.Now = clock.Now
+		})
+		a := newTestNode(t, h.c)
+		a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
+		s := a.openStream(h.c.PublicKey())
+		first := s.waitMap(time.Second, "first map", func(m *wire.Map) bool { return len(m.Relays) == 1 })
+		clock.Add(relayCredTTL - relayCredRefresh + relayCredStep)
+		time.Sleep(wire.StreamKeepalive) // fake time: the next keepalive
+		synctest.Wait()
+		next := s.waitMap(time.Nanosecond, "fresh credentials", func(m *wire.Map) bool {
+			return len(m.Relays) == 1 && m.Relays[0].Expires.After(first.Relays[0].Expires)
+		})
+		if want := clock.Now().Truncate(relayCredStep).Add(relayCredTTL); !next.Relays[0].Expires.Equal(want) {
+			t.Fatalf("refreshed expiry %v, want %v", next.Relays[0].Expires, want)
+		}
 	})
-	a := newTestNode(t, h.c)
-	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
-	s := a.openStream(h.c.PublicKey())
-	first := s.waitMap(time.Second, "first map", func(m *wire.Map) bool { return len(m.Relays) == 1 })
-	clock.Add(13 * time.Hour)
-	next := s.waitMap(2*time.Second, "fresh credentials", func(m *wire.Map) bool {
-		return len(m.Relays) == 1 && m.Relays[0].Expires.After(first.Relays[0].Expires)
-	})
-	if want := clock.Now().Truncate(time.Hour).Add(24 * time.Hour); !next.Relays[0].Expires.Equal(want) {
-		t.Fatalf("refreshed expiry %v, want %v", next.Relays[0].Expires, want)
-	}
 }
 
 func (n *testNode) postUpdate(req wire.UpdateRequest) (int, wire.ErrorResponse) {
@@ -168,5 +175,48 @@ func TestDiscoKeyAndRelayedStored(t *testing.T) {
 	var resp wire.EnrollResponse
 	if st != http.StatusOK || json.Unmarshal(body, &resp) != nil || resp.Node.DiscoKey != disco {
 		t.Fatalf("enroll with disco key: %d %+v %+v", st, er, resp.Node)
+	}
+}
+
+// TestRevokedNodeRelayCredentialRefused: the relay learns revocations by
+// expiry. A revoked node's last credential is refused by the relay at most
+// relayCredTTL after the revocation (issue 17 item 9: it was ~25 h).
+func TestRevokedNodeRelayCredentialRefused(t *testing.T) {
+	clock := clocktest.New(time.Now())
+	r, err := relay.New(context.Background(), relay.Config{
+		Name: "r1", Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "relay"), Now: clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	h := newHarness(t, func(c *Config) { c.Relays = []turncred.Cred{r.Cred()}; c.Now = clock.Now })
+	a := newTestNode(t, h.c)
+	m := verify(t, a.enroll(h.token(wire.CreateTokenRequest{}), "alpha").Map, h.c.PublicKey())
+	cred := m.Relays[0]
+	alloc := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := turnclient.DialProbe(ctx, turnclient.Config{Relay: cred, Transport: wire.TransportUDP, Now: clock.Now})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Allocate(ctx)
+		return err
+	}
+	if err := alloc(); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	if _, err := h.c.revokeNode("alpha", "test"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(relayCredTTL)
+	cred.Expires = time.Time{} // the attacker ignores the expiry the map states
+	if err := alloc(); err == nil {
+		t.Fatalf("relay accepted a revoked node's credential %v after the revocation", relayCredTTL)
+	}
+	if n := r.Stats().Refused[relay.ReasonExpired]; n == 0 {
+		t.Fatalf("Refused[%s] = 0", relay.ReasonExpired)
 	}
 }

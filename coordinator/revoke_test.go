@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentnet/agentnet/wire"
@@ -155,62 +156,76 @@ func TestKeyRotationRetiresOldKey(t *testing.T) {
 	}
 }
 
+// TestNodeExpiry runs in a synctest bubble over in-memory connections: the
+// coordinator's clock and its sweeper's ticker are the bubble's fake time,
+// so the hour of the node's TTL passes at once and the sweep is exact.
 func TestNodeExpiry(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
-	h := newHarness(t, func(c *Config) { c.Now = clock.Now })
-	short := h.token(wire.CreateTokenRequest{Reusable: true, NodeTTLSeconds: 3600})
-	forever := h.token(wire.CreateTokenRequest{Reusable: true})
-	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
-	resp := a.enroll(short, "alpha")
-	if want := clock.Now().Add(time.Hour); !resp.Node.Expires.Equal(want) {
-		t.Errorf("Expires = %v, want %v", resp.Node.Expires, want)
-	}
-	b.enroll(forever, "bravo")
-	a.update(epA)
-	sa := a.openStream(h.c.PublicKey())
-	sb := b.openStream(h.c.PublicKey())
-	sb.waitMap(time.Second, "alpha", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return ok })
+	synctest.Test(t, func(t *testing.T) {
+		// Keepalives are not under test; at their 10 s default an hour of
+		// them would fill the test streams' buffers.
+		h := newPipeHarness(t, func(c *Config) { c.keepalive = 2 * time.Hour })
+		short := h.token(wire.CreateTokenRequest{Reusable: true, NodeTTLSeconds: 3600})
+		forever := h.token(wire.CreateTokenRequest{Reusable: true})
+		a, b := newTestNode(t, h.c), newTestNode(t, h.c)
+		enrolled := time.Now()
+		resp := a.enroll(short, "alpha")
+		if want := enrolled.Add(time.Hour); !resp.Node.Expires.Equal(want) {
+			t.Errorf("Expires = %v, want %v", resp.Node.Expires, want)
+		}
+		b.enroll(forever, "bravo")
+		a.update(epA)
+		sa := a.openStream(h.c.PublicKey())
+		sb := b.openStream(h.c.PublicKey())
+		sb.waitMap(time.Second, "alpha", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return ok })
 
-	clock.Add(59 * time.Minute)
-	if status, er := a.postWGUpdate(a.wg); status != http.StatusOK {
-		t.Fatalf("update before expiry: %d %s", status, er.Code)
-	}
-	clock.Add(2 * time.Minute)
-	// The sweeper drops it without any request from it.
-	sb.waitMap(3*expirySweepInterval, "alpha expired", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return !ok })
-	sa.waitEnd(time.Second)
-	status, er := a.postWGUpdate(a.wg)
-	if status != http.StatusForbidden || er.Code != wire.CodeNodeExpired || !strings.Contains(er.Error, "--state NEWDIR") || !strings.Contains(er.Error, "expired") {
-		t.Errorf("update after expiry: %d %s %q", status, er.Code, er.Error)
-	}
-	if _, status, er := a.tryEnroll(forever, "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
-		t.Errorf("re-enroll after expiry: %d %s", status, er.Code)
-	}
-	recs, err := h.admin.Revocations(context.Background())
-	if err != nil || len(recs) != 1 || recs[0].State != wire.StateExpired {
-		t.Errorf("Revocations = %+v, %v", recs, err)
-	}
-	if h.nodeCount() != 1 {
-		t.Errorf("node count %d, want 1", h.nodeCount())
-	}
+		time.Sleep(time.Until(resp.Node.Expires) - time.Nanosecond) // fake time
+		if status, er := a.postWGUpdate(a.wg); status != http.StatusOK {
+			t.Fatalf("update just before expiry: %d %s", status, er.Code)
+		}
+		synctest.Wait()
+		if n := h.nodeCount(); n != 2 {
+			t.Fatalf("node count %d just before expiry, want 2", n)
+		}
+		// The sweeper drops it without any request from it, at its first
+		// tick after the expiry.
+		time.Sleep(time.Until(resp.Node.Expires) + expirySweepInterval) // fake time
+		synctest.Wait()
+		sb.waitMap(time.Nanosecond, "alpha expired", func(m *wire.Map) bool { _, ok := m.Peer("alpha"); return !ok })
+		sa.waitEnd(time.Nanosecond)
+		status, er := a.postWGUpdate(a.wg)
+		if status != http.StatusForbidden || er.Code != wire.CodeNodeExpired || !strings.Contains(er.Error, "--state NEWDIR") || !strings.Contains(er.Error, "expired") {
+			t.Errorf("update after expiry: %d %s %q", status, er.Code, er.Error)
+		}
+		if _, status, er := a.tryEnroll(forever, "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
+			t.Errorf("re-enroll after expiry: %d %s", status, er.Code)
+		}
+		recs, err := h.admin.Revocations(context.Background())
+		if err != nil || len(recs) != 1 || recs[0].State != wire.StateExpired {
+			t.Errorf("Revocations = %+v, %v", recs, err)
+		}
+		if h.nodeCount() != 1 {
+			t.Errorf("node count %d, want 1", h.nodeCount())
+		}
+	})
 }
 
 // A node calling in after its expiry is refused at once, before any sweep.
 func TestExpiredNodeRefusedOnRequest(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
-	h := newHarness(t, func(c *Config) { c.Now = clock.Now })
-	h.c.stopSweeper() // only the request path may expire it here
-	h.c.sweep = sweeper{}
-	a := newTestNode(t, h.c)
-	a.enroll(h.token(wire.CreateTokenRequest{NodeTTLSeconds: 60}), "alpha")
-	clock.Add(time.Minute)
-	if status, er := a.postWGUpdate(a.wg); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
-		t.Errorf("update at expiry: %d %s %q", status, er.Code, er.Error)
-	}
-	if h.nodeCount() != 0 {
-		t.Errorf("expired node still listed")
-	}
-	if _, status, er := a.tryEnroll("", "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
-		t.Errorf("re-enroll: %d %s", status, er.Code)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newPipeHarness(t, nil)
+		h.c.stopSweeper() // only the request path may expire it here
+		h.c.sweep = sweeper{}
+		a := newTestNode(t, h.c)
+		a.enroll(h.token(wire.CreateTokenRequest{NodeTTLSeconds: 60}), "alpha")
+		time.Sleep(time.Minute) // fake time
+		if status, er := a.postWGUpdate(a.wg); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
+			t.Errorf("update at expiry: %d %s %q", status, er.Code, er.Error)
+		}
+		if h.nodeCount() != 0 {
+			t.Errorf("expired node still listed")
+		}
+		if _, status, er := a.tryEnroll("", "alpha"); status != http.StatusForbidden || er.Code != wire.CodeNodeExpired {
+			t.Errorf("re-enroll: %d %s", status, er.Code)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentnet/agentnet/wire"
@@ -97,54 +98,71 @@ func TestStreamOnlineOffline(t *testing.T) {
 	}
 }
 
+// TestStreamKeepalive runs in a synctest bubble over in-memory
+// connections: the first keepalive comes exactly one default interval
+// (wire.StreamKeepalive) after the stream opened, and carries no map.
 func TestStreamKeepalive(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.keepalive = 20 * time.Millisecond })
-	a := newTestNode(t, h.c)
-	a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
-	s := a.openStream(h.c.PublicKey())
-	deadline := time.After(time.Second)
-	for {
-		select {
-		case msg := <-s.msgs:
-			if msg.Type == "keepalive" {
-				if msg.Map != nil {
-					t.Error("keepalive carries a map")
+	synctest.Test(t, func(t *testing.T) {
+		h := newPipeHarness(t, nil)
+		a := newTestNode(t, h.c)
+		a.enroll(h.token(wire.CreateTokenRequest{}), "alpha")
+		s := a.openStream(h.c.PublicKey())
+		keepalives := func() (n int) {
+			for len(s.msgs) > 0 {
+				if msg := <-s.msgs; msg.Type == "keepalive" {
+					if msg.Map != nil {
+						t.Error("keepalive carries a map")
+					}
+					n++
 				}
-				return
 			}
-		case <-deadline:
-			t.Fatal("no keepalive within 1s")
+			return n
 		}
-	}
+		time.Sleep(wire.StreamKeepalive - time.Nanosecond) // fake time
+		synctest.Wait()
+		if n := keepalives(); n != 0 {
+			t.Fatalf("%d keepalives before the interval passed", n)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if n := keepalives(); n != 1 {
+			t.Fatalf("%d keepalives once the interval passed, want 1", n)
+		}
+	})
 }
 
+// TestStreamReplacedByNewer runs in a synctest bubble over in-memory
+// connections, so synctest.Wait tells when every map the reconnect causes
+// has arrived.
 func TestStreamReplacedByNewer(t *testing.T) {
-	h := newHarness(t, nil)
-	tok := h.token(wire.CreateTokenRequest{Reusable: true})
-	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
-	a.enroll(tok, "alpha")
-	b.enroll(tok, "bravo")
-	sa := a.openStream(h.c.PublicKey())
-	old := b.openStream(h.c.PublicKey())
-	sa.waitMap(time.Second, "bravo online", func(m *wire.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
+	synctest.Test(t, func(t *testing.T) {
+		h := newPipeHarness(t, nil)
+		tok := h.token(wire.CreateTokenRequest{Reusable: true})
+		a, b := newTestNode(t, h.c), newTestNode(t, h.c)
+		a.enroll(tok, "alpha")
+		b.enroll(tok, "bravo")
+		sa := a.openStream(h.c.PublicKey())
+		old := b.openStream(h.c.PublicKey())
+		sa.waitMap(time.Second, "bravo online", func(m *wire.Map) bool { p, _ := m.Peer("bravo"); return p.Online })
 
-	b.openStream(h.c.PublicKey()).waitMap(time.Second, "bravo's map", func(m *wire.Map) bool { return m.Self.Name == "bravo" })
-	old.waitEnd(time.Second)
-	// Replacing a stream never takes the node offline: no map after the
-	// reconnect shows bravo offline.
-	time.Sleep(100 * time.Millisecond)
-	for len(sa.msgs) > 0 {
-		msg := <-sa.msgs
-		if msg.Type != "map" {
-			continue
+		b.openStream(h.c.PublicKey()).waitMap(time.Second, "bravo's map", func(m *wire.Map) bool { return m.Self.Name == "bravo" })
+		old.waitEnd(time.Second)
+		// Replacing a stream never takes the node offline: no map after the
+		// reconnect shows bravo offline.
+		synctest.Wait()
+		for len(sa.msgs) > 0 {
+			msg := <-sa.msgs
+			if msg.Type != "map" {
+				continue
+			}
+			if p, _ := verify(t, msg.Map, h.c.PublicKey()).Peer("bravo"); !p.Online {
+				t.Error("bravo shown offline while reconnecting")
+			}
 		}
-		if p, _ := verify(t, msg.Map, h.c.PublicKey()).Peer("bravo"); !p.Online {
-			t.Error("bravo shown offline while reconnecting")
+		if got := h.c.Stats().StreamsOpen; got != 2 {
+			t.Errorf("StreamsOpen = %d, want 2", got)
 		}
-	}
-	if got := h.c.Stats().StreamsOpen; got != 2 {
-		t.Errorf("StreamsOpen = %d, want 2", got)
-	}
+	})
 }
 
 func TestStreamRefusesUnenrolled(t *testing.T) {

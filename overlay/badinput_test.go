@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentnet/agentnet/coordinator"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"github.com/agentnet/agentnet/internal/testnet"
 	"github.com/agentnet/agentnet/overlay"
 	"github.com/agentnet/agentnet/wire"
@@ -22,7 +24,8 @@ import (
 // TestOneUseAndExpiredTokens: the node reports the coordinator's refusal
 // clearly and nothing is enrolled.
 func TestOneUseAndExpiredTokens(t *testing.T) {
-	n := testnet.New(t)
+	clock := clocktest.New(time.Now())
+	n := testnet.NewWith(t, func(c *coordinator.Config) { c.Now = clock.Now })
 	admin := adminclient.New(n.Coord.AdminCred())
 	once, err := admin.CreateToken(ctxT(t, 5*time.Second), wire.CreateTokenRequest{TTLSeconds: 60})
 	if err != nil {
@@ -45,7 +48,7 @@ func TestOneUseAndExpiredTokens(t *testing.T) {
 	}
 	t.Logf("reused: %v", err)
 
-	time.Sleep(1100 * time.Millisecond)
+	clock.Add(time.Second) // the short token's TTL
 	cfg = n.NodeConfig("third")
 	cfg.Token = short.Token
 	_, err = overlay.New(ctxT(t, 5*time.Second), cfg)

@@ -398,7 +398,10 @@ func (f *filterDevice) deny(dir direction, p *pktInfo, rs *ruleSet, near int, re
 		f.stats.unmatched[dir].Add(1)
 	}
 	if dir == dirOut && reason < firstInvalid {
-		f.reject(pkt, p)
+		// Reject last, after counting and logging: the local stack takes
+		// the RST synchronously, so a dialer can return (and look at the
+		// counters and the log) before this function does.
+		defer f.reject(pkt, p)
 	}
 	var port uint16
 	if p.hasPorts {
@@ -433,11 +436,14 @@ func (f *filterDevice) reject(pkt []byte, p *pktInfo) {
 		return
 	}
 	f.rejectBufs[0] = f.rejectBuf[:rejectOffset+n]
-	if _, err := f.Device.Write(f.rejectBufs, rejectOffset); err != nil {
-		f.stats.rejectErrs.Add(1)
-		return
-	}
+	// Counted before the write for the same reason deny rejects last: the
+	// write delivers the reject synchronously; a failed write takes the
+	// count back and counts the error.
 	f.stats.rejects.Add(1)
+	if _, err := f.Device.Write(f.rejectBufs, rejectOffset); err != nil {
+		f.stats.rejects.Add(^uint64(0))
+		f.stats.rejectErrs.Add(1)
+	}
 }
 
 func protoName(p uint8) string {

@@ -244,7 +244,10 @@ func TestRotateUnderTransfer(t *testing.T) {
 		maxGap    time.Duration // longest wait for received data
 		err       error
 	}
-	run := func(c net.Conn, seed uint64, out chan<- result) {
+	// recv[i] counts what side i has received, so the rotations can wait
+	// for data to be flowing instead of sleeping.
+	var recv [2]progress
+	run := func(c net.Conn, seed uint64, recv *progress, out chan<- result) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(90 * time.Second))
 		var r result
@@ -252,7 +255,7 @@ func TestRotateUnderTransfer(t *testing.T) {
 		go func() {
 			defer close(done)
 			h := sha256.New()
-			gw := &gapWriter{w: h, last: time.Now()}
+			gw := &gapWriter{w: h, last: time.Now(), recv: recv}
 			r.n, r.err = io.CopyN(gw, c, size)
 			r.got, r.maxGap = [32]byte(h.Sum(nil)), gw.max
 		}()
@@ -271,23 +274,36 @@ func TestRotateUnderTransfer(t *testing.T) {
 			resB <- result{err: err}
 			return
 		}
-		run(c, 2, resB)
+		run(c, 2, &recv[1], resB)
 	}()
 	conn, err := a.Dial(ctxT(t, 10*time.Second), "tcp", "bravo:7200")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go run(conn, 1, resA)
+	go run(conn, 1, &recv[0], resA)
 
+	// flowing waits until each side has received more bytes than now (or
+	// all of them).
+	flowing := func(more int64, what string) {
+		t.Helper()
+		for i := range recv {
+			at := min(recv[i].count()+more, size)
+			select {
+			case <-recv[i].reached(at):
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s: side %d received %d bytes, not %d, within 30s", what, i, recv[i].count(), at)
+			}
+		}
+	}
 	oldA, oldB := a.Self().WGKey, b.Self().WGKey
-	time.Sleep(300 * time.Millisecond) // mid-transfer
+	flowing(1<<20, "mid-transfer")
 	start := time.Now()
 	fa1, fa2, err := a.RotateKey(ctxT(t, 30*time.Second))
 	if err != nil {
 		t.Fatalf("rotate alpha: %v", err)
 	}
 	t.Logf("alpha rotated %s → %s in %v", fa1, fa2, time.Since(start))
-	time.Sleep(200 * time.Millisecond)
+	flowing(256<<10, "after alpha's rotation") // and before bravo's
 	if _, _, err := b.RotateKey(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatalf("rotate bravo: %v", err)
 	}
@@ -341,16 +357,64 @@ func TestRotateUnderTransfer(t *testing.T) {
 	echoCheck()
 }
 
-// gapWriter records the longest time between two writes.
+// gapWriter records the longest time between two writes, and counts
+// what it writes into recv if set.
 type gapWriter struct {
 	w    io.Writer
 	last time.Time
 	max  time.Duration
+	recv *progress
 }
 
 func (g *gapWriter) Write(p []byte) (int, error) {
 	now := time.Now()
 	g.max = max(g.max, now.Sub(g.last))
 	g.last = now
+	if g.recv != nil {
+		g.recv.add(int64(len(p)))
+	}
 	return g.w.Write(p)
+}
+
+// progress is a byte count that wakes waiters at thresholds.
+type progress struct {
+	mu      sync.Mutex // guards the fields below
+	n       int64
+	waiters map[int64][]chan struct{}
+}
+
+func (p *progress) add(k int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n += k
+	for at, chs := range p.waiters {
+		if at <= p.n {
+			for _, ch := range chs {
+				close(ch)
+			}
+			delete(p.waiters, at)
+		}
+	}
+}
+
+func (p *progress) count() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// reached returns a channel closed once the count is at least at.
+func (p *progress) reached(at int64) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := make(chan struct{})
+	if p.n >= at {
+		close(ch)
+		return ch
+	}
+	if p.waiters == nil {
+		p.waiters = map[int64][]chan struct{}{}
+	}
+	p.waiters[at] = append(p.waiters[at], ch)
+	return ch
 }

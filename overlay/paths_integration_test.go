@@ -263,7 +263,9 @@ func TestForceRelay(t *testing.T) {
 			t.Fatalf("ping over the forced relay: %v", err)
 		}
 	}
-	time.Sleep(3 * time.Second) // a few probe rounds: none may make it direct
+	// bravo is not forced: its probes find the direct path to alpha and
+	// take it. So the direct path works, and still alpha must not use it.
+	waitPath(t, b, "alpha", "direct", 20*time.Second)
 	if ps := peerPath(a, "bravo"); ps == nil || ps.Kind != "relay" {
 		t.Fatalf("forced relay path became %+v", ps)
 	}

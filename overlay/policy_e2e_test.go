@@ -148,12 +148,13 @@ tests:
 	if st.PolicyVersion != version || denied == 0 || st.Rejects == 0 {
 		t.Fatalf("planner's filter status %+v: want policy v%d, denials counted on planner-to-search, rejects sent", st, version)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "packet filter: denied") || !strings.Contains(logs.String(), "policy_version="+strconv.FormatUint(version, 10)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no denial log with the policy version on planner:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+	lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+	err = logs.Wait(lctx, func(l string) bool {
+		return strings.Contains(l, "packet filter: denied") && strings.Contains(l, "policy_version="+strconv.FormatUint(version, 10))
+	})
+	lcancel()
+	if err != nil {
+		t.Fatalf("no denial log with the policy version on planner within 5s:\n%s", logs)
 	}
 	if !strings.Contains(logs.String(), "port=9090") {
 		t.Errorf("denial log lacks the port:\n%s", logs)

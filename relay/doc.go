@@ -14,7 +14,9 @@
 //     STUN alt address, TLS pin, secret) for the coordinator.
 //   - Authenticate: nodes present TURN REST credentials the coordinator
 //     minted from the shared secret (turncred). Server.auth refuses
-//     malformed and expired usernames and hands pion the long-term key
+//     sources in back-off after repeated bad passwords (authlimit.go),
+//     malformed and expired usernames and credentials expiring more than
+//     MaxCredentialTTL ahead, and hands pion the long-term key
 //     (RFC 8489 §9.2.2) of the password derived again from the secret;
 //     pion checks the message integrity.
 //   - Allocate (relayed.go): each allocation gets a relayed UDP socket on
@@ -22,9 +24,13 @@
 //     bandwidth limit (onAllocationCreated).
 //   - Relay, client to peer: pion unwraps the client's Send indication or
 //     ChannelData and writes the payload to relayConn.WriteTo, which judges
-//     the peer (refusals.go: never loopback, link-local, multicast,
-//     broadcast, Deny prefixes or the relay's own services), charges the
-//     node's bandwidth and counts.
+//     the peer (refusals.go: never a special-purpose address, private,
+//     CGNAT, loopback, link-local, multicast, reserved, in any IPv4
+//     embedding, unless Allow opens it; never Deny prefixes or the relay
+//     host's addresses), charges the node's bandwidth and counts. The
+//     same judgement grants CreatePermission and ChannelBind (permit).
+//   - Relay to TCP/TLS clients: each write has a deadline
+//     (ClientWriteTimeout); a client that stopped reading is dropped.
 //   - Relay, peer to client: relayConn.ReadFrom reads the relayed socket in
 //     batches (recvmmsg, UDP GRO: relay/internal/udpbatch); pion frames
 //     each payload for the client, and the frames for one UDP client are
@@ -37,7 +43,7 @@
 //     source) per interval; Stats is a snapshot, Collector exports it to
 //     Prometheus (metrics.go).
 //
-// Lifetimes: every relayed socket, TCP/TLS connection and the STUN alt
-// loop is tracked in Server.wg; Close stops the listeners, closes every
+// Lifetimes: every relayed socket, TCP/TLS connection, the STUN alt loop
+// and the host address watcher is tracked in Server.wg; Close stops the listeners, closes every
 // accepted connection and waits (briefly) for them all.
 package relay

@@ -35,6 +35,17 @@ const (
 	DefaultBandwidthPerUser = 12_500_000
 	// Realm is the TURN realm (RFC 8489 §14.9) of every agentnet relay.
 	Realm = "agentnet"
+	// DefaultMaxCredentialTTL bounds how far ahead a credential's expiry
+	// may lie. Coordinators mint credentials valid for at most an hour
+	// (coordinator/relays.go); the second hour is slack for clock skew.
+	// It is also the bound on how long a revoked node's credential keeps
+	// working here: the relay learns revocations by expiry.
+	DefaultMaxCredentialTTL = 2 * time.Hour
+	// DefaultHostAddrRefresh is how often the host's addresses are
+	// enumerated again (see Config.HostAddrs).
+	DefaultHostAddrRefresh = 30 * time.Second
+	// DefaultClientWriteTimeout bounds one write to a TCP or TLS client.
+	DefaultClientWriteTimeout = 2 * time.Second
 )
 
 // maxTCPConns bounds concurrent TCP and TLS connections per listener.
@@ -71,12 +82,36 @@ type Config struct {
 	// DataDir/relay.secret, 32 random bytes generated on first start.
 	SecretFile string
 	// Deny is optional: peer prefixes never relayed to, on top of the
-	// built-in refusals (loopback, link-local, multicast, ...).
+	// built-in refusals (see peerRefusal). Deny wins over Allow.
 	Deny []netip.Prefix
+	// Allow is optional, for labs and private deployments: peer prefixes
+	// relayed to although they are special-purpose (RFC 1918, CGNAT,
+	// loopback, benchmarking, ...) or the relay host's own addresses; the
+	// relay's listener ports stay refused. Default none: the relay
+	// reaches only public IPv4 unicast addresses and its own allocations.
+	Allow []netip.Prefix
 	// AllowLoopback is optional, ONLY for single-machine demos and tests:
-	// relay to loopback peers (except the relay's own listener ports).
-	// Default false.
+	// the same as Allow with 127.0.0.0/8 and ::1. Default false.
 	AllowLoopback bool
+	// HostAddrs is optional: the relay host's addresses, refused as peers
+	// (they reach services on the host), listed at start and every
+	// HostAddrRefresh. Default: every interface address (net.InterfaceAddrs).
+	HostAddrs func() ([]netip.Addr, error)
+	// HostAddrRefresh is optional: how often HostAddrs is called again.
+	// Default DefaultHostAddrRefresh.
+	HostAddrRefresh time.Duration
+	// MaxCredentialTTL is optional: credentials whose expiry lies further
+	// ahead are refused (a leaked long-lived credential, or one minted to
+	// outlive a revocation). Default DefaultMaxCredentialTTL.
+	MaxCredentialTTL time.Duration
+	// AuthLimit is optional: the per-source limit on failed
+	// authentications. Zero fields take the defaults of AuthLimit.
+	AuthLimit AuthLimit
+	// ClientWriteTimeout is optional: a TCP or TLS client whose socket
+	// accepts no data for this long (it stopped reading) is dropped, so
+	// that the allocation relaying to it does not stall. Default
+	// DefaultClientWriteTimeout.
+	ClientWriteTimeout time.Duration
 	// MaxAllocationsPerUser is optional: live allocations per node.
 	// Default DefaultMaxAllocationsPerUser.
 	MaxAllocationsPerUser int
@@ -104,9 +139,12 @@ type Server struct {
 	bandwidth int64 // bytes/s; 0: unlimited
 
 	publicIP    netip.Addr
-	relayBindIP netip.Addr          // where relayed sockets are bound
-	ownIPs      map[netip.Addr]bool // the relay host's addresses (see peerRefusal)
-	listenPorts map[uint16]bool     // ports of the relay's own listeners
+	relayBindIP netip.Addr              // where relayed sockets are bound
+	fixedAddrs  []netip.Addr            // the listeners' specific IPs, always in hostAddrs
+	hostAddrs   atomic.Pointer[addrSet] // the relay host's addresses (see peerRefusal); replaced by refreshHostAddrs
+	listenPorts map[uint16]bool         // ports of the relay's own listeners
+	authLim     *authLimiter
+	done        chan struct{} // closed by Close: ends watchHostAddrs
 
 	turn     *turn.Server
 	udp      *net.UDPConn
@@ -173,6 +211,31 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("relay: Deny prefix %v is invalid", p)
 		}
 	}
+	for _, p := range cfg.Allow {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("relay: Allow prefix %v is invalid", p)
+		}
+	}
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = interfaceAddrs
+	}
+	if cfg.HostAddrRefresh <= 0 {
+		cfg.HostAddrRefresh = DefaultHostAddrRefresh
+	}
+	if cfg.MaxCredentialTTL == 0 {
+		cfg.MaxCredentialTTL = DefaultMaxCredentialTTL
+	} else if cfg.MaxCredentialTTL < 0 {
+		return nil, fmt.Errorf("relay: MaxCredentialTTL %v is negative", cfg.MaxCredentialTTL)
+	}
+	if cfg.ClientWriteTimeout == 0 {
+		cfg.ClientWriteTimeout = DefaultClientWriteTimeout
+	} else if cfg.ClientWriteTimeout < 0 {
+		return nil, fmt.Errorf("relay: ClientWriteTimeout %v is negative", cfg.ClientWriteTimeout)
+	}
+	authLim, err := newAuthLimiter(cfg.AuthLimit)
+	if err != nil {
+		return nil, err
+	}
 	listenAP, err := netip.ParseAddrPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("relay: Listen %q is not IP:port: %w", cfg.Listen, err)
@@ -184,8 +247,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		now:         cfg.Now,
 		bandwidth:   max(cfg.BandwidthPerUser, 0),
 		publicIP:    cfg.PublicIP.Unmap(),
-		ownIPs:      make(map[netip.Addr]bool),
 		listenPorts: make(map[uint16]bool),
+		authLim:     authLim,
+		done:        make(chan struct{}),
 		limiter:     logthrottle.Limiter{Interval: 10 * time.Second},
 		allocs:      make(map[uint16]*relayConn),
 		users:       make(map[string]*user),
@@ -292,21 +356,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.listenPorts[altPort] = true
 	s.cred.STUNAlt = netip.AddrPortFrom(s.publicIP, altPort)
 
-	s.ownIPs[s.publicIP] = true
-	for _, ip := range []netip.Addr{listenIP} {
-		if ip.IsUnspecified() {
-			addHostIPs(s.ownIPs)
-		} else {
-			s.ownIPs[ip] = true
+	for _, ip := range []netip.Addr{listenIP, s.tlsAddr()} {
+		if ip.IsValid() && !ip.IsUnspecified() {
+			s.fixedAddrs = append(s.fixedAddrs, ip.Unmap())
 		}
 	}
-	if s.tlsLn != nil {
-		if ip := s.tlsLn.addr.Addr(); ip.IsUnspecified() {
-			addHostIPs(s.ownIPs)
-		} else {
-			s.ownIPs[ip] = true
-		}
-	}
+	s.refreshHostAddrs()
 
 	s.credPath = filepath.Join(cfg.DataDir, fileCred)
 	b, err := json.MarshalIndent(s.cred, "", "  ")
@@ -333,10 +388,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: start TURN server: %w", err)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.serveSTUNAlt(s.alt)
+	go s.watchHostAddrs()
 	s.log.Info("relay: serving", "relay", cfg.Name, "endpoint", s.udp.LocalAddr().String(), "addrs", s.cred.Addrs,
-		"stun_alt", s.cred.STUNAlt, "tls_pin", s.cred.TLSPin, "allow_loopback", cfg.AllowLoopback)
+		"stun_alt", s.cred.STUNAlt, "tls_pin", s.cred.TLSPin, "allow_loopback", cfg.AllowLoopback, "allow", cfg.Allow)
 	return s, nil
 }
 
@@ -380,38 +436,67 @@ func listenUDPAndTCP(ap netip.AddrPort) (*net.UDPConn, *trackedListener, error) 
 	return nil, nil, fmt.Errorf("relay: listen tcp %v: %w", ap, lastErr)
 }
 
-// addHostIPs adds the addresses of the host's interfaces to set.
-func addHostIPs(set map[netip.Addr]bool) {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			set[p.Addr().Unmap()] = true
-		}
+// tlsAddr is the TLS listener's IP, if any.
+func (s *Server) tlsAddr() netip.Addr {
+	if s.tlsLn == nil {
+		return netip.Addr{}
 	}
+	return s.tlsLn.addr.Addr()
 }
 
 // auth is pion's AuthHandler for TURN REST credentials: it refuses
-// malformed and expired usernames and returns the long-term key (RFC 8489
-// §9.2.2) of the password the coordinator derived from the shared secret.
+// sources in back-off after repeated bad passwords (even with a correct
+// one: a guess that succeeds during the back-off tells nothing), malformed
+// usernames, expired credentials and credentials expiring more than
+// MaxCredentialTTL ahead, and returns the long-term key (RFC 8489 §9.2.2)
+// of the password the coordinator derived from the shared secret.
 func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
+	now := s.now()
+	if s.authLim.blocked(srcIP(src), now) {
+		s.refuse(ReasonAuthThrottled, "endpoint", srcIP(src).String())
+		return nil, false
+	}
 	exp, name, err := turncred.ParseUsername(username)
 	if err != nil {
+		s.authLim.fail(srcIP(src), now)
 		s.refuse(ReasonBadUsername, "endpoint", src.String(), "err", err)
 		return nil, false
 	}
-	if !s.now().Before(exp) {
+	if !now.Before(exp) {
 		s.refuse(ReasonExpired, "node", name, "endpoint", src.String(), "expired", exp.UTC())
+		return nil, false
+	}
+	if exp.Sub(now) > s.cfg.MaxCredentialTTL {
+		s.authLim.fail(srcIP(src), now)
+		s.refuse(ReasonTooLong, "node", name, "endpoint", src.String(), "expires", exp.UTC())
 		return nil, false
 	}
 	return turn.GenerateAuthKey(username, realm, turncred.Password(s.secret, username)), true
 }
 
-// onAuth counts requests whose message integrity failed: a wrong password.
+// onAuth counts requests whose message integrity failed, a wrong
+// password, and charges them to the source's failure budget.
 func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
 	if !verdict {
 		_, name, _ := turncred.ParseUsername(username)
+		if s.authLim.fail(srcIP(src), s.now()) {
+			s.log.Warn("relay: source in back-off after repeated bad passwords", "relay", s.cfg.Name,
+				"endpoint", srcIP(src).String(), "node", name, "backoff", s.authLim.cfg.Backoff)
+		}
 		s.refuse(ReasonBadPassword, "node", name, "endpoint", src.String(), "method", method)
 	}
+}
+
+// srcIP is the IP of a client address (pion gives *net.UDPAddr or
+// *net.TCPAddr); the zero Addr for anything else.
+func srcIP(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // refuse counts a refusal and logs it, once per (reason, first attr value)
@@ -451,6 +536,7 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		close(s.done)
 		err = s.turn.Close() // closes the UDP socket and listeners; pion then closes allocations
 		s.alt.Close()
 		s.tcp.closeAll()
@@ -587,6 +673,22 @@ type trackedConn struct {
 	net.Conn
 	l    *trackedListener
 	once sync.Once
+}
+
+// Write writes with a deadline of ClientWriteTimeout: a client that stops
+// reading fills its socket buffer, and without a deadline the allocation
+// goroutine relaying to it would block for good, holding the connection
+// and its allocation. On a timeout the client is dropped (its read loop
+// then ends the connection) and counted.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	s := c.l.s
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(s.cfg.ClientWriteTimeout))
+	n, err := c.Conn.Write(p)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		s.refuse(ReasonSlowClient, "endpoint", c.RemoteAddr().String())
+		c.Conn.Close()
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {

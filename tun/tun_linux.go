@@ -84,7 +84,7 @@ func Create(cfg Config) (*Device, error) {
 		h.Close()
 		return nil, wrapErr(fmt.Sprintf("create TUN device %q", p.name), err)
 	}
-	d := &Device{name: p.name, tun: t, h: h, log: p.log}
+	d := &Device{name: p.name, tun: closeRaceTUN{t}, h: h, log: p.log}
 	if err := d.setup(p); err != nil {
 		if cerr := d.Close(); cerr != nil {
 			p.log.Warn("tun: undo after failed create", "device", p.name, "err", cerr)
@@ -337,4 +337,20 @@ func ipNet(p netip.Prefix) *net.IPNet {
 		IP:   p.Addr().AsSlice(),
 		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
 	}
+}
+
+// closeRaceTUN hides a benign race in wireguard-go's NativeTun.Close: Close
+// closes statusListenersShutdown and then writes to the netlink listener's
+// cancel pipe, but a listener that wakes on a netlink message in between
+// (our own address and route changes send them) sees the shutdown, returns
+// and closes that pipe first, so the write fails with os.ErrClosed although
+// the device closed fine. Seen as a 1-in-5 failure of
+// TestCloseAfterTUNClosed under load. Every other error passes through.
+type closeRaceTUN struct{ wgtun.Device }
+
+func (t closeRaceTUN) Close() error {
+	if err := t.Device.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
 }

@@ -104,13 +104,15 @@ func TestAuditTail(t *testing.T) {
 	go func() {
 		done <- runAudit(ctx, []string{"tail", "--admin", c.AdminCredPath(), "--follow", "--json"}, &fout, &ferr)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(fout.String(), `"seq":1,`) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	printed := func(s string) func(string) bool { return func(out string) bool { return strings.Contains(out, s) } }
+	if err := fout.Wait(wctx, printed(`"seq":1,`)); err != nil {
+		t.Fatalf("tail --follow printed no record 1: %v\n%s%s", err, fout.String(), ferr.String())
 	}
 	createToken(t, c)
-	for !strings.Contains(fout.String(), `"seq":2,`) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	if err := fout.Wait(wctx, printed(`"seq":2,`)); err != nil {
+		t.Fatalf("tail --follow printed no record 2 after it was written: %v\n%s%s", err, fout.String(), ferr.String())
 	}
 	cancel()
 	if err := <-done; err != nil {

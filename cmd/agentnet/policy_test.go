@@ -240,20 +240,12 @@ func TestPolicyPrunesRealNodes(t *testing.T) {
 `}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for !ok() {
-			if ctx.Err() != nil {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
+	// Every node applies the new policy (WaitMap wakes on each map).
+	for _, name := range []string{"planner", "search", "writer"} {
+		if _, err := nodes[name].WaitMap(ctx, func(m *wire.Map) bool { return m.Filter != nil && m.Filter.PolicyVersion == 1 }); err != nil {
+			t.Fatalf("policy v1 on %s: %v", name, err)
 		}
 	}
-	v1 := func(n *overlay.Node) bool {
-		m := n.Map()
-		return m != nil && m.Filter != nil && m.Filter.PolicyVersion == 1
-	}
-	waitFor("policy v1 on every node", func() bool { return v1(nodes["planner"]) && v1(nodes["search"]) && v1(nodes["writer"]) })
 
 	m := planner.Map()
 	if len(m.Peers) != 1 || m.Peers[0].Name != "search" {

@@ -29,8 +29,10 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	secretFile := fs.String("secret-file", "", "shared secret file, base64 (default DIR/relay.secret, generated on first start)")
 	name := fs.String("name", "", "relay name in maps and logs (default: the host name)")
 	var deny listFlag
-	fs.Var(&deny, "deny", "peer prefix never relayed to, e.g. 10.0.0.0/8 (repeatable); loopback, link-local, multicast, broadcast and the relay itself are always refused")
-	allowLoopback := fs.Bool("allow-loopback", false, "ONLY for single-machine demos and tests: relay to loopback peers")
+	fs.Var(&deny, "deny", "peer prefix never relayed to, e.g. 198.51.100.0/24 (repeatable); wins over --allow")
+	var allow listFlag
+	fs.Var(&allow, "allow", "ONLY for labs and private deployments: peer prefix relayed to although refused by default, e.g. 10.0.0.0/8 (repeatable). By default private (RFC 1918, CGNAT, ULA), loopback, link-local, multicast, broadcast, reserved and documentation addresses, their IPv4-mapped and NAT64 forms, and the relay host's own addresses are refused")
+	allowLoopback := fs.Bool("allow-loopback", false, "ONLY for single-machine demos and tests: relay to loopback peers (as --allow 127.0.0.0/8)")
 	maxAllocs := fs.Int("max-allocations", relay.DefaultMaxAllocationsPerUser, "live allocations per node")
 	bandwidth := fs.Int64("bandwidth", relay.DefaultBandwidthPerUser, "bytes/s relayed per node, both directions together; -1: unlimited")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9102 (default: off)")
@@ -61,6 +63,13 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --deny %q is not a prefix such as 10.0.0.0/8", errUsage, d)
 		}
 		cfg.Deny = append(cfg.Deny, p.Masked())
+	}
+	for _, a := range allow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("%w: --allow %q is not a prefix such as 10.0.0.0/8", errUsage, a)
+		}
+		cfg.Allow = append(cfg.Allow, p.Masked())
 	}
 	if *maxAllocs <= 0 {
 		return fmt.Errorf("%w: --max-allocations must be at least 1", errUsage)

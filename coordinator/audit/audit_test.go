@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentnet/agentnet/internal/clocktest"
@@ -282,70 +283,81 @@ func TestAuditConcurrentWriters(t *testing.T) {
 	}
 }
 
+// TestAuditRefusalAggregation runs in a synctest bubble: the log's
+// background loop ticks on fake time, and the window is ended on the
+// injected clock, so the aggregate record is due at the next tick.
 func TestAuditRefusalAggregation(t *testing.T) {
 	key := newKey(t)
-	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	path := filepath.Join(t.TempDir(), fileAudit)
-	a, err := Open(Config{Path: path, Key: key, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	for range 100 {
-		a.RecordLimited(KindRequestRefused, "127.0.0.1", "unauthorized", "path", "/v1/update")
-	}
-	a.RecordLimited(KindRequestRefused, "127.0.0.2", "unauthorized")
-	a.RecordLimited(KindRequestRefused, "127.0.0.1", "not_found")
-	if seq, _ := a.Head(); seq != 3 {
-		t.Fatalf("%d records after a flood from one client, want 3 (one per remote and code)", seq)
-	}
-	clock.Add(auditRefusalWindow + time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if seq, _ := a.Head(); seq == 4 {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		path := filepath.Join(t.TempDir(), fileAudit)
+		a, err := Open(Config{Path: path, Key: key, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no aggregate record after the window ended")
+		defer a.Close()
+		for range 100 {
+			a.RecordLimited(KindRequestRefused, "127.0.0.1", "unauthorized", "path", "/v1/update")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	page, _ := a.Tail(3, true, 10)
-	var rec Record
-	json.Unmarshal(page.Records[0], &rec)
-	if rec.Remote != "127.0.0.1" || rec.Details["code"] != "unauthorized" || rec.Details["suppressed"] != float64(99) {
-		t.Errorf("aggregate record %s", page.Records[0])
-	}
+		a.RecordLimited(KindRequestRefused, "127.0.0.2", "unauthorized")
+		a.RecordLimited(KindRequestRefused, "127.0.0.1", "not_found")
+		if seq, _ := a.Head(); seq != 3 {
+			t.Fatalf("%d records after a flood from one client, want 3 (one per remote and code)", seq)
+		}
+		clock.Add(auditRefusalWindow - time.Nanosecond)
+		time.Sleep(auditSyncInterval) // fake time: a tick inside the window
+		synctest.Wait()
+		if seq, _ := a.Head(); seq != 3 {
+			t.Fatalf("%d records before the window ended, want 3", seq)
+		}
+		clock.Add(time.Nanosecond)
+		time.Sleep(auditSyncInterval) // fake time: the first tick after it
+		synctest.Wait()
+		if seq, _ := a.Head(); seq != 4 {
+			t.Fatalf("%d records one tick after the window ended, want 4 (the aggregate)", seq)
+		}
+		page, _ := a.Tail(3, true, 10)
+		var rec Record
+		json.Unmarshal(page.Records[0], &rec)
+		if rec.Remote != "127.0.0.1" || rec.Details["code"] != "unauthorized" || rec.Details["suppressed"] != float64(99) {
+			t.Errorf("aggregate record %s", page.Records[0])
+		}
+	})
 }
 
+// TestAuditTimedCheckpoint runs in a synctest bubble, so the default
+// checkpoint interval passes on fake time.
 func TestAuditTimedCheckpoint(t *testing.T) {
 	key := newKey(t)
-	path := filepath.Join(t.TempDir(), fileAudit)
-	a, err := Open(Config{Path: path, Key: key, Now: time.Now, Logger: slog.New(slog.DiscardHandler), CheckpointInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	a.Record(KindEnroll, "subject", "x")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if seq, _ := a.Head(); seq == 2 {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), fileAudit)
+		a, err := Open(Config{Path: path, Key: key, Now: time.Now, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no checkpoint after the interval")
+		defer a.Close()
+		a.Record(KindEnroll, "subject", "x")
+		time.Sleep(auditCheckpointInterval - time.Nanosecond) // fake time
+		synctest.Wait()
+		if seq, _ := a.Head(); seq != 1 {
+			t.Fatalf("seq %d before the checkpoint interval, want 1", seq)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// Nothing new: no further checkpoint.
-	time.Sleep(500 * time.Millisecond)
-	if seq, _ := a.Head(); seq != 2 {
-		t.Errorf("seq %d after an idle interval, want 2 (no empty checkpoints)", seq)
-	}
-	res := mustVerify(t, path, pubOf(key))
-	if !res.Intact || res.Checkpoints != 1 || res.Unsigned != 0 {
-		t.Errorf("%+v", res)
-	}
+		time.Sleep(auditSyncInterval) // fake time: the tick at the interval
+		synctest.Wait()
+		if seq, _ := a.Head(); seq != 2 {
+			t.Fatalf("seq %d one tick after the checkpoint interval, want 2 (a checkpoint)", seq)
+		}
+		// Nothing new: no further checkpoint.
+		time.Sleep(3 * auditCheckpointInterval) // fake time
+		synctest.Wait()
+		if seq, _ := a.Head(); seq != 2 {
+			t.Errorf("seq %d after idle intervals, want 2 (no empty checkpoints)", seq)
+		}
+		res := mustVerify(t, path, pubOf(key))
+		if !res.Intact || res.Checkpoints != 1 || res.Unsigned != 0 {
+			t.Errorf("%+v", res)
+		}
+	})
 }
 
 // BenchmarkAuditRecord measures one Record (encode, hash, write(2); fsync

@@ -60,7 +60,8 @@ func TestRelayAbuse(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "relay")
 	rel.Start(t, bin, "relay", "--listen", rel.Addr.String()+":3478", "--public-ip", rel.Addr.String(),
-		"--data", data, "--deny", netip.PrefixFrom(denied.Addr, 32).String(), "--name", "lab-relay")
+		"--data", data, "--deny", netip.PrefixFrom(denied.Addr, 32).String(), "--name", "lab-relay",
+		"--allow", "198.18.0.0/15") // the lab's addresses are in the benchmarking range
 	credPath := filepath.Join(data, "relay.cred")
 	waitFile(t, credPath, 15*time.Second)
 	cred, err := turncred.LoadCred(credPath)

@@ -73,7 +73,8 @@ func newTravLab(t *testing.T) *travLab {
 
 	relayData := filepath.Join(tl.dir, "relay")
 	rel.Start(t, tl.bin, "relay", "--listen", rel.Addr.String()+":3478", "--tls-listen", rel.Addr.String()+":5349",
-		"--public-ip", rel.Addr.String(), "--data", relayData, "--name", "lab-relay")
+		"--public-ip", rel.Addr.String(), "--data", relayData, "--name", "lab-relay",
+		"--allow", "198.18.0.0/15") // the lab's addresses are in the benchmarking range
 	cred := filepath.Join(relayData, "relay.cred")
 	waitFile(t, cred, 15*time.Second)
 

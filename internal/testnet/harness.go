@@ -29,6 +29,7 @@ type Net struct {
 	Token string // reusable join token
 	Log   *slog.Logger
 	addr  string // the coordinator's listen address, kept across restarts
+	mod   func(*coordinator.Config)
 }
 
 // Logger returns a logger that writes through t.Log at level (or
@@ -52,7 +53,14 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 // New starts a coordinator in a temp dir and creates a reusable token.
 func New(t testing.TB) *Net {
 	t.Helper()
-	n := &Net{T: t, Dir: t.TempDir(), Log: Logger(t)}
+	return NewWith(t, nil)
+}
+
+// NewWith is New with mod (optional) applied to the coordinator's Config
+// at every start, such as a settable clock for Config.Now.
+func NewWith(t testing.TB, mod func(*coordinator.Config)) *Net {
+	t.Helper()
+	n := &Net{T: t, Dir: t.TempDir(), Log: Logger(t), mod: mod}
 	n.StartCoordinator()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -75,7 +83,11 @@ func (n *Net) StartCoordinator() {
 	var c *coordinator.Coordinator
 	var err error
 	for i := 0; i < 50; i++ { // the old port may linger briefly after Close
-		c, err = coordinator.New(coordinator.Config{DataDir: filepath.Join(n.Dir, "coord"), Listen: listen, Logger: n.Log.With("c", "coord")})
+		cfg := coordinator.Config{DataDir: filepath.Join(n.Dir, "coord"), Listen: listen, Logger: n.Log.With("c", "coord")}
+		if n.mod != nil {
+			n.mod(&cfg)
+		}
+		c, err = coordinator.New(cfg)
 		if err == nil {
 			break
 		}

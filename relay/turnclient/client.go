@@ -64,6 +64,14 @@ type Config struct {
 	// PacketConn is read one datagram at a time, and its ReadFrom must
 	// return *net.UDPAddr sources. Default: net.ListenConfig.
 	ListenPacket func(ctx context.Context, network, addr string) (net.PacketConn, error)
+	// ProbeInterval is optional, for Allocate: while nothing arrives
+	// from the relay, the allocation is probed this often, and Dead is
+	// closed when a probe gets no answer within ProbeTimeout (see
+	// liveness.go). Default DefaultProbeInterval; negative: no probes.
+	ProbeInterval time.Duration
+	// ProbeTimeout is optional: see ProbeInterval. Default
+	// DefaultProbeTimeout.
+	ProbeTimeout time.Duration
 	// Now is optional: the clock every time read here goes through: the
 	// check that Relay's credential has not expired (Relay.Expires; zero:
 	// not checked), done before anything is sent. Default time.Now.
@@ -85,6 +93,12 @@ func (cfg *Config) setDefaults(log *slog.Logger) (netip.AddrPort, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
 	if cfg.Dial == nil {
 		var d net.Dialer
@@ -121,8 +135,9 @@ func (cfg *Config) setDefaults(log *slog.Logger) (netip.AddrPort, error) {
 // waits for it, and makes blocked and later ReadFrom calls return
 // net.ErrClosed. The allocation and its permissions
 // are refreshed in the background (pion/turn's timers); Dead is closed
-// when the relay can no longer be reached (stream closed, or a refresh
-// failed), after which the caller should Close and allocate again.
+// when the relay can no longer be reached (stream closed, a refresh
+// failed, or a quiet allocation's probe went unanswered: liveness.go),
+// after which the caller should Close and allocate again.
 type Allocation struct {
 	relay     wire.Relay
 	transport string
@@ -153,6 +168,10 @@ type Allocation struct {
 	closed   atomic.Bool
 	deadOnce sync.Once
 	dead     chan struct{}
+
+	rxSeen  atomic.Bool                // readLoop got frames since watch's last tick
+	probeIP atomic.Pointer[netip.Addr] // see probe
+	watchWG sync.WaitGroup             // watch and its probe in flight
 }
 
 // Allocate connects to cfg.Relay over cfg.Transport, authenticates with the
@@ -233,6 +252,10 @@ func Allocate(ctx context.Context, cfg Config) (*Allocation, error) {
 	ap := ua.AddrPort()
 	a.relayed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	a.log.Debug("relay allocation", "path", a.relayed)
+	if cfg.ProbeInterval > 0 {
+		a.watchWG.Add(1)
+		go a.watch(cfg.ProbeInterval, cfg.ProbeTimeout)
+	}
 	return a, nil
 }
 
@@ -331,6 +354,7 @@ func (a *Allocation) Permit(ips ...netip.Addr) error {
 	if err := a.client.CreatePermission(addrs...); err != nil {
 		return fmt.Errorf("turnclient: permit %v on %s: %w", ips, a.relay.Name, err)
 	}
+	a.setProbeIP(ips[len(ips)-1])
 	return nil
 }
 
@@ -344,9 +368,10 @@ func (a *Allocation) Close() error {
 	if a.conn != nil {
 		_ = a.conn.Close()
 	}
-	a.client.Close()
+	a.client.Close() // ends a probe's transaction
 	err := a.base.Close()
 	<-a.loopDone
+	a.watchWG.Wait()
 	return err
 }
 

@@ -151,6 +151,9 @@ func (a *Allocation) readLoop() {
 			return
 		}
 		if len(cur.pkts) > 0 {
+			if !a.rxSeen.Load() {
+				a.rxSeen.Store(true) // the allocation is alive: see watch
+			}
 			a.pending.Store(true) // before trying: see ReadFrom
 			if a.batch == nil {
 				// TCP/TLS: a read cannot be interrupted without

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,6 +45,15 @@ func New(cred wire.AdminCred) *Client {
 			},
 		},
 	}
+}
+
+// NewDial is New with its connections made by dial instead of TCP, for a
+// coordinator reached another way (such as an in-memory listener in tests).
+// TLS and the pin still apply on top of dial's connections.
+func NewDial(cred wire.AdminCred, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Client {
+	a := New(cred)
+	a.hc.Transport.(*http.Transport).DialContext = dial
+	return a
 }
 
 // CreateToken asks for a join token.
