@@ -59,6 +59,7 @@ const (
 	reasonFragment                     // invalid
 	reasonNotLocal                     // invalid: inbound packet not addressed to this node
 	reasonNotUnicast                   // invalid: multicast, broadcast or unspecified address
+	reasonForeignSrc                   // invalid: outbound packet not from one of this node's addresses
 	numReasons
 )
 
@@ -75,6 +76,7 @@ var reasonText = [numReasons]string{
 	reasonFragment:   "fragment",
 	reasonNotLocal:   "not addressed to this node",
 	reasonNotUnicast: "not unicast",
+	reasonForeignSrc: "source is not this node's address",
 }
 
 // reasonLabel is the reason as a Prometheus label value.
@@ -83,6 +85,7 @@ var reasonLabel = [numReasons]string{
 	reasonFragment:   "fragment",
 	reasonNotLocal:   "not_local",
 	reasonNotUnicast: "not_unicast",
+	reasonForeignSrc: "foreign_source",
 }
 
 // filterConfig configures a filterDevice. Each field says its default.
@@ -305,6 +308,13 @@ func (f *filterDevice) check(dir direction, pkt []byte, rs *ruleSet, now int64, 
 			f.deny(dir, p, rs, -1, reasonNotLocal, pkt)
 			return false
 		}
+	} else if s := addr16(p.key.src); s != rs.self[0] && s != rs.self[1] {
+		// In kernel TUN mode the host may route a packet with any source
+		// into the TUN (a forwarded packet, a spoofing process): the
+		// receiver's wireguard-go would drop it as not from the peer's
+		// allowed IPs, but it must not leave this node at all.
+		f.deny(dir, p, rs, -1, reasonForeignSrc, pkt)
+		return false
 	}
 
 	// A packet of a tracked connection, either way.
@@ -388,7 +398,10 @@ func (f *filterDevice) deny(dir direction, p *pktInfo, rs *ruleSet, near int, re
 		f.stats.unmatched[dir].Add(1)
 	}
 	if dir == dirOut && reason < firstInvalid {
-		f.reject(pkt, p)
+		// Reject last, after counting and logging: the local stack takes
+		// the RST synchronously, so a dialer can return (and look at the
+		// counters and the log) before this function does.
+		defer f.reject(pkt, p)
 	}
 	var port uint16
 	if p.hasPorts {
@@ -423,11 +436,14 @@ func (f *filterDevice) reject(pkt []byte, p *pktInfo) {
 		return
 	}
 	f.rejectBufs[0] = f.rejectBuf[:rejectOffset+n]
-	if _, err := f.Device.Write(f.rejectBufs, rejectOffset); err != nil {
-		f.stats.rejectErrs.Add(1)
-		return
-	}
+	// Counted before the write for the same reason deny rejects last: the
+	// write delivers the reject synchronously; a failed write takes the
+	// count back and counts the error.
 	f.stats.rejects.Add(1)
+	if _, err := f.Device.Write(f.rejectBufs, rejectOffset); err != nil {
+		f.stats.rejects.Add(^uint64(0))
+		f.stats.rejectErrs.Add(1)
+	}
 }
 
 func protoName(p uint8) string {
@@ -530,7 +546,8 @@ type FilterStatus struct {
 	// Unmatched counts replies and ICMP errors of no known connection.
 	Unmatched FilterDirCounts `json:"unmatched"`
 	// Invalid counts packets denied before the rules: by direction and
-	// reason (malformed, fragment, not_local, not_unicast); zeros left out.
+	// reason (malformed, fragment, not_local, not_unicast, foreign_source);
+	// zeros left out.
 	Invalid        []FilterInvalidStatus `json:"invalid,omitempty"`
 	Rejects        uint64                `json:"rejects_sent"`    // RSTs and ICMP errors answered locally
 	Spoofed        uint64                `json:"spoofed"`         // packets wireguard-go dropped for a forged inner source

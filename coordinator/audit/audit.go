@@ -115,7 +115,7 @@ func checkpointMessage(seq uint64, head string) []byte {
 type Config struct {
 	Path               string             // required
 	Key                ed25519.PrivateKey // required: signs checkpoints
-	Now                func() time.Time   // required
+	Now                func() time.Time   // optional: every time read, records and the checkpoint timer; default time.Now
 	Logger             *slog.Logger       // required
 	Reset              bool               // optional: set a broken log aside and start a new one
 	CheckpointEvery    int                // optional, default auditCheckpointEvery
@@ -176,6 +176,9 @@ func Open(cfg Config) (*Log, error) {
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = auditCheckpointInterval
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	pub := cfg.Key.Public().(ed25519.PublicKey)
 	a := &Log{
 		cfg:      cfg,
@@ -186,7 +189,7 @@ func Open(cfg Config) (*Log, error) {
 		syncNow:  make(chan struct{}, 1),
 		ring:     make([]auditLine, auditRing),
 		refusals: make(map[refusalKey]*refusalAgg),
-		lastCP:   time.Now(),
+		lastCP:   cfg.Now(),
 	}
 	var first []Record // written once the file is open
 	res, err := Verify(cfg.Path, pub)
@@ -412,7 +415,7 @@ func (a *Log) appendLocked(rec Record) {
 	close(a.notify)
 	a.notify = make(chan struct{})
 	if rec.Kind == KindCheckpoint {
-		a.sinceCP, a.lastCP = 0, time.Now()
+		a.sinceCP, a.lastCP = 0, a.cfg.Now()
 		select { // fsync soon, without holding up writers
 		case a.syncNow <- struct{}{}:
 		default:
@@ -477,7 +480,7 @@ func (a *Log) loop() {
 			a.overflow = 0
 			a.appendLocked(buildRecord(KindRequestRefused, []any{"remote", "*", "suppressed", n, "reason", "too many distinct clients refused at once"}))
 		}
-		if a.sinceCP > 0 && time.Since(a.lastCP) >= a.cfg.CheckpointInterval {
+		if a.sinceCP > 0 && now.Sub(a.lastCP) >= a.cfg.CheckpointInterval {
 			a.checkpointLocked()
 		}
 		f, dirty := a.f, a.dirty
