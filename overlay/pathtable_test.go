@@ -374,8 +374,8 @@ func TestPathTableHysteresis(t *testing.T) {
 			// A new candidate arrives (the map lists it) and answers.
 			f.peer.endpoints = []netip.AddrPort{ptDirect, ptDirect2}
 			f.t.setPeerInfo([]peerInfo{f.peer})
-			// Its full ping follows its pre-punch (a round's, then the
-			// next round's).
+			// Its round pre-punches it and, the peer's prePunched being
+			// fresh, pings it at once.
 			var id txID
 			for at, ok := 2250*time.Millisecond, false; !ok; at += 250 * time.Millisecond {
 				if at > 6*time.Second {
