@@ -73,3 +73,58 @@ func TestPathsSynctestPrePunchClash(t *testing.T) {
 		})
 	}
 }
+
+// TestPathsSynctestPrePunchProbeSkew: the lab's relay-then-direct case
+// behind NATs. Direct traffic between the NATs is dropped while slow rounds
+// pass; then it passes, and the coordinator's probe reaches the two sides
+// at different moments (under load): the path goes direct within a moment
+// of the later one, with no clash.
+func TestPathsSynctestPrePunchProbeSkew(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		delayA, delayB time.Duration
+	}{
+		{"together", 100 * time.Millisecond, 100 * time.Millisecond},
+		{"b 1.5 s late", 100 * time.Millisecond, 1600 * time.Millisecond},
+		{"a 1.5 s late", 1600 * time.Millisecond, 100 * time.Millisecond},
+		{"b 5 s late", 0, maxProbeDelay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mn := newMemNet()
+				a, stopA := newBubbleNode(t, mn, pbHigh)
+				defer stopA()
+				b, stopB := newBubbleNode(t, mn, pbLow)
+				defer stopB()
+				natA := mn.newNAT(netip.MustParseAddr("198.18.3.2"), a.sock)
+				natB := mn.newNAT(netip.MustParseAddr("198.18.4.2"), b.sock)
+				pubA, pubB := natA.publicAddr(a.sock), natB.publicAddr(b.sock)
+				mn.setBlock(between(pubA, pubB))
+				a.p.setPeerInfo([]peerInfo{b.info(pubB)})
+				b.p.setPeerInfo([]peerInfo{a.info(pubA)})
+				time.Sleep(2*slowRoundEvery + 5*time.Second) // fake time
+				synctest.Wait()
+				if a.path(b.key) != "relay "+b.alloc.relayed.String() || b.path(a.key) != "relay "+a.alloc.relayed.String() {
+					t.Fatalf("while blocked: a %s, b %s", a.path(b.key), b.path(a.key))
+				}
+				ca0, _ := mn.natStats(natA)
+				cb0, _ := mn.natStats(natB)
+
+				mn.setBlock(nil)
+				a.p.probeAt(b.key, []netip.AddrPort{pubB}, nil, tc.delayA, 10)
+				b.p.probeAt(a.key, []netip.AddrPort{pubA}, nil, tc.delayB, 11)
+				took := until(t, max(tc.delayA, tc.delayB)+2*time.Second, "both go direct", func() bool {
+					return a.path(b.key) == "direct "+pubB.String() && b.path(a.key) == "direct "+pubA.String()
+				})
+				t.Logf("direct %v after the probe", took)
+				sendData(t, a, b)
+				sendData(t, b, a)
+				ca, _ := mn.natStats(natA)
+				cb, _ := mn.natStats(natB)
+				if ca != ca0 || cb != cb0 {
+					t.Fatalf("mappings clashed after the probe: %d at a's NAT, %d at b's", ca-ca0, cb-cb0)
+				}
+			})
+		})
+	}
+}
