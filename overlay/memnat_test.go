@@ -154,3 +154,17 @@ func (n *memNet) natStats(nat *memNAT) (clashes, unreplied int) {
 	defer n.mu.Unlock()
 	return nat.clashes, nat.unreplied()
 }
+
+// natIdle reports whether nat holds no entry towards remote (every mapping
+// to it expired).
+func (n *memNet) natIdle(nat *memNAT, remote netip.AddrPort) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	nat.expire(time.Now())
+	for _, e := range nat.entries {
+		if e.remote == remote {
+			return false
+		}
+	}
+	return true
+}

@@ -76,9 +76,12 @@ func TestPathsSynctestPrePunchClash(t *testing.T) {
 
 // TestPathsSynctestPrePunchProbeSkew: the lab's relay-then-direct case
 // behind NATs. Direct traffic between the NATs is dropped while slow rounds
-// pass; then it passes, and the coordinator's probe reaches the two sides
-// at different moments (under load): the path goes direct within a moment
-// of the later one, with no clash.
+// pass; then, between two rounds, it passes, and the coordinator's probe
+// reaches the two sides at different moments (under load): the path goes
+// direct at once, with no clash: the earlier side's prePunched starts the
+// later side's round (it pre-punches and says so) instead of its probe
+// delay. (Without prePunched, with the fixed lead time, every case but
+// "together" stayed relayed.)
 func TestPathsSynctestPrePunchProbeSkew(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
@@ -107,6 +110,12 @@ func TestPathsSynctestPrePunchProbeSkew(t *testing.T) {
 				if a.path(b.key) != "relay "+b.alloc.relayed.String() || b.path(a.key) != "relay "+a.alloc.relayed.String() {
 					t.Fatalf("while blocked: a %s, b %s", a.path(b.key), b.path(a.key))
 				}
+				// Unblock between two rounds, when neither NAT still maps a
+				// socket to the other's public address: the first full ping
+				// to arrive finds the other NAT closed.
+				until(t, slowRoundEvery+10*time.Second, "both NATs forget the other side", func() bool {
+					return mn.natIdle(natA, pubB) && mn.natIdle(natB, pubA)
+				})
 				ca0, _ := mn.natStats(natA)
 				cb0, _ := mn.natStats(natB)
 
