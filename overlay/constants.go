@@ -165,12 +165,12 @@ const (
 	maxPendingPings = 64 // pings per peer waiting for their pong
 	// Pre-punching (probe.go): a ping with TTL prePunchTTL opens our own
 	// NAT's mapping but expires before the peer's NAT. The full ping waits
-	// for the peer's prePunched message (one younger than prePunchFresh,
-	// well inside the 30 s a pre-punch keeps its conntrack entry), or falls
-	// back: prePunchWait after the pre-punch once the peer has answered
-	// over the relay since (a node that predates prePunched), prePunchMax
-	// in any case, prePunchLead when the peer has no relay path to agree
-	// over.
+	// at least prePunchLead, and for the peer's prePunched message (one
+	// younger than prePunchFresh, well inside the 30 s a pre-punch keeps
+	// its conntrack entry), or falls back: prePunchWait after the
+	// pre-punch once the peer has answered over the relay since (a node
+	// that predates prePunched), prePunchMax in any case, prePunchLead
+	// when the peer has no relay path to agree over.
 	prePunchTTL   = 2
 	prePunchLead  = time.Second
 	prePunchFresh = 15 * time.Second

@@ -201,21 +201,23 @@ func TestPathTablePrePunch(t *testing.T) {
 		full    []time.Duration // when full pings to the direct candidate go out
 		answers []string        // what we answer the peer's messages with, in order
 	}{
-		{"the peer's prePunched releases it at once", false, []event{{s / 2, "punched"}},
-			[]time.Duration{s / 2, s, 3 * s}, []string{"punched-reply " + ptRelayed.String()}},
+		{"the peer's prePunched releases it, prePunchLead after ours", false, []event{{s / 2, "punched"}},
+			[]time.Duration{s, 3*s + prePunchLead}, []string{"punched-reply " + ptRelayed.String()}},
+		{"a later prePunched releases it at once", false, []event{{2 * s, "punched"}},
+			[]time.Duration{2 * s, 3*s + prePunchLead}, []string{"punched-reply " + ptRelayed.String()}},
 		{"an answer to ours is not answered", false, []event{{s / 2, "punched-reply"}},
-			[]time.Duration{s / 2, s, 3 * s}, nil},
-		{"the peer pre-punched first: our round answers and pings at once", false, []event{{0, "punched"}},
-			[]time.Duration{0, s, 3 * s}, nil},
+			[]time.Duration{s, 3*s + prePunchLead}, nil},
+		{"the peer pre-punched first: our round answers", false, []event{{0, "punched"}},
+			[]time.Duration{s, 3*s + prePunchLead}, nil},
 		// (The next round's pre-punch waits again: no pong came.)
-		{"a ping from the candidate itself releases it", false, []event{{s / 2, "direct-ping"}},
+		{"a ping from the candidate itself releases it at once", false, []event{{s / 2, "direct-ping"}},
 			[]time.Duration{s / 2, s + prePunchMax}, []string{ptDirect.String()}},
 		{"an old peer answers over the relay but says nothing: prePunchWait", false, []event{{s / 4, "relay-pong"}},
 			[]time.Duration{prePunchWait}, nil},
 		{"a silent peer: prePunchMax", false, nil, []time.Duration{prePunchMax}, nil},
 		{"no relay path: prePunchLead after each pre-punch", true, nil, []time.Duration{prePunchLead, 3*s + prePunchLead}, nil},
 		{"a stale prePunched does not count", false, []event{{s / 2, "punched-reply"}, {30 * s, "call-me"}},
-			[]time.Duration{s / 2, s, 3 * s, 30*s + prePunchMax}, nil},
+			[]time.Duration{s, 3*s + prePunchLead, 30*s + prePunchMax}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var relayed []netip.AddrPort
@@ -312,7 +314,8 @@ func TestPathTableChoice(t *testing.T) {
 			ids := map[netip.AddrPort]txID{}
 			sentAt := map[netip.AddrPort]time.Time{}
 			var lost bool
-			// The peer has pre-punched: our full pings follow ours at once.
+			// The peer has pre-punched: our full pings follow ours
+			// prePunchLead later.
 			f.t.acceptDisco(f.peerDK.pub, f.t.discoKey(f.peerDK.pub), discoMsg{kind: discoPunched, wgKey: pbLow}, ptRelayed, false, f.clk.Now(), nil)
 			for at := time.Duration(0); at <= tc.at; at += 250 * time.Millisecond {
 				for _, p := range tc.pongs {
@@ -363,9 +366,11 @@ func TestPathTableHysteresis(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPTFixture(t, pbHigh, pbLow, []netip.AddrPort{ptDirect}, []netip.AddrPort{ptRelayed})
-			// The peer has pre-punched: our full pings follow ours at once.
+			// The peer has pre-punched: our full pings follow ours
+			// prePunchLead later.
 			f.t.acceptDisco(f.peerDK.pub, f.t.discoKey(f.peerDK.pub), discoMsg{kind: discoPunched, wgKey: pbLow}, ptRelayed, false, f.clk.Now(), nil)
-			_, ids := f.pings(t, f.tick(0).outs)
+			f.tick(0)
+			_, ids := f.pings(t, f.tick(time.Second).outs)
 			f.clk.Add(10 * time.Millisecond)
 			f.pong(ids[ptDirect], ptDirect)
 			if pa := f.path(); pa == nil || pa.addr != ptDirect || !pa.verified {
@@ -375,7 +380,7 @@ func TestPathTableHysteresis(t *testing.T) {
 			f.peer.endpoints = []netip.AddrPort{ptDirect, ptDirect2}
 			f.t.setPeerInfo([]peerInfo{f.peer})
 			// Its round pre-punches it and, the peer's prePunched being
-			// fresh, pings it at once.
+			// fresh, pings it prePunchLead later.
 			var id txID
 			for at, ok := 2250*time.Millisecond, false; !ok; at += 250 * time.Millisecond {
 				if at > 6*time.Second {

@@ -125,7 +125,11 @@ func (t *pathTable) udpBlocked() bool {
 // peer so over the relay (prePunched). The full ping to a candidate waits
 // until both sides have pre-punched: it goes out once the peer's
 // prePunched has arrived (or a ping from the candidate itself, which
-// shows the peer's NAT open towards us), whatever the two sides' timing.
+// shows the peer's NAT open towards us), whatever the two sides' timing,
+// but never before prePunchLead after our pre-punch: a candidate that
+// answers the pre-punch itself (on our LAN; or any candidate where the
+// socket cannot set a TTL) is verified first and keeps the path (20%
+// hysteresis) over a hairpin through our NAT that answers as fast.
 // A peer that has not pre-punched yet answers our prePunched by starting a
 // round; one that has answers with its own (punchedReply), since ours may
 // have reached it before it knew us. Fallbacks keep older nodes and broken
@@ -198,12 +202,15 @@ func (t *pathTable) punchedLocked(e *peerEndpoint, reply bool, outs []discoOut) 
 // punchReadyLocked reports whether c's full ping may go now: after our
 // pre-punch at c.punchedAt, the peer's side is open (see above).
 func (t *pathTable) punchReadyLocked(e *peerEndpoint, c *candidate, now time.Time) bool {
+	waited := now.Sub(c.punchedAt)
+	if waited < prePunchLead {
+		return false // a candidate that answers the pre-punch itself (our LAN) is verified first
+	}
 	if !e.punch.recv.IsZero() && now.Sub(e.punch.recv) < prePunchFresh {
 		return true // the peer pre-punched: its NAT expects us
 	}
-	waited := now.Sub(c.punchedAt)
 	if t.relayPathLocked(e) == nil {
-		return waited >= prePunchLead // nothing to agree over: the lead time alone
+		return true // nothing to agree over: the lead time alone
 	}
 	return waited >= prePunchMax || waited >= prePunchWait && t.relayAnsweredLocked(e, c.punchedAt)
 }
