@@ -70,6 +70,7 @@ type candidate struct {
 	wantPing   bool      // ping at the next tick (a new source to verify, or a pre-punch agreed)
 	gated      bool      // pre-punched; its full ping waits for the peer's (probe.go: punchReadyLocked)
 	punchedAt  time.Time // the first pre-punch the gate waits on
+	pingRecv   time.Time // the peer's last ping from here
 	added      time.Time
 }
 

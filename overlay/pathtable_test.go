@@ -209,9 +209,8 @@ func TestPathTablePrePunch(t *testing.T) {
 			[]time.Duration{s, 3*s + prePunchLead}, nil},
 		{"the peer pre-punched first: our round answers", false, []event{{0, "punched"}},
 			[]time.Duration{s, 3*s + prePunchLead}, nil},
-		// (The next round's pre-punch waits again: no pong came.)
-		{"a ping from the candidate itself releases it at once", false, []event{{s / 2, "direct-ping"}},
-			[]time.Duration{s / 2, s + prePunchMax}, []string{ptDirect.String()}},
+		{"a ping from the candidate itself releases it", false, []event{{s / 2, "direct-ping"}},
+			[]time.Duration{s, 3*s + prePunchLead}, []string{ptDirect.String()}},
 		{"an old peer answers over the relay but says nothing: prePunchWait", false, []event{{s / 4, "relay-pong"}},
 			[]time.Duration{prePunchWait}, nil},
 		{"a silent peer: prePunchMax", false, nil, []time.Duration{prePunchMax}, nil},

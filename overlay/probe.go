@@ -206,8 +206,9 @@ func (t *pathTable) punchReadyLocked(e *peerEndpoint, c *candidate, now time.Tim
 	if waited < prePunchLead {
 		return false // a candidate that answers the pre-punch itself (our LAN) is verified first
 	}
-	if !e.punch.recv.IsZero() && now.Sub(e.punch.recv) < prePunchFresh {
-		return true // the peer pre-punched: its NAT expects us
+	if !e.punch.recv.IsZero() && now.Sub(e.punch.recv) < prePunchFresh ||
+		!c.pingRecv.IsZero() && now.Sub(c.pingRecv) < prePunchFresh {
+		return true // the peer pre-punched, or pings us from there: its NAT expects us
 	}
 	if t.relayPathLocked(e) == nil {
 		return true // nothing to agree over: the lead time alone
@@ -296,11 +297,10 @@ func (t *pathTable) acceptDisco(sender [32]byte, shared *[32]byte, m discoMsg, s
 			// Peer-reflexive: the peer's mapping towards us. Verify it with
 			// our own ping; the path only moves on its pong.
 			t.learnLocked(e, src, "reflexive", now)
-		} else if c.gated {
-			// The peer's NAT sends from there, so it expects us: no need
-			// to wait for its prePunched.
-			c.gated, c.wantPing = false, true
-			t.kick()
+		} else {
+			// The peer's NAT sends from there, so it expects us: a gated
+			// full ping need not wait for its prePunched.
+			c.pingRecv = now
 		}
 		pong := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPong, txid: m.txid, addr: src})
 		return append(outs, discoOut{pkt: pong, to: src, viaAlloc: viaAlloc})
