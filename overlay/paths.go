@@ -134,6 +134,7 @@ func (t *pathTable) setPeerInfo(infos []peerInfo) {
 			}
 			e.discoPub = pi.disco
 			e.disco = t.disco.shared(pi.disco)
+			e.punch = punchState{} // a new disco key: a restarted peer
 			t.byDisco[pi.disco] = e
 		}
 		changed := !slices.Equal(e.endpoints, pi.endpoints) || !slices.Equal(e.relayed, pi.relayed)
