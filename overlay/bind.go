@@ -79,8 +79,12 @@ type BindStats struct {
 	TxPackets uint64 // datagrams accepted by the kernel
 	TxBytes   uint64
 	RxDrops   uint64 // datagrams received but dropped (truncated, unusable source, batch overflow)
-	RxErrors  uint64 // failed receive calls, not counting Close
-	TxErrors  uint64 // failed Send calls
+	// KernelDrops are datagrams the kernel dropped for the current socket
+	// before we read them (receive buffer full): /proc/net/udp's drops,
+	// Linux only, since the socket was opened.
+	KernelDrops uint64
+	RxErrors    uint64 // failed receive calls, not counting Close
+	TxErrors    uint64 // failed Send calls
 }
 
 // Bind is agentnet's conn.Bind: one UDP socket on BindConfig.ListenAddr
@@ -282,6 +286,10 @@ func (b *Bind) Stats() BindStats {
 		RxDrops:   b.rxDrops.Load(),
 		RxErrors:  b.rxErrors.Load(),
 		TxErrors:  b.txErrors.Load(),
+		KernelDrops: func() uint64 {
+			d, _ := b.sock.Load().socketDrops()
+			return d
+		}(),
 	}
 }
 

@@ -144,6 +144,12 @@ const (
 	wgMsgCookie     = 3
 	wgMsgData       = 4
 	wgRekeyTimeout  = 5 * time.Second
+	// Message sizes (WireGuard paper §5.4.3-5.4.7; wireguard-go's
+	// MessageResponseSize, MessageCookieReplySize, MessageTransportSize):
+	// a data message is at least its 16-byte header and 16-byte tag.
+	wgResponseSize = 92
+	wgCookieSize   = 64
+	wgDataMinSize  = 32
 )
 
 // peerEndpointPrefix starts the endpoint strings peerBind hands to
@@ -193,4 +199,25 @@ const (
 	rotateTimeout = 30 * time.Second       // one rotation, update included
 	rotateRetry   = time.Minute            // after a failed periodic rotation
 	rekeySettle   = 150 * time.Millisecond // from the coordinator's answer to sending held initiations
+)
+
+// Reading strangers' handshake initiations (initlimit.go): the X25519 and
+// AEAD that find a lazy peer's key run at most initReadRate a second
+// (burst initReadBurst) in all and initReadPerSrc (burst the same) per
+// source address, and wait in a queue of initReadQueue. At ~50 µs a read
+// that is under 1 % of a core, whatever arrives.
+const (
+	initReadRate    = 200
+	initReadBurst   = 50
+	initReadPerSrc  = 10
+	initReadSources = 4096 // per-source buckets kept; past that they start over
+	initReadQueue   = 64
+	// Strangers' initiations passed on to wireguard-go: initPassRate a
+	// second, burst initPassBurst, the rest dropped. wireguard-go answers
+	// a full handshake queue (over 1/8 of its 1,024) with cookie replies,
+	// which cost a new peer a 5 s retry; this keeps a flood well below
+	// that and its DH work under a fraction of a core. Initiations from
+	// peers' known paths are not limited here.
+	initPassRate  = 1000
+	initPassBurst = 128
 )

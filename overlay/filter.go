@@ -59,6 +59,7 @@ const (
 	reasonFragment                     // invalid
 	reasonNotLocal                     // invalid: inbound packet not addressed to this node
 	reasonNotUnicast                   // invalid: multicast, broadcast or unspecified address
+	reasonForeignSrc                   // invalid: outbound packet not from one of this node's addresses
 	numReasons
 )
 
@@ -75,6 +76,7 @@ var reasonText = [numReasons]string{
 	reasonFragment:   "fragment",
 	reasonNotLocal:   "not addressed to this node",
 	reasonNotUnicast: "not unicast",
+	reasonForeignSrc: "source is not this node's address",
 }
 
 // reasonLabel is the reason as a Prometheus label value.
@@ -83,6 +85,7 @@ var reasonLabel = [numReasons]string{
 	reasonFragment:   "fragment",
 	reasonNotLocal:   "not_local",
 	reasonNotUnicast: "not_unicast",
+	reasonForeignSrc: "foreign_source",
 }
 
 // filterConfig configures a filterDevice. Each field says its default.
@@ -305,6 +308,13 @@ func (f *filterDevice) check(dir direction, pkt []byte, rs *ruleSet, now int64, 
 			f.deny(dir, p, rs, -1, reasonNotLocal, pkt)
 			return false
 		}
+	} else if s := addr16(p.key.src); s != rs.self[0] && s != rs.self[1] {
+		// In kernel TUN mode the host may route a packet with any source
+		// into the TUN (a forwarded packet, a spoofing process): the
+		// receiver's wireguard-go would drop it as not from the peer's
+		// allowed IPs, but it must not leave this node at all.
+		f.deny(dir, p, rs, -1, reasonForeignSrc, pkt)
+		return false
 	}
 
 	// A packet of a tracked connection, either way.
@@ -536,7 +546,8 @@ type FilterStatus struct {
 	// Unmatched counts replies and ICMP errors of no known connection.
 	Unmatched FilterDirCounts `json:"unmatched"`
 	// Invalid counts packets denied before the rules: by direction and
-	// reason (malformed, fragment, not_local, not_unicast); zeros left out.
+	// reason (malformed, fragment, not_local, not_unicast, foreign_source);
+	// zeros left out.
 	Invalid        []FilterInvalidStatus `json:"invalid,omitempty"`
 	Rejects        uint64                `json:"rejects_sent"`    // RSTs and ICMP errors answered locally
 	Spoofed        uint64                `json:"spoofed"`         // packets wireguard-go dropped for a forged inner source

@@ -51,6 +51,7 @@ type lazyWG struct {
 type lazyIndex struct {
 	byKey map[[32]byte]*lazyPeer
 	byIP  map[netip.Addr]*lazyPeer
+	off   atomic.Int64 // peers not configured yet
 }
 
 type lazyPeer struct {
@@ -66,6 +67,9 @@ func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
 		lp := &lazyPeer{key: k}
 		_, on := active[k]
 		lp.on.Store(on)
+		if !on {
+			idx.off.Add(1)
+		}
 		idx.byKey[k] = lp
 		for _, a := range p.allowed {
 			idx.byIP[a.Addr()] = lp
@@ -77,8 +81,8 @@ func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
 // markOn notes that key is configured. Called under Node.mu.
 func (l *lazyWG) markOn(key [32]byte) {
 	if idx := l.idx.Load(); idx != nil {
-		if lp := idx.byKey[key]; lp != nil {
-			lp.on.Store(true)
+		if lp := idx.byKey[key]; lp != nil && lp.on.CompareAndSwap(false, true) {
+			idx.off.Add(-1)
 		}
 	}
 }
@@ -95,6 +99,16 @@ func (l *lazyWG) needs(key [32]byte) bool {
 	}
 	lp := idx.byKey[key]
 	return lp != nil && !lp.on.Load()
+}
+
+// anyOff reports whether some map peer is not configured yet: if none
+// is, no initiation needs reading (initlimit.go).
+func (l *lazyWG) anyOff() bool {
+	if l == nil {
+		return false
+	}
+	idx := l.idx.Load()
+	return idx != nil && idx.off.Load() > 0
 }
 
 // outbound makes sure the peer owning dst is configured, synchronously.
@@ -206,6 +220,20 @@ func (n *Node) activator() {
 		select {
 		case <-n.ctx.Done():
 			return
+		case pkt := <-n.pbind.initQ:
+			// A stranger's initiation, let through the rate limit
+			// (initlimit.go): one DH to find whether a lazy peer sent it.
+			k, ok := n.lazy.initiator(pkt)
+			if !ok || !n.lazy.needs(k) {
+				continue
+			}
+			w := injected{pkt: pkt, ep: n.pbind.endpoint(k)}
+			n.activatePeer(k)
+			select {
+			case n.pbind.inject <- w:
+			default:
+				n.pbind.lazyDrops.Add(1)
+			}
 		case w := <-n.pbind.lazyQ:
 			n.activatePeer(w.ep.key)
 			select {

@@ -34,6 +34,7 @@ type nodeCollector struct {
 	filterSpoofed, filterFlows, filterEvicted      *prometheus.Desc
 	filterPolicy                                   *prometheus.Desc
 	connRefused                                    *prometheus.Desc
+	junk, initsUnread, keyConflicts                *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*nodeCollector)(nil)
@@ -67,17 +68,20 @@ func newNodeCollector(n *Node) *nodeCollector {
 		udpTxPackets:    d("agentnet_node_udp_transmit_packets_total", "UDP datagrams accepted by the kernel for sending."),
 		udpRxBytes:      d("agentnet_node_udp_receive_bytes_total", "UDP payload bytes received and handed to WireGuard."),
 		udpTxBytes:      d("agentnet_node_udp_transmit_bytes_total", "UDP payload bytes accepted by the kernel for sending."),
-		udpRxDrops:      d("agentnet_node_udp_receive_drops_total", "UDP datagrams received but dropped (truncated, unusable source, batch overflow)."),
+		udpRxDrops:      d("agentnet_node_udp_receive_drops_total", "UDP datagrams received but dropped: by the kernel before we read them (receive buffer full; Linux, current socket) or by us (truncated, unusable source, batch overflow)."),
 		udpRxErrors:     d("agentnet_node_udp_receive_errors_total", "Failed UDP receive calls."),
 		udpTxErrs:       d("agentnet_node_udp_transmit_errors_total", "Failed UDP send calls."),
 		dnsQueries:      d("agentnet_dns_queries_total", "DNS queries answered by the node's built-in DNS servers, by result.", "result"),
 		filterPackets:   d("agentnet_filter_packets_total", "Packets decided by the packet filter, by policy rule (\"default deny\": no rule allowed it), verdict (allow, deny) and direction (inbound: from peers; outbound: to peers).", "rule", "verdict", "direction"),
-		filterInvalid:   d("agentnet_filter_invalid_packets_total", "Packets the filter denied before its rules: malformed, fragment, not_local (inbound, not for this node), not_unicast.", "reason", "direction"),
+		filterInvalid:   d("agentnet_filter_invalid_packets_total", "Packets the filter denied before its rules: malformed, fragment, not_local (inbound, not for this node), not_unicast, foreign_source (outbound, not from this node).", "reason", "direction"),
 		filterRejects:   d("agentnet_filter_rejects_total", "TCP resets and ICMP unreachables injected locally for denied outbound packets (fail fast)."),
 		filterSpoofed:   d("agentnet_filter_spoofed_packets_total", "Packets WireGuard dropped because their inner source was not in the sending peer's allowed IPs."),
 		filterFlows:     d("agentnet_filter_flows", "Connections tracked by the packet filter."),
 		filterEvicted:   d("agentnet_filter_flows_evicted_total", "Live connections forgotten because the flow table was full."),
 		filterPolicy:    d("agentnet_filter_policy_version", "Version of the policy the packet filter enforces."),
+		junk:            d("agentnet_node_junk_packets_total", "Received datagrams dropped unanswered as junk, by kind: not_wireguard, wireguard_invalid (wrong size, bad MAC1), wireguard_unknown (naming none of our sessions, from an unknown source; passed to WireGuard), too_short, disco_failed.", "kind"),
+		initsUnread:     d("agentnet_node_handshake_initiations_unread_total", "Handshake initiations from unknown sources not read for a lazy peer's key, by reason: rate_limited, queue_full (both still passed to WireGuard), dropped (over the rate passed to WireGuard).", "reason"),
+		keyConflicts:    d("agentnet_node_key_conflict_peers_total", "Map peers ignored because their WireGuard key was another peer's or this node's."),
 		connRefused:     d("agentnet_conn_refused_total", "Inbound TCP connections reset because a cap was reached: per_source (Config.MaxConnsPerPeer), total (Config.MaxConns); netstack listeners and front-ends.", "reason"),
 	}
 }
@@ -91,7 +95,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.udpRxPackets, c.udpTxPackets, c.udpRxBytes, c.udpTxBytes, c.udpRxDrops, c.udpRxErrors, c.udpTxErrs,
 		c.dnsQueries,
 		c.filterPackets, c.filterInvalid, c.filterRejects, c.filterSpoofed, c.filterFlows, c.filterEvicted, c.filterPolicy,
-		c.connRefused,
+		c.connRefused, c.junk, c.initsUnread, c.keyConflicts,
 	} {
 		ch <- d
 	}
@@ -142,12 +146,23 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.relayRx, st.Paths.RelayRxPackets)
 	counter(c.relayRxDrops, st.Paths.RelayRxDrops)
 
+	j := st.Paths.Junk
+	counter(c.junk, j.NotWireGuard, "not_wireguard")
+	counter(c.junk, j.WireGuardInvalid, "wireguard_invalid")
+	counter(c.junk, j.WireGuardUnknown, "wireguard_unknown")
+	counter(c.junk, j.TooShort, "too_short")
+	counter(c.junk, j.DiscoFailed, "disco_failed")
+	counter(c.initsUnread, st.Paths.InitsUnread.RateLimited, "rate_limited")
+	counter(c.initsUnread, st.Paths.InitsUnread.QueueFull, "queue_full")
+	counter(c.initsUnread, st.Paths.InitsUnread.Dropped, "dropped")
+	counter(c.keyConflicts, st.KeyConflictPeers)
+
 	bs := n.bind.Stats()
 	counter(c.udpRxPackets, bs.RxPackets)
 	counter(c.udpTxPackets, bs.TxPackets)
 	counter(c.udpRxBytes, bs.RxBytes)
 	counter(c.udpTxBytes, bs.TxBytes)
-	counter(c.udpRxDrops, bs.RxDrops)
+	counter(c.udpRxDrops, bs.RxDrops+bs.KernelDrops)
 	counter(c.udpRxErrors, bs.RxErrors)
 	counter(c.udpTxErrs, bs.TxErrors)
 

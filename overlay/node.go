@@ -146,7 +146,11 @@ type Node struct {
 	wg     sync.WaitGroup // control loop
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
-	freeMem     chan struct{} // asks memoryLoop to return freed memory; cap 1
+	// keyConflictPeers counts map peers dropped because their WireGuard
+	// key was another peer's or ours (keyconflict.go).
+	keyConflictPeers atomic.Uint64
+	conflictWarned   map[[32]byte]bool // keys warned about; guarded by mapMu
+	freeMem          chan struct{}     // asks memoryLoop to return freed memory; cap 1
 
 	rotMu sync.Mutex // serialises WireGuard key rotations (rotate.go); taken before mapMu and mu
 
@@ -601,9 +605,10 @@ func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
 		}
 	}
 	newSerial := n.nm == nil || m.Serial != n.nm.Serial
-	peers := make(map[[32]byte]wgPeer, len(m.Peers))
+	mapPeers := n.keyConflicts(m.Peers, n.wgPub)
+	peers := make(map[[32]byte]wgPeer, len(mapPeers))
 	recs := []agentdns.Record{{Name: m.Self.Name, IPv4: m.Self.IPv4, IPv6: m.Self.IPv6}}
-	for _, p := range m.Peers {
+	for _, p := range mapPeers {
 		wp, err := peerFromNode(p)
 		if err != nil {
 			n.log.Warn("skipping peer", "peer", p.Name, "err", err)
@@ -616,7 +621,7 @@ func (n *Node) applyMap(s *signedMap, m *wire.Map) error {
 	// Policy first: a removed peer's traffic stops before its session does.
 	n.filter.setFilter(m.Filter, m.Self.IPv4, m.Self.IPv6)
 	// Paths first: a new peer's first initiation then finds its path.
-	n.pbind.setPeerInfo(peerInfos(m.Peers, []netip.Prefix{m.Prefix4, m.Prefix6, wire.DefaultPrefix4}, n.log))
+	n.pbind.setPeerInfo(peerInfos(mapPeers, []netip.Prefix{m.Prefix4, m.Prefix6, wire.DefaultPrefix4}, n.log))
 	n.kickRelay()
 	active := n.activeFor(peers)
 	diff := wgDiff(n.active, active)

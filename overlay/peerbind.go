@@ -74,6 +74,11 @@ type peerBind struct {
 	// for the node's activator (lazywg.go), which configures the peer and
 	// then passes them to inject; bounded, drops counted in lazyDrops.
 	lazyQ chan injected
+	// initQ holds copies of initiations from sources no path names, for
+	// the activator to read the sender's key out of (initlimit.go):
+	// bounded and rate limited; drops counted.
+	initQ     chan []byte
+	initLimit initLimiter
 
 	doneMu sync.Mutex    // guards done
 	done   chan struct{} // closed by Close: ends the inject and allocation receive functions
@@ -83,6 +88,15 @@ type peerBind struct {
 	tieDropped  atomic.Uint64 // initiations dropped by the tie-break
 	redelivered atomic.Uint64 // strangers' initiations delivered again
 	lazyDrops   atomic.Uint64 // initiations from unconfigured peers dropped: lazyQ full
+
+	// Junk and unread initiations (issue 17 item 6; initlimit.go). junkRx
+	// (pathTable) counts what is neither WireGuard, disco nor STUN.
+	junkShort   atomic.Uint64 // too short for a message type (4 bytes) or for its WireGuard type
+	junkWG      atomic.Uint64 // WireGuard-shaped but invalid: bad size, or an initiation with a bad MAC1
+	wgUnknown   atomic.Uint64 // WireGuard responses, cookies and data from unknown sources naming none of our sessions
+	initLimited atomic.Uint64 // strangers' initiations not read: rate limit
+	initQDrops  atomic.Uint64 // strangers' initiations not read: initQ full
+	initDropped atomic.Uint64 // strangers' initiations not passed to wireguard-go: rate limit
 }
 
 // socket is what peerBind needs of the UDP socket under it: *Bind, or in
@@ -134,7 +148,8 @@ func newPeerBind(cfg peerBindConfig) *peerBind {
 	g := newHandshakeGuard(cfg.Self)
 	p := &peerBind{pathTable: newPathTable(cfg.Self, g, cfg.Now, cfg.Logger), guard: g,
 		relayPath: relayPath{allocRx: make(chan allocPkt, allocQueue)},
-		log:       cfg.Logger, now: cfg.Now, inject: make(chan injected, 16), lazyQ: make(chan injected, 64)}
+		log:       cfg.Logger, now: cfg.Now, inject: make(chan injected, 16), lazyQ: make(chan injected, 64),
+		initQ: make(chan []byte, initReadQueue)}
 	p.sock.Store(&socketRef{cfg.Socket})
 	return p
 }
@@ -260,25 +275,90 @@ func (p *peerBind) redeliver(in injected) {
 }
 
 // lazyInit takes initiation b out of the batch (the caller zeroes its
-// size) when it comes from a map peer wireguard-go does not have yet: e if
-// its path is known, else the key read out of b (one DH, under no lock).
-// It returns the delivery to queue on lazyQ, ok false if b should go on as
-// it is.
+// size) when it comes from the path of e, a map peer wireguard-go does not
+// have yet. It returns the delivery to queue on lazyQ, ok false if b
+// should go on as it is. Initiations from unknown sources (e nil) are
+// screenInit's.
 func (p *peerBind) lazyInit(e *peerEndpoint, b []byte) (injected, bool) {
-	if p.lazy == nil || msgType(b) != wgMsgInitiation {
-		return injected{}, false
-	}
-	if e == nil {
-		k, ok := p.lazy.initiator(b)
-		if !ok {
-			return injected{}, false
-		}
-		e = p.endpoint(k)
-	}
-	if !p.lazy.needs(e.key) {
+	if p.lazy == nil || e == nil || msgType(b) != wgMsgInitiation || !p.lazy.needs(e.key) {
 		return injected{}, false
 	}
 	return injected{pkt: append([]byte(nil), b...), ep: e}, true
+}
+
+// screenInit looks at initiation b from src, a source no peer path names,
+// and reports whether to drop it: junk, or over the rate of strangers'
+// initiations passed to wireguard-go (both counted). If some map peer is
+// not configured yet and the read limit allows, a copy goes to initQ for
+// the activator to find its sender (initlimit.go). Cheap: no DH here,
+// never blocks.
+func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop bool) {
+	if len(b) < wgInitiationSize {
+		p.junkShort.Add(1)
+		return true
+	}
+	if len(b) != wgInitiationSize {
+		p.junkWG.Add(1)
+		return true
+	}
+	if p.lazy == nil {
+		return false
+	}
+	r := p.lazy.reader.Load()
+	if r == nil {
+		return false
+	}
+	if !r.mac1OK(b) {
+		p.junkWG.Add(1)
+		return true
+	}
+	drop = !p.initLimit.allowPass(now)
+	if drop {
+		p.initDropped.Add(1)
+	}
+	if !p.lazy.anyOff() {
+		return drop // nothing to find: wireguard-go knows every peer it may be
+	}
+	if !p.initLimit.allow(src.Addr(), now) {
+		p.initLimited.Add(1)
+		return drop
+	}
+	select {
+	case p.initQ <- append([]byte(nil), b...):
+	default:
+		p.initQDrops.Add(1)
+	}
+	return drop
+}
+
+// screenWG drops (counting) a WireGuard-shaped packet from an unknown
+// source that is too short or too long for its type; wireguard-go would
+// drop it too, after more work.
+func (p *peerBind) screenWG(b []byte) (drop bool) {
+	want := 0
+	switch msgType(b) {
+	case wgMsgInitiation:
+		want = wgInitiationSize
+	case wgMsgResponse:
+		want = wgResponseSize
+	case wgMsgCookie:
+		want = wgCookieSize
+	case wgMsgData:
+		if len(b) < wgDataMinSize {
+			p.junkShort.Add(1)
+			return true
+		}
+		return false
+	}
+	switch {
+	case len(b) < want:
+		p.junkShort.Add(1)
+		return true
+	case len(b) > want:
+		p.junkWG.Add(1)
+		return true
+	}
+	return false
 }
 
 // queueLazy hands wants to the activator (never blocks; drops counted).
@@ -469,6 +549,10 @@ type inboundBatch struct {
 // (nil: keep the raw address) and whether to hand it on at all.
 func (p *peerBind) inbound(rx *inboundBatch, ix *peerIndex, b []byte, src netip.AddrPort) (*peerEndpoint, bool) {
 	if !isWG(b) {
+		if len(b) < 4 {
+			p.junkShort.Add(1)
+			return nil, false
+		}
 		var changed bool
 		rx.outs, changed = p.handleControl(b, src, false, rx.now, rx.outs)
 		rx.mappedChanged = rx.mappedChanged || changed
@@ -476,6 +560,11 @@ func (p *peerBind) inbound(rx *inboundBatch, ix *peerIndex, b []byte, src netip.
 	}
 	e := ix.peerAt(src)
 	if e == nil {
+		// Not from a peer's path: junk is dropped here and counted
+		// (wireguard-go would drop it uncounted, after more work).
+		if p.screenWG(b) {
+			return nil, false
+		}
 		e = p.attribute(b, src, false, rx.now)
 	}
 	if w, ok := p.lazyInit(e, b); ok {
@@ -486,9 +575,14 @@ func (p *peerBind) inbound(rx *inboundBatch, ix *peerIndex, b []byte, src netip.
 		// Unknown path: wireguard-go roams to the raw address if the
 		// sender is a known peer; remember initiations in case it is one
 		// we are about to learn of.
-		if msgType(b) == wgMsgInitiation {
-			p.guard.remember(src, b, rx.now)
+		if msgType(b) != wgMsgInitiation {
+			p.wgUnknown.Add(1)
+			return nil, true
 		}
+		if p.screenInit(b, src, rx.now) {
+			return nil, false
+		}
+		p.guard.remember(src, b, rx.now)
 		return nil, true
 	}
 	return e, !p.received(e, msgType(b), rx.now)

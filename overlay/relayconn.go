@@ -101,7 +101,13 @@ func (p *peerBind) readAlloc(a allocation) {
 		}
 		e := p.peers().peerAt(src)
 		if e == nil {
+			if p.screenWG(b) {
+				continue
+			}
 			e = p.attribute(b, src, true, now)
+		}
+		if e == nil && msgType(b) == wgMsgInitiation && p.screenInit(b, src, now) {
+			continue
 		}
 		if w, ok := p.lazyInit(e, b); ok {
 			p.queueLazy([]injected{w})

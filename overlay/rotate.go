@@ -89,6 +89,11 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 		return oldFP, newFP, fmt.Errorf("overlay: rotate: coordinator update: %w", err)
 	}
 
+	// The keepalives change with our key (keepaliveFor). mapMu first (lock
+	// order rotMu, mapMu, mu): a map application between its diff and its
+	// IpcSet would otherwise put back keepalives of the old key after ours.
+	// As in applyMap, the IpcSet runs under mapMu, not mu.
+	n.mapMu.Lock()
 	n.mu.Lock()
 	n.state.WGPrivate, n.state.WGNext, n.state.WGRotated = k.Bytes(), nil, n.now()
 	err = saveState(n.cfg.StateDir, n.state)
@@ -102,13 +107,15 @@ func (n *Node) RotateKey(ctx context.Context) (oldFP, newFP string, err error) {
 	for key := range n.active {
 		active[key] = peers[key]
 	}
-	if diff := wgDiff(n.active, active); diff != "" {
+	diff := wgDiff(n.active, active)
+	n.peers, n.active = peers, active
+	n.mu.Unlock()
+	if diff != "" {
 		if err := n.dev.IpcSet(diff); err != nil {
 			log.Error("rotate: reconfigure keepalives", "err", err)
 		}
 	}
-	n.peers, n.active = peers, active
-	n.mu.Unlock()
+	n.mapMu.Unlock()
 	if err != nil {
 		log.Error("rotate: could not save the new key; a restart resumes with it from wg_next", "err", err)
 	}

@@ -11,16 +11,19 @@ import (
 
 // Status is what `agentnet status` shows. JSON field names are stable.
 type Status struct {
-	Self        PeerStatus   `json:"self"`
-	Coordinator string       `json:"coordinator"`
-	Connected   bool         `json:"connected"` // netmap stream is up
-	MapSerial   uint64       `json:"map_serial"`
-	MapAge      float64      `json:"map_age_seconds"`
-	MapsRefused uint64       `json:"maps_refused"` // maps that failed verification
-	Domain      string       `json:"domain"`
-	Listen      string       `json:"listen"`
-	Paths       PathStats    `json:"paths"`
-	Peers       []PeerStatus `json:"peers"`
+	Self        PeerStatus `json:"self"`
+	Coordinator string     `json:"coordinator"`
+	Connected   bool       `json:"connected"` // netmap stream is up
+	MapSerial   uint64     `json:"map_serial"`
+	MapAge      float64    `json:"map_age_seconds"`
+	MapsRefused uint64     `json:"maps_refused"` // maps that failed verification
+	// KeyConflictPeers counts map peers ignored because another peer had
+	// the same WireGuard key, or it was this node's (keyconflict.go).
+	KeyConflictPeers uint64       `json:"key_conflict_peers"`
+	Domain           string       `json:"domain"`
+	Listen           string       `json:"listen"`
+	Paths            PathStats    `json:"paths"`
+	Peers            []PeerStatus `json:"peers"`
 	// Refused is set when the coordinator revoked or expired this node
 	// (code wire.CodeNodeRevoked or CodeNodeExpired): it has no peers
 	// and no longer contacts the coordinator.
@@ -42,6 +45,31 @@ type PathStats struct {
 	IndexAttributed uint64   `json:"index_attributed"` // packets from new sources named by session index
 	RelayRxPackets  uint64   `json:"relay_rx_packets"`
 	RelayRxDrops    uint64   `json:"relay_rx_drops"`
+	// Junk counts datagrams dropped unanswered because they were junk.
+	Junk JunkStats `json:"junk"`
+	// InitsUnread counts handshake initiations from unknown sources whose
+	// sender was not looked for: over the rate limit, or the queue was
+	// full (they still went to WireGuard), or dropped over the rate
+	// WireGuard is given.
+	InitsUnread InitsUnread `json:"initiations_unread"`
+}
+
+// JunkStats counts received datagrams dropped as junk, by kind.
+type JunkStats struct {
+	NotWireGuard     uint64 `json:"not_wireguard"`     // neither WireGuard, disco nor an expected STUN answer
+	WireGuardInvalid uint64 `json:"wireguard_invalid"` // WireGuard-shaped from an unknown source: wrong size, bad MAC1
+	WireGuardUnknown uint64 `json:"wireguard_unknown"` // responses, cookies, data from unknown sources naming none of our sessions (passed to WireGuard, which drops them unless the peer roamed)
+	TooShort         uint64 `json:"too_short"`         // shorter than any message of its type
+	DiscoFailed      uint64 `json:"disco_failed"`      // disco that did not open, from an unknown sender, or unexpected
+}
+
+// InitsUnread counts strangers' initiations not read, by reason.
+type InitsUnread struct {
+	RateLimited uint64 `json:"rate_limited"`
+	QueueFull   uint64 `json:"queue_full"`
+	// Dropped were not passed to WireGuard either: over the rate of
+	// strangers' initiations it is given.
+	Dropped uint64 `json:"dropped"`
 }
 
 // PeerStatus describes one node.
@@ -73,7 +101,7 @@ func (n *Node) Status() Status {
 	n.mu.Unlock()
 	st := Status{
 		Self: nodeStatus(m.Self, m.Domain), Coordinator: n.state.CoordinatorURL, Connected: connected,
-		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), MapAge: n.now().Sub(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
+		MapSerial: m.Serial, MapsRefused: n.mapsRefused.Load(), KeyConflictPeers: n.keyConflictPeers.Load(), MapAge: n.now().Sub(lastMap).Seconds(), Domain: m.Domain, Listen: n.bind.LocalAddr().String(),
 	}
 	st.Self.Online = refused == nil
 	st.Refused, st.WGKey = refused, wire.Fingerprint(wgPub[:])
@@ -153,6 +181,9 @@ func (n *Node) pathStats() PathStats {
 		ProbesSent: p.probesSent.Load(), ProbesAnswered: p.pongsRecv.Load(), PathSwitches: p.pathSwitches.Load(),
 		DiscoDropped: p.discoBad.Load(), IndexAttributed: p.indexAttributed.Load(),
 		RelayRxPackets: p.allocRxPackets.Load(), RelayRxDrops: p.allocRxDrops.Load(),
+		Junk: JunkStats{NotWireGuard: p.junkRx.Load(), WireGuardInvalid: p.junkWG.Load(), WireGuardUnknown: p.wgUnknown.Load(),
+			TooShort: p.junkShort.Load(), DiscoFailed: p.discoBad.Load()},
+		InitsUnread: InitsUnread{RateLimited: p.initLimited.Load(), QueueFull: p.initQDrops.Load(), Dropped: p.initDropped.Load()},
 	}
 	for _, ap := range n.candidates() {
 		ps.Endpoints = append(ps.Endpoints, ap.String())

@@ -272,6 +272,18 @@ func (p *Proc) Stop() error {
 	return p.stopErr
 }
 
+// Kill sends SIGKILL (a crash: no cleanup in the process) and waits for the
+// process to be reaped. It is a no-op once the process has exited.
+func (p *Proc) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // lineWriter calls fn for every complete line written to it.
 type lineWriter struct {
 	mu  sync.Mutex

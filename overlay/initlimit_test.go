@@ -1,0 +1,183 @@
+package overlay
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/blake2s"
+)
+
+// floodInit is a handshake initiation to pub with a valid MAC1 and random
+// everything else: what anyone holding pub can send at line rate.
+func floodInit(pub []byte) []byte {
+	b := make([]byte, wgInitiationSize)
+	rand.Read(b)
+	binary.LittleEndian.PutUint32(b, wgMsgInitiation)
+	mk := blake2s.Sum256(append([]byte(wgLabelMAC1), pub...))
+	mac, _ := blake2s.New128(mk[:])
+	mac.Write(b[:wgInitMAC1])
+	copy(b[wgInitMAC1:], mac.Sum(nil))
+	clear(b[wgInitMAC1+16:]) // no MAC2
+	return b
+}
+
+func TestInitLimiter(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
+	var l initLimiter
+	a := netip.MustParseAddr("192.0.2.1")
+	// One source: its own bucket (burst initReadPerSrc) runs out first.
+	n := 0
+	for range 1000 {
+		if l.allow(a, t0) {
+			n++
+		}
+	}
+	if n != initReadPerSrc {
+		t.Fatalf("one source at one instant: %d reads, want %d", n, initReadPerSrc)
+	}
+	// After a second it has initReadPerSrc more.
+	n = 0
+	for range 1000 {
+		if l.allow(a, t0.Add(time.Second)) {
+			n++
+		}
+	}
+	if n != initReadPerSrc {
+		t.Fatalf("one source a second later: %d reads, want %d", n, initReadPerSrc)
+	}
+
+	// Many sources (the flood): the global bucket bounds them together.
+	var g initLimiter
+	n = 0
+	for i := range 2000 {
+		src := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		if g.allow(src, t0) {
+			n++
+		}
+	}
+	if n != initReadBurst {
+		t.Fatalf("2,000 sources at one instant: %d reads, want the global burst %d", n, initReadBurst)
+	}
+	// Over ten seconds at any rate: at most burst + rate × 10.
+	n = 0
+	for i := range 200_000 {
+		src := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		if g.allow(src, t0.Add(time.Duration(i)*50*time.Microsecond)) { // 20k/s
+			n++
+		}
+	}
+	if max := initReadRate*10 + initReadBurst; n > max || n < initReadRate*9 {
+		t.Fatalf("10 s of 20k/s from many sources: %d reads, want about %d (at most %d)", n, initReadRate*10, max)
+	}
+	if len(g.per) > initReadSources {
+		t.Fatalf("%d per-source buckets kept, bound %d", len(g.per), initReadSources)
+	}
+	// IPv6 sources share a bucket per /64.
+	var v6 initLimiter
+	n = 0
+	for i := range 100 {
+		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0xd, 0xb8, 15: byte(i)})
+		if v6.allow(src, t0) {
+			n++
+		}
+	}
+	if n != initReadPerSrc {
+		t.Fatalf("100 addresses of one /64: %d reads, want %d", n, initReadPerSrc)
+	}
+}
+
+// TestScreenInitFlood: 20,000 initiations with a valid MAC1 from 2,000
+// spoofed sources within one second, to a bind with a lazy peer not
+// configured yet. None is read on the receive path; at most the global
+// burst plus a second's rate reach the reader's queue, the rest are
+// counted; at most initPassBurst plus a second's initPassRate go on to
+// wireguard-go, the rest are dropped and counted. Junk MAC1s are dropped
+// and counted.
+func TestScreenInitFlood(t *testing.T) {
+	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	lazy := &lazyWG{activate: func([32]byte) {}}
+	if err := lazy.setKey([32]byte(priv.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	var lazyKey [32]byte
+	lazyKey[0] = 9
+	lazy.setPeers(map[[32]byte]wgPeer{lazyKey: {key: lazyKey}}, nil)
+	p := newPeerBind(peerBindConfig{Socket: &Bind{}, Now: time.Now})
+	p.lazy = lazy
+
+	t0 := time.Unix(1e9, 0)
+	pkt := floodInit(priv.PublicKey().Bytes())
+	passed := 0
+	for i := range 20_000 {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i % 2000 >> 8), byte(i % 2000)}), 1000)
+		if !p.screenInit(pkt, src, t0.Add(time.Duration(i)*50*time.Microsecond)) {
+			passed++
+		}
+	}
+	if passed > initPassBurst+initPassRate+1 || passed < initPassRate || uint64(passed)+p.initDropped.Load() != 20_000 {
+		t.Fatalf("%d passed on to wireguard-go, %d dropped; want at most %d passed and the rest dropped",
+			passed, p.initDropped.Load(), initPassBurst+initPassRate+1)
+	}
+	queued := uint64(len(p.initQ))
+	if queued+p.initQDrops.Load() > initReadBurst+initReadRate+1 {
+		t.Fatalf("%d initiations let through to the reader in one second (%d queued), want at most %d",
+			queued+p.initQDrops.Load(), queued, initReadBurst+initReadRate+1)
+	}
+	if got := p.initLimited.Load() + p.initQDrops.Load() + queued; got != 20_000 {
+		t.Fatalf("limited %d + dropped %d + queued %d = %d, want 20000", p.initLimited.Load(), p.initQDrops.Load(), queued, got)
+	}
+	if queued != initReadQueue {
+		t.Fatalf("queue holds %d, want it full at %d", queued, initReadQueue)
+	}
+
+	// Every peer configured: nothing to look for, nothing queued or limited.
+	lazy.markOn(lazyKey)
+	before := p.initLimited.Load()
+	for range 100 {
+		p.screenInit(pkt, netip.MustParseAddrPort("10.9.9.9:1"), t0.Add(time.Hour))
+	}
+	if p.initLimited.Load() != before || uint64(len(p.initQ)) != queued {
+		t.Fatal("initiations screened although no peer is waiting to be configured")
+	}
+
+	bad := append([]byte(nil), pkt...)
+	bad[wgInitMAC1] ^= 1
+	if !p.screenInit(bad, netip.MustParseAddrPort("10.9.9.9:1"), t0.Add(2*time.Hour)) || p.junkWG.Load() != 1 {
+		t.Fatalf("bad MAC1 not dropped and counted: junkWG %d", p.junkWG.Load())
+	}
+}
+
+// BenchmarkInitFlood is the receive path's cost per flooding initiation
+// (valid MAC1, unknown source, a lazy peer waiting): screenInit, against
+// reading every one as the bind did before (X25519 + AEAD).
+func BenchmarkInitFlood(b *testing.B) {
+	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	lazy := &lazyWG{activate: func([32]byte) {}}
+	lazy.setKey([32]byte(priv.Bytes()))
+	var lazyKey [32]byte
+	lazyKey[0] = 9
+	lazy.setPeers(map[[32]byte]wgPeer{lazyKey: {key: lazyKey}}, nil)
+	pkt := floodInit(priv.PublicKey().Bytes())
+	b.Run("screened", func(b *testing.B) {
+		p := newPeerBind(peerBindConfig{Socket: &Bind{}})
+		p.lazy = lazy
+		t0 := time.Unix(1e9, 0)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 1000)
+			p.screenInit(pkt, src, t0.Add(time.Duration(i)*50*time.Microsecond))
+			if len(p.initQ) == cap(p.initQ) {
+				<-p.initQ
+			}
+		}
+	})
+	b.Run("read-every-one", func(b *testing.B) {
+		for b.Loop() {
+			lazy.initiator(pkt)
+		}
+	})
+}

@@ -1,0 +1,103 @@
+package overlay_test
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/agentnet/agentnet/internal/testnet"
+	"github.com/agentnet/agentnet/overlay"
+)
+
+// TestUpDownCycles (issue 17 catalogue): a node comes up and goes down 50
+// times (same state directory) while a peer stays up and the map churns
+// with every join and leave; each time up it reaches the peer. Afterwards
+// the process's goroutines settle back to the count before the first
+// cycle, give or take a few of the long-lived peer's and coordinator's
+// HTTP/2 connections: nothing a node starts outlives its Close. Run it under -race.
+// AGENTNET_UPDOWN_CYCLES overrides the count.
+func TestUpDownCycles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 node lifetimes: not in -short")
+	}
+	cycles := 50
+	if v, err := strconv.Atoi(os.Getenv("AGENTNET_UPDOWN_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
+	n := testnet.New(t)
+	b := n.StartNode("bravo")
+	// Warm up once: the first node start initialises process-wide state
+	// (gVisor's, the HTTP client's connection pool) that stays.
+	cfg := n.NodeConfig("alpha")
+	a, err := startNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.WaitPeers(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = a.Ping(ctx, "bravo") // bravo configures alpha in wireguard-go (lazywg.go), for good
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	settledGoroutines(0)
+	base := goleak.IgnoreCurrent()
+
+	for i := range cycles {
+		a, err := startNode(cfg)
+		if err != nil {
+			t.Fatalf("cycle %d: start: %v", i, err)
+		}
+		testnet.WaitPeers(t, a, b)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = a.Ping(ctx, "bravo")
+		cancel()
+		if err != nil {
+			a.Close()
+			t.Fatalf("cycle %d: ping: %v", i, err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatalf("cycle %d: close: %v", i, err)
+		}
+	}
+	// HTTP/2 connections between closed nodes' control clients and the
+	// coordinator may outlive Node.Close until their idle timeout (90 s):
+	// a stream torn down at Close is still active when Close drops idle
+	// connections. They are left out here (and reported in issue 17's
+	// notes); everything else must be gone.
+	if err := goleak.Find(base,
+		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).serve"),
+		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).readFrames"),
+	); err != nil {
+		t.Fatalf("after %d cycles: %v", cycles, err)
+	}
+}
+
+// settledGoroutines waits up to 10 s for the goroutine count to fall to
+// target (0: just to stop changing) and returns it.
+func settledGoroutines(target int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	prev := runtime.NumGoroutine()
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		cur := runtime.NumGoroutine()
+		if target > 0 && cur <= target || target == 0 && cur == prev {
+			return cur
+		}
+		prev = cur
+	}
+	return runtime.NumGoroutine()
+}
+
+func startNode(cfg overlay.Config) (*overlay.Node, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return overlay.New(ctx, cfg)
+}
