@@ -165,15 +165,23 @@ const (
 	probeTick       = 250 * time.Millisecond // the probe loop's tick
 	pathTimeout     = 5 * time.Second        // a path without a pong for this long is dead
 	activePingEvery = 2 * time.Second        // pings on the path in use
-	slowRoundEvery  = 40 * time.Second       // > the 30 s UDP conntrack timeout plus a round's span, see probe.go
+	slowRoundEvery  = 40 * time.Second       // from our last direct ping: > the 30 s UDP conntrack timeout plus skew, see probe.go
 	pingExpiry      = 10 * time.Second
 	maxLearned      = 8  // learned (peer-reflexive) candidates kept per peer
 	maxPendingPings = 64 // pings per peer waiting for their pong
 	// Pre-punching (probe.go): a ping with TTL prePunchTTL opens our own
-	// NAT's mapping but expires before the peer's NAT; the full ping
-	// follows prePunchLead later.
-	prePunchTTL  = 2
-	prePunchLead = time.Second
+	// NAT's mapping but expires before the peer's NAT. The full ping waits
+	// at least prePunchLead, and for the peer's prePunched message (one
+	// younger than prePunchFresh, well inside the 30 s a pre-punch keeps
+	// its conntrack entry), or falls back: prePunchWait after the
+	// pre-punch once the peer has answered over the relay since (a node
+	// that predates prePunched), prePunchMax in any case, prePunchLead
+	// when the peer has no relay path to agree over.
+	prePunchTTL   = 2
+	prePunchLead  = time.Second
+	prePunchFresh = 15 * time.Second
+	prePunchWait  = 3 * time.Second
+	prePunchMax   = 10 * time.Second
 )
 
 // The relay path (relayconn.go): our allocation, kept by relayLoop.

@@ -27,6 +27,13 @@ import (
 //	ping        1 | txid (12) | sender WireGuard key (32)
 //	pong        2 | txid (12) | observed source ip (16) | port (2)
 //	callMeMaybe 3 | n × (ip (16) | port (2)), n ≤ maxCallMeMaybe
+//	prePunched  4 | sender WireGuard key (32) | flags (1)
+//
+// prePunched says "I have pre-punched towards your direct candidates"
+// (probe.go); flag bit 0 (punchedReply) marks an answer to the peer's own,
+// which is never answered. A node that predates it drops it like any
+// message it cannot parse (counted, never answered) and the sender falls
+// back to the lead time after its pre-punch.
 const discoMagic = "A\x6e\xf0\x9f\x94\x8e" // "An🔎"
 
 const (
@@ -34,6 +41,8 @@ const (
 	discoPing      = 1
 	discoPong      = 2
 	discoCallMe    = 3
+	discoPunched   = 4
+	punchedReply   = 1 // prePunched flag: an answer, not to be answered
 	discoTxIDLen   = 12
 	discoAddrLen   = 18
 	maxCallMeMaybe = 16
@@ -47,9 +56,10 @@ type txID [discoTxIDLen]byte
 type discoMsg struct {
 	kind  byte
 	txid  txID
-	wgKey [32]byte         // ping: the sender's WireGuard key
+	wgKey [32]byte         // ping, prePunched: the sender's WireGuard key
 	addr  netip.AddrPort   // pong: where the pinger was seen from
 	cands []netip.AddrPort // callMeMaybe: the sender's candidates
+	reply bool             // prePunched: an answer to ours
 }
 
 var errDiscoShort = errors.New("disco: message too short")
@@ -84,6 +94,13 @@ func sealDisco(selfPub *[32]byte, shared *[32]byte, m discoMsg) []byte {
 			}
 			pt = appendAddr(pt, c)
 		}
+	case discoPunched:
+		pt = append(pt, m.wgKey[:]...)
+		var flags byte
+		if m.reply {
+			flags |= punchedReply
+		}
+		pt = append(pt, flags)
 	}
 	var nonce [24]byte
 	_, _ = rand.Read(nonce[:])
@@ -141,6 +158,12 @@ func parseDisco(pt []byte) (discoMsg, error) {
 				m.cands = append(m.cands, ap)
 			}
 		}
+	case discoPunched:
+		if len(body) != 32+1 {
+			return discoMsg{}, errors.New("disco: bad pre-punched length")
+		}
+		copy(m.wgKey[:], body)
+		m.reply = body[32]&punchedReply != 0
 	default:
 		return discoMsg{}, errors.New("disco: unknown message type")
 	}

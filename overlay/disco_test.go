@@ -25,6 +25,8 @@ func TestDiscoRoundTrip(t *testing.T) {
 		{kind: discoPong, txid: newTxID(), addr: netip.MustParseAddrPort("198.51.100.7:41641")},
 		{kind: discoPong, txid: newTxID(), addr: netip.MustParseAddrPort("[2001:db8::1]:9")},
 		{kind: discoCallMe, cands: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:1"), netip.MustParseAddrPort("198.18.0.1:2")}},
+		{kind: discoPunched, wgKey: [32]byte{4, 5, 6}},
+		{kind: discoPunched, wgKey: [32]byte{7}, reply: true},
 	}
 	for _, m := range msgs {
 		pkt := sealDisco(aPub, ab, m)
@@ -35,7 +37,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open %d: %v", m.kind, err)
 		}
-		if got.kind != m.kind || got.txid != m.txid || got.wgKey != m.wgKey || got.addr != m.addr || len(got.cands) != len(m.cands) {
+		if got.kind != m.kind || got.txid != m.txid || got.wgKey != m.wgKey || got.addr != m.addr || len(got.cands) != len(m.cands) || got.reply != m.reply {
 			t.Fatalf("round trip: got %+v want %+v", got, m)
 		}
 		if _, err := openDisco(pkt, other); err == nil {
@@ -51,6 +53,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 func FuzzParseDisco(f *testing.F) {
 	f.Add([]byte{discoPing})
 	f.Add(append([]byte{discoCallMe}, make([]byte, 36)...))
+	f.Add(append([]byte{discoPunched}, make([]byte, 33)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := parseDisco(b)
 		if err == nil && len(m.cands) > maxCallMeMaybe {

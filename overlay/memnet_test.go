@@ -19,12 +19,16 @@ import (
 // through); a datagram sent with a TTL (pre-punch) expires on the way. A
 // datagram to an allocation's relayed address arrives at the allocation
 // with the sender's address, and what the allocation sends arrives from
-// its relayed address: a TURN relay without permissions.
+// its relayed address: a TURN relay without permissions. A socket may sit
+// behind a NAT (memnat_test.go): its datagrams leave from the NAT's public
+// address, and datagrams to that address pass only as the NAT allows.
 type memNet struct {
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below and every memNAT's
 	inboxes map[netip.AddrPort]chan memPkt
-	block   func(src, dst netip.AddrPort) bool // nil: nothing blocked
+	block   func(src, dst netip.AddrPort) bool // nil: nothing blocked; sees the source after our NAT
 	next    uint16
+	behind  map[netip.AddrPort]*memNAT // socket address → the NAT it sits behind
+	nats    map[netip.Addr]*memNAT     // public address → NAT
 }
 
 type memPkt struct {
@@ -56,8 +60,17 @@ func (n *memNet) setBlock(f func(src, dst netip.AddrPort) bool) {
 // destinations drop it, as UDP would.
 func (n *memNet) deliver(from, to netip.AddrPort, b []byte, direct bool) {
 	n.mu.Lock()
-	inbox := n.inboxes[to]
+	if nat := n.behind[from]; nat != nil {
+		from = nat.out(from, to)
+	}
 	blocked := direct && n.block != nil && n.block(from, to)
+	if nat := n.nats[to.Addr()]; nat != nil && !blocked {
+		var ok bool
+		if to, ok = nat.in(from, to); !ok {
+			blocked = true
+		}
+	}
+	inbox := n.inboxes[to]
 	n.mu.Unlock()
 	if inbox == nil || blocked {
 		return
@@ -133,8 +146,16 @@ func (s *memSocket) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return nil
 }
 
-// SendTTL: the pre-punch's short TTL expires before it arrives anywhere.
-func (s *memSocket) SendTTL([]byte, netip.AddrPort, int) error { return nil }
+// SendTTL: the pre-punch's short TTL passes our own NAT (if any), opening
+// its mapping, and expires before it arrives anywhere.
+func (s *memSocket) SendTTL(_ []byte, to netip.AddrPort, _ int) error {
+	s.net.mu.Lock()
+	defer s.net.mu.Unlock()
+	if nat := s.net.behind[s.addr]; nat != nil {
+		nat.out(s.addr, to)
+	}
+	return nil
+}
 
 func (s *memSocket) ParseEndpoint(str string) (conn.Endpoint, error) {
 	ap, err := netip.ParseAddrPort(str)

@@ -67,8 +67,10 @@ type candidate struct {
 	lastPong   time.Time
 	unanswered time.Time // first ping since the last pong; zero when answered
 	rtt        time.Duration
-	wantPing   bool      // ping at the first tick from pingAt (a new source to verify, or after a pre-punch)
-	pingAt     time.Time // zero: at once
+	wantPing   bool      // ping at the next tick (a new source to verify, or a pre-punch agreed)
+	gated      bool      // pre-punched; its full ping waits for the peer's (probe.go: punchReadyLocked)
+	punchedAt  time.Time // the first pre-punch the gate waits on
+	pingRecv   time.Time // the peer's last ping from here
 	added      time.Time
 }
 
@@ -132,6 +134,7 @@ func (t *pathTable) setPeerInfo(infos []peerInfo) {
 			}
 			e.discoPub = pi.disco
 			e.disco = t.disco.shared(pi.disco)
+			e.punch = punchState{} // a new disco key: a restarted peer
 			t.byDisco[pi.disco] = e
 		}
 		changed := !slices.Equal(e.endpoints, pi.endpoints) || !slices.Equal(e.relayed, pi.relayed)

@@ -199,8 +199,13 @@ func (t *pathTable) tick(now time.Time) tickOut {
 		}
 		cur := e.path.Load()
 		wasDirect := cur != nil && cur.kind == kindDirect && cur.verified
+		slow := e.round > len(quickRounds)
+		if slow && !e.roundAt.IsZero() && !e.punch.lastDirect.IsZero() && now.Before(e.punch.lastDirect.Add(slowRoundEvery)) {
+			// A slow round waits for slowRoundEvery of silence since our
+			// last full ping to the peer's direct candidates (probe.go).
+			e.roundAt = maxTime(e.roundAt, e.punch.lastDirect.Add(slowRoundEvery))
+		}
 		if !e.roundAt.IsZero() && !now.Before(e.roundAt) {
-			slow := e.round > len(quickRounds)
 			out.outs = t.roundLocked(e, now, out.outs)
 			e.round++
 			e.roundAt = time.Time{}
@@ -220,18 +225,21 @@ func (t *pathTable) tick(now time.Time) tickOut {
 			}
 		}
 		for _, c := range e.cands {
-			if c.wantPing && !now.Before(c.pingAt) {
-				c.wantPing, c.pingAt = false, time.Time{}
-				out.outs = t.pingLocked(e, c.addr, false, now, out.outs)
+			if c.gated && t.punchReadyLocked(e, c, now) {
+				c.wantPing = true
+			}
+			if c.wantPing {
+				c.wantPing, c.gated = false, false
+				out.outs = t.pingLocked(e, c.addr, false, 0, now, out.outs)
 			}
 		}
 		if cur != nil && now.Sub(e.lastActivePing) >= activePingEvery {
 			e.lastActivePing = now
 			to := cur.addr
 			if cur.kind == kindDirect || cur.viaAlloc || len(e.relayed) == 0 {
-				out.outs = t.pingLocked(e, to, cur.viaAlloc, now, out.outs)
+				out.outs = t.pingLocked(e, to, cur.viaAlloc, 0, now, out.outs)
 			} else {
-				out.outs = t.pingLocked(e, e.relayed[0], false, now, out.outs)
+				out.outs = t.pingLocked(e, e.relayed[0], false, 0, now, out.outs)
 			}
 		}
 		t.chooseLocked(e, now)
@@ -257,6 +265,13 @@ func (t *pathTable) tick(now time.Time) tickOut {
 		}
 	}
 	return out
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // callMeTo is a call-me-maybe to send: our candidates to a peer over its

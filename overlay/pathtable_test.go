@@ -63,13 +63,22 @@ func (f *ptFixture) tick(at time.Duration) tickOut {
 }
 
 // pings opens our pings in outs as the peer, by destination: "ttl2 ip:port"
-// for a pre-punch, "ip:port" otherwise; sorted.
+// for a pre-punch, "ip:port" otherwise, "punched ip:port" for a
+// prePunched ("punched-reply" for an answer); sorted.
 func (f *ptFixture) pings(tb testing.TB, outs []discoOut) ([]string, map[netip.AddrPort]txID) {
 	tb.Helper()
 	var got []string
 	ids := map[netip.AddrPort]txID{}
 	for _, o := range outs {
 		m, err := openDisco(o.pkt, &f.shared)
+		if err == nil && m.kind == discoPunched && m.wgKey == f.t.self && o.ttl == 0 {
+			s := "punched "
+			if m.reply {
+				s = "punched-reply "
+			}
+			got = append(got, s+o.to.String())
+			continue
+		}
 		if err != nil || m.kind != discoPing {
 			tb.Fatalf("out to %v is not a ping of ours: %v", o.to, err)
 		}
@@ -104,12 +113,15 @@ func describePath(pa *path) string {
 	return s
 }
 
-// TestPathTableSchedule: the rounds a new peer gets, by time: pre-punch and
-// full ping to each direct candidate, the relayed address at once, rounds
-// at 0, 1 and 3 s (each direct ping going out prePunchLead after its
-// pre-punch), pings on the path in use every 2 s, and then slow rounds
-// 40 s apart only on the side with the larger key, each asking the peer
-// (coordinator and call-me-maybe) to probe at the same time.
+// TestPathTableSchedule: the rounds a new peer gets, by time, while the
+// peer stays silent: each round pings the relayed address and pre-punches
+// each direct candidate (then says so over the relay), rounds at 0, 1 and
+// 3 s, pings on the path in use every 2 s; the full ping waits for the
+// peer and, with no word from it, goes prePunchMax after the first
+// pre-punch. Then slow rounds only on the side with the larger key, each
+// asking the peer (coordinator and call-me-maybe) to probe at the same
+// time, and each slowRoundEvery after our last full ping to the direct
+// candidate, not after the round before.
 func TestPathTableSchedule(t *testing.T) {
 	type step struct {
 		at    time.Duration
@@ -117,15 +129,14 @@ func TestPathTableSchedule(t *testing.T) {
 		asks  int
 	}
 	d, r := ptDirect.String(), ptRelayed.String()
+	pr := "punched " + r
 	first := []step{
-		{0, []string{r, r, "ttl2 " + d}, 1}, // round 1 (+ the path in use); setPeerInfo asks
-		// Round 2 pre-punches again and moves round 1's full ping
-		// (prePunchLead equals the first quick round's delay).
-		{time.Second, []string{r, "ttl2 " + d}, 0},
-		{2 * time.Second, []string{d, r}, 0}, // pre-punch lead over; path ping
-		{3 * time.Second, []string{r, "ttl2 " + d}, 0},
-		{4 * time.Second, []string{d, r}, 0},
-		{5 * time.Second, nil, 0},
+		{0, []string{r, r, pr, "ttl2 " + d}, 1}, // round 1 (+ the path in use); setPeerInfo asks
+		{time.Second, []string{r, pr, "ttl2 " + d}, 0},
+		{2 * time.Second, []string{r}, 0}, // path ping; no word from the peer: no full ping
+		{3 * time.Second, []string{r, pr, "ttl2 " + d}, 0},
+		{9750 * time.Millisecond, []string{r}, 0},
+		{prePunchMax, []string{d}, 0}, // the fallback bound
 	}
 	for _, tc := range []struct {
 		name  string
@@ -133,15 +144,19 @@ func TestPathTableSchedule(t *testing.T) {
 		steps []step
 	}{
 		{"larger key keeps probing", pbHigh, append(slices.Clone(first),
-			step{6 * time.Second, []string{r}, 0},
-			step{43 * time.Second, []string{r, r, "ttl2 " + d}, 1}, // slow round, asks
-			step{44 * time.Second, []string{d}, 0},
-			step{83 * time.Second, []string{r, r, "ttl2 " + d}, 1},
+			// The slow round is due 40 s after round 3 (43 s), but the
+			// last full ping went at 10 s: it waits until 50 s.
+			step{43 * time.Second, []string{r}, 0},
+			step{49750 * time.Millisecond, []string{r}, 0},
+			step{50 * time.Second, []string{r, pr, "ttl2 " + d}, 1}, // slow round, asks
+			step{60 * time.Second, []string{d, r}, 0},
+			step{90 * time.Second, []string{r}, 0},
+			step{99750 * time.Millisecond, []string{r}, 0},
+			step{100 * time.Second, []string{r, pr, "ttl2 " + d}, 1},
 		)},
 		{"smaller key waits to be asked", pbLow, append(slices.Clone(first),
-			step{6 * time.Second, []string{r}, 0},
-			step{43 * time.Second, []string{r}, 0},
-			step{83 * time.Second, []string{r}, 0},
+			step{50 * time.Second, []string{r}, 0},
+			step{100 * time.Second, []string{r}, 0},
 		)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,12 +171,102 @@ func TestPathTableSchedule(t *testing.T) {
 			for _, s := range tc.steps {
 				out := f.tick(s.at)
 				got, _ := f.pings(t, out.outs)
-				if !slices.Equal(got, s.pings) || len(out.asks) != s.asks || len(out.callMe) != s.asks {
-					t.Fatalf("at %v: pings %q asks %d callMe %d, want %q asks %d", s.at, got, len(out.asks), len(out.callMe), s.pings, s.asks)
+				want := slices.Sorted(slices.Values(s.pings))
+				if !slices.Equal(got, want) || len(out.asks) != s.asks || len(out.callMe) != s.asks {
+					t.Fatalf("at %v: pings %q asks %d callMe %d, want %q asks %d", s.at, got, len(out.asks), len(out.callMe), want, s.asks)
 				}
 			}
 			if f.t.probesSent.Load() == 0 || f.t.pongsRecv.Load() != 0 {
 				t.Fatalf("counters: sent %d pongs %d", f.t.probesSent.Load(), f.t.pongsRecv.Load())
+			}
+		})
+	}
+}
+
+// TestPathTablePrePunch: when the full ping to a pre-punched direct
+// candidate goes out, given what the peer says. We have the smaller key
+// (no slow rounds); the peer is new: rounds at 0, 1 and 3 s. Once the
+// peer's prePunched has come, each round's pre-punch is followed by its
+// full ping at once.
+func TestPathTablePrePunch(t *testing.T) {
+	type event struct {
+		at   time.Duration
+		what string // "punched", "punched-reply", "relay-pong", "direct-ping", "call-me"
+	}
+	const s = time.Second
+	for _, tc := range []struct {
+		name    string
+		noRelay bool // the peer has no relayed address: nothing to agree over
+		events  []event
+		full    []time.Duration // when full pings to the direct candidate go out
+		answers []string        // what we answer the peer's messages with, in order
+	}{
+		{"the peer's prePunched releases it, prePunchLead after ours", false, []event{{s / 2, "punched"}},
+			[]time.Duration{s, 3*s + prePunchLead}, []string{"punched-reply " + ptRelayed.String()}},
+		{"a later prePunched releases it at once", false, []event{{2 * s, "punched"}},
+			[]time.Duration{2 * s, 3*s + prePunchLead}, []string{"punched-reply " + ptRelayed.String()}},
+		{"an answer to ours is not answered", false, []event{{s / 2, "punched-reply"}},
+			[]time.Duration{s, 3*s + prePunchLead}, nil},
+		{"the peer pre-punched first: our round answers", false, []event{{0, "punched"}},
+			[]time.Duration{s, 3*s + prePunchLead}, nil},
+		{"a ping from the candidate itself releases it", false, []event{{s / 2, "direct-ping"}},
+			[]time.Duration{s, 3*s + prePunchLead}, []string{ptDirect.String()}},
+		{"an old peer answers over the relay but says nothing: prePunchWait", false, []event{{s / 4, "relay-pong"}},
+			[]time.Duration{prePunchWait}, nil},
+		{"a silent peer: prePunchMax", false, nil, []time.Duration{prePunchMax}, nil},
+		{"no relay path: prePunchLead after each pre-punch", true, nil, []time.Duration{prePunchLead, 3*s + prePunchLead}, nil},
+		{"a stale prePunched does not count", false, []event{{s / 2, "punched-reply"}, {30 * s, "call-me"}},
+			[]time.Duration{s, 3*s + prePunchLead, 30*s + prePunchMax}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var relayed []netip.AddrPort
+			if !tc.noRelay {
+				relayed = []netip.AddrPort{ptRelayed}
+			}
+			f := newPTFixture(t, pbLow, pbHigh, []netip.AddrPort{ptDirect}, relayed)
+			shared := f.t.discoKey(f.peerDK.pub)
+			ids := map[netip.AddrPort]txID{}
+			var full []time.Duration
+			var answers []string
+			for at := time.Duration(0); at <= 45*s; at += s / 4 {
+				f.clk.Set(guardT0.Add(at))
+				for _, ev := range tc.events {
+					if ev.at != at {
+						continue
+					}
+					var out []discoOut
+					switch ev.what {
+					case "punched", "punched-reply":
+						m := discoMsg{kind: discoPunched, wgKey: pbHigh, reply: ev.what == "punched-reply"}
+						out = f.t.acceptDisco(f.peerDK.pub, shared, m, ptDirect2, true, f.clk.Now(), nil)
+					case "relay-pong":
+						out = f.pong(ids[ptRelayed], ptRelayed)
+					case "direct-ping":
+						out = f.t.acceptDisco(f.peerDK.pub, shared, discoMsg{kind: discoPing, txid: newTxID(), wgKey: pbHigh}, ptDirect, false, f.clk.Now(), nil)
+						if len(out) != 1 || out[0].to != ptDirect {
+							t.Fatalf("the ping was not answered: %+v", out)
+						}
+						answers = append(answers, ptDirect.String())
+						continue
+					case "call-me":
+						out = f.t.acceptDisco(f.peerDK.pub, shared, discoMsg{kind: discoCallMe}, ptDirect2, true, f.clk.Now(), nil)
+					}
+					got, _ := f.pings(t, out)
+					answers = append(answers, got...)
+				}
+				got, sent := f.pings(t, f.t.tick(f.clk.Now()).outs)
+				for ap, id := range sent {
+					ids[ap] = id
+				}
+				if slices.Contains(got, ptDirect.String()) {
+					full = append(full, at)
+				}
+			}
+			if !slices.Equal(full, tc.full) {
+				t.Fatalf("full pings at %v, want %v", full, tc.full)
+			}
+			if !slices.Equal(answers, tc.answers) {
+				t.Fatalf("answers %q, want %q", answers, tc.answers)
 			}
 		})
 	}
@@ -208,6 +313,9 @@ func TestPathTableChoice(t *testing.T) {
 			ids := map[netip.AddrPort]txID{}
 			sentAt := map[netip.AddrPort]time.Time{}
 			var lost bool
+			// The peer has pre-punched: our full pings follow ours
+			// prePunchLead later.
+			f.t.acceptDisco(f.peerDK.pub, f.t.discoKey(f.peerDK.pub), discoMsg{kind: discoPunched, wgKey: pbLow}, ptRelayed, false, f.clk.Now(), nil)
 			for at := time.Duration(0); at <= tc.at; at += 250 * time.Millisecond {
 				for _, p := range tc.pongs {
 					if p.at != at {
@@ -257,9 +365,11 @@ func TestPathTableHysteresis(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPTFixture(t, pbHigh, pbLow, []netip.AddrPort{ptDirect}, []netip.AddrPort{ptRelayed})
+			// The peer has pre-punched: our full pings follow ours
+			// prePunchLead later.
+			f.t.acceptDisco(f.peerDK.pub, f.t.discoKey(f.peerDK.pub), discoMsg{kind: discoPunched, wgKey: pbLow}, ptRelayed, false, f.clk.Now(), nil)
 			f.tick(0)
-			f.tick(time.Second)
-			_, ids := f.pings(t, f.tick(2*time.Second).outs)
+			_, ids := f.pings(t, f.tick(time.Second).outs)
 			f.clk.Add(10 * time.Millisecond)
 			f.pong(ids[ptDirect], ptDirect)
 			if pa := f.path(); pa == nil || pa.addr != ptDirect || !pa.verified {
@@ -268,8 +378,8 @@ func TestPathTableHysteresis(t *testing.T) {
 			// A new candidate arrives (the map lists it) and answers.
 			f.peer.endpoints = []netip.AddrPort{ptDirect, ptDirect2}
 			f.t.setPeerInfo([]peerInfo{f.peer})
-			// Its full ping follows its pre-punch (a round's, then the
-			// next round's).
+			// Its round pre-punches it and, the peer's prePunched being
+			// fresh, pings it prePunchLead later.
 			var id txID
 			for at, ok := 2250*time.Millisecond, false; !ok; at += 250 * time.Millisecond {
 				if at > 6*time.Second {

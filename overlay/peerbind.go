@@ -181,6 +181,7 @@ type peerEndpoint struct {
 	reason             string    // why the path is not direct
 	idx                [4]uint32 // our latest handshake sender indexes
 	idxN               int
+	punch              punchState // pre-punch agreement (probe.go)
 }
 
 var _ conn.Endpoint = (*peerEndpoint)(nil)

@@ -28,16 +28,17 @@ import (
 // Conntrack clash: on Linux NAT a probe reaching the peer's router before
 // the peer has punched out leaves a conntrack entry there, and the peer's
 // own outbound packets then get another (random) port. Probing that port
-// over and over would keep the entry alive forever; rounds 40 s apart let
-// it expire (30 s UDP timeout) between rounds. The next slow round is timed
-// from the last quick round, whose pings go on for another prePunchLead,
-// and each side's rounds start when the coordinator's MsgProbe or the
-// peer's call-me-maybe reaches it: under load the two sides' last pings
-// can lie seconds apart. 35 s left 4 s for that and under CI load two
-// rounds in a row still met an entry the other side had just refreshed;
-// 40 s leaves 9 s. And a ping arriving from an
-// unknown source that opens as peer P's is P's new mapping: it becomes a
-// candidate (peer-reflexive) and gets a pong at once.
+// over and over would keep the entry alive forever; so a slow round waits
+// until slowRoundEvery (40 s) has passed since our last full ping to any
+// direct candidate of the peer (timed from the ping actually sent, not
+// from when the round was planned), letting such an entry expire (30 s UDP
+// timeout) between rounds. The other side's pings are part of the same
+// exchange (its rounds start when our call-me-maybe or the coordinator's
+// MsgProbe reaches it) and end within a few seconds of ours, so both sides
+// are silent towards each other's direct candidates for longer than the
+// timeout before the next round. And a ping arriving from an unknown
+// source that opens as peer P's is P's new mapping: it becomes a candidate
+// (peer-reflexive) and gets a pong at once.
 //
 // On the path in use a ping goes out every activePingEvery; a direct path
 // without a pong for pathTimeout is dead, and the peer falls back to the
@@ -120,19 +121,40 @@ func (t *pathTable) udpBlocked() bool {
 // that our NAT drops (the conntrack clash; Nebula stays relayed for good
 // in exactly this case). So a round first sends every direct candidate a
 // ping with TTL prePunchTTL, which opens our own NAT's mapping towards it
-// but expires in the network before the peer's NAT, and sends the full
-// ping prePunchLead later. The peer does the same at the same moment (map
-// push, MsgProbe, call-me-maybe), so each side's full ping finds the other
-// NAT already expecting it. A candidate on our own LAN answers the
-// pre-punch itself. TTL 2 passes one NAT (the host's own router); behind
-// nested NATs the pre-punch dies too early and the slow rounds (40 s apart,
-// longer than the 30 s UDP conntrack timeout) still get through.
-// prePunchTTL and prePunchLead are in constants.go.
+// but expires in the network before the peer's NAT, and then tells the
+// peer so over the relay (prePunched). The full ping to a candidate waits
+// until both sides have pre-punched: it goes out once the peer's
+// prePunched has arrived (or a ping from the candidate itself, which
+// shows the peer's NAT open towards us), whatever the two sides' timing,
+// but never before prePunchLead after our pre-punch: a candidate that
+// answers the pre-punch itself (on our LAN; or any candidate where the
+// socket cannot set a TTL) is verified first and keeps the path (20%
+// hysteresis) over a hairpin through our NAT that answers as fast.
+// A peer that has not pre-punched yet answers our prePunched by starting a
+// round; one that has answers with its own (punchedReply), since ours may
+// have reached it before it knew us. Fallbacks keep older nodes and broken
+// relays working: prePunchWait after the pre-punch once the peer answered
+// a ping over the relay since then (it knows us, so it would have said
+// prePunched if it could), prePunchMax in any case, and prePunchLead when
+// there is no relay path to agree over (the old lead-time behaviour). A
+// candidate on our own LAN answers the pre-punch itself. TTL 2 passes one
+// NAT (the host's own router); behind nested NATs the pre-punch dies too
+// early and the slow rounds still get through. The constants are in
+// constants.go.
+
+// punchState is a peer's side of the pre-punch agreement (guarded by
+// pathTable.mu).
+type punchState struct {
+	sent       time.Time // our last pre-punch (and prePunched to the peer)
+	recv       time.Time // the peer's last prePunched
+	lastDirect time.Time // our last full ping to a direct candidate (slow rounds count from it)
+}
 
 // roundLocked pings every candidate of e once: relayed addresses at once,
-// direct ones pre-punched first.
+// direct ones pre-punched, their full pings gated (punchReadyLocked).
 func (t *pathTable) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut) []discoOut {
 	blocked := t.udpBlocked()
+	punched := false
 	for _, c := range e.cands {
 		if c.relay && blocked {
 			continue // our socket cannot reach the relay
@@ -141,32 +163,81 @@ func (t *pathTable) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut)
 			continue
 		}
 		if c.relay || c.alive(now) {
-			outs = t.pingLocked(e, c.addr, false, now, outs)
+			outs = t.pingLocked(e, c.addr, false, 0, now, outs)
 			continue
 		}
 		n := len(outs)
-		outs = t.pingLocked(e, c.addr, false, now, outs)
+		outs = t.pingLocked(e, c.addr, false, prePunchTTL, now, outs)
 		if len(outs) == n {
 			continue // maxPendingPings unanswered: nothing was sent
 		}
-		outs[n].ttl = prePunchTTL
-		c.wantPing, c.pingAt = true, now.Add(prePunchLead)
+		punched = true
+		if !c.gated {
+			c.gated, c.punchedAt = true, now
+		}
+	}
+	if punched {
+		e.punch.sent = now
+		outs = t.punchedLocked(e, false, outs)
 	}
 	if blocked && len(e.relayed) > 0 {
 		if e.allocSrc.IsValid() {
-			outs = t.pingLocked(e, e.allocSrc, true, now, outs)
+			outs = t.pingLocked(e, e.allocSrc, true, 0, now, outs)
 		} else {
 			for _, ap := range e.endpoints {
-				outs = t.pingLocked(e, ap, true, now, outs)
+				outs = t.pingLocked(e, ap, true, 0, now, outs)
 			}
 		}
 	}
 	return outs
 }
 
+// punchedLocked appends a prePunched message to e over its relay path
+// (none without one).
+func (t *pathTable) punchedLocked(e *peerEndpoint, reply bool, outs []discoOut) []discoOut {
+	rp := t.relayPathLocked(e)
+	if rp == nil {
+		return outs
+	}
+	pkt := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPunched, wgKey: t.self, reply: reply})
+	return append(outs, discoOut{pkt: pkt, to: rp.addr, viaAlloc: rp.viaAlloc})
+}
+
+// punchReadyLocked reports whether c's full ping may go now: after our
+// pre-punch at c.punchedAt, the peer's side is open (see above).
+func (t *pathTable) punchReadyLocked(e *peerEndpoint, c *candidate, now time.Time) bool {
+	waited := now.Sub(c.punchedAt)
+	if waited < prePunchLead {
+		return false // a candidate that answers the pre-punch itself (our LAN) is verified first
+	}
+	if !e.punch.recv.IsZero() && now.Sub(e.punch.recv) < prePunchFresh ||
+		!c.pingRecv.IsZero() && now.Sub(c.pingRecv) < prePunchFresh {
+		return true // the peer pre-punched, or pings us from there: its NAT expects us
+	}
+	if t.relayPathLocked(e) == nil {
+		return true // nothing to agree over: the lead time alone
+	}
+	return waited >= prePunchMax || waited >= prePunchWait && t.relayAnsweredLocked(e, c.punchedAt)
+}
+
+// relayAnsweredLocked reports whether a pong came back on e's relay path
+// (from our socket or through our allocation) at or after since.
+func (t *pathTable) relayAnsweredLocked(e *peerEndpoint, since time.Time) bool {
+	if !e.allocPong.IsZero() && !e.allocPong.Before(since) {
+		return true
+	}
+	for _, c := range e.cands {
+		if c.relay && !c.lastPong.IsZero() && !c.lastPong.Before(since) {
+			return true
+		}
+	}
+	return false
+}
+
 // pingLocked appends a ping to e at to (through our allocation if
-// viaAlloc) and remembers it for its pong.
-func (t *pathTable) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool, now time.Time, outs []discoOut) []discoOut {
+// viaAlloc; with IP TTL ttl if > 0, a pre-punch) and remembers it for its
+// pong.
+func (t *pathTable) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool, ttl int, now time.Time, outs []discoOut) []discoOut {
 	if len(e.pings) >= maxPendingPings {
 		return outs
 	}
@@ -177,10 +248,13 @@ func (t *pathTable) pingLocked(e *peerEndpoint, to netip.AddrPort, viaAlloc bool
 		if c.unanswered.IsZero() {
 			c.unanswered = now
 		}
+		if !c.relay && ttl == 0 {
+			e.punch.lastDirect = now
+		}
 	}
 	t.probesSent.Add(1)
 	pkt := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPing, txid: id, wgKey: t.self})
-	return append(outs, discoOut{pkt: pkt, to: to, viaAlloc: viaAlloc})
+	return append(outs, discoOut{pkt: pkt, to: to, viaAlloc: viaAlloc, ttl: ttl})
 }
 
 // discoKey returns the shared box key of the peer whose disco public key
@@ -223,10 +297,14 @@ func (t *pathTable) acceptDisco(sender [32]byte, shared *[32]byte, m discoMsg, s
 				t.byAddr[src] = e
 				t.indexDirty = true
 			}
-		} else if e.cands[src] == nil {
+		} else if c := e.cands[src]; c == nil {
 			// Peer-reflexive: the peer's mapping towards us. Verify it with
 			// our own ping; the path only moves on its pong.
 			t.learnLocked(e, src, "reflexive", now)
+		} else {
+			// The peer's NAT sends from there, so it expects us: a gated
+			// full ping need not wait for its prePunched.
+			c.pingRecv = now
 		}
 		pong := sealDisco(&t.disco.pub, e.disco, discoMsg{kind: discoPong, txid: m.txid, addr: src})
 		return append(outs, discoOut{pkt: pong, to: src, viaAlloc: viaAlloc})
@@ -264,6 +342,24 @@ func (t *pathTable) acceptDisco(sender [32]byte, shared *[32]byte, m discoMsg, s
 			}
 		}
 		t.startRoundLocked(e, now, false)
+	case discoPunched:
+		if m.wgKey != e.key {
+			t.denyLocked(src, "pre-punched names another WireGuard key", now)
+			return outs
+		}
+		t.discoRx.Add(1)
+		e.punch.recv = now
+		t.kick() // gated full pings may go
+		if m.reply || t.forceRelay {
+			return outs
+		}
+		if !e.punch.sent.IsZero() && now.Sub(e.punch.sent) < prePunchFresh {
+			// Ours may have reached the peer before it knew us.
+			return t.punchedLocked(e, true, outs)
+		}
+		if len(e.directCands()) > 0 {
+			t.startRoundLocked(e, now, false) // pre-punches, then says so
+		}
 	}
 	return outs
 }
