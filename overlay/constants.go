@@ -204,6 +204,9 @@ const (
 	initReadPerSrc  = 10
 	initReadSources = 4096 // per-source buckets kept; past that they start over
 	initReadQueue   = 64
+	// initReadKnownSlots of initQ are kept for initiations from map peers'
+	// candidate addresses: strangers fill it only up to the rest.
+	initReadKnownSlots = 8
 	// Strangers' initiations passed on to wireguard-go: initPassRate a
 	// second, burst initPassBurst, the rest dropped. wireguard-go answers
 	// a full handshake queue (over 1/8 of its 1,024) with cookie replies,

@@ -67,8 +67,8 @@ func (b *tokenBucket) take(now time.Time, rate, burst float64) bool {
 }
 
 // initLimiter bounds the initiations read for their sender's key: a
-// global bucket and one per source address (IPv6 sources by /64, what
-// one host is likely to hold). Safe for concurrent use; mu is a leaf.
+// global bucket and one per source address; map peers' candidate
+// addresses skip the global one (allowKnown). Safe for concurrent use; mu is a leaf.
 type initLimiter struct {
 	mu     sync.Mutex
 	global tokenBucket
@@ -84,16 +84,34 @@ func (l *initLimiter) allowPass(now time.Time) bool {
 	return l.pass.take(now, initPassRate, initPassBurst)
 }
 
-// allow reports whether an initiation from src may be read now. The
-// per-source bucket is checked first so one source cannot drain the
-// global one.
+// allow reports whether a stranger's initiation from src may be read
+// now. The per-source bucket is checked first so one source cannot drain
+// the global one.
 func (l *initLimiter) allow(src netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.source(src).take(now, initReadPerSrc, initReadPerSrc) {
+		return false
+	}
+	return l.global.take(now, initReadRate, initReadBurst)
+}
+
+// allowKnown reports whether an initiation from src, a candidate address
+// of a map peer not configured yet, may be read now: its source's bucket
+// only, so strangers emptying the global one do not hold it up.
+func (l *initLimiter) allowKnown(src netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.source(src).take(now, initReadPerSrc, initReadPerSrc)
+}
+
+// source returns src's bucket (IPv6 sources by /64, what one host is
+// likely to hold), made on first use. Called with mu held.
+func (l *initLimiter) source(src netip.Addr) *tokenBucket {
 	src = src.Unmap()
 	if src.Is6() {
 		src = netip.PrefixFrom(src, 64).Masked().Addr()
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	b := l.per[src]
 	if b == nil {
 		if l.per == nil || len(l.per) >= initReadSources {
@@ -102,8 +120,5 @@ func (l *initLimiter) allow(src netip.Addr, now time.Time) bool {
 		b = &tokenBucket{}
 		l.per[src] = b
 	}
-	if !b.take(now, initReadPerSrc, initReadPerSrc) {
-		return false
-	}
-	return l.global.take(now, initReadRate, initReadBurst)
+	return b
 }
