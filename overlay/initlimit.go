@@ -73,6 +73,7 @@ type initLimiter struct {
 	mu     sync.Mutex
 	global tokenBucket
 	per    map[netip.Addr]*tokenBucket
+	known  map[netip.AddrPort]*tokenBucket // by map peers' candidates (allowKnown)
 	pass   tokenBucket // initiations passed on to wireguard-go
 }
 
@@ -96,13 +97,23 @@ func (l *initLimiter) allow(src netip.Addr, now time.Time) bool {
 	return l.global.take(now, initReadRate, initReadBurst)
 }
 
-// allowKnown reports whether an initiation from src, a candidate address
-// of a map peer not configured yet, may be read now: its source's bucket
-// only, so strangers emptying the global one do not hold it up.
-func (l *initLimiter) allowKnown(src netip.Addr, now time.Time) bool {
+// allowKnown reports whether an initiation from src, a candidate of a map
+// peer not configured yet, may be read now: that candidate's bucket only
+// (not its address's, which strangers on other ports of a shared address
+// may have spent), so strangers emptying the global one do not hold it up.
+func (l *initLimiter) allowKnown(src netip.AddrPort, now time.Time) bool {
+	src = unmapAP(src)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.source(src).take(now, initReadPerSrc, initReadPerSrc)
+	b := l.known[src]
+	if b == nil {
+		if l.known == nil || len(l.known) >= initReadSources {
+			l.known = make(map[netip.AddrPort]*tokenBucket) // bounded
+		}
+		b = &tokenBucket{}
+		l.known[src] = b
+	}
+	return b.take(now, initReadPerSrc, initReadPerSrc)
 }
 
 // source returns src's bucket (IPv6 sources by /64, what one host is

@@ -195,7 +195,7 @@ func TestScreenInitKnownSource(t *testing.T) {
 	}{
 		{"stranger", netip.MustParseAddrPort("10.9.9.10:1"), t1, false, false},
 		{"candidate of a peer not configured", offCand, t1, true, true},
-		{"same address, another port", netip.AddrPortFrom(offCand.Addr(), 5), t1, true, true},
+		{"same address, another port", netip.AddrPortFrom(offCand.Addr(), 5), t1, false, false},
 		{"IPv4-mapped form", netip.AddrPortFrom(netip.AddrFrom16(offCand.Addr().As16()), 41641), t1, true, true},
 		{"candidate of a configured peer", onCand, t1, true, false},
 	} {
@@ -206,12 +206,12 @@ func TestScreenInitKnownSource(t *testing.T) {
 			t.Errorf("%s (%v): passed %v, read %v; want %v, %v", tc.name, tc.src, pass, read, tc.wantPass, tc.wantRead)
 		}
 	}
-	if got := len(p.initQ) - strangers; got != 3 {
-		t.Fatalf("%d known initiations queued, want 3", got)
+	if got := len(p.initQ) - strangers; got != 2 {
+		t.Fatalf("%d known initiations queued, want 2", got)
 	}
 
-	// Its own source's limit still holds: at one instant, initReadPerSrc
-	// in all (three taken above).
+	// Its own candidate's limit still holds: at one instant,
+	// initReadPerSrc in all (two taken above).
 	read := 0
 	for range 100 {
 		before := len(p.initQ)
@@ -223,20 +223,20 @@ func TestScreenInitKnownSource(t *testing.T) {
 			<-p.initQ
 		}
 	}
-	if read != initReadPerSrc-3 {
-		t.Fatalf("one known source at one instant: %d more read, want %d", read, initReadPerSrc-3)
+	if read != initReadPerSrc-2 {
+		t.Fatalf("one known source at one instant: %d more read, want %d", read, initReadPerSrc-2)
 	}
 }
 
-// TestInitLimiterKnown: allowKnown spends only its source's bucket (which
-// allow shares); the global bucket, emptied by strangers, is not
+// TestInitLimiterKnown: allowKnown spends only its candidate's bucket;
+// neither the global bucket nor the address's, emptied by strangers, is
 // consulted. Explicit times.
 func TestInitLimiterKnown(t *testing.T) {
 	t0 := time.Unix(1e9, 0)
-	src := netip.MustParseAddr("198.51.100.7")
+	src := netip.MustParseAddrPort("198.51.100.7:41641")
 	for _, tc := range []struct {
 		name        string
-		emptyGlobal bool          // strangers emptied the global bucket at t0
+		emptyGlobal bool          // strangers (src's address among them) emptied the global bucket at t0
 		spent       int           // reads src already had at t0
 		stranger    bool          // ask allow, not allowKnown
 		at          time.Duration // after t0
@@ -253,6 +253,7 @@ func TestInitLimiterKnown(t *testing.T) {
 		if tc.emptyGlobal {
 			for i := range 5000 {
 				l.allow(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), t0)
+				l.allow(src.Addr(), t0) // other ports of a shared address
 			}
 		}
 		for range tc.spent {
@@ -262,11 +263,13 @@ func TestInitLimiterKnown(t *testing.T) {
 		}
 		ok := 0
 		for range 100 {
-			allow := l.allowKnown
+			allowed := false
 			if tc.stranger {
-				allow = l.allow
+				allowed = l.allow(src.Addr(), t0.Add(tc.at))
+			} else {
+				allowed = l.allowKnown(src, t0.Add(tc.at))
 			}
-			if allow(src, t0.Add(tc.at)) {
+			if allowed {
 				ok++
 			}
 		}

@@ -51,10 +51,10 @@ type lazyWG struct {
 type lazyIndex struct {
 	byKey map[[32]byte]*lazyPeer
 	byIP  map[netip.Addr]*lazyPeer
-	// byCand maps the IP address of every candidate a map peer published
-	// to that peer (the last one listed, where peers share an address: a
-	// NAT). Only a hint: an initiation's sender is known once it is read.
-	byCand map[netip.Addr]*lazyPeer
+	// byCand maps every candidate a map peer published (address and
+	// port: another port of the same host or NAT is anyone's) to that
+	// peer. Only a hint: an initiation's sender is known once it is read.
+	byCand map[netip.AddrPort]*lazyPeer
 	off    atomic.Int64 // peers not configured yet
 }
 
@@ -67,7 +67,7 @@ type lazyPeer struct {
 // configured. Called under Node.mu.
 func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
 	idx := &lazyIndex{byKey: make(map[[32]byte]*lazyPeer, len(peers)), byIP: make(map[netip.Addr]*lazyPeer, 2*len(peers)),
-		byCand: make(map[netip.Addr]*lazyPeer, 2*len(peers))}
+		byCand: make(map[netip.AddrPort]*lazyPeer, 2*len(peers))}
 	for k, p := range peers {
 		lp := &lazyPeer{key: k}
 		_, on := active[k]
@@ -80,7 +80,7 @@ func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
 			idx.byIP[a.Addr()] = lp
 		}
 		for _, c := range p.cands {
-			idx.byCand[c.Addr().Unmap()] = lp
+			idx.byCand[unmapAP(c)] = lp
 		}
 	}
 	l.idx.Store(idx)
@@ -109,10 +109,9 @@ func (l *lazyWG) needs(key [32]byte) bool {
 	return lp != nil && !lp.on.Load()
 }
 
-// candidate reports whether src is the address of a candidate some map
-// peer published, and if so whether that peer is configured yet. An
+// candidate reports whether src is a candidate some map peer published, and if so whether that peer is configured yet. An
 // initiation from there is no stranger's (initlimit.go).
-func (l *lazyWG) candidate(src netip.Addr) (known, off bool) {
+func (l *lazyWG) candidate(src netip.AddrPort) (known, off bool) {
 	if l == nil {
 		return false, false
 	}
@@ -120,7 +119,7 @@ func (l *lazyWG) candidate(src netip.Addr) (known, off bool) {
 	if idx == nil {
 		return false, false
 	}
-	lp := idx.byCand[src.Unmap()]
+	lp := idx.byCand[unmapAP(src)]
 	if lp == nil {
 		return false, false
 	}
@@ -269,4 +268,9 @@ func (n *Node) activator() {
 			}
 		}
 	}
+}
+
+// unmapAP is ap with an IPv4-mapped IPv6 address as IPv4.
+func unmapAP(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

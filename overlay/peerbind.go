@@ -315,10 +315,10 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 	// A source that is a candidate some map peer published is no
 	// stranger, even before a path names it: its initiation goes on to
 	// wireguard-go whatever the strangers' rate, and while that peer is not
-	// configured it is read with only its own source's limit, so a flood
+	// configured it is read with only its own candidate's limit, so a flood
 	// from elsewhere that empties the strangers' buckets does not cost a
 	// new peer wireguard-go's 5 s retry (issue 17 item 4).
-	known, off := p.lazy.candidate(src.Addr())
+	known, off := p.lazy.candidate(src)
 	if known {
 		p.initKnown.Add(1)
 	} else if drop = !p.initLimit.allowPass(now); drop {
@@ -328,7 +328,7 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 		return drop // nothing to find: wireguard-go knows every peer it may be
 	}
 	if off {
-		if !p.initLimit.allowKnown(src.Addr(), now) {
+		if !p.initLimit.allowKnown(src, now) {
 			p.initLimited.Add(1)
 			return drop
 		}
