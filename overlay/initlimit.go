@@ -74,7 +74,7 @@ type initLimiter struct {
 	global tokenBucket
 	per    map[netip.Addr]*tokenBucket
 	known  map[netip.AddrPort]*tokenBucket // by map peers' candidates (allowKnown)
-	pass   tokenBucket // initiations passed on to wireguard-go
+	pass   tokenBucket                     // initiations passed on to wireguard-go
 }
 
 // allowPass reports whether a stranger's initiation may go on to
