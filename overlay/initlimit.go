@@ -53,17 +53,23 @@ type tokenBucket struct {
 }
 
 func (b *tokenBucket) take(now time.Time, rate, burst float64) bool {
+	if !b.has(now, rate, burst) {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// has refills the bucket to now and reports whether it holds a token,
+// taking none.
+func (b *tokenBucket) has(now time.Time, rate, burst float64) bool {
 	if b.last.IsZero() {
 		b.tokens = burst
 	} else if d := now.Sub(b.last); d > 0 {
 		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
 	}
 	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.tokens >= 1
 }
 
 // initLimiter bounds the initiations read for their sender's key: a
@@ -75,6 +81,20 @@ type initLimiter struct {
 	per    map[netip.Addr]*tokenBucket
 	known  map[netip.AddrPort]*tokenBucket // by map peers' candidates (allowKnown)
 	pass   tokenBucket                     // initiations passed on to wireguard-go
+}
+
+// strangersSpent reports whether a stranger's initiation would be neither
+// passed on to wireguard-go nor (reading: some map peer is not configured)
+// read now: the shared buckets are empty. It takes no token, so the
+// receive path can drop a flood before computing MAC1 and junk never
+// spends a token.
+func (l *initLimiter) strangersSpent(now time.Time, reading bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pass.has(now, initPassRate, initPassBurst) {
+		return false
+	}
+	return !reading || !l.global.has(now, initReadRate, initReadBurst)
 }
 
 // allowPass reports whether a stranger's initiation may go on to

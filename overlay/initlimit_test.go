@@ -309,3 +309,47 @@ func BenchmarkInitFlood(b *testing.B) {
 		}
 	})
 }
+
+// TestStrangersSpent: the receive path's shortcut drops a stranger's
+// initiation before MAC1 only when neither the pass bucket nor (when some
+// peer waits to be configured) the global read bucket holds a token; it
+// takes none itself. Explicit times.
+func TestStrangersSpent(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
+	spendPass := func(l *initLimiter, at time.Time) {
+		for l.allowPass(at) {
+		}
+	}
+	spendRead := func(l *initLimiter, at time.Time) {
+		for i := range 5000 {
+			l.allow(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), at)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		pass, read bool // spend that bucket at t0
+		reading    bool
+		at         time.Duration
+		want       bool
+	}{
+		{"fresh", false, false, true, 0, false},
+		{"pass spent, not reading", true, false, false, 0, true},
+		{"pass spent, reading, read bucket full", true, false, true, 0, false},
+		{"both spent, reading", true, true, true, 0, true},
+		{"both spent, one pass token later", true, true, true, time.Second / initPassRate, false},
+		{"read spent only, not reading", false, true, false, 0, false},
+	} {
+		var l initLimiter
+		if tc.pass {
+			spendPass(&l, t0)
+		}
+		if tc.read {
+			spendRead(&l, t0)
+		}
+		for range 3 { // takes no token: the same answer each time
+			if got := l.strangersSpent(t0.Add(tc.at), tc.reading); got != tc.want {
+				t.Fatalf("%s: strangersSpent = %v, want %v", tc.name, got, tc.want)
+			}
+		}
+	}
+}

@@ -308,10 +308,6 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 	if r == nil {
 		return false
 	}
-	if !r.mac1OK(b) {
-		p.junkWG.Add(1)
-		return true
-	}
 	// A source that is a candidate some map peer published is no
 	// stranger, even before a path names it: its initiation goes on to
 	// wireguard-go whatever the strangers' rate, and while that peer is not
@@ -319,6 +315,19 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 	// from elsewhere that empties the strangers' buckets does not cost a
 	// new peer wireguard-go's 5 s retry (issue 17 item 4).
 	known, off := p.lazy.candidate(src)
+	if !known && p.initLimit.strangersSpent(now, p.lazy.anyOff()) {
+		// Under a flood: no stranger's initiation would be passed on
+		// or read now, valid MAC1 or not, so not even MAC1 is computed.
+		p.initDropped.Add(1)
+		if p.lazy.anyOff() {
+			p.initLimited.Add(1)
+		}
+		return true
+	}
+	if !r.mac1OK(b) {
+		p.junkWG.Add(1)
+		return true
+	}
 	if known {
 		p.initKnown.Add(1)
 	} else if drop = !p.initLimit.allowPass(now); drop {
