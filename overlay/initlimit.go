@@ -26,12 +26,24 @@ import (
 //
 // The initiation itself goes on to wireguard-go as before — for a
 // configured peer (roaming) that is the only delivery — but no more than
-// initPassRate a second from sources no path names: past its queue's
-// 1/8 wireguard-go's own defence starts (cookie replies demanding MAC2,
-// then a per-IP rate limit; WireGuard paper §5.3), which is sound but
-// costs every new peer a 5 s retry. Initiations from peers' known paths
-// are not limited here and go on at once; under a flood wireguard-go's
-// cookie mechanism still covers them.
+// initPassRate a second from sources no path names: each costs it an
+// X25519, and past its queue's 1/8 wireguard-go's own defence starts
+// (cookie replies demanding MAC2, then a per-IP rate limit; WireGuard
+// paper §5.3), which is sound but costs every new peer a 5 s retry.
+// Initiations from peers' known paths are not limited here and go on at
+// once; under a flood wireguard-go's cookie mechanism still covers them.
+//
+// A source that is a candidate some map peer published (address and
+// port, from the map) is no stranger even before a path names it: a new
+// peer's first initiation comes from there while its path is still being
+// probed. It skips the pass limit and the global read bucket (its own
+// candidate's bucket still holds), and the last initReadKnownSlots of
+// initQ are kept for it, so a flood from elsewhere that spends the
+// strangers' buckets does not cost the new peer wireguard-go's 5 s retry.
+//
+// While the strangers' buckets are spent (strangersSpent), a stranger's
+// initiation is dropped before even MAC1 is computed: the flood then costs
+// the receive path ~0.1 µs a packet, and junk never spends a token.
 
 // mac1OK reports whether msg, an initiation of the right size, carries a
 // valid MAC1 for r's key (WireGuard paper §5.4.4): junk is dropped before
