@@ -83,20 +83,28 @@ func (p *kernelPlane) ListenDNS(ap netip.AddrPort) (net.PacketConn, net.Listener
 // It needs an unprivileged ping socket (net.ipv4.ping_group_range) or
 // CAP_NET_RAW.
 func (p *kernelPlane) Ping(ctx context.Context, dst netip.Addr) (time.Duration, error) {
+	// An unprivileged ICMP socket first (net.ipv4.ping_group_range), else
+	// a raw one (CAP_NET_RAW). They differ in the address WriteTo takes
+	// and in what ReadFrom sees: a raw socket gets every ICMP packet for
+	// the address, so replies are matched by our ID (the kernel rewrites
+	// the ID on an unprivileged socket and delivers only its own replies).
+	raw := false
 	c, err := icmp.ListenPacket("udp4", p.self4.String())
 	if err != nil {
 		if c, err = icmp.ListenPacket("ip4:icmp", p.self4.String()); err != nil {
 			return 0, fmt.Errorf("open ICMP socket (needs CAP_NET_RAW or net.ipv4.ping_group_range): %w", err)
 		}
+		raw = true
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: 1, Data: []byte("agentnet ping")}}
+	id := os.Getpid() & 0xffff
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte("agentnet ping")}}
 	b, _ := msg.Marshal(nil)
 	var to net.Addr = &net.UDPAddr{IP: dst.AsSlice()}
-	if c.LocalAddr().Network() == "ip:icmp" || c.LocalAddr().Network() == "ip4:icmp" {
+	if raw {
 		to = &net.IPAddr{IP: dst.AsSlice()}
 	}
 	start := time.Now() // an RTT times real I/O: the real clock, not the node's
@@ -110,9 +118,13 @@ func (p *kernelPlane) Ping(ctx context.Context, dst netip.Addr) (time.Duration, 
 			return 0, err
 		}
 		r, err := icmp.ParseMessage(1, buf[:n])
-		if err == nil && r.Type == ipv4.ICMPTypeEchoReply {
-			return time.Since(start), nil
+		if err != nil || r.Type != ipv4.ICMPTypeEchoReply {
+			continue
 		}
+		if e, ok := r.Body.(*icmp.Echo); raw && (!ok || e.ID != id) {
+			continue // another program's reply, seen by our raw socket
+		}
+		return time.Since(start), nil
 	}
 }
 

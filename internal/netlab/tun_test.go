@@ -108,6 +108,27 @@ func TestTUNMode(t *testing.T) {
 			t.Fatalf("curl: %q %v (want the server to see planner's virtual IP %s)", out, err, aUp[2])
 		}
 	})
+	t.Run("agentnet ping", func(t *testing.T) {
+		// A new namespace has net.ipv4.ping_group_range = "1 0" (no
+		// unprivileged ICMP), so ping takes its raw-socket path; it once
+		// wrote a UDP address to that socket (EINVAL, issue 16 item 2).
+		if rng := strings.TrimSpace(a.Run(t, "cat", "/proc/sys/net/ipv4/ping_group_range")); rng != "1\t0" {
+			t.Logf("ping_group_range is %q; the raw-socket path may not be the one tested", rng)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, errOut, err := a.Output(ctx, bin, "ping", "--state", filepath.Join(dir, "planner"), "--count", "2", "--json", "search")
+		if err != nil {
+			t.Fatalf("agentnet ping search: %v\n%s%s", err, out, errOut)
+		}
+		var reply struct {
+			Peer string  `json:"peer"`
+			RTT  float64 `json:"rtt_ms"`
+		}
+		if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &reply); err != nil || reply.Peer != "search" || reply.RTT <= 0 {
+			t.Fatalf("agentnet ping --json: %q (%v); want a reply from search with an RTT", out, err)
+		}
+	})
 	t.Run("curl IPv6 by name", func(t *testing.T) {
 		out, err := curl("-6", "http://search.agents.internal:8080/hello")
 		if err != nil || !strings.Contains(out, aUp[3]) {
