@@ -212,12 +212,17 @@ const (
 	initReadPerSrc  = 10
 	initReadSources = 4096 // per-source buckets kept; past that they start over
 	initReadQueue   = 64
+	// initReadKnownSlots of initQ are kept for initiations from map peers'
+	// candidate addresses: strangers fill it only up to the rest.
+	initReadKnownSlots = 8
 	// Strangers' initiations passed on to wireguard-go: initPassRate a
-	// second, burst initPassBurst, the rest dropped. wireguard-go answers
-	// a full handshake queue (over 1/8 of its 1,024) with cookie replies,
-	// which cost a new peer a 5 s retry; this keeps a flood well below
-	// that and its DH work under a fraction of a core. Initiations from
-	// peers' known paths are not limited here.
-	initPassRate  = 1000
-	initPassBurst = 128
+	// second, burst initPassBurst, the rest dropped. Each costs
+	// wireguard-go one X25519 (~50-100 µs) even when it names no peer,
+	// and past 1/8 of its queue of 1,024 a cookie reply, which costs a
+	// new peer a 5 s retry; this keeps a flood's share well under 1 % of a
+	// core. Initiations from peers' known paths and published candidates
+	// are not limited here, so only a configured peer roaming to an
+	// unpublished address needs this pass.
+	initPassRate  = 100
+	initPassBurst = 32
 )

@@ -51,7 +51,11 @@ type lazyWG struct {
 type lazyIndex struct {
 	byKey map[[32]byte]*lazyPeer
 	byIP  map[netip.Addr]*lazyPeer
-	off   atomic.Int64 // peers not configured yet
+	// byCand maps every candidate a map peer published (address and
+	// port: another port of the same host or NAT is anyone's) to that
+	// peer. Only a hint: an initiation's sender is known once it is read.
+	byCand map[netip.AddrPort]*lazyPeer
+	off    atomic.Int64 // peers not configured yet
 }
 
 type lazyPeer struct {
@@ -62,7 +66,8 @@ type lazyPeer struct {
 // setPeers replaces the index with peers, of which those in active are
 // configured. Called under Node.mu.
 func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
-	idx := &lazyIndex{byKey: make(map[[32]byte]*lazyPeer, len(peers)), byIP: make(map[netip.Addr]*lazyPeer, 2*len(peers))}
+	idx := &lazyIndex{byKey: make(map[[32]byte]*lazyPeer, len(peers)), byIP: make(map[netip.Addr]*lazyPeer, 2*len(peers)),
+		byCand: make(map[netip.AddrPort]*lazyPeer, 2*len(peers))}
 	for k, p := range peers {
 		lp := &lazyPeer{key: k}
 		_, on := active[k]
@@ -73,6 +78,9 @@ func (l *lazyWG) setPeers(peers, active map[[32]byte]wgPeer) {
 		idx.byKey[k] = lp
 		for _, a := range p.allowed {
 			idx.byIP[a.Addr()] = lp
+		}
+		for _, c := range p.cands {
+			idx.byCand[unmapAP(c)] = lp
 		}
 	}
 	l.idx.Store(idx)
@@ -99,6 +107,23 @@ func (l *lazyWG) needs(key [32]byte) bool {
 	}
 	lp := idx.byKey[key]
 	return lp != nil && !lp.on.Load()
+}
+
+// candidate reports whether src is a candidate some map peer published, and if so whether that peer is configured yet. An
+// initiation from there is no stranger's (initlimit.go).
+func (l *lazyWG) candidate(src netip.AddrPort) (known, off bool) {
+	if l == nil {
+		return false, false
+	}
+	idx := l.idx.Load()
+	if idx == nil {
+		return false, false
+	}
+	lp := idx.byCand[unmapAP(src)]
+	if lp == nil {
+		return false, false
+	}
+	return true, !lp.on.Load()
 }
 
 // anyOff reports whether some map peer is not configured yet: if none
@@ -243,4 +268,9 @@ func (n *Node) activator() {
 			}
 		}
 	}
+}
+
+// unmapAP is ap with an IPv4-mapped IPv6 address as IPv4.
+func unmapAP(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -95,6 +95,7 @@ type peerBind struct {
 	junkWG      atomic.Uint64 // WireGuard-shaped but invalid: bad size, or an initiation with a bad MAC1
 	wgUnknown   atomic.Uint64 // WireGuard responses, cookies and data from unknown sources naming none of our sessions
 	initLimited atomic.Uint64 // strangers' initiations not read: rate limit
+	initKnown   atomic.Uint64 // initiations from map peers' candidates without a path: not strangers'
 	initQDrops  atomic.Uint64 // strangers' initiations not read: initQ full
 	initDropped atomic.Uint64 // strangers' initiations not passed to wireguard-go: rate limit
 }
@@ -308,19 +309,44 @@ func (p *peerBind) screenInit(b []byte, src netip.AddrPort, now time.Time) (drop
 	if r == nil {
 		return false
 	}
+	// A source that is a candidate some map peer published is no
+	// stranger, even before a path names it: its initiation goes on to
+	// wireguard-go whatever the strangers' rate, and while that peer is not
+	// configured it is read with only its own candidate's limit, so a flood
+	// from elsewhere that empties the strangers' buckets does not cost a
+	// new peer wireguard-go's 5 s retry (issue 17 item 4).
+	known, off := p.lazy.candidate(src)
+	if !known && p.initLimit.strangersSpent(now, p.lazy.anyOff()) {
+		// Under a flood: no stranger's initiation would be passed on
+		// or read now, valid MAC1 or not, so not even MAC1 is computed.
+		p.initDropped.Add(1)
+		if p.lazy.anyOff() {
+			p.initLimited.Add(1)
+		}
+		return true
+	}
 	if !r.mac1OK(b) {
 		p.junkWG.Add(1)
 		return true
 	}
-	drop = !p.initLimit.allowPass(now)
-	if drop {
+	if known {
+		p.initKnown.Add(1)
+	} else if drop = !p.initLimit.allowPass(now); drop {
 		p.initDropped.Add(1)
 	}
 	if !p.lazy.anyOff() {
 		return drop // nothing to find: wireguard-go knows every peer it may be
 	}
-	if !p.initLimit.allow(src.Addr(), now) {
+	if off {
+		if !p.initLimit.allowKnown(src, now) {
+			p.initLimited.Add(1)
+			return drop
+		}
+	} else if !p.initLimit.allow(src.Addr(), now) {
 		p.initLimited.Add(1)
+		return drop
+	} else if len(p.initQ) >= initReadQueue-initReadKnownSlots {
+		p.initQDrops.Add(1) // the last slots are kept for known sources
 		return drop
 	}
 	select {

@@ -19,6 +19,10 @@ type wgPeer struct {
 	keepalive int            // persistent keepalive seconds, 0 = off
 	endpoint  netip.AddrPort // zero: none known
 	allowed   []netip.Prefix
+	// cands are the UDP candidates the peer published (wire.Node.Endpoints):
+	// not wireguard-go configuration, the sources whose initiations are not
+	// strangers' (initlimit.go).
+	cands []netip.AddrPort
 }
 
 func peerFromNode(n wire.Node) (wgPeer, error) {
@@ -36,6 +40,7 @@ func peerFromNode(n wire.Node) (wgPeer, error) {
 	if len(n.Endpoints) > 0 {
 		p.endpoint = n.Endpoints[0]
 	}
+	p.cands = n.Endpoints
 	return p, nil
 }
 
