@@ -144,6 +144,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // control loop
+	// done is closed by stop (lifecycle.go): on a refusal or at Close.
+	done     chan struct{}
+	doneOnce sync.Once
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 	// keyConflictPeers counts map peers dropped because their WireGuard
@@ -211,7 +214,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("overlay: create state dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, now: cfg.Now, writeCache: saveCachedMap, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger, now: cfg.Now, writeCache: saveCachedMap, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1), done: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -721,7 +724,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	n.cancel()
+	n.stop()
 	n.metrics.Close()
 	if n.local != nil {
 		n.local.close()
