@@ -10,12 +10,13 @@ import (
 	"github.com/agentnet/agentnet/wire"
 )
 
-// validate checks every Config value that can be checked without I/O. New
+// Validate checks every Config value that can be checked without I/O. New
 // calls it before its first side effect (the state directory, enrollment),
 // so a bad value leaves nothing behind: no empty state directory, no node
-// enrolled under a name whose run then fails. Defaults are filled in first.
-func (c *Config) validate() error {
-	if c.MTU < minMTU || c.MTU > maxMTU {
+// enrolled under a name whose run then fails. Callers that want to tell a
+// usage error from a failure (the CLI) call it first.
+func (c *Config) Validate() error {
+	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU) {
 		return fmt.Errorf("overlay: MTU %d out of range: want %d to %d (--mtu)", c.MTU, minMTU, maxMTU)
 	}
 	if c.Token != "" {

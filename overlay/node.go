@@ -220,7 +220,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	// Every check before the first side effect (configcheck.go), the
 	// state directory only once the token parses, and nothing in it
 	// touched before it is ours (statelock.go).
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -71,7 +72,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *keyRotation == 0 {
 		*keyRotation = -1 // overlay.Config: negative disables
 	}
-	n, err := overlay.New(ctx, overlay.Config{
+	cfg := overlay.Config{
 		KeyRotation: *keyRotation,
 		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
@@ -79,7 +80,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		MaxConnsPerPeer: *maxConnsPerPeer, MaxConns: *maxConns,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
 			Forwards: forwards, Exposes: exposes},
-	})
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	n, err := overlay.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -88,9 +93,21 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if ap := n.DNSAddr(); ap.IsValid() {
 		fmt.Fprintf(stdout, "dns on %s\n", ap)
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return n.Close()
+	case <-n.Done():
+		// The coordinator revoked or expired this node: it has stopped
+		// sending; Close removes its TUN device and sockets, and the
+		// process exits non-zero with the reason.
+		stopErr := n.Err()
+		n.Close()
+		if stopErr == nil {
+			stopErr = errors.New("node stopped")
+		}
+		return stopErr
+	}
 }
 
 func splitList(s string) []string {
