@@ -340,3 +340,26 @@ func TestPathTableIndex(t *testing.T) {
 		t.Fatal("a published snapshot changed")
 	}
 }
+
+// TestPathTableRoundWithPingsFull: a round when maxPendingPings pings to the
+// peer are still unanswered sends nothing more and must not touch another
+// packet's TTL (it once indexed outs[-1] and panicked the probe loop when
+// the unanswered pings filled up before a round).
+func TestPathTableRoundWithPingsFull(t *testing.T) {
+	f := newPTFixture(t, pbHigh, pbLow, []netip.AddrPort{ptDirect}, []netip.AddrPort{ptRelayed})
+	e := f.t.byKey[f.peer.key]
+	f.t.mu.Lock()
+	for len(e.pings) < maxPendingPings {
+		e.pings[newTxID()] = sentPing{to: ptRelayed, at: f.clk.Now()}
+	}
+	f.t.mu.Unlock()
+	out := f.tick(0)
+	if got, _ := f.pings(t, out.outs); len(got) != 0 {
+		t.Fatalf("pings %q with %d unanswered, want none", got, maxPendingPings)
+	}
+	// Once they expire, rounds send again.
+	out = f.tick(pingExpiry + 2*time.Second)
+	if got, _ := f.pings(t, out.outs); len(got) == 0 {
+		t.Fatal("no pings after the unanswered ones expired")
+	}
+}

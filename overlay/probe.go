@@ -144,8 +144,12 @@ func (t *pathTable) roundLocked(e *peerEndpoint, now time.Time, outs []discoOut)
 			outs = t.pingLocked(e, c.addr, false, now, outs)
 			continue
 		}
+		n := len(outs)
 		outs = t.pingLocked(e, c.addr, false, now, outs)
-		outs[len(outs)-1].ttl = prePunchTTL
+		if len(outs) == n {
+			continue // maxPendingPings unanswered: nothing was sent
+		}
+		outs[n].ttl = prePunchTTL
 		c.wantPing, c.pingAt = true, now.Add(prePunchLead)
 	}
 	if blocked && len(e.relayed) > 0 {
