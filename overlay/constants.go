@@ -10,7 +10,11 @@ import "time"
 
 // Node defaults (Config).
 const (
-	defaultMTU           = 1280 // Config.MTU: the IPv6 minimum, so any path carries it
+	defaultMTU = 1280 // Config.MTU: the IPv6 minimum, so any path carries it
+	// Config.MTU bounds: every node has an IPv6 address, and IPv6 needs
+	// 1280 (RFC 8200 §5); a TUN device takes at most 65535.
+	minMTU               = 1280
+	maxMTU               = 65535
 	defaultEnrollTimeout = 60 * time.Second
 	// Reconnect backoff (backoff): attempt n waits n seconds up to
 	// backoffSteps, then backoffMax; each wait is jittered to 50-100 %.

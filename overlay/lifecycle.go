@@ -16,15 +16,64 @@ import (
 // never help: the node logs one Error, tears its peers down (WireGuard peers
 // removed, DNS left with its own name only, cached map deleted), records
 // the refusal in its state file so it never starts again from that state,
-// and stops following the coordinator. Its local API keeps answering, so
-// `agentnet status` shows why.
+// and stops: every background loop ends (no update, probe or report is
+// sent after), Done is closed and Err wraps ErrRevoked or ErrExpired. The
+// owner then calls Close, which removes a kernel TUN device; `agentnet node`
+// does so and exits non-zero.
+
+// Sentinels for a node the coordinator refused for good (Node.Err, and New
+// on a state dir that records such a refusal).
+var (
+	ErrRevoked = errors.New("node revoked by the coordinator")
+	ErrExpired = errors.New("node identity expired")
+)
+
+// refusalSentinel maps a lifecycle refusal code to its sentinel.
+func refusalSentinel(code string) error {
+	if code == wire.CodeNodeExpired {
+		return ErrExpired
+	}
+	return ErrRevoked
+}
 
 // refusedError is what New returns for a state dir whose identity the
 // coordinator revoked or expired.
 func refusedError(dir string, r *wire.ErrorResponse) error {
-	return fmt.Errorf("overlay: the identity in %s was refused for good by the coordinator (%s): %s; "+
+	return fmt.Errorf("overlay: the identity in %s was refused for good by the coordinator (%w, %s): %s; "+
 		"re-enroll with a new join token and a new state dir (agentnet node --token TOKEN --state NEWDIR)",
-		dir, r.Code, r.Error)
+		dir, refusalSentinel(r.Code), r.Code, r.Error)
+}
+
+// stoppedError is Node.Err after a refusal while running.
+func stoppedError(r *wire.ErrorResponse) error {
+	return fmt.Errorf("overlay: stopped: %w (%s): %s; "+
+		"re-enroll with a new join token and a new state dir (agentnet node --token TOKEN --state NEWDIR)",
+		refusalSentinel(r.Code), r.Code, r.Error)
+}
+
+// Done is closed when the node stops: on its own, when the coordinator
+// revoked or expired it (Err says so), or by Close. The owner of a node
+// stopped on its own must still call Close to release its device and
+// sockets.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns why the node stopped on its own: an error wrapping
+// ErrRevoked or ErrExpired. It is nil while the node runs and after a plain
+// Close.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.refused == nil {
+		return nil
+	}
+	return stoppedError(n.refused)
+}
+
+// stop ends the node's background loops and closes Done; Close and refuse
+// call it. Idempotent.
+func (n *Node) stop() {
+	n.cancel()
+	n.doneOnce.Do(func() { close(n.done) })
 }
 
 // refusalCode returns the coordinator's refusal code in err, if any.
@@ -115,6 +164,9 @@ func (n *Node) refuse(r wire.ErrorResponse) {
 	if err := saveState(n.cfg.StateDir, n.state); err != nil {
 		n.log.Error("could not record the refusal in the node state", "err", err)
 	}
+	// Last: nothing leaves the node from here on (the reporter, publisher,
+	// prober and relay loops all end with n.ctx).
+	n.stop()
 }
 
 // Refused returns the coordinator's refusal when it revoked or expired this

@@ -168,6 +168,15 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 	if r == nil || r.Code != wire.CodeNodeRevoked || !strings.Contains(r.Error, "new identity") {
 		t.Fatalf("alpha's refusal = %+v", r)
 	}
+	// It stops on its own: Done closes and Err says why (issue 16 item 3).
+	select {
+	case <-a.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("alpha's Done not closed after its revocation")
+	}
+	if err := a.Err(); !errors.Is(err, overlay.ErrRevoked) || !strings.Contains(err.Error(), "NEWDIR") {
+		t.Errorf("alpha.Err() = %v, want one wrapping ErrRevoked", err)
+	}
 	st := a.Status()
 	if st.Refused == nil || len(st.Peers) != 0 || len(a.Map().Peers) != 0 {
 		t.Errorf("alpha status after revocation: refused %v, %d peers", st.Refused, len(st.Peers))
@@ -180,7 +189,7 @@ func TestRevokeStopsLiveTransfer(t *testing.T) {
 
 	// Restarting from the same state refuses at once.
 	_, err = overlay.New(ctxT(t, 10*time.Second), nw.NodeConfig("alpha"))
-	if err == nil || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "NEWDIR") {
+	if err == nil || !errors.Is(err, overlay.ErrRevoked) || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "NEWDIR") {
 		t.Errorf("restart of a revoked node: %v", err)
 	}
 	// The old identity cannot re-enroll even with a valid token: a state

@@ -56,7 +56,9 @@ type Config struct {
 	// nothing (counted as result "refused_source").
 	DNSListen string
 	// DNSUpstream ("ip:port") receives queries for names outside the
-	// overlay domain. Optional; default: such queries are REFUSED.
+	// overlay domain. Optional; default: with AcceptDNS the first
+	// nameserver /etc/resolv.conf named before the takeover, otherwise
+	// (or when it names none) such queries are REFUSED.
 	DNSUpstream string
 	// MTU of the overlay interface. Optional, default 1280.
 	MTU int
@@ -125,6 +127,7 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	now       func() time.Time // Config.Now
+	lock      *stateLock       // on StateDir, from New to the end of Close
 	state     *nodeState
 	wgPub     [32]byte // this node's WireGuard public key; changed under mu by rotate.go
 	ctl       *controlClient
@@ -144,6 +147,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // control loop
+	// done is closed by stop (lifecycle.go): on a refusal or at Close.
+	done     chan struct{}
+	doneOnce sync.Once
 
 	mapsRefused atomic.Uint64 // maps that failed verification or did not fit
 	// keyConflictPeers counts map peers dropped because their WireGuard
@@ -205,13 +211,26 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	fail := func(err error) (*Node, error) {
 		if cfg.PacketConn != nil {
 			cfg.PacketConn.Close()
 		}
-		return nil, fmt.Errorf("overlay: create state dir: %w", err)
+		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, now: cfg.Now, writeCache: saveCachedMap, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1)}
+	// Every check before the first side effect (configcheck.go), the
+	// state directory only once the token parses, and nothing in it
+	// touched before it is ours (statelock.go).
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fail(fmt.Errorf("overlay: create state dir: %w", err))
+	}
+	lock, err := lockState(cfg.StateDir)
+	if err != nil {
+		return fail(err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, now: cfg.Now, lock: lock, writeCache: saveCachedMap, peers: make(map[[32]byte]wgPeer), active: make(map[[32]byte]wgPeer), freeMem: make(chan struct{}, 1), done: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -285,6 +304,16 @@ func (n *Node) start(ctx context.Context) error {
 	n.wg.Add(2)
 	go n.activator()
 	go n.memoryLoop()
+	if n.cfg.AcceptDNS && n.cfg.DNSUpstream == "" {
+		// Before acceptDNS rewrites /etc/resolv.conf: the resolvers the
+		// host had keep answering names outside the overlay.
+		if up := priorUpstream(n.cfg.StateDir, m.DNSIP); up != "" {
+			n.cfg.DNSUpstream = up
+			n.log.Info("--accept-dns: names outside the overlay go to the host's previous resolver", "endpoint", up)
+		} else {
+			n.log.Warn("--accept-dns: no previous resolver found in " + resolvConf + "; names outside the overlay will be REFUSED; set --dns-upstream IP:PORT to forward them")
+		}
+	}
 	if err := n.startDNS(m); err != nil {
 		return err
 	}
@@ -295,9 +324,6 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	if n.cfg.AcceptDNS {
-		if n.cfg.TUN == "" {
-			return errors.New("overlay: --accept-dns needs kernel TUN mode (--tun); in netstack mode point resolvers at --dns-listen")
-		}
 		if err := acceptDNS(n.cfg.StateDir, m.DNSIP.String(), m.Domain); err != nil {
 			return fmt.Errorf("overlay: --accept-dns: %w", err)
 		}
@@ -721,7 +747,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	n.cancel()
+	n.stop()
 	n.metrics.Close()
 	if n.local != nil {
 		n.local.close()
@@ -756,6 +782,7 @@ func (n *Node) Close() error {
 	if n.ctl != nil {
 		n.ctl.close()
 	}
+	n.lock.unlock() // last: the state dir is free for the next node
 	return nil
 }
 

@@ -1,12 +1,17 @@
 package overlay
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/agentnet/agentnet/internal/atomicfile"
+	"github.com/agentnet/agentnet/wire"
 )
 
 // Host resolver takeover for --accept-dns. The original contents are kept
@@ -49,4 +54,42 @@ func restoreDNS(stateDir string) error {
 		return fmt.Errorf("restore %s: %w", resolvConf, err)
 	}
 	return os.Remove(backup)
+}
+
+// priorUpstream returns the resolver the host used before --accept-dns
+// ("ip:port"), for names outside the overlay when Config.DNSUpstream is
+// unset: like Tailscale, taking over the host resolver must not cut the
+// host off the rest of DNS. It reads the backup a crashed run left (the
+// live file then points at us) or else the live file, and returns "" when
+// neither names a nameserver other than our own.
+func priorUpstream(stateDir string, dnsIP netip.Addr) string {
+	b, err := os.ReadFile(filepath.Join(stateDir, resolvConfBackup))
+	if err != nil {
+		b, _ = os.ReadFile(resolvConf)
+	}
+	return upstreamFromResolvConf(b, dnsIP)
+}
+
+// upstreamFromResolvConf returns the first "nameserver" of a resolv.conf
+// (resolv.conf(5)) that is not the overlay's DNS (dnsIP, or
+// wire.DefaultDNSIP), as ip:53; "" when there is none. A zone in an IPv6
+// address (fe80::1%eth0) is kept.
+func upstreamFromResolvConf(b []byte, dnsIP netip.Addr) string {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		ip, err := netip.ParseAddr(f[1])
+		if err != nil {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip == dnsIP || ip == wire.DefaultDNSIP || ip.IsUnspecified() {
+			continue
+		}
+		return netip.AddrPortFrom(ip, 53).String()
+	}
+	return ""
 }

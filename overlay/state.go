@@ -20,6 +20,7 @@ const (
 	stateFile  = "node.json"     // keys and coordinator trust
 	mapFile    = "wire.json"     // last verified signed network map
 	socketFile = "agentnet.sock" // local API
+	lockFile   = "node.lock"     // held by the running node (statelock.go); holds its PID
 )
 
 // nodeState is what a node must remember across restarts. Secrets never

@@ -24,7 +24,22 @@ const configEnv = "AGENTNET_CONFIG"
 // command line from the file (flags win). Errors in the file are usage
 // errors.
 func parseWithConfig(fs *flag.FlagSet, args []string) error {
+	return parseConfigured(fs, args, false)
+}
+
+// parseWithSharedConfig is parseWithConfig for the sub-verbs of a command
+// (agentnet node rotate, node revoke): the config file is the command's
+// (a node's, typically from $AGENTNET_CONFIG), so the verb takes the keys
+// it has flags for (rotate: state) and ignores the rest (issue 16 item 8).
+func parseWithSharedConfig(fs *flag.FlagSet, args []string) error {
+	return parseConfigured(fs, args, true)
+}
+
+func parseConfigured(fs *flag.FlagSet, args []string, shared bool) error {
 	file := fs.String("config", "", "YAML file of flag settings: keys are the long flag names, flags on the command line win (also $"+configEnv+")")
+	if shared {
+		fs.Lookup("config").Usage = "YAML config file of the command (e.g. the node's): the keys this verb has flags for are used, others ignored; flags on the command line win (also $" + configEnv + ")"
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -34,13 +49,14 @@ func parseWithConfig(fs *flag.FlagSet, args []string) error {
 	if *file == "" {
 		return nil
 	}
-	return loadConfig(fs, *file)
+	return loadConfig(fs, *file, shared)
 }
 
 // loadConfig applies the YAML mapping in file to fs: each key must name a
-// flag of fs; flags already set (fs.Visit) are left alone; a list sets a
-// repeatable flag once per element.
-func loadConfig(fs *flag.FlagSet, file string) error {
+// flag of fs (unless shared: then keys fs lacks are skipped); flags already
+// set (fs.Visit) are left alone; a list sets a repeatable flag once per
+// element.
+func loadConfig(fs *flag.FlagSet, file string, shared bool) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("%w: --config: %v", errUsage, err)
@@ -53,6 +69,9 @@ func loadConfig(fs *flag.FlagSet, file string) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, s := range settings {
 		f := fs.Lookup(s.key)
+		if shared && f == nil {
+			continue
+		}
 		if f == nil || s.key == "config" {
 			return fmt.Errorf("%w: %s:%d: unknown key %q; valid keys: %s", errUsage, file, s.line, s.key, strings.Join(configKeys(fs), ", "))
 		}

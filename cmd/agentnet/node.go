@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -25,10 +26,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	name := fs.String("name", "", "agent name to enrol as (first start only; default: host name)")
 	listen := fs.String("listen", "0.0.0.0:0", "UDP address of the node's WireGuard socket; a specific IP is the only one advertised")
 	dnsListen := fs.String("dns-listen", "", "also answer DNS for agent names on this host address, e.g. 127.0.0.1:5301")
-	dnsUpstream := fs.String("dns-upstream", "", "forward names outside the overlay domain to this DNS server ip:port (default: refuse them)")
+	dnsUpstream := fs.String("dns-upstream", "", "forward names outside the overlay domain to this DNS server ip:port (default: with --accept-dns the host's previous resolver, else refuse them)")
 	mtu := fs.Int("mtu", 1280, "overlay MTU")
 	tunName := fs.String("tun", "", "kernel TUN mode: create this device (e.g. agentnet0), needs CAP_NET_ADMIN; default: netstack mode, no root")
-	acceptDNS := fs.Bool("accept-dns", false, "kernel TUN mode: point /etc/resolv.conf at the built-in DNS while the node runs (restored on exit)")
+	acceptDNS := fs.Bool("accept-dns", false, "kernel TUN mode: point /etc/resolv.conf at the built-in DNS while the node runs (restored on exit); other names go to --dns-upstream or the resolver it named before")
 	socks5 := fs.String("socks5", "", "serve SOCKS5 (CONNECT by name, UDP ASSOCIATE) on this address, e.g. 127.0.0.1:1080")
 	allowOutside := fs.Bool("socks5-allow-outside", false, "let the SOCKS5 and HTTP proxies reach destinations outside the overlay")
 	httpProxy := fs.String("http-proxy", "", "serve an HTTP proxy (CONNECT and plain) on this address, e.g. 127.0.0.1:8080")
@@ -71,7 +72,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *keyRotation == 0 {
 		*keyRotation = -1 // overlay.Config: negative disables
 	}
-	n, err := overlay.New(ctx, overlay.Config{
+	cfg := overlay.Config{
 		KeyRotation: *keyRotation,
 		StateDir:    *state, Token: *token, Name: *name, ListenAddr: ap,
 		DNSListen: *dnsListen, DNSUpstream: *dnsUpstream, MTU: *mtu, Logger: log,
@@ -79,7 +80,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		MaxConnsPerPeer: *maxConnsPerPeer, MaxConns: *maxConns,
 		Frontends: overlay.Frontends{SOCKS5: *socks5, SOCKS5AllowOutside: *allowOutside, HTTPProxy: *httpProxy,
 			Forwards: forwards, Exposes: exposes},
-	})
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	n, err := overlay.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -88,9 +93,21 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if ap := n.DNSAddr(); ap.IsValid() {
 		fmt.Fprintf(stdout, "dns on %s\n", ap)
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return n.Close()
+	case <-n.Done():
+		// The coordinator revoked or expired this node: it has stopped
+		// sending; Close removes its TUN device and sockets, and the
+		// process exits non-zero with the reason.
+		stopErr := n.Err()
+		n.Close()
+		if stopErr == nil {
+			stopErr = errors.New("node stopped")
+		}
+		return stopErr
+	}
 }
 
 func splitList(s string) []string {

@@ -30,7 +30,7 @@ func runNodeRevoke(ctx context.Context, args []string, stdout, stderr io.Writer)
 	admin := fs.String("admin", "", "admin credential file written by the coordinator (required)")
 	reason := fs.String("reason", "", "why, kept in the revocation record and shown to the node (optional, at most 256 bytes)")
 	name, rest := splitName(args)
-	if err := parseWithConfig(fs, rest); err != nil {
+	if err := parseWithSharedConfig(fs, rest); err != nil {
 		return err
 	}
 	if name == "" && fs.NArg() > 0 {
@@ -65,8 +65,8 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		"Ask the running node to replace its WireGuard key now: it makes a new key, switches to it,\n"+
 			"has the coordinator bind it (the old key is refused from then on) and peers replace it;\n"+
 			"open connections survive. Prints the old and new key fingerprints.", stderr)
-	state := fs.String("state", "", "state directory of the running node (required)")
-	if err := parseWithConfig(fs, args); err != nil {
+	state := fs.String("state", "", "state directory of the running node (required; also read from the node's config file)")
+	if err := parseWithSharedConfig(fs, args); err != nil {
 		return err
 	}
 	if *state == "" || fs.NArg() > 0 {

@@ -18,6 +18,10 @@ func TestNodeRotateAndRevoke(t *testing.T) {
 	testnet.WaitPeers(t, a, b)
 	dirA := nw.NodeConfig("alpha").StateDir
 
+	// $AGENTNET_CONFIG names the node's config file, as on a host set up
+	// from deploy/: the verbs take their own keys from it (rotate: state)
+	// and ignore the node's others (issue 16 item 8: "unknown key name").
+	t.Setenv(configEnv, writeFile(t, "node.yaml", "name: alpha\nstate: "+dirA+"\nmtu: 1280\nlisten: 127.0.0.1:0\nforward: [127.0.0.1:0=bravo:80]\n"))
 	var out, errb bytes.Buffer
 	oldKey := a.Self().WGKey
 	if code := run([]string{"node", "rotate", "--state", dirA}, &out, &errb); code != exitOK {
@@ -26,13 +30,18 @@ func TestNodeRotateAndRevoke(t *testing.T) {
 	if !regexp.MustCompile(`^rotated WireGuard key [0-9a-f]{8} → [0-9a-f]{8}\n$`).MatchString(out.String()) || a.Self().WGKey == oldKey {
 		t.Errorf("node rotate printed %q; key %s → %s", out.String(), oldKey, a.Self().WGKey)
 	}
+	out.Reset()
+	midKey := a.Self().WGKey
+	if code := run([]string{"node", "rotate"}, &out, &errb); code != exitOK || a.Self().WGKey == midKey {
+		t.Fatalf("node rotate with --state from the node's config: exit %d: %s", code, errb.String())
+	}
 
 	out.Reset()
 	errb.Reset()
 	if code := run([]string{"node", "revoke", "alpha", "--admin", nw.Coord.AdminCredPath(), "--reason", "test"}, &out, &errb); code != exitOK {
 		t.Fatalf("node revoke: exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "revoked alpha") || !strings.Contains(out.String(), "2 WireGuard key(s)") {
+	if !strings.Contains(out.String(), "revoked alpha") || !strings.Contains(out.String(), "3 WireGuard key(s)") {
 		t.Errorf("node revoke printed %q", out.String())
 	}
 	deadline := time.Now().Add(10 * time.Second)
