@@ -57,19 +57,21 @@ type Config struct {
 }
 
 // Client speaks the control protocol to one coordinator. It is safe for
-// concurrent use. Close drops idle connections; requests in flight end
-// with their contexts.
+// concurrent use. Close ends every connection it made.
 type Client struct {
 	base     string
 	identity ed25519.PrivateKey
 	http     *http.Client // bounded requests
 	stream   *http.Client // the long-lived netmap stream (no overall timeout)
+	conns    *connSet     // every connection of both, for Close
 	now      func() time.Time
 }
 
 // New returns a client for cfg. It dials nothing until the first request.
 func New(cfg Config) *Client {
+	conns := newConnSet()
 	tr := &http.Transport{
+		DialContext:         conns.dial,
 		TLSClientConfig:     wire.PinnedTLSConfig(cfg.Pin),
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   !cfg.HTTP1, // needed for h2 with a custom TLS config
@@ -92,6 +94,7 @@ func New(cfg Config) *Client {
 		identity: cfg.Identity,
 		http:     &http.Client{Transport: tr, Timeout: timeout},
 		stream:   &http.Client{Transport: tr.Clone()},
+		conns:    conns,
 		now:      now,
 	}
 }
@@ -104,10 +107,13 @@ func (c *Client) WithIdentity(identity ed25519.PrivateKey) *Client {
 	return &c2
 }
 
-// Close drops idle connections of c and of every client sharing them.
+// Close closes every connection of c and of every client sharing them
+// (WithIdentity), idle or not: requests in flight fail, and later ones
+// fail with net.ErrClosed.
 func (c *Client) Close() {
 	c.http.CloseIdleConnections()
 	c.stream.CloseIdleConnections()
+	c.conns.closeAll()
 }
 
 // HTTP is the client for bounded requests built with NewRequest.
