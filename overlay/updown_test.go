@@ -18,8 +18,7 @@ import (
 // times (same state directory) while a peer stays up and the map churns
 // with every join and leave; each time up it reaches the peer. Afterwards
 // the process's goroutines settle back to the count before the first
-// cycle, give or take a few of the long-lived peer's and coordinator's
-// HTTP/2 connections: nothing a node starts outlives its Close. Run it under -race.
+// cycle, and nothing a node starts outlives its Close. Run it under -race.
 // AGENTNET_UPDOWN_CYCLES overrides the count.
 func TestUpDownCycles(t *testing.T) {
 	if testing.Short() {
@@ -59,23 +58,17 @@ func TestUpDownCycles(t *testing.T) {
 		_, err = a.Ping(ctx, "bravo")
 		cancel()
 		if err != nil {
+			as, bs := a.Status().Paths, b.Status().Paths
 			a.Close()
-			t.Fatalf("cycle %d: ping: %v", i, err)
+			t.Fatalf("cycle %d: ping: %v\nalpha: unread %+v junk %+v\nbravo: unread %+v junk %+v", i, err, as.InitsUnread, as.Junk, bs.InitsUnread, bs.Junk)
 		}
 		if err := a.Close(); err != nil {
 			t.Fatalf("cycle %d: close: %v", i, err)
 		}
 	}
-	// HTTP/2 connections between closed nodes' control clients and the
-	// coordinator may outlive Node.Close until their idle timeout (90 s):
-	// a stream torn down at Close is still active when Close drops idle
-	// connections. They are left out here (and reported in issue 17's
-	// notes); everything else must be gone.
-	if err := goleak.Find(base,
-		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).serve"),
-		goleak.IgnoreAnyFunction("net/http.(*http2serverConn).readFrames"),
-	); err != nil {
+	// Everything a node started must be gone, its control connections
+	// included (wire/controlclient's Close ends them).
+	if err := goleak.Find(base); err != nil {
 		t.Fatalf("after %d cycles: %v", cycles, err)
 	}
 }
