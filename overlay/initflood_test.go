@@ -35,6 +35,13 @@ func TestInitiationFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("flood test: not in -short")
 	}
+	if raceEnabled {
+		// 20k initiations a second plus three nodes under the race
+		// detector (~10x slower) saturate two cores by themselves: the
+		// result says nothing about the limiter. .ci/run runs this test
+		// without -race right after ./test.sh.
+		t.Skip("flood test: runs without -race (.ci/run: go test -run 'TestInitiationFlood' ./overlay)")
+	}
 	pps := envInt("AGENTNET_FLOOD_PPS", 20000)
 	phase := time.Duration(envInt("AGENTNET_FLOOD_SECONDS", 3)) * time.Second
 	n := testnet.New(t)
