@@ -54,9 +54,18 @@ func TestUpDownCycles(t *testing.T) {
 			t.Fatalf("cycle %d: start: %v", i, err)
 		}
 		testnet.WaitPeers(t, a, b)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// 20 s: room for two of wireguard-go's 5 s handshake retries. A
+		// restarted node's first handshake is sometimes lost
+		// ("handshakeZeroed" on the initiator, about 1 restart in 150
+		// under load): a stall this test reports but does not judge; it
+		// checks that every life works and that nothing outlives it.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		pingStart := time.Now()
 		_, err = a.Ping(ctx, "bravo")
 		cancel()
+		if d := time.Since(pingStart); d > 5*time.Second {
+			t.Logf("cycle %d: first ping took %v (a lost handshake)", i, d.Round(time.Millisecond))
+		}
 		if err != nil {
 			as, bs := a.Status().Paths, b.Status().Paths
 			a.Close()
