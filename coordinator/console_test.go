@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"html"
 	"io"
 	"net/http"
@@ -220,7 +221,7 @@ func TestConsoleWrongPassword(t *testing.T) {
 }
 
 func TestConsoleLoginCookieLogout(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	h := newConsoleHarness(t, func(cfg *Config) { cfg.Now = clock.Now })
 	cc := newConsoleClient(t, h)
 	resp, _ := cc.post("/console/login", url.Values{"secret": {h.c.AdminCred().Secret}}, nil)

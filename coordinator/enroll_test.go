@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -110,7 +111,7 @@ func TestNameTaken(t *testing.T) {
 }
 
 func TestTokenRefusals(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now })
 	used := h.token(wire.CreateTokenRequest{})
 	newTestNode(t, h.c).enroll(used, "first")

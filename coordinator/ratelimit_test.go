@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"net"
 	"net/http"
 	"net/netip"
@@ -32,7 +33,7 @@ func (n *testNode) fromSource(src string) *testNode {
 // Retry-After after 20; another source and the admin API are unaffected;
 // refusals are counted and reach requests_refused_total.
 func TestEnrollRateLimit(t *testing.T) {
-	clock := &fakeClock{t: time.Now()} // frozen: no refill during the burst
+	clock := clocktest.New(time.Now()) // frozen: no refill during the burst
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now; c.MetricsListen = "127.0.0.1:0" })
 	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	burst := DefaultEnrollLimit.Burst
@@ -82,7 +83,7 @@ func TestEnrollRateLimit(t *testing.T) {
 // checked, so guessing is throttled and, once over, even the right secret
 // waits.
 func TestAdminRateLimit(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	h := newHarness(t, func(c *Config) {
 		c.Now = clock.Now
 		c.RateLimits.Admin = RateLimit{PerSecond: 1, Burst: 3}
@@ -111,7 +112,7 @@ func TestAdminRateLimit(t *testing.T) {
 // TestConsoleLoginRateLimit: login attempts beyond the burst get 429 with
 // Retry-After and the login page, without the secret being checked.
 func TestConsoleLoginRateLimit(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	h := newConsoleHarness(t, func(c *Config) { c.Now = clock.Now })
 	cc := newConsoleClient(t, h)
 	for i := range DefaultLoginLimit.Burst {

@@ -99,7 +99,7 @@ func TestRelayConfigRefused(t *testing.T) {
 func TestRelayCredentialsRefreshed(t *testing.T) {
 	r := startRelay(t)
 	synctest.Test(t, func(t *testing.T) {
-		clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+		clock := clocktest.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 		h := newPipeHarness(t, func(c *Config) {
 			c.Relays = []turncred.Cred{r.Cred()}
 			c.Now = clock.Now

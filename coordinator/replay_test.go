@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/agentnet/agentnet/internal/clocktest"
 	"io"
 	"net/http"
 	"net/netip"
@@ -116,7 +117,7 @@ func TestReplayedEnrollRefused(t *testing.T) {
 // has passed (fake clock) its entries are gone and requests are accepted
 // again.
 func TestReplayCacheBounds(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := newHarness(t, func(c *Config) { c.Now = clock.Now; c.replayPerSigner = 3; c.replayTotal = 5 })
 	tok := h.token(wire.CreateTokenRequest{Reusable: true})
 	a, b := newTestNode(t, h.c), newTestNode(t, h.c)
